@@ -1,0 +1,165 @@
+"""The plan model: tasks, agents, statuses and attempt outcomes as immutable values and enums.
+
+Everything here is data; the rules that act on it live in `core.graph` and `core.scheduler`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+DEFAULT_TIMEOUT_S = 30 * 60.0
+DEFAULT_ESTIMATE_S = 10 * 60.0
+DEFAULT_RETRIES = 1
+DEFAULT_PARALLEL = 4
+DEFAULT_AGENT_NAME = "default"
+
+TASK_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
+
+
+def valid_task_id(value: str) -> bool:
+    """Letters, digits, `.`, `_`, `-`; 1–64 chars; not starting with `-` or `.`; no `..` (unsafe in refs)."""
+    return bool(TASK_ID_RE.match(value)) and ".." not in value and not value.endswith((".lock", "."))
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its life; the names are part of the `status --json` contract."""
+
+    PENDING = "pending"  # waiting for dependencies (or its track predecessor)
+    QUEUED = "queued"  # ready, waiting for a free slot
+    RUNNING = "running"  # an agent is working on it
+    VERIFYING = "verifying"  # the verify command runs
+    MERGING = "merging"  # waiting for / in the merge queue
+    MERGED = "merged"
+    FAILED = "failed"
+    CONFLICT = "conflict"
+    BLOCKED = "blocked"  # a dependency ended without merging
+    CANCELLED = "cancelled"
+    PAUSED = "paused"  # its agent is rate limited until a reset time
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def active(self) -> bool:
+        return self in ACTIVE
+
+
+TERMINAL = frozenset(
+    {TaskStatus.MERGED, TaskStatus.FAILED, TaskStatus.CONFLICT, TaskStatus.BLOCKED, TaskStatus.CANCELLED}
+)
+ACTIVE = frozenset({TaskStatus.RUNNING, TaskStatus.VERIFYING, TaskStatus.MERGING})
+
+
+class Outcome(StrEnum):
+    """How one attempt ended: the same vocabulary for every agent kind."""
+
+    SUCCESS = "success"
+    AGENT_ERROR = "agent_error"  # the agent exited non-zero / reported an error
+    MAX_TURNS = "max_turns"
+    AUTH = "auth"  # credentials missing or rejected: retrying will not help
+    RATE_LIMITED = "rate_limited"  # pauses the agent; does not use up a retry
+    API_ERROR = "api_error"
+    TIMEOUT = "timeout"  # the task's wall-clock timeout expired
+    STALLED = "stalled"  # no output for the stall timeout
+    CRASHED = "crashed"  # killed by a signal
+    NO_CHANGES = "no_changes"  # the agent changed nothing and the task does not allow that
+    VERIFY_FAILED = "verify_failed"
+    REJECTED = "rejected"  # the task branch does not descend from the attempt's start
+    SETUP_FAILED = "setup_failed"  # orchard could not prepare the worktree / start the agent
+    INTERRUPTED = "interrupted"  # the run was interrupted while the attempt ran
+
+    @property
+    def retryable(self) -> bool:
+        return self not in (Outcome.SUCCESS, Outcome.AUTH, Outcome.INTERRUPTED)
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """One named agent entry of a plan: its kind and the options that kind understands."""
+
+    name: str
+    type: str
+    max_parallel: int | None = None
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return self.options.get(key, default)
+
+
+# Options each agent kind accepts (beyond `type` and `max_parallel`), for validation and did-you-mean.
+COMMON_AGENT_OPTIONS = frozenset({"env", "env_pass", "fallback", "stall_timeout"})
+AGENT_KIND_OPTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "command": frozenset({"command", "prompt_via"}),
+    }
+)
+PROMPT_VIA = ("file", "stdin", "arg")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work for one agent. `prompt` is the resolved text (inline or read from `prompt_file`)."""
+
+    id: str
+    prompt: str
+    agent: str
+    prompt_file: str | None = None
+    name: str | None = None
+    depends_on: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    verify: tuple[str, ...] | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    retries: int = DEFAULT_RETRIES
+    priority: int = 0
+    track: str | None = None
+    estimate_s: float = DEFAULT_ESTIMATE_S
+    allow_empty: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated, immutable plan. Build it through `orchard.plan.load` (or `Plan.build` for code)."""
+
+    tasks: tuple[Task, ...]
+    agents: Mapping[str, AgentSpec]
+    tracks: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    base: str | None = None
+    parallel: int = DEFAULT_PARALLEL
+    source: str = "<plan>"
+    _index: Mapping[str, Task] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
+
+    @staticmethod
+    def build(
+        tasks: list[Task] | tuple[Task, ...],
+        agents: Mapping[str, AgentSpec],
+        tracks: Mapping[str, tuple[str, ...]] | None = None,
+        base: str | None = None,
+        parallel: int = DEFAULT_PARALLEL,
+        source: str = "<plan>",
+    ) -> Plan:
+        """Freeze already-validated parts into a Plan (validation lives in `orchard.plan`)."""
+        return Plan(
+            tasks=tuple(tasks),
+            agents=MappingProxyType(dict(agents)),
+            tracks=MappingProxyType({k: tuple(v) for k, v in (tracks or {}).items()}),
+            base=base,
+            parallel=parallel,
+            source=source,
+            _index=MappingProxyType({t.id: t for t in tasks}),
+        )
+
+    def task(self, task_id: str) -> Task:
+        return self._index[task_id]
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._index
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(t.id for t in self.tasks)
