@@ -1,0 +1,186 @@
+"""Graph rules over a plan: cycles (with their path), waves, critical path, and declared-file overlaps.
+
+All iterative (no recursion), linear in tasks + edges except file overlap, which compares only tasks that share a
+leading path segment.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from orchard.core.model import Plan
+
+_WILDCARDS = frozenset("*?[")
+
+
+def find_cycles(edges: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """Return one cycle per cyclic strongly connected component, each as `[a, b, …, a]` (a depends on b …)."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
+    cycles: list[list[str]] = []
+    for root in edges:
+        if root in state:
+            continue
+        path: list[str] = []
+        stack: list[tuple[str, Iterator[str]]] = [(root, iter(edges.get(root, ())))]
+        state[root] = 1
+        path.append(root)
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                path.pop()
+                state[node] = 2
+            elif child not in edges:
+                continue
+            elif state.get(child) == 1:
+                cycles.append([*path[path.index(child) :], child])
+            elif child not in state:
+                state[child] = 1
+                path.append(child)
+                stack.append((child, iter(edges.get(child, ()))))
+    return cycles
+
+
+def format_cycle(cycle: Sequence[str]) -> str:
+    """`a → b → c → a`."""
+    return " → ".join(cycle)
+
+
+def order_edges(plan: Plan) -> dict[str, list[str]]:
+    """Predecessors of each task: its dependencies plus its predecessor in its track."""
+    preds: dict[str, list[str]] = {t.id: list(t.depends_on) for t in plan.tasks}
+    for members in plan.tracks.values():
+        for before, after in itertools.pairwise(members):
+            if before not in preds[after]:
+                preds[after].append(before)
+    return preds
+
+
+def topological_order(preds: Mapping[str, Sequence[str]]) -> list[str]:
+    """Kahn's algorithm, stable in input order; assumes no cycles (validated plans)."""
+    indegree = {node: len(ps) for node, ps in preds.items()}
+    succs: dict[str, list[str]] = defaultdict(list)
+    for node, ps in preds.items():
+        for p in ps:
+            succs[p].append(node)
+    order = [node for node, d in indegree.items() if d == 0]
+    i = 0
+    while i < len(order):
+        for s in succs[order[i]]:
+            indegree[s] -= 1
+            if indegree[s] == 0:
+                order.append(s)
+        i += 1
+    return order
+
+
+def waves(plan: Plan) -> list[list[str]]:
+    """Group tasks by depth: wave 0 has no predecessors, wave n needs something from wave n-1."""
+    preds = order_edges(plan)
+    depth: dict[str, int] = {}
+    for node in topological_order(preds):
+        depth[node] = 1 + max((depth[p] for p in preds[node]), default=-1)
+    grouped: dict[int, list[str]] = defaultdict(list)
+    for t in plan.tasks:
+        grouped[depth[t.id]].append(t.id)
+    return [grouped[d] for d in sorted(grouped)]
+
+
+def ranks(plan: Plan) -> dict[str, float]:
+    """Longest estimated path from each task (its own estimate included) to the end of the graph."""
+    preds = order_edges(plan)
+    rank: dict[str, float] = {}
+    succs: dict[str, list[str]] = defaultdict(list)
+    for node, ps in preds.items():
+        for p in ps:
+            succs[p].append(node)
+    for node in reversed(topological_order(preds)):
+        rank[node] = plan.task(node).estimate_s + max((rank[s] for s in succs[node]), default=0.0)
+    return rank
+
+
+@dataclass(frozen=True)
+class CriticalPath:
+    """The chain of tasks with the longest total estimate, and that total in seconds."""
+
+    tasks: tuple[str, ...]
+    length_s: float
+
+
+def critical_path(plan: Plan) -> CriticalPath:
+    """Follow the highest-ranked successor from the highest-ranked root."""
+    if not plan.tasks:
+        return CriticalPath((), 0.0)
+    rank = ranks(plan)
+    preds = order_edges(plan)
+    succs: dict[str, list[str]] = defaultdict(list)
+    for node, ps in preds.items():
+        for p in ps:
+            succs[p].append(node)
+    roots = [t.id for t in plan.tasks if not preds[t.id]]
+    chain: list[str] = [max(roots, key=lambda n: rank[n])]
+    while succs[chain[-1]]:
+        chain.append(max(succs[chain[-1]], key=lambda n: rank[n]))
+    return CriticalPath(tuple(chain), rank[chain[0]])
+
+
+def _literal_prefix(pattern: str) -> str:
+    for i, ch in enumerate(pattern):
+        if ch in _WILDCARDS:
+            return pattern[:i]
+    return pattern
+
+
+def globs_overlap(a: str, b: str) -> bool:
+    """Whether two declared-file globs may name a common path (conservative: may say yes when unsure)."""
+    a, b = a.rstrip("/"), b.rstrip("/")
+    if a == b or fnmatchcase(a, b) or fnmatchcase(b, a):
+        return True
+    if a.startswith(b + "/") or b.startswith(a + "/"):
+        return True  # a directory and something inside it
+    pa, pb = _literal_prefix(a), _literal_prefix(b)
+    wild_a, wild_b = pa != a, pb != b
+    if wild_a and wild_b:
+        return pa.startswith(pb) or pb.startswith(pa)
+    return False
+
+
+def _segment(pattern: str) -> str:
+    head = _literal_prefix(pattern).split("/", 1)[0]
+    return head if "/" in _literal_prefix(pattern) else ""
+
+
+def file_conflicts(plan: Plan) -> dict[str, frozenset[str]]:
+    """For each task with declared files, the other tasks whose files overlap with it."""
+    buckets: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for t in plan.tasks:
+        for pattern in t.files:
+            buckets[_segment(pattern)].append((t.id, pattern))
+    wide = buckets.pop("", [])
+    found: dict[str, set[str]] = defaultdict(set)
+
+    def compare(group: list[tuple[str, str]], others: list[tuple[str, str]]) -> None:
+        for i, (ta, pa) in enumerate(group):
+            for tb, pb in others[i + 1 :] if others is group else others:
+                if ta != tb and globs_overlap(pa, pb):
+                    found[ta].add(tb)
+                    found[tb].add(ta)
+
+    compare(wide, wide)
+    for group in buckets.values():
+        compare(group, group)
+        compare(group, wide)
+    return {k: frozenset(v) for k, v in found.items()}
+
+
+def overlapping_pairs(plan: Plan) -> list[tuple[str, str]]:
+    """Each unordered pair of tasks whose declared files overlap, in plan order."""
+    conflicts = file_conflicts(plan)
+    position = {t.id: i for i, t in enumerate(plan.tasks)}
+    pairs = {(a, b) for a, others in conflicts.items() for b in others if position[a] < position[b]}
+    return sorted(pairs, key=lambda p: (position[p[0]], position[p[1]]))

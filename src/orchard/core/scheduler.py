@@ -1,0 +1,389 @@
+"""The pure scheduler: `handle(event, now) -> actions`. No I/O, no clock, no awaits.
+
+It owns every task's status. The engine (real runs), `orchard plan` estimates and the benchmark simulation all drive
+this same object: they feed it past-tense events and carry out the actions it returns.
+
+Rules: a task is ready when every dependency merged and its track predecessor finished; among ready tasks the one
+with the longest estimated path to the end starts first, then higher priority, then plan order. Limits: run-wide
+`parallel`, per-agent `max_parallel`, one task per track at a time, and no two tasks with overlapping declared files
+active together. Merges happen one at a time. A task that ends without merging blocks its descendants only.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from orchard.core.graph import file_conflicts, ranks
+from orchard.core.model import Outcome, Plan, TaskStatus
+
+S = TaskStatus
+
+
+# ---- events (inputs, past tense) ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Kick:
+    """Start (or re-evaluate) scheduling."""
+
+
+@dataclass(frozen=True)
+class AttemptEnded:
+    """An attempt (agent + commit + verify) finished with `outcome`; `resume_at` for a rate limit's reset time."""
+
+    task_id: str
+    outcome: Outcome
+    resume_at: float | None = None
+
+
+@dataclass(frozen=True)
+class MergeEnded:
+    """The merge queue finished a task: merged, or a conflict on `conflicts`."""
+
+    task_id: str
+    merged: bool
+    conflicts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VerifyStarted:
+    """The agent finished and the task's verify command began (display status only)."""
+
+    task_id: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Start nothing new (interrupt or budget); the run ends when active work drains."""
+
+    reason: str = "interrupted"
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Cancel every task that is not active or finished."""
+
+
+Event = Kick | AttemptEnded | VerifyStarted | MergeEnded | Stop | Cancel
+
+
+# ---- actions (outputs) ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StartAttempt:
+    task_id: str
+    attempt: int
+    agent: str
+
+
+@dataclass(frozen=True)
+class StartMerge:
+    task_id: str
+
+
+@dataclass(frozen=True)
+class StatusChanged:
+    task_id: str
+    status: TaskStatus
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RunDone:
+    """Nothing is active and nothing more will start. `complete` when every task reached a final status."""
+
+    complete: bool
+    reason: str = ""
+
+
+Action = StartAttempt | StartMerge | StatusChanged | RunDone
+
+
+@dataclass
+class TaskState:
+    """Mutable per-task bookkeeping inside the scheduler."""
+
+    status: TaskStatus = S.PENDING
+    attempts: int = 0  # attempts started
+    failures: int = 0  # failures that used up a retry
+    paused_until: float | None = None
+
+
+@dataclass(frozen=True)
+class Restored:
+    """A task's state carried over from a previous session of the same run (resume)."""
+
+    status: TaskStatus
+    attempts: int = 0
+    failures: int = 0
+
+
+@dataclass
+class Scheduler:
+    """Event-driven decision maker for one run of one plan."""
+
+    plan: Plan
+    parallel: int
+    restored: Mapping[str, Restored] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.parallel = max(1, self.parallel)
+        rank = ranks(self.plan)
+        self._key = {t.id: (-rank[t.id], -t.priority, i) for i, t in enumerate(self.plan.tasks)}
+        self._conflicts = file_conflicts(self.plan)
+        self._dependents: dict[str, list[str]] = {t.id: [] for t in self.plan.tasks}
+        for t in self.plan.tasks:
+            for d in t.depends_on:
+                self._dependents[d].append(t.id)
+        self._track_prev: dict[str, str] = {}
+        self._track_next: dict[str, str] = {}
+        for members in self.plan.tracks.values():
+            for before, after in itertools.pairwise(members):
+                self._track_prev[after], self._track_next[before] = before, after
+        self.tasks: dict[str, TaskState] = {t.id: TaskState() for t in self.plan.tasks}
+        self._queue: list[tuple[tuple[float, int, int], str]] = []  # sorted QUEUED/PAUSED tasks
+        self._merge_queue: deque[str] = deque()
+        self._merging: str | None = None
+        self._running: set[str] = set()  # RUNNING or VERIFYING
+        self._agent_running: dict[str, int] = {}
+        self._held: set[str] = set()  # tasks holding their declared files (active)
+        self._agent_paused: dict[str, float] = {}
+        self._stopped: str | None = None
+        self._done = False
+        self._unfinished = len(self.tasks)
+        for task_id, r in self.restored.items():
+            if task_id in self.tasks:
+                self._restore(task_id, r)
+
+    def _restore(self, task_id: str, r: Restored) -> None:
+        st = self.tasks[task_id]
+        st.attempts, st.failures = r.attempts, r.failures
+        if r.status.terminal:
+            st.status = r.status
+            self._unfinished -= 1
+        elif r.status is S.MERGING:
+            st.status = S.MERGING
+            self._merge_queue.append(task_id)
+            self._held.add(task_id)
+
+    # ---- queries ----------------------------------------------------------------------------------------------
+    def status(self, task_id: str) -> TaskStatus:
+        return self.tasks[task_id].status
+
+    def next_wakeup(self) -> float | None:
+        """Earliest time a paused agent resumes, if any task waits on one."""
+        return min(self._agent_paused.values(), default=None)
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def active_count(self) -> int:
+        return len(self._running)
+
+    # ---- events -----------------------------------------------------------------------------------------------
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """Apply one event and return what to do next."""
+        out: list[Action] = []
+        if isinstance(event, AttemptEnded):
+            self._attempt_ended(event, now, out)
+        elif isinstance(event, MergeEnded):
+            self._merge_ended(event, out)
+        elif isinstance(event, Stop):
+            self._stopped = self._stopped or event.reason
+        elif isinstance(event, Cancel):
+            self._stopped = self._stopped or "cancelled"
+            self._cancel_waiting(out)
+        elif isinstance(event, VerifyStarted):
+            if self.tasks[event.task_id].status is S.RUNNING:
+                self._set(event.task_id, S.VERIFYING, out)
+        elif isinstance(event, Kick):
+            self._promote_pending(out)
+        self._unpause(now, out)
+        self._dispatch(out)
+        self._maybe_merge(out)
+        self._check_done(out)
+        return out
+
+    def _promote_pending(self, out: list[Action]) -> None:
+        """Queue every pending task that is ready; block those whose dependency already ended unmerged."""
+        for t in self.plan.tasks:
+            if self.tasks[t.id].status is not S.PENDING:
+                continue
+            lost = [d for d in t.depends_on if self.tasks[d].status.terminal and self.tasks[d].status is not S.MERGED]
+            if lost:
+                self._finish(t.id, S.BLOCKED, out, reason=f"dependency '{lost[0]}' did not merge")
+            elif self._ready(t.id):
+                self._enqueue(t.id, out)
+
+    def _attempt_ended(self, ev: AttemptEnded, now: float, out: list[Action]) -> None:
+        st = self.tasks[ev.task_id]
+        self._release_slot(ev.task_id)
+        if ev.outcome is Outcome.SUCCESS:
+            self._set(ev.task_id, S.MERGING, out)
+            self._merge_queue.append(ev.task_id)
+            return
+        self._held.discard(ev.task_id)
+        if ev.outcome is Outcome.RATE_LIMITED:
+            agent = self.plan.task(ev.task_id).agent
+            until = ev.resume_at if ev.resume_at is not None else now
+            self._agent_paused[agent] = max(until, self._agent_paused.get(agent, until))
+            self._enqueue(ev.task_id, out, reason=f"{agent} rate limited")
+            for _, waiting in self._queue:
+                if self.tasks[waiting].status is S.QUEUED and self.plan.task(waiting).agent == agent:
+                    self._set(waiting, S.PAUSED, out, reason=f"{agent} rate limited")
+            return
+        if ev.outcome is Outcome.INTERRUPTED:
+            st.attempts -= 1  # an interrupted attempt is restarted cleanly, not counted
+            self._enqueue(ev.task_id, out)
+            return
+        st.failures += 1
+        if ev.outcome.retryable and st.failures <= self.plan.task(ev.task_id).retries:
+            self._enqueue(ev.task_id, out, reason=f"retry after {ev.outcome.value}")
+        else:
+            self._finish(ev.task_id, S.FAILED, out, reason=ev.outcome.value)
+
+    def _merge_ended(self, ev: MergeEnded, out: list[Action]) -> None:
+        self._merging = None
+        self._held.discard(ev.task_id)
+        if ev.merged:
+            self._finish(ev.task_id, S.MERGED, out)
+            return
+        st = self.tasks[ev.task_id]
+        st.failures += 1
+        reason = "conflict on " + ", ".join(ev.conflicts) if ev.conflicts else "conflict"
+        if st.failures <= self.plan.task(ev.task_id).retries:
+            self._enqueue(ev.task_id, out, reason=f"retry after {reason}")
+        else:
+            self._finish(ev.task_id, S.CONFLICT, out, reason=reason)
+
+    def _cancel_waiting(self, out: list[Action]) -> None:
+        for task_id, st in self.tasks.items():
+            if st.status in (S.PENDING, S.QUEUED, S.PAUSED):
+                self._dequeue(task_id)
+                self._finish(task_id, S.CANCELLED, out, reason="cancelled", propagate=False)
+
+    # ---- transitions ------------------------------------------------------------------------------------------
+    def _set(self, task_id: str, status: TaskStatus, out: list[Action], reason: str = "") -> None:
+        st = self.tasks[task_id]
+        if st.status is not status:
+            st.status = status
+            out.append(StatusChanged(task_id, status, reason))
+
+    def _enqueue(self, task_id: str, out: list[Action], reason: str = "") -> None:
+        if self._stopped == "cancelled":
+            self._finish(task_id, S.CANCELLED, out, reason="cancelled", propagate=False)
+            return
+        paused = self.plan.task(task_id).agent in self._agent_paused
+        self._set(task_id, S.PAUSED if paused else S.QUEUED, out, reason)
+        bisect.insort(self._queue, (self._key[task_id], task_id))
+
+    def _dequeue(self, task_id: str) -> None:
+        i = bisect.bisect_left(self._queue, (self._key[task_id], task_id))
+        if i < len(self._queue) and self._queue[i][1] == task_id:
+            del self._queue[i]
+
+    def _finish(
+        self, task_id: str, status: TaskStatus, out: list[Action], reason: str = "", propagate: bool = True
+    ) -> None:
+        self._set(task_id, status, out, reason)
+        self._unfinished -= 1
+        if status is S.MERGED:
+            candidates = list(self._dependents[task_id])
+        else:
+            candidates = []
+            if propagate:
+                self._block_descendants(task_id, out)
+        nxt = self._track_next.get(task_id)
+        if nxt:
+            candidates.append(nxt)
+        for c in candidates:
+            if self.tasks[c].status is S.PENDING and self._ready(c):
+                self._enqueue(c, out)
+
+    def _block_descendants(self, task_id: str, out: list[Action]) -> None:
+        stack = list(self._dependents[task_id])
+        while stack:
+            d = stack.pop()
+            st = self.tasks[d]
+            if st.status in (S.PENDING, S.QUEUED, S.PAUSED):
+                self._dequeue(d)
+                self._set(d, S.BLOCKED, out, reason=f"dependency '{task_id}' did not merge")
+                self._unfinished -= 1
+                stack.extend(self._dependents[d])
+                nxt = self._track_next.get(d)
+                if nxt and self.tasks[nxt].status is S.PENDING and self._ready(nxt):
+                    self._enqueue(nxt, out)
+
+    def _ready(self, task_id: str) -> bool:
+        task = self.plan.task(task_id)
+        if any(self.tasks[d].status is not S.MERGED for d in task.depends_on):
+            return False
+        prev = self._track_prev.get(task_id)
+        return prev is None or self.tasks[prev].status.terminal
+
+    def _release_slot(self, task_id: str) -> None:
+        if task_id in self._running:
+            self._running.discard(task_id)
+            agent = self.plan.task(task_id).agent
+            self._agent_running[agent] -= 1
+
+    def _unpause(self, now: float, out: list[Action]) -> None:
+        resumed = [a for a, until in self._agent_paused.items() if until <= now]
+        for agent in resumed:
+            del self._agent_paused[agent]
+        if resumed:
+            for _, task_id in self._queue:
+                if self.tasks[task_id].status is S.PAUSED and self.plan.task(task_id).agent in resumed:
+                    self._set(task_id, S.QUEUED, out, reason="agent resumed")
+
+    # ---- decisions --------------------------------------------------------------------------------------------
+    def _can_start(self, task_id: str) -> bool:
+        task = self.plan.task(task_id)
+        spec = self.plan.agents.get(task.agent)
+        limit = spec.max_parallel if spec and spec.max_parallel else self.parallel
+        if self._agent_running.get(task.agent, 0) >= limit or task.agent in self._agent_paused:
+            return False
+        return not (self._conflicts.get(task_id, frozenset()) & self._held)
+
+    def _dispatch(self, out: list[Action]) -> None:
+        if self._stopped:
+            return
+        i = 0
+        while i < len(self._queue) and len(self._running) < self.parallel:
+            task_id = self._queue[i][1]
+            if not self._can_start(task_id):
+                i += 1
+                continue
+            del self._queue[i]
+            self._start(task_id, out)
+
+    def _start(self, task_id: str, out: list[Action]) -> None:
+        st = self.tasks[task_id]
+        agent = self.plan.task(task_id).agent
+        st.attempts += 1
+        self._running.add(task_id)
+        self._held.add(task_id)
+        self._agent_running[agent] = self._agent_running.get(agent, 0) + 1
+        self._set(task_id, S.RUNNING, out)
+        out.append(StartAttempt(task_id, st.attempts, agent))
+
+    def _maybe_merge(self, out: list[Action]) -> None:
+        if self._merging is None and self._merge_queue:
+            self._merging = self._merge_queue.popleft()
+            out.append(StartMerge(self._merging))
+
+    def _check_done(self, out: list[Action]) -> None:
+        if self._done or self._running or self._merging or self._merge_queue:
+            return
+        if self._unfinished == 0:
+            self._done = True
+            out.append(RunDone(complete=True))
+        elif self._stopped:
+            self._done = True
+            out.append(RunDone(complete=False, reason=self._stopped))
+        elif not self._queue and not self._agent_paused:
+            # Nothing queued, nothing running, tasks unfinished: only possible with an inconsistent restore.
+            self._done = True
+            out.append(RunDone(complete=False, reason="stuck"))

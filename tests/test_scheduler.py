@@ -1,0 +1,240 @@
+"""The pure scheduler: ordering, limits, retries, blocking, tracks, file exclusion, pauses, restore."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchard.core.graph import critical_path, find_cycles, format_cycle, globs_overlap, waves
+from orchard.core.model import AgentSpec, Outcome, Plan, Task, TaskStatus
+from orchard.core.scheduler import (
+    AttemptEnded,
+    Cancel,
+    Kick,
+    MergeEnded,
+    Restored,
+    RunDone,
+    Scheduler,
+    StartAttempt,
+    StartMerge,
+    StatusChanged,
+    Stop,
+    VerifyStarted,
+)
+from orchard.core.simulate import simulate
+
+S = TaskStatus
+
+
+def make_plan(specs: list[dict[str, object]], parallel: int = 4, agents: dict[str, int | None] | None = None,
+              tracks: dict[str, tuple[str, ...]] | None = None) -> Plan:
+    agent_specs = {name: AgentSpec(name, "command", limit) for name, limit in (agents or {"a": None}).items()}
+    tasks = [Task(**{"prompt": "p", "agent": "a", **spec}) for spec in specs]  # type: ignore[arg-type]
+    return Plan.build(tasks, agent_specs, tracks=tracks, parallel=parallel)
+
+
+def starts(actions: list[object]) -> list[str]:
+    return [a.task_id for a in actions if isinstance(a, StartAttempt)]
+
+
+def test_critical_path_first_then_priority_then_plan_order() -> None:
+    plan = make_plan([
+        {"id": "short", "estimate_s": 60.0},
+        {"id": "long", "estimate_s": 60.0},
+        {"id": "tail", "estimate_s": 600.0, "depends_on": ("long",)},
+        {"id": "urgent", "estimate_s": 60.0, "priority": 5},
+    ], parallel=1)
+    sched = Scheduler(plan, 1)
+    assert starts(sched.handle(Kick(), 0)) == ["long"]
+    sched.handle(AttemptEnded("long", Outcome.SUCCESS), 1)
+    # merge in flight; next start is chosen among short/urgent: priority wins over plan order
+    assert sched.status("urgent") is S.RUNNING
+
+
+def test_parallel_and_agent_limits() -> None:
+    plan = make_plan([{"id": f"t{i}", "agent": "slow" if i < 4 else "a"} for i in range(8)],
+                     parallel=3, agents={"a": None, "slow": 1})
+    sched = Scheduler(plan, 3)
+    started = starts(sched.handle(Kick(), 0))
+    assert len(started) == 3
+    assert sum(1 for t in started if plan.task(t).agent == "slow") == 1
+
+
+def test_failure_blocks_only_descendants_and_retries_are_counted() -> None:
+    plan = make_plan([
+        {"id": "a", "retries": 1},
+        {"id": "b", "depends_on": ("a",)},
+        {"id": "c", "depends_on": ("b",)},
+        {"id": "free"},
+    ])
+    sched = Scheduler(plan, 4)
+    sched.handle(Kick(), 0)
+    out = sched.handle(AttemptEnded("a", Outcome.VERIFY_FAILED), 1)
+    assert StartAttempt("a", 2, "a") in out  # one retry
+    out = sched.handle(AttemptEnded("a", Outcome.AGENT_ERROR), 2)
+    assert sched.status("a") is S.FAILED
+    assert sched.status("b") is S.BLOCKED and sched.status("c") is S.BLOCKED
+    assert sched.status("free") is S.RUNNING
+    sched.handle(AttemptEnded("free", Outcome.SUCCESS), 3)
+    out = sched.handle(MergeEnded("free", merged=True), 4)
+    assert RunDone(complete=True) in out
+
+
+def test_auth_failure_is_not_retried() -> None:
+    sched = Scheduler(make_plan([{"id": "a", "retries": 3}]), 1)
+    sched.handle(Kick(), 0)
+    sched.handle(AttemptEnded("a", Outcome.AUTH), 1)
+    assert sched.status("a") is S.FAILED
+
+
+def test_merges_are_serialized_and_conflict_retries_then_ends_conflict() -> None:
+    plan = make_plan([{"id": "x", "retries": 1}, {"id": "y", "retries": 0}])
+    sched = Scheduler(plan, 2)
+    sched.handle(Kick(), 0)
+    assert [a for a in sched.handle(AttemptEnded("x", Outcome.SUCCESS), 1) if isinstance(a, StartMerge)]
+    assert not [a for a in sched.handle(AttemptEnded("y", Outcome.SUCCESS), 1) if isinstance(a, StartMerge)]
+    out = sched.handle(MergeEnded("x", merged=False, conflicts=("f.txt",)), 2)
+    assert StartMerge("y") in out and StartAttempt("x", 2, "a") in out
+    reasons = [a.reason for a in out if isinstance(a, StatusChanged) and a.task_id == "x"]
+    assert any("f.txt" in r for r in reasons)
+    out = sched.handle(MergeEnded("y", merged=False, conflicts=("g.txt",)), 3)
+    assert sched.status("y") is S.CONFLICT
+
+
+def test_tracks_run_one_at_a_time_in_order() -> None:
+    plan = make_plan([{"id": "a2"}, {"id": "a1", "retries": 0}, {"id": "other"}], tracks={"t": ("a1", "a2")})
+    sched = Scheduler(plan, 4)
+    assert set(starts(sched.handle(Kick(), 0))) == {"a1", "other"}
+    sched.handle(AttemptEnded("a1", Outcome.AGENT_ERROR), 1)  # a failed track member still frees the track
+    assert sched.status("a1") is S.FAILED and sched.status("a2") is S.RUNNING
+
+
+def test_overlapping_files_never_active_together() -> None:
+    plan = make_plan([{"id": "a", "files": ("src/**",)}, {"id": "b", "files": ("src/x.py",)}, {"id": "c"}])
+    sched = Scheduler(plan, 4)
+    assert set(starts(sched.handle(Kick(), 0))) == {"a", "c"}
+    sched.handle(AttemptEnded("a", Outcome.SUCCESS), 1)
+    assert sched.status("b") is S.QUEUED  # a still holds its files while merging
+    out = sched.handle(MergeEnded("a", merged=True), 2)
+    assert StartAttempt("b", 1, "a") in out
+
+
+def test_rate_limit_pauses_agent_without_using_a_retry() -> None:
+    plan = make_plan([{"id": "a", "retries": 0}, {"id": "b"}], parallel=1)
+    sched = Scheduler(plan, 1)
+    sched.handle(Kick(), 0)
+    out = sched.handle(AttemptEnded("a", Outcome.RATE_LIMITED, resume_at=100.0), 5)
+    assert sched.status("a") is S.PAUSED and sched.status("b") is S.PAUSED
+    assert not starts(out) and sched.next_wakeup() == 100.0
+    out = sched.handle(Kick(), 100.0)
+    assert starts(out) == ["a"] and sched.tasks["a"].failures == 0
+
+
+def test_stop_drains_and_cancel_cancels_waiting() -> None:
+    plan = make_plan([{"id": "a"}, {"id": "b"}, {"id": "c", "depends_on": ("a",)}], parallel=1)
+    sched = Scheduler(plan, 1)
+    sched.handle(Kick(), 0)
+    sched.handle(Stop(), 1)
+    sched.handle(AttemptEnded("a", Outcome.SUCCESS), 2)
+    out = sched.handle(MergeEnded("a", merged=True), 3)
+    assert not starts(out) and RunDone(complete=False, reason="interrupted") in out
+    sched2 = Scheduler(plan, 1)
+    sched2.handle(Kick(), 0)
+    sched2.handle(Cancel(), 1)
+    assert sched2.status("b") is S.CANCELLED and sched2.status("c") is S.CANCELLED
+    assert sched2.status("a") is S.RUNNING
+
+
+def test_verify_status_and_restore() -> None:
+    plan = make_plan([{"id": "a"}, {"id": "b", "depends_on": ("a",)}, {"id": "c"}])
+    sched = Scheduler(plan, 4, restored={"a": Restored(S.MERGED, attempts=1), "c": Restored(S.RUNNING, attempts=2)})
+    out = sched.handle(Kick(), 0)
+    assert set(starts(out)) == {"b", "c"}
+    assert StartAttempt("c", 3, "a") in out
+    sched.handle(VerifyStarted("b"), 1)
+    assert sched.status("b") is S.VERIFYING
+
+
+def test_graph_helpers() -> None:
+    assert format_cycle(find_cycles({"a": ["c"], "b": ["a"], "c": ["b"]})[0]) in {
+        "a → c → b → a", "c → b → a → c", "b → a → c → b"}
+    assert globs_overlap("src/*.py", "src/a.py") and not globs_overlap("src/a.py", "docs/a.py")
+    assert globs_overlap("src", "src/x/y.py") and not globs_overlap("a/x.py", "a/y.py")
+    plan = make_plan([{"id": "a", "estimate_s": 5.0}, {"id": "b", "depends_on": ("a",), "estimate_s": 7.0},
+                      {"id": "c", "estimate_s": 1.0}])
+    assert waves(plan) == [["a", "c"], ["b"]]
+    cp = critical_path(plan)
+    assert cp.tasks == ("a", "b") and cp.length_s == 12.0
+    sim = simulate(plan, parallel=2)
+    assert sim.makespan_s == 12.0 and sim.complete
+
+
+# ---- properties ------------------------------------------------------------------------------------------------
+@st.composite
+def random_plans(draw: st.DrawFn) -> tuple[Plan, int, int]:
+    n = draw(st.integers(1, 25))
+    seed = draw(st.integers(0, 10_000))
+    rng = random.Random(seed)
+    specs: list[dict[str, object]] = []
+    for i in range(n):
+        deps = tuple(f"t{j}" for j in range(i) if rng.random() < 0.15)
+        files = (f"f{rng.randrange(4)}",) if rng.random() < 0.3 else ()
+        specs.append({"id": f"t{i}", "depends_on": deps, "files": files, "retries": rng.randrange(3),
+                      "estimate_s": float(rng.randrange(1, 50)), "agent": rng.choice(["a", "b"])})
+    parallel = draw(st.integers(1, 6))
+    return make_plan(specs, parallel=parallel, agents={"a": None, "b": 2}), parallel, seed
+
+
+@given(random_plans())
+@settings(max_examples=150, deadline=None)
+def test_properties_hold_under_random_outcomes(case: tuple[Plan, int, int]) -> None:
+    plan, parallel, seed = case
+    rng = random.Random(seed)
+    sched = Scheduler(plan, parallel)
+    running: set[str] = set()
+    merging: list[str] = []
+    failed_for_good: set[str] = set()
+    events: list[object] = [Kick()]
+    now = 0.0
+    for _ in range(10_000):
+        if not events:
+            if merging:
+                tid = merging.pop(0)
+                events.append(MergeEnded(tid, merged=rng.random() < 0.85, conflicts=("f",)))
+            elif running:
+                tid = rng.choice(sorted(running))
+                running.discard(tid)
+                outcome = Outcome.SUCCESS if rng.random() < 0.7 else rng.choice(list(Outcome))
+                if outcome is Outcome.RATE_LIMITED:
+                    events.append(AttemptEnded(tid, outcome, resume_at=now + 1))
+                else:
+                    events.append(AttemptEnded(tid, outcome))
+            elif sched.next_wakeup() is not None:
+                now = max(now, sched.next_wakeup() or now)
+                events.append(Kick())
+            else:
+                break
+        now += 0.1
+        for action in sched.handle(events.pop(0), now):  # type: ignore[arg-type]
+            if isinstance(action, StartAttempt):
+                task = plan.task(action.task_id)
+                assert all(sched.status(d) is S.MERGED for d in task.depends_on)
+                running.add(action.task_id)
+            elif isinstance(action, StartMerge):
+                merging.append(action.task_id)
+            elif isinstance(action, StatusChanged) and action.status in (S.FAILED, S.CONFLICT):
+                failed_for_good.add(action.task_id)
+        assert len(running) <= parallel
+        assert sum(1 for t in running if plan.task(t).agent == "b") <= 2
+        active = running | set(merging)
+        for t in active:
+            for u in active:
+                if t != u and plan.task(t).files and plan.task(t).files == plan.task(u).files:
+                    raise AssertionError(f"{t} and {u} share files while both active")
+    assert sched.done
+    assert all(s.status.terminal for s in sched.tasks.values())
+    for t in plan.tasks:
+        if sched.status(t.id) is S.BLOCKED:
+            assert any(sched.status(d) in (S.FAILED, S.CONFLICT, S.BLOCKED) for d in t.depends_on)
