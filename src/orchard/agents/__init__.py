@@ -1,1 +1,33 @@
-"""orchard.agents"""
+"""Agent adapters, one module per kind: build the invocation, parse output lines, classify the exit. Never spawn."""
+
+from __future__ import annotations
+
+from orchard.agents.base import (
+    Adapter,
+    AttemptContext,
+    AttemptReport,
+    ExitInfo,
+    Invocation,
+    OutputParser,
+    classify_exit,
+)
+from orchard.agents.command import CommandAdapter
+
+_ADAPTERS: dict[str, Adapter] = {"command": CommandAdapter()}
+
+
+def adapter_for(kind: str) -> Adapter:
+    """The adapter for an agent kind (plans are validated, so the kind exists)."""
+    return _ADAPTERS[kind]
+
+
+__all__ = [
+    "Adapter",
+    "AttemptContext",
+    "AttemptReport",
+    "ExitInfo",
+    "Invocation",
+    "OutputParser",
+    "adapter_for",
+    "classify_exit",
+]

@@ -1,0 +1,167 @@
+"""Typed progress events: what the engine tells observers (dashboard, NDJSON, journal, library callbacks).
+
+Each event has a stable `type` name and a flat `to_dict()`; these names are part of the `--json` contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+
+def iso(ts: float | None) -> str | None:
+    """ISO 8601 UTC with milliseconds, or None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrchardEvent:
+    """Base: a run id, a wall-clock timestamp, and a stable `type` name."""
+
+    type: ClassVar[str] = "event"
+    run_id: str
+    ts: float
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ts"] = iso(self.ts)
+        return {"type": self.type, **data}
+
+    @property
+    def task_id(self) -> str | None:
+        return None
+
+    def message(self) -> str:
+        """One human line for logs and the journal."""
+        return self.type
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStarted(OrchardEvent):
+    type: ClassVar[str] = "run.started"
+    base: str
+    base_commit: str
+    integration_branch: str
+    tasks: int
+    parallel: int
+    resumed: bool = False
+
+    def message(self) -> str:
+        verb = "resumed" if self.resumed else "started"
+        return f"run {self.run_id} {verb}: {self.tasks} tasks, parallel {self.parallel}, base {self.base}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskEvent(OrchardEvent):
+    """An event about one task."""
+
+    task: str
+
+    @property
+    def task_id(self) -> str | None:
+        return self.task
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskStatusChanged(TaskEvent):
+    type: ClassVar[str] = "task.status"
+    status: str
+    attempt: int = 0
+    reason: str = ""
+
+    def message(self) -> str:
+        return f"{self.status}" + (f" ({self.reason})" if self.reason else "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptStarted(TaskEvent):
+    type: ClassVar[str] = "attempt.started"
+    attempt: int
+    agent: str
+    branch: str
+    worktree: str
+    start_commit: str
+    pid: int | None = None
+
+    def message(self) -> str:
+        return f"attempt {self.attempt} started with agent {self.agent} in {self.worktree}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentActivity(TaskEvent):
+    type: ClassVar[str] = "agent.activity"
+    attempt: int
+    text: str
+
+    def message(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptFinished(TaskEvent):
+    type: ClassVar[str] = "attempt.finished"
+    attempt: int
+    outcome: str
+    exit_code: int | None = None
+    signal: int | None = None
+    duration_s: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    detail: str = ""
+
+    def message(self) -> str:
+        code = f" exit {self.exit_code}" if self.exit_code is not None else ""
+        sig = f" signal {self.signal}" if self.signal else ""
+        return f"attempt {self.attempt}: {self.outcome}{code}{sig}" + (f": {self.detail}" if self.detail else "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyFinished(TaskEvent):
+    type: ClassVar[str] = "verify.finished"
+    attempt: int
+    passed: bool
+    exit_code: int | None
+    duration_s: float
+    tail: str = ""
+
+    def message(self) -> str:
+        return f"verify {'passed' if self.passed else 'failed'} (exit {self.exit_code}, {self.duration_s:.1f}s)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MergeFinished(TaskEvent):
+    type: ClassVar[str] = "merge.finished"
+    result: str  # merged | already | conflict
+    commit: str | None = None
+    conflicts: tuple[str, ...] = field(default_factory=tuple)
+
+    def message(self) -> str:
+        if self.result == "conflict":
+            return "merge conflict on " + ", ".join(self.conflicts)
+        return f"merged as {self.commit[:10] if self.commit else '?'}" + (" (already)" if self.result == "already" else "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunNote(OrchardEvent):
+    """A run-level notice (warning, interruption, landing)."""
+
+    type: ClassVar[str] = "run.note"
+    level: str = "info"
+    text: str = ""
+
+    def message(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFinished(OrchardEvent):
+    type: ClassVar[str] = "run.finished"
+    status: str
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def message(self) -> str:
+        return f"run {self.run_id} {self.status}"

@@ -1,0 +1,54 @@
+"""Plan ⇄ plain JSON-able dicts, so a run keeps the exact plan it started with (resume never re-reads the file)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from typing import Any
+
+from orchard.core.model import AgentSpec, Plan, Task
+
+_TASK_FIELDS = {f.name for f in fields(Task)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    """A JSON-able snapshot of a validated plan."""
+    return {
+        "source": plan.source,
+        "base": plan.base,
+        "parallel": plan.parallel,
+        "tracks": {k: list(v) for k, v in plan.tracks.items()},
+        "agents": {
+            name: {"type": a.type, "max_parallel": a.max_parallel, "options": _plain(a.options)}
+            for name, a in plan.agents.items()
+        },
+        "tasks": [_plain(asdict(t)) for t in plan.tasks],
+    }
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def plan_from_dict(data: dict[str, Any]) -> Plan:
+    """Rebuild the Plan saved by `plan_to_dict`."""
+    from types import MappingProxyType
+
+    tasks = [Task(**{k: _frozen(v) for k, v in t.items() if k in _TASK_FIELDS}) for t in data["tasks"]]
+    agents = {
+        name: AgentSpec(name, a["type"], a.get("max_parallel"),
+                        MappingProxyType({k: _frozen(v) for k, v in a.get("options", {}).items()}))
+        for name, a in data["agents"].items()
+    }
+    return Plan.build(tasks, agents, tracks={k: tuple(v) for k, v in data.get("tracks", {}).items()},
+                      base=data.get("base"), parallel=int(data.get("parallel", 4)),
+                      source=str(data.get("source", "<plan>")))

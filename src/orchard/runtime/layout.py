@@ -1,0 +1,53 @@
+"""Where orchard keeps things under `<repo>/.orchard/`: the state store, the lock, worktrees, logs, prompts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths inside one repository's `.orchard/` directory (created private: mode 0700)."""
+
+    root: Path
+
+    @staticmethod
+    def for_repo(repo_root: Path) -> Layout:
+        return Layout(repo_root / ".orchard")
+
+    def ensure(self) -> None:
+        self.root.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.root, 0o700)
+
+    @property
+    def state_db(self) -> Path:
+        return self.root / "state.db"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "lock"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    def worktrees(self, run_id: str) -> Path:
+        return self.root / "worktrees" / run_id
+
+    def worktree(self, run_id: str, task_id: str) -> Path:
+        return self.worktrees(run_id) / task_id
+
+    def log(self, run_id: str, task_id: str, attempt: int) -> Path:
+        return self.run_dir(run_id) / "logs" / f"{task_id}.{attempt}.log"
+
+    def prompt_file(self, run_id: str, task_id: str, attempt: int) -> Path:
+        return self.run_dir(run_id) / "prompts" / f"{task_id}.{attempt}.md"
+
+
+def integration_branch(run_id: str) -> str:
+    return f"orchard/{run_id}/integration"
+
+
+def task_branch(run_id: str, task_id: str) -> str:
+    return f"orchard/{run_id}/task/{task_id}"

@@ -1,0 +1,101 @@
+"""Numbered schema migrations for `.orchard/state.db`; `PRAGMA user_version` records how far a file has come."""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: runs, tasks, attempts, the append-only journal, and the views the workstream guide's users query.
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        base TEXT NOT NULL,
+        base_commit TEXT NOT NULL,
+        integration_branch TEXT NOT NULL,
+        plan_source TEXT NOT NULL,
+        plan_json TEXT NOT NULL,
+        parallel INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        pid INTEGER,
+        reason TEXT NOT NULL DEFAULT '',
+        cancel_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE tasks (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        task_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        track TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0,
+        branch TEXT,
+        started_at REAL,
+        finished_at REAL,
+        error TEXT NOT NULL DEFAULT '',
+        conflicts TEXT NOT NULL DEFAULT '',
+        merged_commit TEXT,
+        feedback TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (run_id, task_id)
+    );
+    CREATE TABLE attempts (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        agent TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        outcome TEXT,
+        exit_code INTEGER,
+        signal INTEGER,
+        pid INTEGER,
+        pgid INTEGER,
+        worktree TEXT NOT NULL,
+        start_commit TEXT NOT NULL,
+        end_commit TEXT,
+        log_path TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        tokens_in INTEGER NOT NULL DEFAULT 0,
+        tokens_out INTEGER NOT NULL DEFAULT 0,
+        cost_usd REAL NOT NULL DEFAULT 0,
+        session_id TEXT
+    );
+    CREATE INDEX attempts_task ON attempts(run_id, task_id, number);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        ts REAL NOT NULL,
+        task_id TEXT,
+        agent TEXT,
+        type TEXT NOT NULL,
+        message TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_run ON events(run_id, id);
+    CREATE VIEW workstream_status AS
+        SELECT t.task_id AS workstream_id, t.status AS status, t.agent AS agent_id, t.track AS track,
+               strftime('%Y-%m-%dT%H:%M:%fZ', t.started_at, 'unixepoch') AS started_at,
+               strftime('%Y-%m-%dT%H:%M:%fZ', t.finished_at, 'unixepoch') AS completed_at,
+               (SELECT a.exit_code FROM attempts a WHERE a.run_id = t.run_id AND a.task_id = t.task_id
+                ORDER BY a.number DESC LIMIT 1) AS exit_code,
+               t.attempts AS attempt, NULLIF(t.error, '') AS error_message, t.run_id AS run_id
+        FROM tasks t
+        WHERE t.run_id = (SELECT id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1)
+        ORDER BY t.position;
+    CREATE VIEW execution_log AS
+        SELECT e.id AS id, strftime('%Y-%m-%dT%H:%M:%fZ', e.ts, 'unixepoch') AS timestamp,
+               e.task_id AS workstream_id, e.agent AS agent_id, e.type AS event_type, e.message AS message,
+               e.run_id AS run_id
+        FROM events e;
+    """,
+)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply every migration newer than the file's `user_version`, each in its own transaction."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")

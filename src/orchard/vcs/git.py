@@ -1,0 +1,265 @@
+"""The one git runner, repository discovery, the version check and ref helpers.
+
+Every git invocation in orchard goes through `_git`: an argv list (never a shell string), a scrubbed
+environment (no inherited GIT_DIR & co., no terminal prompts, C locale, no optional index locks) and
+stdin closed unless input is given. Unexpected failures raise `GitError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchard.errors import EnvironmentProblem, GitError, UsageError
+
+# Variables that would redirect git away from the repository we point it at with `-C`.
+_SCRUBBED_ENV = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_COMMON_DIR",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+)
+_FIXED_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "LC_ALL": "C",
+    "GIT_OPTIONAL_LOCKS": "0",
+    "GIT_MERGE_AUTOEDIT": "no",
+}
+_OID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+FALLBACK_IDENT = ("-c", "user.name=orchard", "-c", "user.email=orchard@localhost")
+
+
+@dataclass(frozen=True)
+class Repo:
+    """A discovered repository: the user's checkout and the shared git directory."""
+
+    root: Path
+    git_dir: Path
+
+
+def _git(
+    where: Repo | Path,
+    *args: str,
+    check: bool = True,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `git -C <where> <args>`; raise GitError on a non-zero exit when `check`."""
+    cwd = where.root if isinstance(where, Repo) else where
+    argv = ["-C", str(cwd), *args]
+    full_env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    full_env.update(_FIXED_ENV)
+    if env:
+        full_env.update(env)
+    try:
+        proc = subprocess.run(
+            ["git", *argv],
+            stdin=subprocess.DEVNULL if input is None else None,
+            input=input,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="surrogateescape",
+            env=full_env,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise EnvironmentProblem("git not found on PATH") from exc
+    if check and proc.returncode != 0:
+        raise GitError(argv, proc.returncode, proc.stderr)
+    return proc
+
+
+def is_oid(text: str) -> bool:
+    """True if `text` is a full lowercase SHA-1 or SHA-256 object id."""
+    return bool(_OID.match(text))
+
+
+# --- environment -------------------------------------------------------------------------------------
+
+
+def parse_git_version(text: str) -> tuple[int, int, int]:
+    """Parse `git --version` output ("git version 2.39.5", "2.40.0.windows.1") into a triple."""
+    match = _VERSION.search(text)
+    if match is None:
+        raise EnvironmentProblem(f"cannot parse git version from {text.strip()!r}")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def git_version() -> tuple[int, int, int]:
+    """The installed git's version."""
+    return parse_git_version(_git(Path("/"), "--version").stdout)
+
+
+def require_git(min_version: tuple[int, int, int] = (2, 38, 0)) -> None:
+    """Raise EnvironmentProblem unless git is installed and at least `min_version`."""
+    found = git_version()
+    if found < min_version:
+        need = ".".join(map(str, min_version))
+        have = ".".join(map(str, found))
+        raise EnvironmentProblem(f"git {need} or newer is required, found git {have}")
+
+
+def find_repo(start: Path) -> Repo:
+    """Discover the repository containing `start` (a non-bare working tree)."""
+    if not start.is_dir():
+        raise EnvironmentProblem(f"not a git repository: {start} (no such directory)")
+    proc = _git(start, "rev-parse", "--path-format=absolute", "--git-common-dir", "--is-inside-work-tree", check=False)
+    if proc.returncode != 0:
+        if "dubious ownership" in proc.stderr:
+            raise EnvironmentProblem(proc.stderr.strip())
+        raise EnvironmentProblem(f"not a git repository: {start}")
+    git_dir, inside = proc.stdout.splitlines()[:2]
+    if inside.strip() != "true":
+        raise EnvironmentProblem(f"not inside a git working tree: {start} (bare repository or .git directory)")
+    top = _git(start, "rev-parse", "--show-toplevel").stdout.strip()
+    return Repo(root=Path(top), git_dir=Path(git_dir.strip()))
+
+
+def commit_ident_args(where: Repo | Path) -> tuple[str, ...]:
+    """`-c` options giving orchard's fallback identity, or () when git already has one configured."""
+    ok = _git(where, "var", "GIT_COMMITTER_IDENT", check=False).returncode == 0
+    return () if ok else FALLBACK_IDENT
+
+
+# --- refs --------------------------------------------------------------------------------------------
+
+
+def branch_ref(name: str) -> str:
+    """`refs/heads/<name>` for a branch name, or the name itself if it is already a full ref."""
+    return name if name.startswith("refs/") else f"refs/heads/{name}"
+
+
+def validate_branch_name(repo: Repo | Path, name: str) -> None:
+    """Raise UsageError unless `name` is a well-formed branch name."""
+    if not name or name.startswith("-") or name.startswith("refs/"):
+        raise UsageError(f"invalid branch name '{name}'")
+    if _git(repo, "check-ref-format", f"refs/heads/{name}", check=False).returncode != 0:
+        raise UsageError(f"invalid branch name '{name}'")
+
+
+def resolve_commit(repo: Repo | Path, ref: str) -> str:
+    """Full sha of `ref^{commit}`; UsageError if it names no commit."""
+    if not ref or "\0" in ref or "\n" in ref:
+        raise UsageError(f"unknown ref '{ref}'")
+    proc = _git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False)
+    if proc.returncode != 0 or not is_oid(proc.stdout.strip()):
+        raise UsageError(f"unknown ref '{ref}'")
+    return proc.stdout.strip()
+
+
+def head_ref(repo: Repo) -> tuple[str | None, str]:
+    """(checked-out branch name or None when detached, HEAD sha) of the user's checkout."""
+    sym = _git(repo, "symbolic-ref", "-q", "HEAD", check=False)
+    head = _git(repo, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
+    if head.returncode != 0:
+        raise EnvironmentProblem(f"the repository at {repo.root} has no commits yet")
+    full = sym.stdout.strip() if sym.returncode == 0 else ""
+    branch = full.removeprefix("refs/heads/") if full.startswith("refs/heads/") else None
+    return branch, head.stdout.strip()
+
+
+def read_ref(repo: Repo | Path, full_ref: str) -> str | None:
+    """The object id a full ref (`refs/...`) points at, or None if it does not exist."""
+    if not full_ref.startswith("refs/"):
+        proc = _git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", full_ref, check=False)
+        return proc.stdout.strip() if proc.returncode == 0 else None
+    out = _git(repo, "for-each-ref", "--format=%(objectname) %(refname)", "--", full_ref).stdout
+    for line in out.splitlines():
+        oid, _, name = line.partition(" ")
+        if name == full_ref:
+            return oid
+    return None
+
+
+def branch_exists(repo: Repo | Path, name: str) -> bool:
+    """True if `refs/heads/<name>` exists."""
+    return read_ref(repo, branch_ref(name)) is not None
+
+
+def set_ref(repo: Repo | Path, full_ref: str, new: str, expected_old: str | None, message: str = "orchard") -> bool:
+    """Atomically move `full_ref` to `new` if it is at `expected_old` (None: must not exist).
+
+    Returns False when the ref was not at `expected_old` (lost a race); raises GitError otherwise.
+    """
+    old = expected_old if expected_old is not None else ""
+    proc = _git(repo, "update-ref", "-m", message, "--", full_ref, new, old, check=False)
+    if proc.returncode == 0:
+        return True
+    if read_ref(repo, full_ref) != expected_old:
+        return False
+    raise GitError(proc.args[1:], proc.returncode, proc.stderr)
+
+
+def create_branch(repo: Repo | Path, name: str, commit: str, *, force: bool = False) -> None:
+    """Create `refs/heads/<name>` at `commit` without checking it out (`force`: move it if it exists)."""
+    validate_branch_name(repo, name)
+    ref = branch_ref(name)
+    if force:
+        _git(repo, "update-ref", "-m", "orchard: reset branch", "--", ref, commit)
+    elif not set_ref(repo, ref, commit, None, "orchard: create branch"):
+        raise UsageError(f"branch '{name}' already exists")
+
+
+def delete_branch(repo: Repo | Path, name: str) -> None:
+    """Delete branch `name`; a missing branch is fine, one checked out in a worktree is an error."""
+    if branch_exists(repo, name):
+        _git(repo, "branch", "-D", "--", name)
+
+
+def is_ancestor(repo: Repo | Path, a: str, b: str) -> bool:
+    """True if commit `a` is an ancestor of (or equal to) commit `b`."""
+    proc = _git(repo, "merge-base", "--is-ancestor", "--end-of-options", a, b, check=False)
+    if proc.returncode not in (0, 1):
+        raise GitError(proc.args[1:], proc.returncode, proc.stderr)
+    return proc.returncode == 0
+
+
+def changed_paths(repo: Repo | Path, a: str, b: str) -> list[str]:
+    """Paths that differ between commits `a` and `b` (renames reported as delete + add)."""
+    out = _git(repo, "diff-tree", "-r", "--name-only", "-z", "--no-renames", "--end-of-options", a, b).stdout
+    return [p for p in out.split("\0") if p]
+
+
+# --- checkout bookkeeping ----------------------------------------------------------------------------
+
+
+def ensure_excluded(repo: Repo, pattern: str = "/.orchard/") -> None:
+    """Idempotently append `pattern` to `<git_dir>/info/exclude`."""
+    exclude = repo.git_dir / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    text = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
+    if pattern in text.splitlines():
+        return
+    sep = "" if not text or text.endswith("\n") else "\n"
+    with exclude.open("a", encoding="utf-8") as fh:
+        fh.write(f"{sep}{pattern}\n")
+
+
+def _index_hash(where: Repo | Path) -> str | None:
+    """sha256 of the worktree's index file bytes, or None if there is no index."""
+    index = Path(_git(where, "rev-parse", "--path-format=absolute", "--git-path", "index").stdout.strip())
+    return hashlib.sha256(index.read_bytes()).hexdigest() if index.exists() else None
+
+
+def snapshot_checkout(repo: Repo) -> dict[str, str | None]:
+    """Everything orchard promises not to touch in the user's checkout, for "untouched" assertions."""
+    sym = _git(repo, "symbolic-ref", "-q", "HEAD", check=False)
+    head = _git(repo, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
+    status = _git(repo, "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored")
+    return {
+        "head_ref": sym.stdout.strip() if sym.returncode == 0 else None,
+        "head_sha": head.stdout.strip() if head.returncode == 0 else None,
+        "index_sha256": _index_hash(repo),
+        "status": status.stdout,
+        "stash": _git(repo, "stash", "list", "--format=%H").stdout,
+    }

@@ -1,0 +1,173 @@
+"""orchard.vcs.git: discovery, version, refs, exclude, snapshot — against real git in tmp repos."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchard.errors import EnvironmentProblem, UsageError
+from orchard.vcs import (
+    Repo,
+    branch_exists,
+    changed_paths,
+    create_branch,
+    delete_branch,
+    ensure_excluded,
+    find_repo,
+    git_version,
+    head_ref,
+    is_ancestor,
+    parse_git_version,
+    read_ref,
+    require_git,
+    resolve_commit,
+    set_ref,
+    snapshot_checkout,
+)
+
+
+def sh(cwd: Path, *args: str) -> str:
+    """Run git in `cwd` for test setup and return stdout."""
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Repo:
+    """A fresh repository on `main` with one commit, isolated from the user's git config."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
+    root = tmp_path / "repo"
+    root.mkdir()
+    sh(root, "init", "-q", "-b", "main")
+    sh(root, "config", "user.name", "Test")
+    sh(root, "config", "user.email", "test@example.com")
+    (root / "a.txt").write_text("a\n")
+    sh(root, "add", "-A")
+    sh(root, "commit", "-q", "-m", "init")
+    return find_repo(root)
+
+
+def commit_file(root: Path, name: str, text: str) -> str:
+    """Write and commit one file in the checkout at `root`; return the new HEAD."""
+    (root / name).write_text(text)
+    sh(root, "add", "--", name)
+    sh(root, "commit", "-q", "-m", f"write {name}")
+    return sh(root, "rev-parse", "HEAD")
+
+
+def test_find_repo_from_subdirectory(repo: Repo) -> None:
+    sub = repo.root / "deep" / "er"
+    sub.mkdir(parents=True)
+    found = find_repo(sub)
+    assert found == repo
+    assert found.git_dir == (repo.root / ".git").resolve()
+    assert found.git_dir.is_absolute()
+
+
+def test_find_repo_on_non_repo_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(EnvironmentProblem, match="not a git repository"):
+        find_repo(plain)
+    with pytest.raises(EnvironmentProblem, match="not a git repository"):
+        find_repo(tmp_path / "missing")
+
+
+def test_version_parsing_and_requirement() -> None:
+    assert parse_git_version("git version 2.39.5\n") == (2, 39, 5)
+    assert parse_git_version("git version 2.40.0.windows.1") == (2, 40, 0)
+    assert parse_git_version("git version 2.45") == (2, 45, 0)
+    with pytest.raises(EnvironmentProblem):
+        parse_git_version("nonsense")
+    assert git_version() >= (2, 38, 0)
+    require_git()
+    with pytest.raises(EnvironmentProblem, match=r"git 99\.0\.0 or newer is required, found git \d+\.\d+"):
+        require_git((99, 0, 0))
+
+
+def test_require_git_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(EnvironmentProblem, match="git not found"):
+        require_git()
+
+
+def test_resolve_and_head(repo: Repo) -> None:
+    head = sh(repo.root, "rev-parse", "HEAD")
+    assert resolve_commit(repo, "main") == head
+    assert resolve_commit(repo, "HEAD") == head
+    assert head_ref(repo) == ("main", head)
+    for bad in ("nope", "--output=x", ""):
+        with pytest.raises(UsageError, match="unknown ref"):
+            resolve_commit(repo, bad)
+    sh(repo.root, "checkout", "-q", "--detach")
+    assert head_ref(repo) == (None, head)
+
+
+def test_branch_lifecycle_and_set_ref(repo: Repo) -> None:
+    base = sh(repo.root, "rev-parse", "HEAD")
+    assert not branch_exists(repo, "feature")
+    create_branch(repo, "feature", base)
+    assert branch_exists(repo, "feature")
+    assert read_ref(repo, "refs/heads/feature") == base
+    assert read_ref(repo, "refs/heads/feat") is None  # no prefix matching
+    with pytest.raises(UsageError, match="already exists"):
+        create_branch(repo, "feature", base)
+    with pytest.raises(UsageError, match="invalid branch name"):
+        create_branch(repo, "-x", base)
+    with pytest.raises(UsageError, match="invalid branch name"):
+        create_branch(repo, "a..b", base)
+
+    second = commit_file(repo.root, "b.txt", "b\n")
+    assert not set_ref(repo, "refs/heads/feature", second, second)  # wrong expected old: a lost race
+    assert read_ref(repo, "refs/heads/feature") == base
+    assert set_ref(repo, "refs/heads/feature", second, base)
+    assert read_ref(repo, "refs/heads/feature") == second
+    assert not set_ref(repo, "refs/heads/feature", base, None)  # None means "must not exist"
+    create_branch(repo, "feature", base, force=True)
+    assert read_ref(repo, "refs/heads/feature") == base
+
+    delete_branch(repo, "feature")
+    delete_branch(repo, "feature")  # missing is fine
+    assert not branch_exists(repo, "feature")
+
+
+def test_ancestry_and_changed_paths(repo: Repo) -> None:
+    first = sh(repo.root, "rev-parse", "HEAD")
+    sh(repo.root, "mv", "a.txt", "renamed.txt")
+    sh(repo.root, "commit", "-q", "-m", "rename")
+    second = commit_file(repo.root, "new.txt", "n\n")
+    assert is_ancestor(repo, first, second)
+    assert is_ancestor(repo, second, second)
+    assert not is_ancestor(repo, second, first)
+    assert sorted(changed_paths(repo, first, second)) == ["a.txt", "new.txt", "renamed.txt"]
+
+
+def test_ensure_excluded_idempotent(repo: Repo) -> None:
+    exclude = repo.git_dir / "info" / "exclude"
+    exclude.unlink(missing_ok=True)
+    exclude.parent.rmdir()
+    ensure_excluded(repo)
+    ensure_excluded(repo)
+    assert exclude.read_text().splitlines().count("/.orchard/") == 1
+    exclude.write_text("# no trailing newline")
+    ensure_excluded(repo)
+    ensure_excluded(repo, "/.other/")
+    ensure_excluded(repo)
+    assert exclude.read_text() == "# no trailing newline\n/.orchard/\n/.other/\n"
+    (repo.root / ".orchard").mkdir()
+    (repo.root / ".orchard" / "x").write_text("x")
+    assert sh(repo.root, "status", "--porcelain") == ""
+
+
+def test_snapshot_sees_changes(repo: Repo) -> None:
+    before = snapshot_checkout(repo)
+    assert before == snapshot_checkout(repo)
+    assert before["head_ref"] == "refs/heads/main"
+    (repo.root / "untracked.txt").write_text("u")
+    assert snapshot_checkout(repo)["status"] != before["status"]
+    sh(repo.root, "add", "untracked.txt")
+    assert snapshot_checkout(repo)["index_sha256"] != before["index_sha256"]
