@@ -142,7 +142,10 @@ class MergeFinished(TaskEvent):
     def message(self) -> str:
         if self.result == "conflict":
             return "merge conflict on " + ", ".join(self.conflicts)
-        return f"merged as {self.commit[:10] if self.commit else '?'}" + (" (already)" if self.result == "already" else "")
+        if self.result == "error":
+            return "merge failed"
+        already = " (already merged)" if self.result == "already" else ""
+        return f"merged as {self.commit[:10] if self.commit else '?'}{already}"
 
 
 @dataclass(frozen=True, kw_only=True)

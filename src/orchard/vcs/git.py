@@ -181,6 +181,13 @@ def read_ref(repo: Repo | Path, full_ref: str) -> str | None:
     return None
 
 
+def list_branches(repo: Repo | Path, prefix: str) -> list[str]:
+    """Branch names (without `refs/heads/`) under `prefix/`, e.g. every task branch of a run."""
+    ref_prefix = branch_ref(prefix.rstrip("/")) + "/"
+    out = _git(repo, "for-each-ref", "--format=%(refname)", "--", ref_prefix).stdout
+    return [line.removeprefix("refs/heads/") for line in out.splitlines() if line.startswith(ref_prefix)]
+
+
 def branch_exists(repo: Repo | Path, name: str) -> bool:
     """True if `refs/heads/<name>` exists."""
     return read_ref(repo, branch_ref(name)) is not None

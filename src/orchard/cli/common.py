@@ -1,0 +1,49 @@
+"""Helpers the commands share: the repository directory, loading a plan, choosing the progress output."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from orchard import plan as plan_loader
+from orchard.core.model import Plan
+from orchard.runtime.context import Observer
+from orchard.ui.dashboard import Dashboard
+from orchard.ui.lines import NdjsonLines, PlainLines
+from orchard.vcs import find_repo
+
+
+def repo_dir(ctx: click.Context) -> Path:
+    """The `-C` directory, or the current one."""
+    directory = ctx.find_root().obj
+    return Path(directory) if directory else Path.cwd()
+
+
+def load_plan(ctx: click.Context, path: Path) -> Plan:
+    """Load and validate a plan; prompt files must lie inside the repository (if there is one)."""
+    try:
+        root: Path | None = find_repo(repo_dir(ctx)).root
+    except Exception:
+        root = None
+    return plan_loader.load(path, root)
+
+
+def stdout_console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def progress_output(json_mode: bool) -> Iterator[list[Observer]]:
+    """NDJSON with --json; the live dashboard on a terminal; plain timestamped lines otherwise."""
+    if json_mode:
+        yield [NdjsonLines(sys.stdout)]
+    elif sys.stdout.isatty():
+        with Dashboard(stdout_console()) as dashboard:
+            yield [dashboard]
+    else:
+        yield [PlainLines(sys.stdout)]

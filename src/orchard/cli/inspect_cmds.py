@@ -1,0 +1,102 @@
+"""`orchard status` and `orchard logs`: read-only views of the state store and the attempt logs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from orchard.cli.common import repo_dir, stdout_console
+from orchard.errors import StoreError, UsageError
+from orchard.runtime.layout import Layout
+from orchard.runtime.lock import live_holder
+from orchard.store import Store
+from orchard.store.summary import summarize
+from orchard.ui.report import status_document, status_table, summary_text
+from orchard.vcs import find_repo
+
+
+def open_store(ctx: click.Context) -> tuple[Layout, Store]:
+    """The store of the repository containing the working directory; a clear error if nothing ran here."""
+    repo = find_repo(repo_dir(ctx).resolve())
+    layout = Layout.for_repo(repo.root)
+    if not layout.state_db.exists():
+        raise StoreError(f"no orchard runs in {repo.root} yet (start one with `orchard run PLAN`)")
+    return layout, Store(layout.state_db)
+
+
+@click.command("status")
+@click.argument("run_id", metavar="[RUN]", required=False)
+@click.option("--json", "json_mode", is_flag=True, help="Print the stable JSON status document.")
+@click.pass_context
+def status_cmd(ctx: click.Context, run_id: str | None, json_mode: bool) -> int:
+    """Show a run's tasks (default: the latest run)."""
+    _, store = open_store(ctx)
+    try:
+        doc = status_document(store, run_id)
+        if json_mode:
+            click.echo(json.dumps(doc, indent=2))
+            return 0
+        out = stdout_console()
+        out.print(status_table(doc))
+        out.print(summary_text(summarize(store, doc["run"]["id"])))
+    finally:
+        store.close()
+    return 0
+
+
+@click.command("logs")
+@click.argument("task_id", metavar="TASK")
+@click.option("--run", "run_id", help="The run (default: the latest).")
+@click.option("--attempt", type=int, help="Only this attempt (default: all).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing the latest attempt's log as it grows.")
+@click.pass_context
+def logs_cmd(ctx: click.Context, task_id: str, run_id: str | None, attempt: int | None, follow: bool) -> int:
+    """Print a task's agent and verify output, attempt by attempt."""
+    layout, store = open_store(ctx)
+    try:
+        run = store.run(run_id)
+        store.task(run.id, task_id)
+        attempts = [a for a in store.attempts(run.id, task_id) if attempt is None or a.number == attempt]
+        if not attempts and not follow:
+            raise UsageError(f"task '{task_id}' of run {run.id} has no attempts yet")
+        for a in attempts[:-1] if follow else attempts:
+            _print_log(a.number, Path(a.log_path))
+        if follow:
+            _follow(layout, store, run.id, task_id)
+    finally:
+        store.close()
+    return 0
+
+
+def _print_log(number: int, path: Path) -> None:
+    click.echo(f"── attempt {number} · {path}")
+    if path.exists():
+        sys.stdout.buffer.write(path.read_bytes())
+        sys.stdout.flush()
+
+
+def _follow(layout: Layout, store: Store, run_id: str, task_id: str) -> None:
+    """Stream the newest attempt's log until the task settles and the run is no longer live."""
+    current, offset = 0, 0
+    while True:
+        attempts = store.attempts(run_id, task_id)
+        if attempts and attempts[-1].number != current:
+            current, offset = attempts[-1].number, 0
+            click.echo(f"── attempt {current} · {attempts[-1].log_path}")
+        if attempts:
+            path = Path(attempts[-1].log_path)
+            if path.exists():
+                with path.open("rb") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+                offset += len(chunk)
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+        status = store.task(run_id, task_id).status
+        if status in ("merged", "failed", "conflict", "blocked", "cancelled") or live_holder(layout.lock_file) is None:
+            return
+        time.sleep(0.3)

@@ -1,0 +1,123 @@
+"""`orchard cancel`, `clean` and `land`: stop a run, remove what it left behind, bring its results home."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+
+import click
+
+from orchard.cli.common import repo_dir, stdout_console
+from orchard.cli.inspect_cmds import open_store
+from orchard.errors import GitError, UsageError
+from orchard.runtime.layout import Layout
+from orchard.runtime.lock import live_holder
+from orchard.vcs import (
+    Repo,
+    branch_exists,
+    delete_branch,
+    find_repo,
+    land,
+    list_branches,
+    list_worktrees,
+    prune_worktrees,
+    remove_worktree,
+)
+
+
+@click.command("cancel")
+@click.argument("run_id", metavar="[RUN]", required=False)
+@click.pass_context
+def cancel_cmd(ctx: click.Context, run_id: str | None) -> int:
+    """Cancel a run (default: the latest): a live one stops its agents; waiting tasks become cancelled."""
+    layout, store = open_store(ctx)
+    try:
+        run = store.run(run_id)
+        holder = live_holder(layout.lock_file)
+        out = stdout_console()
+        if holder and holder.get("run") == run.id:
+            store.update_run(run.id, cancel_requested=1)
+            os.kill(int(holder["pid"]), signal.SIGTERM)
+            out.print(f"asked run {run.id} (pid {holder['pid']}) to cancel")
+            return 0
+        if run.status in ("completed", "cancelled"):
+            raise UsageError(f"run {run.id} is already {run.status}")
+        with store.atomic():
+            for t in store.tasks(run.id):
+                if t.status not in ("merged", "failed", "conflict", "blocked", "cancelled"):
+                    store.update_task(run.id, t.task_id, status="cancelled", finished_at=time.time())
+            store.update_run(run.id, status="cancelled", finished_at=time.time(), reason="cancelled")
+        out.print(f"run {run.id} cancelled")
+    finally:
+        store.close()
+    return 0
+
+
+@click.command("clean")
+@click.argument("run_id", metavar="[RUN]", required=False)
+@click.option("--all", "all_runs", is_flag=True, help="Clean every run that is not live.")
+@click.option("--branches", is_flag=True, help="Also delete the integration branches (their results!).")
+@click.pass_context
+def clean_cmd(ctx: click.Context, run_id: str | None, all_runs: bool, branches: bool) -> int:
+    """Remove the worktrees and task branches a run kept for inspection (default: the latest run)."""
+    if run_id and all_runs:
+        raise UsageError("give a RUN or --all, not both")
+    layout, store = open_store(ctx)
+    repo = find_repo(repo_dir(ctx).resolve())
+    try:
+        runs = store.runs() if all_runs else [store.run(run_id)]
+        holder = live_holder(layout.lock_file) or {}
+        out = stdout_console()
+        for run in runs:
+            if holder.get("run") == run.id:
+                out.print(f"skipping live run {run.id}")
+                continue
+            removed = _clean_run(repo, layout, run.id, branches)
+            out.print(f"run {run.id}: removed {removed[0]} worktree(s), {removed[1]} branch(es)")
+    finally:
+        store.close()
+    return 0
+
+
+def _clean_run(repo: Repo, layout: Layout, run_id: str, branches: bool) -> tuple[int, int]:
+    """Remove one run's worktrees and task branches (and its integration branch with `branches`)."""
+    root = layout.worktrees(run_id).resolve()
+    worktrees = [w for w in list_worktrees(repo) if root in w.path.resolve().parents]
+    for w in worktrees:
+        remove_worktree(repo, w.path)
+    prune_worktrees(repo)
+    if root.exists():
+        shutil.rmtree(root, ignore_errors=True)
+    names = list_branches(repo, f"orchard/{run_id}/task")
+    if branches:
+        names += [f"orchard/{run_id}/integration"]
+    for name in names:
+        with contextlib.suppress(GitError):
+            delete_branch(repo, name)
+    return len(worktrees), len(names)
+
+
+@click.command("land")
+@click.argument("run_id", metavar="[RUN]", required=False)
+@click.pass_context
+def land_cmd(ctx: click.Context, run_id: str | None) -> int:
+    """Merge a run's integration branch into its base branch (fast-forward when possible)."""
+    layout, store = open_store(ctx)
+    try:
+        run = store.run(run_id)
+        holder = live_holder(layout.lock_file) or {}
+        if holder.get("run") == run.id:
+            raise UsageError(f"run {run.id} is still live; land it when it has finished")
+        repo = find_repo(repo_dir(ctx).resolve())
+        if not branch_exists(repo, run.base):
+            raise UsageError(f"run {run.id} started from '{run.base}', which is not a branch; "
+                             f"merge {run.integration_branch} yourself")
+        result = land(repo, run.integration_branch, run.base)
+        stdout_console().print(f"landed {run.integration_branch} on {run.base}: {result}")
+    finally:
+        store.close()
+    return 0
+

@@ -1,0 +1,96 @@
+"""`orchard run`, `resume`, `retry` and `demo`: commands that drive the engine and show its progress."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import click
+
+from orchard.cli.common import load_plan, progress_output, repo_dir, stdout_console
+from orchard.runtime.context import Observer
+from orchard.runtime.session import RunResult, resume_run, start_run
+from orchard.ui.report import summary_text
+
+json_option = click.option("--json", "json_mode", is_flag=True, help="Print NDJSON events instead of a dashboard.")
+land_option = click.option("--land", is_flag=True, help="Merge the integration branch into the base when all merged.")
+
+
+def _drive(json_mode: bool, start: Any) -> int:
+    """Run a session coroutine with the chosen progress output; print the summary; return the exit code."""
+    with progress_output(json_mode) as observers:
+        coro: Coroutine[Any, Any, RunResult] = start(observers)
+        result = asyncio.run(coro)
+    if not json_mode:
+        out = stdout_console()
+        out.print(summary_text(result.summary))
+        if result.status == "interrupted":
+            out.print(f"resume with: orchard resume {result.run_id}")
+        elif result.status in ("completed", "failed"):
+            out.print(f"results on branch orchard/{result.run_id}/integration; land with: orchard land {result.run_id}")
+    return result.exit_code
+
+
+@click.command("run")
+@click.argument("plan_path", metavar="PLAN", type=click.Path(path_type=Path))
+@click.option("--parallel", "-j", type=click.IntRange(min=1), help="Tasks at once (default: the plan's).")
+@click.option("--base", help="Ref to start from (default: the plan's base, else the current HEAD).")
+@land_option
+@json_option
+@click.pass_context
+def run_cmd(ctx: click.Context, plan_path: Path, parallel: int | None, base: str | None, land: bool,
+            json_mode: bool) -> int:
+    """Run every task of PLAN in parallel worktrees and merge the results into an integration branch."""
+    plan = load_plan(ctx, plan_path)
+    directory = repo_dir(ctx)
+    return _drive(json_mode, lambda obs: start_run(directory, plan, obs, parallel=parallel, base=base, do_land=land))
+
+
+@click.command("resume")
+@click.argument("run_id", metavar="[RUN]", required=False)
+@land_option
+@json_option
+@click.pass_context
+def resume_cmd(ctx: click.Context, run_id: str | None, land: bool, json_mode: bool) -> int:
+    """Continue an interrupted run (default: the latest); merged tasks never run again."""
+    directory = repo_dir(ctx)
+    return _drive(json_mode, lambda obs: resume_run(directory, run_id, obs, do_land=land))
+
+
+@click.command("retry")
+@click.argument("task_ids", metavar="TASK...", nargs=-1, required=True)
+@click.option("--run", "run_id", help="The run (default: the latest).")
+@json_option
+@click.pass_context
+def retry_cmd(ctx: click.Context, task_ids: tuple[str, ...], run_id: str | None, json_mode: bool) -> int:
+    """Try failed, conflicted or blocked tasks again (with fresh retries), then finish the run."""
+    directory = repo_dir(ctx)
+    return _drive(json_mode, lambda obs: resume_run(directory, run_id, obs, reset=task_ids))
+
+
+@click.command("demo")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to create the sample repository (default: a new temporary directory).")
+@json_option
+def demo_cmd(directory: Path | None, json_mode: bool) -> int:
+    """Run the bundled demo plan on a throwaway sample repository (offline, no API key)."""
+    from orchard.demo import make_sample_repo
+
+    root = directory or Path(tempfile.mkdtemp(prefix="orchard-demo-"))
+    repo, plan_file = make_sample_repo(root)
+    from orchard import plan as plan_loader
+
+    plan = plan_loader.load(plan_file, repo)
+    if not json_mode:
+        stdout_console().print(f"demo repository: {repo}\nplan: {plan_file}\n")
+
+    def start(observers: list[Observer]) -> Coroutine[Any, Any, RunResult]:
+        return start_run(repo, plan, observers)
+
+    code = _drive(json_mode, start)
+    if not json_mode:
+        stdout_console().print(f"look around: cd {repo} && git log --graph --oneline --all")
+    return code

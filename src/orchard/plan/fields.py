@@ -1,0 +1,254 @@
+"""Typed field coercion for raw plan input: each coercer returns a typed value or raises FieldError.
+
+Coercers accept anything a YAML or JSON parser can produce and never raise anything but FieldError.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import reprlib
+import shlex
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+from types import MappingProxyType
+from typing import Any
+
+from orchard.core.durations import parse_duration
+
+Coercer = Callable[[Any], Any]
+
+_DRIVE = re.compile(r"[A-Za-z]:[\\/]")  # a Windows drive-absolute path such as C:/src
+_REPR = reprlib.Repr()
+_REPR.maxstring = 60
+_REPR.maxother = 60
+_REPR.maxlevel = 3
+
+
+class FieldError(Exception):
+    """A value of the wrong type or shape; its message is shown to the user as is."""
+
+
+def show(value: object) -> str:
+    """A short, safe repr of any value for messages (bounded length and depth)."""
+    try:
+        return _REPR.repr(value)
+    except Exception:  # a repr can fail on exotic values; never let a message crash validation
+        return f"<{type(value).__name__}>"
+
+
+def describe(value: object) -> str:
+    """Name the kind of a raw value in plain words: 'a list', 'a string', 'null' …"""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({value!r})"
+    if isinstance(value, str):
+        return f"a string ({show(value)})"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__} ({show(value)})"
+
+
+def did_you_mean(key: str, allowed: Iterable[str]) -> str | None:
+    """The closest allowed name to `key`, if any is close enough."""
+    matches = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def unknown_field_message(key: str, allowed: Iterable[str]) -> str:
+    """`unknown field 'x' (did you mean 'y'?)`, or the list of allowed names when nothing is close."""
+    names = sorted(allowed)
+    guess = did_you_mean(key, names)
+    if guess:
+        return f"unknown field '{key}' (did you mean '{guess}'?)"
+    return f"unknown field '{key}' (allowed: {', '.join(names)})"
+
+
+def string(value: Any) -> str:
+    """A non-empty string."""
+    if not isinstance(value, str):
+        raise FieldError(f"expected a string, got {describe(value)}")
+    if not value.strip():
+        raise FieldError("must not be empty")
+    return value
+
+
+def string_list(value: Any) -> tuple[str, ...]:
+    """A string or a list of non-empty strings; duplicates are dropped, order kept."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise FieldError(f"expected a string or a list of strings, got {describe(value)}")
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise FieldError(f"expected a list of non-empty strings, found {describe(item)}")
+        if item not in out:
+            out.append(item)
+    return tuple(out)
+
+
+def integer(value: Any, minimum: int | None = None) -> int:
+    """An integer (booleans and floats are refused), optionally at least `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FieldError(f"expected an integer, got {describe(value)}")
+    if minimum is not None and value < minimum:
+        raise FieldError(f"must be at least {minimum}, got {value}")
+    return value
+
+
+def boolean(value: Any) -> bool:
+    """A real boolean (true/false), not a string or a number."""
+    if not isinstance(value, bool):
+        raise FieldError(f"expected true or false, got {describe(value)}")
+    return value
+
+
+def duration(value: Any, positive: bool = False) -> float:
+    """Seconds from a duration such as 30m, 1h30m, 90s or a plain number of seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+        raise FieldError(f"a duration must not be negative, got {value!r}")
+    try:
+        seconds = parse_duration(value)
+    except (ValueError, OverflowError):
+        raise FieldError(f"expected a duration like 30m, 1h30m or 90s, got {describe(value)}") from None
+    if seconds != seconds or seconds == float("inf"):
+        raise FieldError(f"expected a finite duration, got {show(value)}")
+    if positive and seconds <= 0:
+        raise FieldError(f"must be longer than zero, got {show(value)}")
+    return seconds
+
+
+def argv(value: Any) -> tuple[str, ...]:
+    """A command line: a non-empty list of strings, or a string split like a shell would."""
+    if isinstance(value, str):
+        try:
+            parts = shlex.split(value)
+        except ValueError as exc:
+            raise FieldError(f"cannot split {show(value)} into arguments: {exc}") from None
+    elif isinstance(value, list | tuple):
+        parts = list(value)
+        for item in parts:
+            if not isinstance(item, str):
+                raise FieldError(f"expected a list of strings, found {describe(item)}")
+    else:
+        raise FieldError(f"expected a list of strings or a command string, got {describe(value)}")
+    if not parts:
+        raise FieldError("the command is empty")
+    return tuple(parts)
+
+
+def verify(value: Any) -> tuple[str, ...] | None:
+    """A verify command as argv; null, an empty string or an empty list mean no verify."""
+    if value is None or (isinstance(value, str | list | tuple) and not value):
+        return None
+    if isinstance(value, str) and not value.strip():
+        return None
+    return argv(value)
+
+
+def file_globs(value: Any) -> tuple[str, ...]:
+    """Relative path globs of the files a task touches; no empty, absolute or `..` entries."""
+    globs = string_list(value)
+    for glob in globs:
+        if glob[:1] in "/\\" or _DRIVE.match(glob):
+            raise FieldError(f"file glob {show(glob)} must be relative to the repository, not absolute")
+        if ".." in glob.replace("\\", "/").split("/"):
+            raise FieldError(f"file glob {show(glob)} must not contain '..'")
+    return globs
+
+
+def choice(options: tuple[str, ...], value: Any) -> str:
+    """One of a fixed set of strings."""
+    if not isinstance(value, str) or value not in options:
+        raise FieldError(f"expected one of {', '.join(options)}, got {show(value)}")
+    return value
+
+
+def env_map(value: Any) -> Mapping[str, str]:
+    """Environment variables: a mapping of name → string (numbers are turned into strings)."""
+    if not isinstance(value, Mapping):
+        raise FieldError(f"expected a mapping of variable name → value, got {describe(value)}")
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or "=" in key:
+            raise FieldError(f"invalid environment variable name {show(key)}")
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            raise FieldError(f"variable '{key}' must be a string, got {describe(item)}")
+        out[key] = str(item)
+    return MappingProxyType(out)
+
+
+def env_pass(value: Any) -> str | tuple[str, ...]:
+    """Which variables of orchard's environment an agent sees: a list of names or "all"."""
+    if value == "all":
+        return "all"
+    if isinstance(value, str):
+        raise FieldError(f"expected a list of variable names or \"all\", got {show(value)}")
+    return string_list(value)
+
+
+def freeze(value: Any) -> Any:
+    """An immutable copy of a raw value: lists become tuples, mappings read-only (iterative)."""
+    if not isinstance(value, list | tuple | Mapping):
+        return value
+    return _freeze_nested(value)
+
+
+def _freeze_nested(value: Any) -> Any:
+    """Freeze a nested structure bottom-up without recursion; cyclic YAML aliases are refused."""
+    done: dict[int, Any] = {}
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    active: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in done:
+            continue
+        items = list(node.values()) if isinstance(node, Mapping) else list(node)
+        if not children_done:
+            if key in active:
+                raise FieldError("the value refers to itself (a cyclic YAML alias)")
+            active.add(key)
+            stack.append((node, True))
+            stack.extend((c, False) for c in items if isinstance(c, list | tuple | Mapping) and id(c) not in done)
+            continue
+        active.discard(key)
+        if isinstance(node, Mapping):
+            done[key] = MappingProxyType({k: done.get(id(v), v) for k, v in node.items()})
+        else:
+            done[key] = tuple(done.get(id(c), c) for c in items)
+    return done[id(value)]
+
+
+def at_least(minimum: int) -> Coercer:
+    """An integer coercer with a lower bound."""
+    return partial(integer, minimum=minimum)
+
+
+# Task fields other than id / prompt / prompt_file, by the name used in plan files.
+TASK_COERCERS: Mapping[str, Coercer] = MappingProxyType(
+    {
+        "name": string,
+        "depends_on": string_list,
+        "files": file_globs,
+        "agent": string,
+        "verify": verify,
+        "timeout": partial(duration, positive=True),
+        "retries": at_least(0),
+        "priority": integer,
+        "track": string,
+        "estimate": duration,
+        "allow_empty": boolean,
+    }
+)
+# Plan-file field name → `Task` keyword.
+TASK_KWARG = MappingProxyType({"timeout": "timeout_s", "estimate": "estimate_s"})
+TASK_FIELDS = frozenset({"id", "prompt", "prompt_file", *TASK_COERCERS})
+FRONT_MATTER_FIELDS = TASK_FIELDS - {"prompt", "prompt_file"}
+NO_DEFAULT_FIELDS = frozenset({"id", "name", "prompt", "prompt_file", "depends_on"})
+DEFAULT_FIELDS = TASK_FIELDS - NO_DEFAULT_FIELDS

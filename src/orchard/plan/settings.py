@@ -1,0 +1,71 @@
+"""Plan-wide settings: base, parallel, defaults and agents (the top level of a YAML plan or orchard.yaml)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchard.core.model import DEFAULT_PARALLEL, AgentSpec
+from orchard.plan import fields as f
+from orchard.plan.agents import defined, read_agents
+from orchard.plan.raw import INVALID, Problems, RawPlan
+
+TOP_LEVEL_KEYS = frozenset({"base", "parallel", "defaults", "agents", "tracks", "tasks"})
+CONFIG_KEYS = TOP_LEVEL_KEYS - {"tasks"}
+
+
+@dataclass
+class Settings:
+    """The checked plan-wide settings; invalid parts fall back to built-in defaults."""
+
+    base: str | None = None
+    parallel: int = DEFAULT_PARALLEL
+    defaults: dict[str, Any] = field(default_factory=dict)  # coerced, by plan field name; no 'agent'
+    default_agent: str | None = None
+    agents: dict[str, AgentSpec] = field(default_factory=dict)
+    declared_agents: set[str] = field(default_factory=set)  # includes agents whose entry is invalid
+
+
+def read_settings(raw: RawPlan) -> Settings:
+    """Check and coerce the top-level keys of a plan."""
+    config, file, problems = raw.config, raw.config_file, raw.problems
+    hints = {} if "tasks" in raw.config_keys else {"tasks": "'tasks' is not allowed here: every file is a task"}
+    problems.check_keys(config, raw.config_keys, file, hints=hints)
+    settings = Settings()
+    if config.get("base") is not None:
+        settings.base = _valid(problems.coerce(f.string, config["base"], file, field="base"), None)
+    if config.get("parallel") is not None:
+        parallel = problems.coerce(f.at_least(1), config["parallel"], file, field="parallel")
+        settings.parallel = _valid(parallel, DEFAULT_PARALLEL)
+    settings.agents, settings.declared_agents = read_agents(config.get("agents"), file, problems)
+    _read_defaults(config.get("defaults"), file, problems, settings)
+    return settings
+
+
+def _read_defaults(value: Any, file: str, problems: Problems, settings: Settings) -> None:
+    """Coerce `defaults:` into settings.defaults and settings.default_agent."""
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        problems.add(file, f"expected a mapping of task field → default, got {f.describe(value)}",
+                     field="defaults")
+        return
+    hints = {key: f"'{key}' cannot have a default" for key in f.NO_DEFAULT_FIELDS}
+    problems.check_keys(value, f.DEFAULT_FIELDS, file, prefix="defaults.", hints=hints)
+    for key, coercer in f.TASK_COERCERS.items():
+        if key not in f.DEFAULT_FIELDS or key not in value or (value[key] is None and key != "verify"):
+            continue
+        coerced = problems.coerce(coercer, value[key], file, field=f"defaults.{key}")
+        if coerced is not INVALID:
+            settings.defaults[key] = coerced
+    agent = settings.defaults.pop("agent", None)
+    if agent is not None and agent not in settings.declared_agents:
+        problems.add(file, f"unknown agent '{agent}' (defined: {defined(settings.declared_agents)})",
+                     field="defaults.agent")
+    settings.default_agent = agent
+
+
+def _valid(value: Any, fallback: Any) -> Any:
+    """`value` unless it is INVALID."""
+    return fallback if value is INVALID else value

@@ -1,0 +1,71 @@
+"""The live terminal dashboard (rich): a row per active or recent task and a queue line."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from orchard.core.durations import format_duration
+from orchard.core.events import OrchardEvent
+from orchard.ui.snapshot import WAITING, Snapshot
+
+STYLE = {
+    "running": "cyan", "verifying": "magenta", "merging": "blue", "merged": "green", "failed": "red",
+    "conflict": "red", "blocked": "yellow", "cancelled": "dim", "paused": "yellow", "queued": "white",
+    "pending": "dim",
+}
+
+
+def render(snap: Snapshot, now: float | None = None) -> RenderableType:
+    """The whole dashboard for one snapshot (pure: same snapshot and time, same picture)."""
+    now = now or time.time()
+    table = Table(expand=True, box=None, header_style="bold", pad_edge=False)
+    for name, kwargs in (("task", {"ratio": 2}), ("status", {}), ("agent", {}), ("try", {"justify": "right"}),
+                         ("elapsed", {"justify": "right"}), ("activity", {"ratio": 5}),
+                         ("cost", {"justify": "right"})):
+        table.add_column(name, no_wrap=True, overflow="ellipsis", **kwargs)
+    for view in snap.rows():
+        end = view.finished_at or now
+        elapsed = format_duration(end - view.attempt_started) if view.attempt_started else ""
+        table.add_row(view.id, Text(view.status, style=STYLE.get(view.status, "")), view.agent,
+                      str(view.attempt or ""), elapsed, view.activity, f"${view.cost_usd:.2f}" if view.cost_usd else "")
+    running = snap.count("running", "verifying")
+    waiting = snap.total - len(snap.tasks) + snap.count(*WAITING)
+    free = max(0, snap.parallel - running)
+    queue = Text.assemble(
+        ("orchard ", "bold"), (snap.run_id, "dim"),
+        f"  waiting {waiting} | running {running} | free {free}",
+        f"  ·  merged {snap.count('merged')}/{snap.total}",
+        (f"  failed {snap.count('failed', 'conflict', 'blocked')}", "red")
+        if snap.count("failed", "conflict", "blocked") else "",
+        f"  ·  {format_duration(now - snap.started)}",
+    )
+    parts: list[RenderableType] = [queue, table]
+    parts.extend(Text(note, style="yellow") for note in snap.notes)
+    return Group(*parts)
+
+
+class Dashboard:
+    """An observer that keeps a snapshot and redraws it live while the run lasts."""
+
+    def __init__(self, console: Console) -> None:
+        self.snapshot = Snapshot()
+        self.console = console
+        self.live = Live(console=console, refresh_per_second=4, transient=False,
+                         get_renderable=lambda: render(self.snapshot))
+
+    def __call__(self, event: OrchardEvent) -> None:
+        self.snapshot.apply(event)
+
+    def __enter__(self) -> Dashboard:
+        self.live.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.live.refresh()
+        self.live.stop()

@@ -1,0 +1,81 @@
+"""Run reports: the `status --json` contract, the status table, and the end-of-run summary."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from orchard.core.durations import format_duration
+from orchard.core.events import iso
+from orchard.store import Store
+from orchard.ui.dashboard import STYLE
+
+
+def status_document(store: Store, run_id: str | None = None) -> dict[str, Any]:
+    """The stable `status --json` document for one run (default: the latest)."""
+    run = store.run(run_id)
+    by_task: dict[str, list[Any]] = {}
+    for attempt in store.attempts(run.id):
+        by_task.setdefault(attempt.task_id, []).append(attempt)
+    now = time.time()
+    tasks = []
+    for t in store.tasks(run.id):
+        attempts = by_task.get(t.task_id, [])
+        end = t.finished_at or (now if t.started_at else None)
+        tasks.append({
+            "id": t.task_id,
+            "status": t.status,
+            "agent": t.agent,
+            "attempts": t.attempts,
+            "branch": t.branch,
+            "started_at": iso(t.started_at),
+            "finished_at": iso(t.finished_at),
+            "duration_s": round(end - t.started_at, 3) if t.started_at and end else None,
+            "cost_usd": round(sum(a.cost_usd for a in attempts), 6),
+            "tokens_in": sum(a.tokens_in for a in attempts),
+            "tokens_out": sum(a.tokens_out for a in attempts),
+            "error": t.error or None,
+        })
+    return {
+        "run": {"id": run.id, "status": run.status, "base": run.base, "integration_branch": run.integration_branch,
+                "started_at": iso(run.started_at), "finished_at": iso(run.finished_at)},
+        "tasks": tasks,
+    }
+
+
+def status_table(doc: dict[str, Any]) -> RenderableType:
+    """A human table of the status document."""
+    run = doc["run"]
+    table = Table(title=f"run {run['id']} · {run['status']} · {run['integration_branch']}", title_justify="left",
+                  header_style="bold", box=None)
+    for name in ("task", "status", "agent", "tries", "time", "cost", "error"):
+        table.add_column(name, overflow="fold" if name == "error" else "ellipsis")
+    for t in doc["tasks"]:
+        table.add_row(t["id"], Text(t["status"], style=STYLE.get(t["status"], "")), t["agent"], str(t["attempts"]),
+                      format_duration(t["duration_s"]) if t["duration_s"] is not None else "",
+                      f"${t['cost_usd']:.2f}" if t["cost_usd"] else "", t["error"] or "")
+    return table
+
+
+def summary_text(summary: dict[str, Any]) -> RenderableType:
+    """The closing lines of a run: counts, wall time, speedup against sequential, utilization, cost."""
+    counts = summary.get("counts", {})
+    other = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s != "merged")
+    lines = [
+        Text.assemble(("run ", "bold"), summary["run_id"], " ", (summary["status"], _status_style(summary))),
+        Text(f"tasks: {summary['merged']}/{summary['tasks']} merged" + (f", {other}" if other else "")
+             + f" · {summary['attempts']} attempts"),
+        Text(f"wall {format_duration(summary['wall_s'])} · work {format_duration(summary['work_s'])} · "
+             f"speedup {summary['speedup']:.2f}x vs sequential · utilization {summary['utilization'] * 100:.0f}% "
+             f"of {summary['parallel']} slots"),
+        Text(f"cost ${summary['cost_usd']:.4f} · tokens {summary['tokens_in']} in / {summary['tokens_out']} out"),
+    ]
+    return Group(*lines)
+
+
+def _status_style(summary: dict[str, Any]) -> str:
+    return {"completed": "green", "failed": "red"}.get(str(summary["status"]), "yellow")

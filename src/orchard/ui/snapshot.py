@@ -1,0 +1,97 @@
+"""The dashboard's model: a snapshot of a run, updated event by event, rendered by `ui.dashboard`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchard.core.events import (
+    AgentActivity,
+    AttemptFinished,
+    AttemptStarted,
+    MergeFinished,
+    OrchardEvent,
+    RunFinished,
+    RunNote,
+    RunStarted,
+    TaskStatusChanged,
+    VerifyFinished,
+)
+
+ACTIVE = ("running", "verifying", "merging")
+WAITING = ("pending", "queued", "paused")
+
+
+@dataclass
+class TaskView:
+    """One dashboard row."""
+
+    id: str
+    status: str = "pending"
+    agent: str = ""
+    attempt: int = 0
+    attempt_started: float | None = None
+    finished_at: float | None = None
+    activity: str = ""
+    cost_usd: float = 0.0
+
+
+@dataclass
+class Snapshot:
+    """Everything the live view shows, derived from events only."""
+
+    run_id: str = ""
+    parallel: int = 0
+    total: int = 0
+    started: float = field(default_factory=time.time)
+    tasks: dict[str, TaskView] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    summary: dict[str, Any] | None = None
+    status: str = "running"
+
+    def apply(self, event: OrchardEvent) -> None:
+        """Fold one event into the snapshot."""
+        if isinstance(event, RunStarted):
+            self.run_id, self.parallel, self.total, self.started = event.run_id, event.parallel, event.tasks, event.ts
+            return
+        if isinstance(event, RunNote):
+            self.notes = [*self.notes[-2:], event.text]
+            return
+        if isinstance(event, RunFinished):
+            self.summary, self.status = event.summary, event.status
+            return
+        task_id = event.task_id
+        if task_id is None:
+            return
+        view = self.tasks.setdefault(task_id, TaskView(task_id))
+        self._apply_task(view, event)
+
+    def _apply_task(self, view: TaskView, event: OrchardEvent) -> None:
+        if isinstance(event, TaskStatusChanged):
+            view.status = event.status
+            if event.status in ("merged", "failed", "conflict", "blocked", "cancelled"):
+                view.finished_at = event.ts
+                if event.reason:
+                    view.activity = event.reason
+        elif isinstance(event, AttemptStarted):
+            view.agent, view.attempt, view.attempt_started = event.agent, event.attempt, event.ts
+            view.activity = "started"
+        elif isinstance(event, AgentActivity):
+            view.activity = event.text
+        elif isinstance(event, AttemptFinished):
+            view.cost_usd += event.cost_usd
+            view.activity = f"{event.outcome}" + (f": {event.detail}" if event.detail else "")
+        elif isinstance(event, (VerifyFinished, MergeFinished)):
+            view.activity = event.message()
+
+    def count(self, *statuses: str) -> int:
+        return sum(1 for t in self.tasks.values() if t.status in statuses)
+
+    def rows(self, recent: int = 6) -> list[TaskView]:
+        """Active tasks first (by start), then the most recently finished."""
+        active = sorted((t for t in self.tasks.values() if t.status in ACTIVE or t.status == "paused"),
+                        key=lambda t: t.attempt_started or 0.0)
+        done = sorted((t for t in self.tasks.values() if t.finished_at is not None),
+                      key=lambda t: t.finished_at or 0.0, reverse=True)[:recent]
+        return active + done
