@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,12 @@ _FIXED_ENV = {
 _OID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 FALLBACK_IDENT = ("-c", "user.name=orchard", "-c", "user.email=orchard@localhost")
+
+
+# git's worktree administration is not safe to run concurrently: `worktree add` reads every entry of
+# `.git/worktrees/` and fails on one that is half written. orchard serializes these calls within its process
+# (and one live run per repository holds the repository lock).
+ADMIN_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -219,8 +226,9 @@ def create_branch(repo: Repo | Path, name: str, commit: str, *, force: bool = Fa
 
 def delete_branch(repo: Repo | Path, name: str) -> None:
     """Delete branch `name`; a missing branch is fine, one checked out in a worktree is an error."""
-    if branch_exists(repo, name):
-        _git(repo, "branch", "-D", "--", name)
+    with ADMIN_LOCK:  # `branch -D` scans the worktree list too
+        if branch_exists(repo, name):
+            _git(repo, "branch", "-D", "--", name)
 
 
 def is_ancestor(repo: Repo | Path, a: str, b: str) -> bool:

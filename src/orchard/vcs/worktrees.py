@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchard.errors import GitError
-from orchard.vcs.git import Repo, _git, commit_ident_args, validate_branch_name
+from orchard.vcs.git import ADMIN_LOCK, Repo, _git, commit_ident_args, validate_branch_name
 
 
 @dataclass(frozen=True)
@@ -29,16 +29,23 @@ def add_worktree(repo: Repo, path: Path, branch: str, commit: str) -> None:
     """Create a worktree at `path` on branch `branch`, (re)set to `commit`."""
     validate_branch_name(repo, branch)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _git(repo, "worktree", "add", "--quiet", "-f", "--no-track", "-B", branch, "--", str(path), commit)
+    with ADMIN_LOCK:
+        _git(repo, "worktree", "add", "--quiet", "-f", "--no-track", "-B", branch, "--", str(path), commit)
 
 
 def prune_worktrees(repo: Repo) -> None:
     """Forget worktrees whose directories have disappeared."""
-    _git(repo, "worktree", "prune")
+    with ADMIN_LOCK:
+        _git(repo, "worktree", "prune")
 
 
 def remove_worktree(repo: Repo, path: Path) -> None:
     """Remove the worktree at `path` even if dirty or locked; tolerate an already-deleted directory."""
+    with ADMIN_LOCK:
+        _remove_worktree(repo, path)
+
+
+def _remove_worktree(repo: Repo, path: Path) -> None:
     if not path.exists():
         prune_worktrees(repo)
         return

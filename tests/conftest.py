@@ -1,0 +1,93 @@
+"""Shared fixtures: real git repositories in temp dirs, plans on disk, and the real CLI as a child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FAKE_AGENT = Path(__file__).parent / "agents" / "fake_agent.py"
+PYTHON = sys.executable
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in `repo` (tests only) and return stdout."""
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(autouse=True)
+def _isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No user or system git config leaks in; a fixed identity for test commits."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / "gitconfig"))
+    (home / "gitconfig").write_text("[user]\n\tname = Test User\n\temail = test@example.invalid\n")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository on branch main with one commit (README.md, .gitignore)."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "README.md").write_text("# test repo\n")
+    (root / ".gitignore").write_text("__pycache__/\n*.pyc\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "initial")
+    return root
+
+
+def agent_block(name: str = "fake", max_parallel: int | None = None, extra: str = "") -> str:
+    """YAML for a command agent running the scripted fake agent."""
+    limit = f", max_parallel: {max_parallel}" if max_parallel else ""
+    return f'  {name}: {{type: command, command: ["{PYTHON}", "{FAKE_AGENT}", "{{prompt_file}}"]{limit}{extra}}}\n'
+
+
+@pytest.fixture
+def write_plan(tmp_path: Path) -> Callable[[str], Path]:
+    """Write plan YAML (outside the repository) and return its path."""
+
+    def write(text: str, name: str = "plan.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def ndjson(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
+
+
+def run_orchard(*args: str, cwd: Path, timeout: float = 120, env: dict[str, str] | None = None) -> Result:
+    """The real CLI in a child process."""
+    proc = subprocess.run([PYTHON, "-m", "orchard", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def orchard(repo: Path) -> Callable[..., Result]:
+    """`orchard(*args)` runs the CLI in the test repository."""
+
+    def call(*args: str, cwd: Path | None = None, timeout: float = 120) -> Result:
+        return run_orchard(*args, cwd=cwd or repo, timeout=timeout)
+
+    return call
