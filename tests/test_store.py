@@ -1,0 +1,65 @@
+"""The SQLite store: WAL, migrations, the compat views, plan snapshots, private permissions."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+
+from orchard.core.events import TaskStatusChanged
+from orchard.core.model import AgentSpec, Plan, Task
+from orchard.core.serialize import plan_from_dict, plan_to_dict
+from orchard.store import Store
+from orchard.store.schema import MIGRATIONS
+
+
+def sample_plan() -> Plan:
+    agents = {"a": AgentSpec("a", "command", 2, {"command": ("x", "{prompt_file}"), "env": {"K": "v"}})}
+    tasks = [Task("one", "p1", "a", files=("src/*.py",), verify=("pytest", "-q"), estimate_s=60.0),
+             Task("two", "p2", "a", depends_on=("one",), track="t", retries=3)]
+    return Plan.build(tasks, agents, tracks={"t": ("two",)}, base="main", parallel=3, source="plan.yaml")
+
+
+def test_plan_snapshot_round_trips() -> None:
+    plan = sample_plan()
+    again = plan_from_dict(plan_to_dict(plan))
+    assert again.tasks == plan.tasks and again.parallel == 3 and again.base == "main"
+    assert again.agents["a"].option("command") == ("x", "{prompt_file}") and again.agents["a"].max_parallel == 2
+    assert dict(again.tracks) == {"t": ("two",)}
+
+
+def test_store_records_runs_tasks_attempts_events_and_views(tmp_path: Path) -> None:
+    db = tmp_path / ".orchard" / "state.db"
+    store = Store(db)
+    plan = sample_plan()
+    store.create_run("r1", plan, "main", "abc", "orchard/r1/integration", 3, 1000.0, 42)
+    store.update_task("r1", "one", status="running", started_at=1001.0, attempts=1)
+    attempt = store.start_attempt("r1", "one", 1, "a", 1001.0, "/wt", "abc", "/log")
+    store.update_attempt(attempt, finished_at=1003.5, outcome="agent_error", exit_code=2)
+    store.update_task("r1", "one", status="failed", finished_at=1003.5, error="agent_error: boom")
+    store.append_event(TaskStatusChanged(run_id="r1", ts=1003.5, task="one", status="failed", reason="boom"), "a")
+    assert store.plan("r1").tasks == plan.tasks
+    assert [t.status for t in store.tasks("r1")] == ["failed", "pending"]
+    store.close()
+
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    conn.row_factory = sqlite3.Row
+    rows = [dict(r) for r in conn.execute("SELECT * FROM workstream_status")]
+    assert rows[0] == {"workstream_id": "one", "status": "failed", "agent_id": "a", "track": None,
+                       "started_at": "1970-01-01T00:16:41.000Z", "completed_at": "1970-01-01T00:16:43.500Z",
+                       "exit_code": 2, "attempt": 1, "error_message": "agent_error: boom", "run_id": "r1"}
+    assert rows[1]["workstream_id"] == "two" and rows[1]["track"] == "t" and rows[1]["error_message"] is None
+    log = [dict(r) for r in conn.execute("SELECT * FROM execution_log")]
+    assert log == [{"id": 1, "timestamp": "1970-01-01T00:16:43.500Z", "workstream_id": "one", "agent_id": "a",
+                    "event_type": "task.status", "message": "failed (boom)", "run_id": "r1"}]
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+
+
+def test_reopening_does_not_migrate_twice(tmp_path: Path) -> None:
+    Store(tmp_path / "s.db").close()
+    store = Store(tmp_path / "s.db")
+    assert store.runs() == []
+    store.close()
