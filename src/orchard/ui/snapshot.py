@@ -35,6 +35,13 @@ class TaskView:
     finished_at: float | None = None
     activity: str = ""
     cost_usd: float = 0.0
+    last_outcome: str = ""  # why the previous attempt failed, shown while a retry runs
+
+    def shown_activity(self) -> str:
+        """The activity, prefixed with the reason for the retry while one runs."""
+        if self.attempt > 1 and self.last_outcome and self.finished_at is None:
+            return f"retry after {self.last_outcome} · {self.activity}"
+        return self.activity
 
 
 @dataclass
@@ -81,9 +88,12 @@ class Snapshot:
             view.activity = event.text
         elif isinstance(event, AttemptFinished):
             view.cost_usd += event.cost_usd
+            view.last_outcome = event.outcome if event.outcome != "success" else view.last_outcome
             view.activity = f"{event.outcome}" + (f": {event.detail}" if event.detail else "")
         elif isinstance(event, (VerifyFinished, MergeFinished)):
             view.activity = event.message()
+            if isinstance(event, MergeFinished) and event.result == "conflict":
+                view.last_outcome = "conflict"
 
     def count(self, *statuses: str) -> int:
         return sum(1 for t in self.tasks.values() if t.status in statuses)
