@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -17,33 +17,76 @@ from orchard.core.model import Plan
 _WILDCARDS = frozenset("*?[")
 
 
-def find_cycles(edges: Mapping[str, Sequence[str]]) -> list[list[str]]:
-    """Return one cycle per cyclic strongly connected component, each as `[a, b, …, a]` (a depends on b …)."""
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
-    cycles: list[list[str]] = []
-    for root in edges:
-        if root in state:
+def strongly_connected(order: Sequence[str], succ: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """Components of more than one node (iterative Tarjan; no self loops expected)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in order:
+        if root in index:
             continue
-        path: list[str] = []
-        stack: list[tuple[str, Iterator[str]]] = [(root, iter(edges.get(root, ())))]
-        state[root] = 1
-        path.append(root)
-        while stack:
-            node, children = stack[-1]
-            child = next(children, None)
-            if child is None:
-                stack.pop()
-                path.pop()
-                state[node] = 2
-            elif child not in edges:
-                continue
-            elif state.get(child) == 1:
-                cycles.append([*path[path.index(child) :], child])
-            elif child not in state:
-                state[child] = 1
-                path.append(child)
-                stack.append((child, iter(edges.get(child, ()))))
-    return cycles
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, iter(succ.get(root, ())))]
+        while work:
+            node, edges = work[-1]
+            for nxt in edges:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(succ.get(nxt, ()))))
+                    break
+                if nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    component = _pop_component(stack, on_stack, node)
+                    if len(component) > 1:
+                        found.append(component)
+    return found
+
+
+def _pop_component(stack: list[str], on_stack: set[str], node: str) -> list[str]:
+    """Pop Tarjan's stack down to and including `node`."""
+    component: list[str] = []
+    while True:
+        member = stack.pop()
+        on_stack.discard(member)
+        component.append(member)
+        if member == node:
+            return component
+
+
+def cycle_in(component: Sequence[str], succ: Mapping[str, Sequence[str]], position: Mapping[str, int]) -> list[str]:
+    """One closed cycle [a, b, …, a] inside a strongly connected component, starting at its earliest task."""
+    members = set(component)
+    start = min(component, key=position.__getitem__)
+    path, seen = [start], {start: 0}
+    while True:
+        nxt = next(n for n in succ[path[-1]] if n in members)
+        if nxt in seen:
+            cycle = path[seen[nxt] :]
+            break
+        seen[nxt] = len(path)
+        path.append(nxt)
+    first = min(range(len(cycle)), key=lambda i: position[cycle[i]])
+    cycle = cycle[first:] + cycle[:first]
+    return [*cycle, cycle[0]]
+
+
+def find_cycles(order: Sequence[str], succ: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """One closed cycle per cyclic component, in plan order of their first task."""
+    position = {task: i for i, task in enumerate(order)}
+    cycles = [cycle_in(c, succ, position) for c in strongly_connected(order, succ)]
+    return sorted(cycles, key=lambda cycle: position[cycle[0]])
 
 
 def format_cycle(cycle: Sequence[str]) -> str:

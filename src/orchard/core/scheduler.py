@@ -234,9 +234,8 @@ class Scheduler:
                 if self.tasks[waiting].status is S.QUEUED and self.plan.task(waiting).agent == agent:
                     self._set(waiting, S.PAUSED, out, reason=f"{agent} rate limited")
             return
-        if ev.outcome is Outcome.INTERRUPTED:
-            st.attempts -= 1  # an interrupted attempt is restarted cleanly, not counted
-            self._enqueue(ev.task_id, out)
+        if ev.outcome is Outcome.INTERRUPTED:  # restarted cleanly later; uses up no retry
+            self._enqueue(ev.task_id, out, reason="interrupted")
             return
         st.failures += 1
         if ev.outcome.retryable and st.failures <= self.plan.task(ev.task_id).retries:

@@ -38,8 +38,7 @@ def read_agents(value: Any, file: str, problems: Problems) -> tuple[dict[str, Ag
     if value is None:
         return specs, declared
     if not isinstance(value, Mapping):
-        problems.add(file, f"expected a mapping of agent name → settings, got {f.describe(value)}",
-                     field="agents")
+        problems.add(file, f"expected a mapping of agent name → settings, got {f.describe(value)}", field="agents")
         return specs, declared
     for name, entry in value.items():
         if not isinstance(name, str) or not name.strip():
@@ -84,8 +83,7 @@ def _read_kind(kind: Any, file: str, problems: Problems, where: str) -> str | No
         problems.add(file, f"missing 'type' (known types: {known_kinds()})", field=where + ".type")
         return None
     if not isinstance(kind, str) or kind not in AGENT_KIND_OPTIONS:
-        problems.add(file, f"unknown agent type {f.show(kind)} (known types: {known_kinds()})",
-                     field=where + ".type")
+        problems.add(file, f"unknown agent type {f.show(kind)} (known types: {known_kinds()})", field=where + ".type")
         return None
     return kind
 
@@ -97,8 +95,11 @@ def _check_fallbacks(specs: dict[str, AgentSpec], declared: set[str], file: str,
             if other == name:
                 problems.add(file, "an agent cannot fall back to itself", field=f"agents.{name}.fallback")
             elif other not in declared:
-                problems.add(file, f"fallback names unknown agent '{other}' (defined: {defined(declared)})",
-                             field=f"agents.{name}.fallback")
+                problems.add(
+                    file,
+                    f"fallback names unknown agent '{other}' (defined: {defined(declared)})",
+                    field=f"agents.{name}.fallback",
+                )
 
 
 def defined(names: set[str] | Mapping[str, Any]) -> str:

@@ -42,11 +42,11 @@ def describe(value: object) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return f"a boolean ({value!r})"
+        return f"a boolean ({show(value)})"
     if isinstance(value, str):
         return f"a string ({show(value)})"
     if isinstance(value, int | float):
-        return f"a number ({value!r})"
+        return f"a number ({show(value)})"
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, list | tuple):
@@ -83,13 +83,10 @@ def string_list(value: Any) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list | tuple):
         raise FieldError(f"expected a string or a list of strings, got {describe(value)}")
-    out: list[str] = []
     for item in items:
         if not isinstance(item, str) or not item.strip():
             raise FieldError(f"expected a list of non-empty strings, found {describe(item)}")
-        if item not in out:
-            out.append(item)
-    return tuple(out)
+    return tuple(dict.fromkeys(items))
 
 
 def integer(value: Any, minimum: int | None = None) -> int:
@@ -97,7 +94,7 @@ def integer(value: Any, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise FieldError(f"expected an integer, got {describe(value)}")
     if minimum is not None and value < minimum:
-        raise FieldError(f"must be at least {minimum}, got {value}")
+        raise FieldError(f"must be at least {minimum}, got {show(value)}")
     return value
 
 
@@ -111,7 +108,7 @@ def boolean(value: Any) -> bool:
 def duration(value: Any, positive: bool = False) -> float:
     """Seconds from a duration such as 30m, 1h30m, 90s or a plain number of seconds."""
     if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-        raise FieldError(f"a duration must not be negative, got {value!r}")
+        raise FieldError(f"a duration must not be negative, got {show(value)}")
     try:
         seconds = parse_duration(value)
     except (ValueError, OverflowError):
@@ -137,7 +134,7 @@ def argv(value: Any) -> tuple[str, ...]:
                 raise FieldError(f"expected a list of strings, found {describe(item)}")
     else:
         raise FieldError(f"expected a list of strings or a command string, got {describe(value)}")
-    if not parts:
+    if not parts or not parts[0].strip():
         raise FieldError("the command is empty")
     return tuple(parts)
 
@@ -188,7 +185,7 @@ def env_pass(value: Any) -> str | tuple[str, ...]:
     if value == "all":
         return "all"
     if isinstance(value, str):
-        raise FieldError(f"expected a list of variable names or \"all\", got {show(value)}")
+        raise FieldError(f'expected a list of variable names or "all", got {show(value)}')
     return string_list(value)
 
 

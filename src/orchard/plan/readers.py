@@ -46,10 +46,12 @@ def parse_yaml(text: str, file: str, problems: Problems, line_offset: int = 0) -
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f" at line {mark.line + 1 + line_offset}, column {mark.column + 1}" if mark else ""
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        reason = getattr(exc, "problem", None) or (str(exc).splitlines() or ["syntax error"])[0]
         problems.add(file, f"invalid YAML{where}: {reason}")
     except RecursionError:
         problems.add(file, "invalid YAML: nested too deeply")
+    except Exception as exc:  # PyYAML's constructors raise plain ValueError, KeyError … on bad tagged scalars
+        problems.add(file, f"invalid YAML: cannot read a value ({type(exc).__name__}: {exc})")
     return INVALID
 
 
@@ -61,6 +63,8 @@ def parse_json(text: str, file: str, problems: Problems) -> Any:
         problems.add(file, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
     except RecursionError:
         problems.add(file, "invalid JSON: nested too deeply")
+    except ValueError as exc:  # e.g. an integer longer than Python's digit limit
+        problems.add(file, f"invalid JSON: {exc}")
     return INVALID
 
 

@@ -13,6 +13,10 @@ from orchard.plan.raw import INVALID, Problems, RawPlan
 
 TOP_LEVEL_KEYS = frozenset({"base", "parallel", "defaults", "agents", "tracks", "tasks"})
 CONFIG_KEYS = TOP_LEVEL_KEYS - {"tasks"}
+_TASKS_HINT = (
+    "'tasks' is not allowed here: in a plan directory every .md or .json file is a task "
+    "(to use this file's task list, load the file itself)"
+)
 
 
 @dataclass
@@ -30,7 +34,7 @@ class Settings:
 def read_settings(raw: RawPlan) -> Settings:
     """Check and coerce the top-level keys of a plan."""
     config, file, problems = raw.config, raw.config_file, raw.problems
-    hints = {} if "tasks" in raw.config_keys else {"tasks": "'tasks' is not allowed here: every file is a task"}
+    hints = {} if "tasks" in raw.config_keys else {"tasks": _TASKS_HINT}
     problems.check_keys(config, raw.config_keys, file, hints=hints)
     settings = Settings()
     if config.get("base") is not None:
@@ -48,8 +52,7 @@ def _read_defaults(value: Any, file: str, problems: Problems, settings: Settings
     if value is None:
         return
     if not isinstance(value, Mapping):
-        problems.add(file, f"expected a mapping of task field → default, got {f.describe(value)}",
-                     field="defaults")
+        problems.add(file, f"expected a mapping of task field → default, got {f.describe(value)}", field="defaults")
         return
     hints = {key: f"'{key}' cannot have a default" for key in f.NO_DEFAULT_FIELDS}
     problems.check_keys(value, f.DEFAULT_FIELDS, file, prefix="defaults.", hints=hints)
@@ -61,8 +64,9 @@ def _read_defaults(value: Any, file: str, problems: Problems, settings: Settings
             settings.defaults[key] = coerced
     agent = settings.defaults.pop("agent", None)
     if agent is not None and agent not in settings.declared_agents:
-        problems.add(file, f"unknown agent '{agent}' (defined: {defined(settings.declared_agents)})",
-                     field="defaults.agent")
+        problems.add(
+            file, f"unknown agent '{agent}' (defined: {defined(settings.declared_agents)})", field="defaults.agent"
+        )
     settings.default_agent = agent
 
 

@@ -26,6 +26,7 @@ class Draft:
     file: str
     label: str
     kwargs: dict[str, Any]
+    track_is_default: bool = False  # the track comes from defaults, so an explicit track listing wins
 
     @property
     def depends_on(self) -> tuple[str, ...]:
@@ -48,12 +49,14 @@ def read_task(rt: RawTask, settings: Settings, plan: RawPlan) -> Draft | None:
     prompt, prompt_file = _read_prompt(rt, plan, tag)
     kwargs: dict[str, Any] = {"id": tag, "prompt": prompt, "prompt_file": prompt_file}
     kwargs.update((f.TASK_KWARG.get(key, key), value) for key, value in values.items())
-    return Draft(task_id, rt.file, rt.label, kwargs) if task_id else None
+    track_is_default = "track" in settings.defaults and rt.data.get("track") is None
+    return Draft(task_id, rt.file, rt.label, kwargs, track_is_default) if task_id else None
 
 
 def _read_id(rt: RawTask, problems: Problems) -> tuple[str | None, str]:
     """(valid id or None, the tag naming the task in problems)."""
-    value = rt.data.get("id", rt.default_id)
+    value = rt.data.get("id")
+    value = rt.default_id if value is None else value
     tag = value if isinstance(value, str) and value else f"#{rt.number}"
     if value is None:
         problems.add(rt.file, "missing id", tag, "id")
@@ -132,7 +135,4 @@ def _orphan_message(orphans: list[str], settings: Settings) -> str:
     if not settings.declared_agents:
         return "no agent defined: add an 'agents:' section and name the agent in defaults.agent or each task"
     shown = ", ".join(f"'{o}'" for o in orphans[:5]) + (f" and {len(orphans) - 5} more" if len(orphans) > 5 else "")
-    return (
-        f"task {shown} names no agent and there is no defaults.agent "
-        f"(defined: {defined(settings.declared_agents)})"
-    )
+    return f"task {shown} names no agent and there is no defaults.agent (defined: {defined(settings.declared_agents)})"

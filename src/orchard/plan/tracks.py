@@ -20,15 +20,15 @@ class Tracks:
     owner: dict[str, str] = field(default_factory=dict)
 
 
-def assemble_tracks(
-    sources: list[tuple[str, Any]], drafts: Mapping[str, Draft], problems: Problems
-) -> Tracks:
+def assemble_tracks(sources: list[tuple[str, Any]], drafts: Mapping[str, Draft], problems: Problems) -> Tracks:
     """Build the tracks from (file, raw mapping) sources then task `track` fields; set each draft's track."""
     tracks = Tracks()
     for file, raw in sources:
         _add_source(file, raw, drafts, tracks, problems)
     for draft in drafts.values():
         name = draft.kwargs.get("track")
+        if draft.track_is_default and draft.id in tracks.owner:
+            continue
         if name is not None and tracks.owner.get(draft.id) != name:
             tracks.file.setdefault(name, draft.file)
             _join(name, draft.id, draft.file, "track", tracks, problems)
@@ -37,15 +37,14 @@ def assemble_tracks(
     return tracks
 
 
-def _add_source(
-    file: str, raw: Any, drafts: Mapping[str, Draft], tracks: Tracks, problems: Problems
-) -> None:
+def _add_source(file: str, raw: Any, drafts: Mapping[str, Draft], tracks: Tracks, problems: Problems) -> None:
     """Add the tracks of one `tracks:` mapping."""
     if raw is None:
         return
     if not isinstance(raw, Mapping):
-        problems.add(file, f"expected a mapping of track name → list of task ids, got {f.describe(raw)}",
-                     field="tracks")
+        problems.add(
+            file, f"expected a mapping of track name → list of task ids, got {f.describe(raw)}", field="tracks"
+        )
         return
     for name, ids in raw.items():
         if not isinstance(name, str) or not name.strip():

@@ -1,0 +1,92 @@
+"""Interrupts, timeouts and the agent's environment, end to end through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import PYTHON, git, run_orchard
+from tests.test_engine_acceptance import plan_text, task
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def task_status(repo: Path, task_id: str) -> str | None:
+    db = repo / ".orchard" / "state.db"
+    if not db.exists():
+        return None
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT status FROM tasks WHERE task_id = ? ORDER BY rowid DESC", (task_id,)).fetchone()
+    return row[0] if row else None
+
+
+def test_ctrl_c_stops_gracefully_exits_130_and_resumes(repo: Path, write_plan: Callable[[str], Path]) -> None:
+    tasks = task("quick", "@write quick.txt q")
+    tasks += task("slow", "@print working\n@if-attempt 1 @sleep 30\n@write slow.txt s")
+    tasks += task("after", "@write after.txt a", "    depends_on: [slow]\n")
+    plan = write_plan(plan_text(tasks))
+    proc = subprocess.Popen([PYTHON, "-m", "orchard", "run", str(plan)], cwd=repo, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    wait_for(lambda: task_status(repo, "slow") == "running" and task_status(repo, "quick") == "merged")
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted by SIGINT" in out and "orchard resume" in out and "Traceback" not in err
+    doc = run_orchard("status", "--json", cwd=repo).json()
+    assert doc["run"]["status"] == "interrupted"
+    assert {t["id"]: t["status"] for t in doc["tasks"]} == {"quick": "merged", "slow": "queued", "after": "pending"}
+
+    resumed = run_orchard("resume", "--json", cwd=repo, timeout=60)
+    assert resumed.code == 0, resumed.err
+    starts = [e["task"] for e in resumed.ndjson() if e["type"] == "attempt.started"]
+    assert sorted(starts) == ["after", "slow"]  # the merged task never ran again
+    slow = [e for e in resumed.ndjson() if e["type"] == "attempt.started" and e["task"] == "slow"]
+    assert slow[0]["attempt"] == 2
+    final = run_orchard("status", "--json", cwd=repo).json()
+    assert final["run"]["status"] == "completed"
+    assert {t["status"] for t in final["tasks"]} == {"merged"}
+    assert next(t for t in final["tasks"] if t["id"] == "slow")["error"] is None
+
+
+def test_task_timeout_kills_the_agent_and_fails_the_task(repo: Path, write_plan: Callable[[str], Path]) -> None:
+    tasks = task("hang", "@print about to hang\n@sleep 60", "    timeout: 1s\n")
+    started = time.monotonic()
+    result = run_orchard("run", str(write_plan(plan_text(tasks))), "--json", cwd=repo)
+    assert time.monotonic() - started < 30
+    assert result.code == 1
+    finished = [e for e in result.ndjson() if e["type"] == "attempt.finished"]
+    assert finished[0]["outcome"] == "timeout" and finished[0]["signal"] in (signal.SIGTERM, signal.SIGKILL)
+    hang = run_orchard("status", "--json", cwd=repo).json()["tasks"][0]
+    assert hang["status"] == "failed" and hang["error"].startswith("timeout")
+
+
+def test_agent_gets_orchard_environment_and_worktree_cwd(repo: Path, write_plan: Callable[[str], Path]) -> None:
+    script = repo.parent / "env_agent.py"
+    script.write_text(
+        "import json, os, pathlib\n"
+        "keys = ['ORCHARD_RUN_ID', 'ORCHARD_TASK_ID', 'ORCHARD_ATTEMPT', 'ORCHARD_PROMPT_FILE', 'ORCHARD_WORKTREE']\n"
+        "data = {k: os.environ.get(k) for k in keys}\n"
+        "data['cwd'] = os.getcwd()\n"
+        "data['prompt'] = pathlib.Path(os.environ['ORCHARD_PROMPT_FILE']).read_text()\n"
+        "pathlib.Path('env.json').write_text(json.dumps(data))\n")
+    agents = f'  fake: {{type: command, command: ["{PYTHON}", "{script}"]}}\n'
+    plan = write_plan(plan_text(task("e", "report the environment"), agents=agents))
+    result = run_orchard("run", str(plan), cwd=repo)
+    assert result.code == 0, result.err
+    run_id = run_orchard("status", "--json", cwd=repo).json()["run"]["id"]
+    data = json.loads(git(repo, "show", f"orchard/{run_id}/integration:env.json"))
+    assert data["ORCHARD_RUN_ID"] == run_id and data["ORCHARD_TASK_ID"] == "e" and data["ORCHARD_ATTEMPT"] == "1"
+    assert data["cwd"] == data["ORCHARD_WORKTREE"] and data["cwd"].endswith(f".orchard/worktrees/{run_id}/e")
+    assert data["prompt"].startswith("report the environment")
+    assert ".orchard/runs/" in data["ORCHARD_PROMPT_FILE"]  # outside the worktree: never committed
