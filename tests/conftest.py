@@ -22,6 +22,22 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
 
 
+def sh(cwd: Path, *args: str) -> str:
+    """Run git in `cwd` for test setup and return its stripped stdout."""
+    return git(cwd, *args).strip()
+
+
+def init_repo(root: Path, files: dict[str, str]) -> Path:
+    """A repository at `root` on branch main whose first commit holds `files`."""
+    root.mkdir(parents=True)
+    git(root, "init", "-q", "-b", "main")
+    for name, text in files.items():
+        (root / name).write_text(text)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "initial")
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """No user or system git config leaks in; a fixed identity for test commits."""
@@ -35,14 +51,7 @@ def _isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A repository on branch main with one commit (README.md, .gitignore)."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    (root / "README.md").write_text("# test repo\n")
-    (root / ".gitignore").write_text("__pycache__/\n*.pyc\n")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "initial")
-    return root
+    return init_repo(tmp_path / "repo", {"README.md": "# test repo\n", ".gitignore": "__pycache__/\n*.pyc\n"})
 
 
 def agent_block(name: str = "fake", max_parallel: int | None = None, extra: str = "") -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,28 +25,13 @@ from orchard.vcs import (
     set_ref,
     snapshot_checkout,
 )
-
-
-def sh(cwd: Path, *args: str) -> str:
-    """Run git in `cwd` for test setup and return stdout."""
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+from tests.conftest import init_repo, sh
 
 
 @pytest.fixture
-def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Repo:
+def repo(tmp_path: Path) -> Repo:
     """A fresh repository on `main` with one commit, isolated from the user's git config."""
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
-    root = tmp_path / "repo"
-    root.mkdir()
-    sh(root, "init", "-q", "-b", "main")
-    sh(root, "config", "user.name", "Test")
-    sh(root, "config", "user.email", "test@example.com")
-    (root / "a.txt").write_text("a\n")
-    sh(root, "add", "-A")
-    sh(root, "commit", "-q", "-m", "init")
-    return find_repo(root)
+    return find_repo(init_repo(tmp_path / "repo", {"a.txt": "a\n"}))
 
 
 def commit_file(root: Path, name: str, text: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,29 +21,13 @@ from orchard.vcs import (
     snapshot_checkout,
 )
 from orchard.vcs.merge import merge_trees
-
-
-def sh(cwd: Path, *args: str) -> str:
-    """Run git in `cwd` for test setup and return stdout."""
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+from tests.conftest import init_repo, sh
 
 
 @pytest.fixture
-def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Repo:
+def repo(tmp_path: Path) -> Repo:
     """A fresh repository on `main` with one commit, isolated from the user's git config."""
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
-    root = tmp_path / "repo"
-    root.mkdir()
-    sh(root, "init", "-q", "-b", "main")
-    sh(root, "config", "user.name", "Test")
-    sh(root, "config", "user.email", "test@example.com")
-    (root / "a.txt").write_text("line1\nline2\nline3\n")
-    (root / "b.txt").write_text("b\n")
-    sh(root, "add", "-A")
-    sh(root, "commit", "-q", "-m", "init")
-    return find_repo(root)
+    return find_repo(init_repo(tmp_path / "repo", {"a.txt": "line1\nline2\nline3\n", "b.txt": "b\n"}))
 
 
 def task_commit(repo: Repo, tmp_path: Path, name: str, files: dict[str, str], base: str = "main") -> str:

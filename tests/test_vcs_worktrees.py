@@ -21,29 +21,13 @@ from orchard.vcs import (
     worktree_head,
 )
 from orchard.vcs.worktrees import parse_worktree_list
-
-
-def sh(cwd: Path, *args: str) -> str:
-    """Run git in `cwd` for test setup and return stdout."""
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+from tests.conftest import init_repo, sh
 
 
 @pytest.fixture
-def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Repo:
+def repo(tmp_path: Path) -> Repo:
     """A fresh repository on `main` with one commit and a .gitignore, isolated from user config."""
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
-    root = tmp_path / "repo"
-    root.mkdir()
-    sh(root, "init", "-q", "-b", "main")
-    sh(root, "config", "user.name", "Test")
-    sh(root, "config", "user.email", "test@example.com")
-    (root / "a.txt").write_text("a\n")
-    (root / ".gitignore").write_text("*.log\nbuild/\n")
-    sh(root, "add", "-A")
-    sh(root, "commit", "-q", "-m", "init")
-    return find_repo(root)
+    return find_repo(init_repo(tmp_path / "repo", {"a.txt": "a\n", ".gitignore": "*.log\nbuild/\n"}))
 
 
 def test_add_list_remove(repo: Repo, tmp_path: Path) -> None:
@@ -118,8 +102,7 @@ def test_commit_all_after_agent_commits_and_with_failing_hook(repo: Repo, tmp_pa
 
 
 def test_commit_all_without_identity(repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    sh(repo.root, "config", "--unset", "user.name")
-    sh(repo.root, "config", "--unset", "user.email")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")  # no identity anywhere
     monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
     monkeypatch.setenv("GIT_CONFIG_KEY_0", "user.useConfigOnly")
     monkeypatch.setenv("GIT_CONFIG_VALUE_0", "true")
