@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from orchard.agents.aider import AiderAdapter
 from orchard.agents.base import (
     Adapter,
     AttemptContext,
@@ -11,9 +12,15 @@ from orchard.agents.base import (
     OutputParser,
     classify_exit,
 )
+from orchard.agents.claude import ClaudeAdapter
+from orchard.agents.codex import CodexAdapter
 from orchard.agents.command import CommandAdapter
+from orchard.agents.gemini import GeminiAdapter
 
-_ADAPTERS: dict[str, Adapter] = {"command": CommandAdapter()}
+_ADAPTERS: dict[str, Adapter] = {
+    adapter.kind: adapter
+    for adapter in (CommandAdapter(), ClaudeAdapter(), CodexAdapter(), AiderAdapter(), GeminiAdapter())
+}
 
 
 def adapter_for(kind: str) -> Adapter:

@@ -30,6 +30,7 @@ class AttemptContext:
     prompt_file: Path  # the same text on disk, outside the worktree
     feedback: str = ""  # only the feedback (what a resumed session needs)
     session_id: str | None = None  # the previous attempt's session, for agents that can resume
+    budget_usd: float | None = None  # what is left of the task's budget, for agents that can cap spending
 
 
 @dataclass(frozen=True)

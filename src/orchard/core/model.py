@@ -94,11 +94,19 @@ class AgentSpec:
 
 # Options each agent kind accepts (beyond `type` and `max_parallel`), for validation and did-you-mean.
 COMMON_AGENT_OPTIONS = frozenset({"env", "env_pass", "fallback", "stall_timeout"})
+_VENDOR = frozenset({"binary", "model", "args"})
 AGENT_KIND_OPTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
     {
         "command": frozenset({"command", "prompt_via"}),
+        "claude": _VENDOR | {"max_turns", "permission_mode", "allowed_tools", "resume_session"},
+        "codex": _VENDOR | {"sandbox", "resume_session", "pricing"},
+        "aider": _VENDOR | {"edit_format"},
+        "gemini": _VENDOR | {"approval_mode", "resume_session", "pricing"},
     }
 )
+CLAUDE_PERMISSION_MODES = ("default", "acceptEdits", "plan", "auto", "dontAsk", "bypassPermissions")
+CODEX_SANDBOXES = ("read-only", "workspace-write", "danger-full-access")
+GEMINI_APPROVAL_MODES = ("default", "auto_edit", "yolo", "plan")
 PROMPT_VIA = ("file", "stdin", "arg")
 
 

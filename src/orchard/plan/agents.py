@@ -7,7 +7,15 @@ from functools import partial
 from types import MappingProxyType
 from typing import Any
 
-from orchard.core.model import AGENT_KIND_OPTIONS, COMMON_AGENT_OPTIONS, PROMPT_VIA, AgentSpec
+from orchard.core.model import (
+    AGENT_KIND_OPTIONS,
+    CLAUDE_PERMISSION_MODES,
+    CODEX_SANDBOXES,
+    COMMON_AGENT_OPTIONS,
+    GEMINI_APPROVAL_MODES,
+    PROMPT_VIA,
+    AgentSpec,
+)
 from orchard.plan import fields as f
 from orchard.plan.raw import Problems
 
@@ -19,6 +27,17 @@ _OPTION_COERCERS: Mapping[str, f.Coercer] = MappingProxyType(
         "stall_timeout": partial(f.duration, positive=True),
         "command": f.argv,
         "prompt_via": partial(f.choice, PROMPT_VIA),
+        "binary": f.string,
+        "model": f.string,
+        "args": f.string_list,
+        "max_turns": f.at_least(1),
+        "permission_mode": partial(f.choice, CLAUDE_PERMISSION_MODES),
+        "allowed_tools": f.string_list,
+        "resume_session": f.boolean,
+        "sandbox": partial(f.choice, CODEX_SANDBOXES),
+        "edit_format": f.string,
+        "approval_mode": partial(f.choice, GEMINI_APPROVAL_MODES),
+        "pricing": f.pricing,
     }
 )
 _REQUIRED: Mapping[str, tuple[str, ...]] = MappingProxyType({"command": ("command",)})

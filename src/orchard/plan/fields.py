@@ -189,6 +189,21 @@ def env_pass(value: Any) -> str | tuple[str, ...]:
     return string_list(value)
 
 
+def pricing(value: Any) -> Mapping[str, float]:
+    """`{input_per_mtok, output_per_mtok[, cached_input_per_mtok]}`: USD per million tokens, ≥ 0."""
+    keys = ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok")
+    if not isinstance(value, Mapping) or not {"input_per_mtok", "output_per_mtok"} <= set(value):
+        raise FieldError(f"expected {{input_per_mtok: N, output_per_mtok: N}}, got {show(value)}")
+    out: dict[str, float] = {}
+    for key, raw in value.items():
+        if key not in keys:
+            raise FieldError(unknown_field_message(str(key), keys))
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0 or raw != raw:
+            raise FieldError(f"'{key}' must be a number ≥ 0, got {show(raw)}")
+        out[str(key)] = float(raw)
+    return MappingProxyType(out)
+
+
 def freeze(value: Any) -> Any:
     """An immutable copy of a raw value: lists become tuples, mappings read-only (iterative)."""
     if not isinstance(value, list | tuple | Mapping):
