@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -238,3 +239,54 @@ def test_properties_hold_under_random_outcomes(case: tuple[Plan, int, int]) -> N
     for t in plan.tasks:
         if sched.status(t.id) is S.BLOCKED:
             assert any(sched.status(d) in (S.FAILED, S.CONFLICT, S.BLOCKED) for d in t.depends_on)
+
+
+def test_rate_limit_without_reset_time_backs_off_exponentially_up_to_a_cap() -> None:
+    plan = make_plan([{"id": "a"}], parallel=1)
+    sched = Scheduler(plan, 1)
+    sched.handle(Kick(), 0)
+    now = 0.0
+    waits = []
+    for _ in range(8):
+        sched.handle(AttemptEnded("a", Outcome.RATE_LIMITED), now)
+        wake = sched.next_wakeup()
+        assert wake is not None
+        waits.append(wake - now)
+        now = wake
+        assert starts(sched.handle(Kick(), now)) == ["a"]
+    assert waits[:4] == [60.0, 120.0, 240.0, 480.0] and max(waits) == 1800.0
+    assert sched.tasks["a"].failures == 0
+    sched.handle(AttemptEnded("a", Outcome.SUCCESS), now)
+    sched.handle(MergeEnded("a", merged=True), now)
+    assert sched.status("a") is S.MERGED
+
+
+def test_paused_agent_hands_queued_tasks_to_its_fallback() -> None:
+    agents = {"main": AgentSpec("main", "command", None, {"fallback": ("spare",)}),
+              "spare": AgentSpec("spare", "command")}
+    tasks = [Task(id=t, prompt="p", agent="main") for t in ("a", "b")]
+    plan = Plan.build(tasks, agents, parallel=2)
+    sched = Scheduler(plan, 1)
+    sched.handle(Kick(), 0)
+    out = sched.handle(AttemptEnded("a", Outcome.RATE_LIMITED, resume_at=500.0), 1)
+    started = [a for a in out if isinstance(a, StartAttempt)]
+    assert started and started[0].agent == "spare"
+    paused = [a for a in out if isinstance(a, StatusChanged) and a.status is S.PAUSED]
+    assert paused and paused[0].until == 500.0
+
+
+def test_budgets_stop_new_work_and_cap_attempts() -> None:
+    tasks = [Task(id="a", prompt="p", agent="a", retries=5, budget_usd=1.0), Task(id="b", prompt="p", agent="a"),
+             Task(id="c", prompt="p", agent="a")]
+    plan = Plan.build(tasks, {"a": AgentSpec("a", "command")}, parallel=1, budget_usd=3.0)
+    sched = Scheduler(plan, 1)
+    out = sched.handle(Kick(), 0)
+    assert StartAttempt("a", 1, "a", 1.0) in out
+    out = sched.handle(AttemptEnded("a", Outcome.AGENT_ERROR, cost_usd=0.6), 1)
+    assert StartAttempt("a", 2, "a", pytest.approx(0.4)) in out
+    sched.handle(AttemptEnded("a", Outcome.AGENT_ERROR, cost_usd=0.5), 2)
+    assert sched.status("a") is S.FAILED  # over its own budget, retries left or not
+    sched.handle(AttemptEnded("b", Outcome.SUCCESS, cost_usd=2.0), 3)  # the run has now spent 3.1
+    out = sched.handle(MergeEnded("b", merged=True), 4)
+    assert not starts(out) and RunDone(complete=False, reason="budget_exhausted") in out
+    assert sched.status("c") is S.QUEUED

@@ -71,6 +71,7 @@ class TaskStatusChanged(TaskEvent):
     status: str
     attempt: int = 0
     reason: str = ""
+    until: str | None = None  # for `paused`: when the agent is expected back (ISO 8601 UTC)
 
     def message(self) -> str:
         return f"{self.status}" + (f" ({self.reason})" if self.reason else "")

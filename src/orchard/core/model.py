@@ -128,6 +128,7 @@ class Task:
     track: str | None = None
     estimate_s: float = DEFAULT_ESTIMATE_S
     allow_empty: bool = False
+    budget_usd: float | None = None  # no new attempt once the task's attempts cost this much
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class Plan:
     base: str | None = None
     parallel: int = DEFAULT_PARALLEL
     source: str = "<plan>"
+    budget_usd: float | None = None  # no new attempt once the run's attempts cost this much
     _index: Mapping[str, Task] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
 
     @staticmethod
@@ -150,6 +152,7 @@ class Plan:
         base: str | None = None,
         parallel: int = DEFAULT_PARALLEL,
         source: str = "<plan>",
+        budget_usd: float | None = None,
     ) -> Plan:
         """Freeze already-validated parts into a Plan (validation lives in `orchard.plan`)."""
         return Plan(
@@ -159,6 +162,7 @@ class Plan:
             base=base,
             parallel=parallel,
             source=source,
+            budget_usd=budget_usd,
             _index=MappingProxyType({t.id: t for t in tasks}),
         )
 

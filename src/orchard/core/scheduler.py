@@ -21,6 +21,8 @@ from orchard.core.graph import file_conflicts, ranks
 from orchard.core.model import Outcome, Plan, TaskStatus
 
 S = TaskStatus
+BACKOFF_BASE_S = 60.0
+BACKOFF_CAP_S = 30 * 60.0
 
 
 # ---- events (inputs, past tense) ------------------------------------------------------------------------------
@@ -36,6 +38,7 @@ class AttemptEnded:
     task_id: str
     outcome: Outcome
     resume_at: float | None = None
+    cost_usd: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,12 @@ Event = Kick | AttemptEnded | VerifyStarted | MergeEnded | Stop | Cancel
 # ---- actions (outputs) ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StartAttempt:
+    """Run attempt `attempt` of a task on `agent` (its own, or a fallback while its own is paused)."""
+
     task_id: str
     attempt: int
     agent: str
+    budget_usd: float | None = None  # what the attempt may still spend, when a budget applies
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class StatusChanged:
     task_id: str
     status: TaskStatus
     reason: str = ""
+    until: float | None = None  # for `paused`: when the agent is expected back
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,7 @@ class Restored:
     status: TaskStatus
     attempts: int = 0
     failures: int = 0
+    spent_usd: float = 0.0
 
 
 @dataclass
@@ -147,6 +155,10 @@ class Scheduler:
         self._merging: str | None = None
         self._running: set[str] = set()  # RUNNING or VERIFYING
         self._agent_running: dict[str, int] = {}
+        self._running_agent: dict[str, str] = {}  # task → the agent its live attempt uses
+        self._limit_streak: dict[str, int] = {}  # agent → rate limits in a row (for backoff)
+        self._task_spent: dict[str, float] = {}
+        self.spent_usd = 0.0
         self._held: set[str] = set()  # tasks holding their declared files (active)
         self._agent_paused: dict[str, float] = {}
         self._stopped: str | None = None
@@ -159,6 +171,8 @@ class Scheduler:
     def _restore(self, task_id: str, r: Restored) -> None:
         st = self.tasks[task_id]
         st.attempts, st.failures = r.attempts, r.failures
+        self._task_spent[task_id] = r.spent_usd
+        self.spent_usd += r.spent_usd
         if r.status.terminal:
             st.status = r.status
             self._unfinished -= 1
@@ -219,29 +233,60 @@ class Scheduler:
 
     def _attempt_ended(self, ev: AttemptEnded, now: float, out: list[Action]) -> None:
         st = self.tasks[ev.task_id]
-        self._release_slot(ev.task_id)
+        agent = self._release_slot(ev.task_id)
+        self._charge(ev.task_id, ev.cost_usd)
+        if ev.outcome is not Outcome.RATE_LIMITED:
+            self._limit_streak.pop(agent, None)
         if ev.outcome is Outcome.SUCCESS:
             self._set(ev.task_id, S.MERGING, out)
             self._merge_queue.append(ev.task_id)
             return
         self._held.discard(ev.task_id)
         if ev.outcome is Outcome.RATE_LIMITED:
-            agent = self.plan.task(ev.task_id).agent
-            until = ev.resume_at if ev.resume_at is not None else now
-            self._agent_paused[agent] = max(until, self._agent_paused.get(agent, until))
+            self._pause_agent(agent, ev.resume_at, now, out)
             self._enqueue(ev.task_id, out, reason=f"{agent} rate limited")
-            for _, waiting in self._queue:
-                if self.tasks[waiting].status is S.QUEUED and self.plan.task(waiting).agent == agent:
-                    self._set(waiting, S.PAUSED, out, reason=f"{agent} rate limited")
             return
         if ev.outcome is Outcome.INTERRUPTED:  # restarted cleanly later; uses up no retry
             self._enqueue(ev.task_id, out, reason="interrupted")
             return
         st.failures += 1
-        if ev.outcome.retryable and st.failures <= self.plan.task(ev.task_id).retries:
+        if self._over_task_budget(ev.task_id):
+            self._finish(ev.task_id, S.FAILED, out, reason=f"{ev.outcome.value}; task budget exhausted")
+        elif ev.outcome.retryable and st.failures <= self.plan.task(ev.task_id).retries:
             self._enqueue(ev.task_id, out, reason=f"retry after {ev.outcome.value}")
         else:
             self._finish(ev.task_id, S.FAILED, out, reason=ev.outcome.value)
+
+    def _charge(self, task_id: str, cost: float) -> None:
+        """Add an attempt's cost; reaching the run's budget stops new work."""
+        self._task_spent[task_id] = self._task_spent.get(task_id, 0.0) + cost
+        self.spent_usd += cost
+        budget = self.plan.budget_usd
+        if budget is not None and self.spent_usd >= budget and not self._stopped:
+            self._stopped = "budget_exhausted"
+
+    def _over_task_budget(self, task_id: str) -> bool:
+        budget = self.plan.task(task_id).budget_usd
+        return budget is not None and self._task_spent.get(task_id, 0.0) >= budget
+
+    def _budget_left(self, task_id: str) -> float | None:
+        """The least of what the task and the run may still spend, if either has a budget."""
+        limits = []
+        if (task_budget := self.plan.task(task_id).budget_usd) is not None:
+            limits.append(task_budget - self._task_spent.get(task_id, 0.0))
+        if self.plan.budget_usd is not None:
+            limits.append(self.plan.budget_usd - self.spent_usd)
+        return max(0.0, min(limits)) if limits else None
+
+    def _pause_agent(self, agent: str, resume_at: float | None, now: float, out: list[Action]) -> None:
+        """Pause an agent until its reset time, else with exponential backoff (1 min doubling, cap 30 min)."""
+        streak = self._limit_streak.get(agent, 0)
+        self._limit_streak[agent] = streak + 1
+        until = resume_at if resume_at is not None else now + min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**streak)
+        self._agent_paused[agent] = max(until, self._agent_paused.get(agent, until))
+        for _, waiting in self._queue:
+            if self.tasks[waiting].status is S.QUEUED and self.plan.task(waiting).agent == agent:
+                self._set(waiting, S.PAUSED, out, reason=f"{agent} rate limited")
 
     def _merge_ended(self, ev: MergeEnded, out: list[Action]) -> None:
         self._merging = None
@@ -268,7 +313,8 @@ class Scheduler:
         st = self.tasks[task_id]
         if st.status is not status:
             st.status = status
-            out.append(StatusChanged(task_id, status, reason))
+            until = self._agent_paused.get(self.plan.task(task_id).agent) if status is S.PAUSED else None
+            out.append(StatusChanged(task_id, status, reason, until))
 
     def _enqueue(self, task_id: str, out: list[Action], reason: str = "") -> None:
         if self._stopped == "cancelled":
@@ -322,11 +368,13 @@ class Scheduler:
         prev = self._track_prev.get(task_id)
         return prev is None or self.tasks[prev].status.terminal
 
-    def _release_slot(self, task_id: str) -> None:
+    def _release_slot(self, task_id: str) -> str:
+        """Free the task's slot; returns the agent its attempt used."""
+        agent = self._running_agent.pop(task_id, self.plan.task(task_id).agent)
         if task_id in self._running:
             self._running.discard(task_id)
-            agent = self.plan.task(task_id).agent
             self._agent_running[agent] -= 1
+        return agent
 
     def _unpause(self, now: float, out: list[Action]) -> None:
         resumed = [a for a, until in self._agent_paused.items() if until <= now]
@@ -338,12 +386,19 @@ class Scheduler:
                     self._set(task_id, S.QUEUED, out, reason="agent resumed")
 
     # ---- decisions --------------------------------------------------------------------------------------------
-    def _can_start(self, task_id: str) -> bool:
-        task = self.plan.task(task_id)
-        spec = self.plan.agents.get(task.agent)
-        limit = spec.max_parallel if spec and spec.max_parallel else self.parallel
-        if self._agent_running.get(task.agent, 0) >= limit or task.agent in self._agent_paused:
-            return False
+    def _agent_for(self, task_id: str) -> str | None:
+        """The agent that can take the task now: its own, else the first free fallback while its own is paused."""
+        own = self.plan.task(task_id).agent
+        spec = self.plan.agents.get(own)
+        candidates = [own] if own not in self._agent_paused else list(spec.option("fallback", ()) if spec else ())
+        for agent in candidates:
+            other = self.plan.agents.get(agent)
+            limit = other.max_parallel if other and other.max_parallel else self.parallel
+            if agent not in self._agent_paused and self._agent_running.get(agent, 0) < limit:
+                return agent
+        return None
+
+    def _files_free(self, task_id: str) -> bool:
         return not (self._conflicts.get(task_id, frozenset()) & self._held)
 
     def _dispatch(self, out: list[Action]) -> None:
@@ -352,21 +407,25 @@ class Scheduler:
         i = 0
         while i < len(self._queue) and len(self._running) < self.parallel:
             task_id = self._queue[i][1]
-            if not self._can_start(task_id):
+            agent = self._agent_for(task_id)
+            if agent is None or not self._files_free(task_id):
                 i += 1
                 continue
             del self._queue[i]
-            self._start(task_id, out)
+            self._start(task_id, agent, out)
 
-    def _start(self, task_id: str, out: list[Action]) -> None:
+    def _start(self, task_id: str, agent: str, out: list[Action]) -> None:
         st = self.tasks[task_id]
-        agent = self.plan.task(task_id).agent
+        if self._over_task_budget(task_id):
+            self._finish(task_id, S.FAILED, out, reason="task budget exhausted")
+            return
         st.attempts += 1
+        self._running_agent[task_id] = agent
         self._running.add(task_id)
         self._held.add(task_id)
         self._agent_running[agent] = self._agent_running.get(agent, 0) + 1
         self._set(task_id, S.RUNNING, out)
-        out.append(StartAttempt(task_id, st.attempts, agent))
+        out.append(StartAttempt(task_id, st.attempts, agent, self._budget_left(task_id)))
 
     def _maybe_merge(self, out: list[Action]) -> None:
         if self._merging is None and self._merge_queue:

@@ -30,6 +30,7 @@ def build(raw: RawPlan) -> Plan:
         base=settings.base,
         parallel=settings.parallel,
         source=raw.source,
+        budget_usd=settings.budget_usd,
     )
 
 

@@ -189,6 +189,13 @@ def env_pass(value: Any) -> str | tuple[str, ...]:
     return string_list(value)
 
 
+def money(value: Any) -> float:
+    """A non-negative amount of US dollars."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != value:
+        raise FieldError(f"expected an amount in USD ≥ 0, got {show(value)}")
+    return float(value)
+
+
 def pricing(value: Any) -> Mapping[str, float]:
     """`{input_per_mtok, output_per_mtok[, cached_input_per_mtok]}`: USD per million tokens, ≥ 0."""
     keys = ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok")
@@ -256,6 +263,7 @@ TASK_COERCERS: Mapping[str, Coercer] = MappingProxyType(
         "track": string,
         "estimate": duration,
         "allow_empty": boolean,
+        "budget_usd": money,
     }
 )
 # Plan-file field name → `Task` keyword.

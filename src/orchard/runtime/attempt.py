@@ -34,6 +34,7 @@ class AttemptResult:
     outcome: Outcome
     feedback: str = ""
     resume_at: float | None = None
+    cost_usd: float = 0.0
 
 
 class ActivityThrottle:
@@ -50,8 +51,10 @@ class ActivityThrottle:
             self.publish(text)
 
 
-async def run_attempt(ctx: RunContext, task: Task, number: int, on_verify: Callable[[], None]) -> AttemptResult:
-    """Run attempt `number` of `task` to an outcome."""
+async def run_attempt(ctx: RunContext, task: Task, number: int, on_verify: Callable[[], None],
+                      agent: str | None = None, budget_usd: float | None = None) -> AttemptResult:
+    """Run attempt `number` of `task` on `agent` (default: its own) to an outcome."""
+    agent = agent or task.agent
     branch = ctx.task_branch(task.id)
     worktree = ctx.layout.worktree(ctx.run_id, task.id)
     try:
@@ -64,15 +67,15 @@ async def run_attempt(ctx: RunContext, task: Task, number: int, on_verify: Calla
     prompt_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     prompt_file.write_text(prompt, encoding="utf-8")
     prompt_file.chmod(0o600)
-    spec = ctx.plan.agents[task.agent]
+    spec = ctx.plan.agents[agent]
     actx = AttemptContext(ctx.run_id, task, number, spec, worktree, prompt, prompt_file, feedback,
-                          _previous_session(ctx, task.id))
+                          _previous_session(ctx, task.id, agent), budget_usd)
     adapter = adapter_for(spec.type)
     inv, parser = adapter.invocation(actx), adapter.parser(actx)
     log_path = ctx.layout.log(ctx.run_id, task.id, number)
-    attempt_id = ctx.store.start_attempt(ctx.run_id, task.id, number, task.agent, ctx.now(), str(worktree), start,
+    attempt_id = ctx.store.start_attempt(ctx.run_id, task.id, number, agent, ctx.now(), str(worktree), start,
                                          str(log_path))
-    ctx.emit(AttemptStarted(run_id=ctx.run_id, ts=ctx.now(), task=task.id, attempt=number, agent=task.agent,
+    ctx.emit(AttemptStarted(run_id=ctx.run_id, ts=ctx.now(), task=task.id, attempt=number, agent=agent,
                             branch=branch, worktree=str(worktree), start_commit=start))
     throttle = ActivityThrottle(lambda text: ctx.emit(
         AgentActivity(run_id=ctx.run_id, ts=ctx.now(), task=task.id, attempt=number, text=text)))
@@ -115,8 +118,9 @@ def _spawned(ctx: RunContext, task_id: str, attempt_id: int, pid: int) -> None:
     ctx.store.update_attempt(attempt_id, pid=pid, pgid=pid)
 
 
-def _previous_session(ctx: RunContext, task_id: str) -> str | None:
-    sessions = [a.session_id for a in ctx.store.attempts(ctx.run_id, task_id) if a.session_id]
+def _previous_session(ctx: RunContext, task_id: str, agent: str) -> str | None:
+    """The session of the task's last attempt on the same agent, for agents that can resume one."""
+    sessions = [a.session_id for a in ctx.store.attempts(ctx.run_id, task_id) if a.session_id and a.agent == agent]
     return sessions[-1] if sessions else None
 
 
@@ -190,4 +194,4 @@ def _finish(ctx: RunContext, task: Task, number: int, attempt_id: int, exit_code
                              outcome=report.outcome.value, exit_code=exit_code, signal=sig, duration_s=duration_s,
                              tokens_in=report.tokens_in, tokens_out=report.tokens_out, cost_usd=report.cost_usd,
                              detail=report.detail))
-    return AttemptResult(report.outcome, resume_at=report.resume_at)
+    return AttemptResult(report.outcome, resume_at=report.resume_at, cost_usd=report.cost_usd)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from orchard.core.events import TaskStatusChanged
+from orchard.core.events import TaskStatusChanged, iso
 from orchard.core.model import Outcome, TaskStatus
 from orchard.core.scheduler import (
     Action,
@@ -96,17 +96,20 @@ class Engine:
             values["finished_at"] = now
         if change.status in FAILURE_STATUSES and change.reason and change.status is not TaskStatus.FAILED:
             values["error"] = change.reason
+        reason = change.reason
+        if change.until is not None:
+            reason = f"{reason} until {iso(change.until)}"
         with ctx.store.atomic():
             ctx.store.update_task(ctx.run_id, change.task_id, **values)
             ctx.emit(TaskStatusChanged(run_id=ctx.run_id, ts=now, task=change.task_id, status=change.status.value,
-                                       attempt=state.attempts, reason=change.reason))
+                                       attempt=state.attempts, reason=reason, until=iso(change.until)))
 
     async def _attempt(self, start: StartAttempt) -> None:
         task = self.ctx.plan.task(start.task_id)
         try:
-            result = await run_attempt(self.ctx, task, start.attempt,
-                                       on_verify=lambda: self.post(VerifyStarted(task.id)))
-            event: Event = AttemptEnded(task.id, result.outcome, result.resume_at)
+            result = await run_attempt(self.ctx, task, start.attempt, lambda: self.post(VerifyStarted(task.id)),
+                                       start.agent, start.budget_usd)
+            event: Event = AttemptEnded(task.id, result.outcome, result.resume_at, result.cost_usd)
         except Exception as exc:  # a bug in one attempt must not take the run down
             log.exception("attempt %s/%d failed unexpectedly", task.id, start.attempt)
             self.ctx.store.update_task(self.ctx.run_id, task.id, error=f"internal error: {exc}")

@@ -31,8 +31,8 @@ from orchard.store import Store
 from orchard.store.summary import summarize
 from orchard.vcs import Repo, create_branch, ensure_excluded, find_repo, head_ref, land, require_git, resolve_commit
 
-EXIT_CODES = {"completed": 0, "failed": 1, "interrupted": 130, "cancelled": 130}
-RESUMABLE = ("running", "interrupted", "failed")
+EXIT_CODES = {"completed": 0, "failed": 1, "budget_exhausted": 1, "interrupted": 130, "cancelled": 130}
+RESUMABLE = ("running", "interrupted", "failed", "budget_exhausted")
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,9 @@ def _reconcile(store: Store, run_id: str, reset: tuple[str, ...]) -> dict[str, R
     for attempt in store.open_attempts(run_id):
         store.update_attempt(attempt.id, finished_at=now, outcome="interrupted", detail="orchestrator stopped")
     rows = {t.task_id: t for t in store.tasks(run_id)}
+    spent: dict[str, float] = {}
+    for attempt in store.attempts(run_id):
+        spent[attempt.task_id] = spent.get(attempt.task_id, 0.0) + attempt.cost_usd
     plan = store.plan(run_id)
     to_reset = set(reset)
     for task_id in reset:
@@ -140,11 +143,11 @@ def _reconcile(store: Store, run_id: str, reset: tuple[str, ...]) -> dict[str, R
         status = TaskStatus(row.status)
         if task_id in to_reset:
             store.update_task(run_id, task_id, status="pending", failures=0, error="", finished_at=None)
-            restored[task_id] = Restored(TaskStatus.PENDING, row.attempts, 0)
+            restored[task_id] = Restored(TaskStatus.PENDING, row.attempts, 0, spent.get(task_id, 0.0))
         elif status.terminal or status is TaskStatus.MERGING:
-            restored[task_id] = Restored(status, row.attempts, row.failures)
+            restored[task_id] = Restored(status, row.attempts, row.failures, spent.get(task_id, 0.0))
         else:
-            restored[task_id] = Restored(TaskStatus.PENDING, row.attempts, row.failures)
+            restored[task_id] = Restored(TaskStatus.PENDING, row.attempts, row.failures, spent.get(task_id, 0.0))
     return restored
 
 
@@ -191,7 +194,7 @@ async def _drive(ctx: RunContext, engine: Engine, do_land: bool) -> RunResult:
 
 def _final_status(ctx: RunContext, done: RunDone) -> str:
     if not done.complete:
-        return "cancelled" if done.reason == "cancelled" else "interrupted"
+        return done.reason if done.reason in ("cancelled", "budget_exhausted") else "interrupted"
     statuses = {t.status for t in ctx.store.tasks(ctx.run_id)}
     return "completed" if statuses <= {"merged"} else "failed"
 
