@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from orchard.cli.doctor_cmd import doctor_cmd
 from orchard.cli.inspect_cmds import logs_cmd, status_cmd
 from orchard.cli.manage_cmds import cancel_cmd, clean_cmd, land_cmd
 from orchard.cli.plan_cmd import plan_cmd
@@ -30,7 +31,7 @@ def cli(ctx: click.Context, directory: Path | None) -> None:
 
 
 for command in (plan_cmd, run_cmd, resume_cmd, retry_cmd, status_cmd, logs_cmd, cancel_cmd, clean_cmd, land_cmd,
-                demo_cmd):
+                demo_cmd, doctor_cmd):
     cli.add_command(command)
 
 
