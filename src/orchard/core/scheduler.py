@@ -279,10 +279,13 @@ class Scheduler:
         return max(0.0, min(limits)) if limits else None
 
     def _pause_agent(self, agent: str, resume_at: float | None, now: float, out: list[Action]) -> None:
-        """Pause an agent until its reset time, else with exponential backoff (1 min doubling, cap 30 min)."""
+        """Pause an agent until its reset time, else with exponential backoff (doubling from the agent's
+        `rate_limit_backoff`, default 1 min, up to 30 min)."""
         streak = self._limit_streak.get(agent, 0)
         self._limit_streak[agent] = streak + 1
-        until = resume_at if resume_at is not None else now + min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**streak)
+        spec = self.plan.agents.get(agent)
+        base = float(spec.option("rate_limit_backoff", BACKOFF_BASE_S)) if spec else BACKOFF_BASE_S
+        until = resume_at if resume_at is not None else now + min(BACKOFF_CAP_S, base * 2**streak)
         self._agent_paused[agent] = max(until, self._agent_paused.get(agent, until))
         for _, waiting in self._queue:
             if self.tasks[waiting].status is S.QUEUED and self.plan.task(waiting).agent == agent:
