@@ -174,7 +174,8 @@ def test_agent_entries(tmp_path: Path) -> None:
     tasks: [{id: t, prompt: x, agent: typo}]
     """
     problems = problems_of(tmp_path, text)
-    assert only(problems, "unknown agent type").message == "unknown agent type 'comand' (known types: aider, claude, codex, command, gemini)"
+    assert only(problems, "unknown agent type").message == (
+        "unknown agent type 'comand' (known types: aider, claude, codex, command, gemini)")
     assert only(problems, "missing 'type'").field == "agents.notype.type"
     assert where(only(problems, "a command agent needs 'command'")) == ("plan.yaml", "", "agents.nocmd.command")
     assert only(problems, "unknown agent 'ghost'").message == "fallback names unknown agent 'ghost' " + (

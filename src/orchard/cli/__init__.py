@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from orchard.cli.doctor_cmd import doctor_cmd
 from orchard.cli.inspect_cmds import logs_cmd, status_cmd
@@ -37,7 +38,7 @@ for command in (plan_cmd, run_cmd, resume_cmd, retry_cmd, status_cmd, logs_cmd, 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the command and exit with its code, never with a traceback."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     try:
         code = cli.main(args=argv, prog_name="orchard", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         code = 2
     except OrchardError as exc:
-        err.print(f"[bold red]orchard:[/] {exc}", markup=True, highlight=False)
+        err.print(Text.assemble(("orchard:", "bold red"), f" {exc}"))  # the message is text, never markup
         code = exc.exit_code
     except KeyboardInterrupt:
         err.print("orchard: interrupted")

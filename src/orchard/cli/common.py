@@ -6,16 +6,16 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 
-from orchard import plan as plan_loader
-from orchard.core.model import Plan
-from orchard.runtime.context import Observer
-from orchard.ui.dashboard import Dashboard
-from orchard.ui.lines import NdjsonLines, PlainLines
 from orchard.vcs import find_repo
+
+if TYPE_CHECKING:  # the engine and the plan loader are imported when a command needs them: a quick `status`
+    from orchard.core.model import Plan
+    from orchard.runtime.context import Observer
 
 
 def repo_dir(ctx: click.Context) -> Path:
@@ -26,6 +26,8 @@ def repo_dir(ctx: click.Context) -> Path:
 
 def load_plan(ctx: click.Context, path: Path) -> Plan:
     """Load and validate a plan; prompt files must lie inside the repository (if there is one)."""
+    from orchard import plan as plan_loader
+
     try:
         root: Path | None = find_repo(repo_dir(ctx)).root
     except Exception:
@@ -34,12 +36,16 @@ def load_plan(ctx: click.Context, path: Path) -> Plan:
 
 
 def stdout_console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    """Standard output; strings print as they are (paths, agent output and errors may contain `[...]`)."""
+    return Console(highlight=False, soft_wrap=True, markup=False)
 
 
 @contextlib.contextmanager
 def progress_output(json_mode: bool) -> Iterator[list[Observer]]:
     """NDJSON with --json; the live dashboard on a terminal; plain timestamped lines otherwise."""
+    from orchard.ui.dashboard import Dashboard
+    from orchard.ui.lines import NdjsonLines, PlainLines
+
     if json_mode:
         yield [NdjsonLines(sys.stdout)]
     elif sys.stdout.isatty():

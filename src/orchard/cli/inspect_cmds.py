@@ -24,7 +24,11 @@ def open_store(ctx: click.Context) -> tuple[Layout, Store]:
     repo = find_repo(repo_dir(ctx).resolve())
     layout = Layout.for_repo(repo.root)
     if not layout.state_db.exists():
-        raise StoreError(f"no orchard runs in {repo.root} yet (start one with `orchard run PLAN`)")
+        # In a linked worktree (e.g. a task worktree kept for inspection): the main checkout's runs.
+        main = Layout.for_repo(repo.git_dir.parent)
+        if repo.git_dir.name != ".git" or not main.state_db.exists():
+            raise StoreError(f"no orchard runs in {repo.root} yet (start one with `orchard run PLAN`)")
+        layout = main
     return layout, Store(layout.state_db)
 
 
@@ -51,18 +55,21 @@ def status_cmd(ctx: click.Context, run_id: str | None, json_mode: bool) -> int:
 @click.command("logs")
 @click.argument("task_id", metavar="TASK")
 @click.option("--run", "run_id", help="The run (default: the latest).")
-@click.option("--attempt", type=int, help="Only this attempt (default: all).")
+@click.option("--attempt", type=click.IntRange(min=1), help="Only this attempt (default: all).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing the latest attempt's log as it grows.")
 @click.pass_context
 def logs_cmd(ctx: click.Context, task_id: str, run_id: str | None, attempt: int | None, follow: bool) -> int:
     """Print a task's agent and verify output, attempt by attempt."""
+    if follow and attempt is not None:
+        raise UsageError("--follow always shows the latest attempt; give --attempt or --follow, not both")
     layout, store = open_store(ctx)
     try:
         run = store.run(run_id)
         store.task(run.id, task_id)
         attempts = [a for a in store.attempts(run.id, task_id) if attempt is None or a.number == attempt]
         if not attempts and not follow:
-            raise UsageError(f"task '{task_id}' of run {run.id} has no attempts yet")
+            which = f"no attempt {attempt}" if attempt is not None else "no attempts yet"
+            raise UsageError(f"task '{task_id}' of run {run.id} has {which}")
         for a in attempts[:-1] if follow else attempts:
             _print_log(a.number, Path(a.log_path))
         if follow:
@@ -80,9 +87,14 @@ def _print_log(number: int, path: Path) -> None:
 
 
 def _follow(layout: Layout, store: Store, run_id: str, task_id: str) -> None:
-    """Stream the newest attempt's log until the task settles and the run is no longer live."""
+    """Stream the newest attempt's log until the task settles or the run is no longer live."""
     current, offset = 0, 0
     while True:
+        # Decide whether this is the last pass *before* reading, so output written just before the task
+        # settled is still printed.
+        status = store.task(run_id, task_id).status
+        holder = live_holder(layout.lock_file) or {}
+        settled = status in ("merged", "failed", "conflict", "blocked", "cancelled") or holder.get("run") != run_id
         attempts = store.attempts(run_id, task_id)
         if attempts and attempts[-1].number != current:
             current, offset = attempts[-1].number, 0
@@ -96,7 +108,6 @@ def _follow(layout: Layout, store: Store, run_id: str, task_id: str) -> None:
                 offset += len(chunk)
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
-        status = store.task(run_id, task_id).status
-        if status in ("merged", "failed", "conflict", "blocked", "cancelled") or live_holder(layout.lock_file) is None:
+        if settled:
             return
         time.sleep(0.3)

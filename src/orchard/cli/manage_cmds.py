@@ -40,17 +40,26 @@ def cancel_cmd(ctx: click.Context, run_id: str | None) -> int:
         out = stdout_console()
         if holder and holder.get("run") == run.id:
             store.update_run(run.id, cancel_requested=1)
-            os.kill(int(holder["pid"]), signal.SIGTERM)
-            out.print(f"asked run {run.id} (pid {holder['pid']}) to cancel")
-            return 0
+            with contextlib.suppress(ProcessLookupError):  # it may have ended just now
+                os.kill(int(holder["pid"]), signal.SIGTERM)
+                out.print(f"asked run {run.id} (pid {holder['pid']}) to cancel")
+                return 0
         if run.status in ("completed", "cancelled"):
             raise UsageError(f"run {run.id} is already {run.status}")
+        from orchard.runtime.session import reap_orphans
+
+        # An orchestrator that died (kill -9, a crash) may have left its agents running: stop them too.
+        reaped = reap_orphans(run.id, store)
+        now = time.time()
         with store.atomic():
+            for a in store.open_attempts(run.id):
+                store.update_attempt(a.id, finished_at=now, outcome="interrupted", detail="run cancelled")
             for t in store.tasks(run.id):
                 if t.status not in ("merged", "failed", "conflict", "blocked", "cancelled"):
-                    store.update_task(run.id, t.task_id, status="cancelled", finished_at=time.time())
-            store.update_run(run.id, status="cancelled", finished_at=time.time(), reason="cancelled")
-        out.print(f"run {run.id} cancelled")
+                    store.update_task(run.id, t.task_id, status="cancelled", finished_at=now)
+            store.update_run(run.id, status="cancelled", finished_at=now, reason="cancelled")
+        stopped = f" (stopped {reaped} leftover agent process group(s))" if reaped else ""
+        out.print(f"run {run.id} cancelled{stopped}")
     finally:
         store.close()
     return 0
@@ -94,10 +103,12 @@ def _clean_run(repo: Repo, layout: Layout, run_id: str, branches: bool) -> tuple
     names = list_branches(repo, f"orchard/{run_id}/task")
     if branches:
         names += [f"orchard/{run_id}/integration"]
+    deleted = 0
     for name in names:
-        with contextlib.suppress(GitError):
+        with contextlib.suppress(GitError):  # e.g. checked out somewhere: keep it, and do not count it
             delete_branch(repo, name)
-    return len(worktrees), len(names)
+            deleted += 1
+    return len(worktrees), deleted
 
 
 @click.command("land")

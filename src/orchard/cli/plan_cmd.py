@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+from rich.text import Text
 
 from orchard.cli.common import load_plan, stdout_console
 from orchard.core.durations import format_duration
-from orchard.core.graph import critical_path, overlapping_pairs, waves
-from orchard.core.model import Plan
-from orchard.core.simulate import simulate
+
+if TYPE_CHECKING:
+    from orchard.core.model import Plan
 
 
 def preview(plan: Plan, parallel: int) -> dict[str, Any]:
     """The plan preview as data (the `--json` output)."""
+    from orchard.core.graph import critical_path, overlapping_pairs, waves
+    from orchard.core.simulate import simulate
+
     cp = critical_path(plan)
     sim = simulate(plan, parallel)
     sequential = sum(t.estimate_s for t in plan.tasks)
@@ -46,7 +50,7 @@ def plan_cmd(ctx: click.Context, plan_path: Path, parallel: int | None, json_mod
         click.echo(json.dumps(data, indent=2))
         return 0
     out = stdout_console()
-    out.print(f"[bold]{plan.source}[/]: {data['tasks']} tasks, valid")
+    out.print(Text.assemble((plan.source, "bold"), f": {data['tasks']} tasks, valid"))
     for i, wave in enumerate(data["waves"]):
         out.print(f"  wave {i + 1}: {', '.join(wave)}", soft_wrap=True)
     cp = data["critical_path"]

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from orchard.cli.common import load_plan, progress_output, repo_dir, stdout_console
-from orchard.runtime.context import Observer
-from orchard.runtime.session import RunResult, resume_run, start_run
 from orchard.ui.report import summary_text
+
+if TYPE_CHECKING:
+    from orchard.runtime.context import Observer
+    from orchard.runtime.session import RunResult
 
 json_option = click.option("--json", "json_mode", is_flag=True, help="Print NDJSON events instead of a dashboard.")
 land_option = click.option("--land", is_flag=True, help="Merge the integration branch into the base when all merged.")
@@ -21,6 +22,8 @@ land_option = click.option("--land", is_flag=True, help="Merge the integration b
 
 def _drive(json_mode: bool, start: Any) -> int:
     """Run a session coroutine with the chosen progress output; print the summary; return the exit code."""
+    import asyncio
+
     with progress_output(json_mode) as observers:
         coro: Coroutine[Any, Any, RunResult] = start(observers)
         result = asyncio.run(coro)
@@ -44,6 +47,8 @@ def _drive(json_mode: bool, start: Any) -> int:
 def run_cmd(ctx: click.Context, plan_path: Path, parallel: int | None, base: str | None, land: bool,
             json_mode: bool) -> int:
     """Run every task of PLAN in parallel worktrees and merge the results into an integration branch."""
+    from orchard.runtime.session import start_run
+
     plan = load_plan(ctx, plan_path)
     directory = repo_dir(ctx)
     return _drive(json_mode, lambda obs: start_run(directory, plan, obs, parallel=parallel, base=base, do_land=land))
@@ -56,6 +61,8 @@ def run_cmd(ctx: click.Context, plan_path: Path, parallel: int | None, base: str
 @click.pass_context
 def resume_cmd(ctx: click.Context, run_id: str | None, land: bool, json_mode: bool) -> int:
     """Continue an interrupted run (default: the latest); merged tasks never run again."""
+    from orchard.runtime.session import resume_run
+
     directory = repo_dir(ctx)
     return _drive(json_mode, lambda obs: resume_run(directory, run_id, obs, do_land=land))
 
@@ -67,6 +74,8 @@ def resume_cmd(ctx: click.Context, run_id: str | None, land: bool, json_mode: bo
 @click.pass_context
 def retry_cmd(ctx: click.Context, task_ids: tuple[str, ...], run_id: str | None, json_mode: bool) -> int:
     """Try failed, conflicted or blocked tasks again (with fresh retries), then finish the run."""
+    from orchard.runtime.session import resume_run
+
     directory = repo_dir(ctx)
     return _drive(json_mode, lambda obs: resume_run(directory, run_id, obs, reset=task_ids))
 
@@ -78,6 +87,7 @@ def retry_cmd(ctx: click.Context, task_ids: tuple[str, ...], run_id: str | None,
 def demo_cmd(directory: Path | None, json_mode: bool) -> int:
     """Run the bundled demo plan on a throwaway sample repository (offline, no API key)."""
     from orchard.demo import make_sample_repo
+    from orchard.runtime.session import start_run
 
     root = directory or Path(tempfile.mkdtemp(prefix="orchard-demo-"))
     repo, plan_file = make_sample_repo(root)

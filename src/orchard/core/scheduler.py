@@ -438,7 +438,8 @@ class Scheduler:
     def _check_done(self, out: list[Action]) -> None:
         if self._done or self._running or self._merging or self._merge_queue:
             return
-        if self._unfinished == 0:
+        cancelled = self._stopped == "cancelled" and any(t.status is S.CANCELLED for t in self.tasks.values())
+        if self._unfinished == 0 and not cancelled:
             self._done = True
             out.append(RunDone(complete=True))
         elif self._stopped:

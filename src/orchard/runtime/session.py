@@ -27,7 +27,7 @@ from orchard.runtime.engine import Engine
 from orchard.runtime.layout import Layout, integration_branch
 from orchard.runtime.lock import RunLock
 from orchard.runtime.process import kill_group
-from orchard.store import Store
+from orchard.store import Store, TaskRow
 from orchard.store.summary import summarize
 from orchard.vcs import Repo, create_branch, ensure_excluded, find_repo, head_ref, land, require_git, resolve_commit
 
@@ -119,18 +119,16 @@ def _unfinished(store: Store, run_id: str) -> bool:
 
 def _reconcile(store: Store, run_id: str, reset: tuple[str, ...]) -> dict[str, Restored]:
     """Close attempts the last session left open and decide where each task restarts."""
+    rows = {t.task_id: t for t in store.tasks(run_id)}
+    _check_resettable(run_id, rows, reset)
     now = time.time()
     for attempt in store.open_attempts(run_id):
         store.update_attempt(attempt.id, finished_at=now, outcome="interrupted", detail="orchestrator stopped")
-    rows = {t.task_id: t for t in store.tasks(run_id)}
     spent: dict[str, float] = {}
     for attempt in store.attempts(run_id):
         spent[attempt.task_id] = spent.get(attempt.task_id, 0.0) + attempt.cost_usd
     plan = store.plan(run_id)
     to_reset = set(reset)
-    for task_id in reset:
-        if task_id not in rows:
-            raise UsageError(f"run {run_id} has no task '{task_id}'")
     stack = list(reset)
     while stack:  # what the reset tasks blocked comes back too
         current = stack.pop()
@@ -149,6 +147,18 @@ def _reconcile(store: Store, run_id: str, reset: tuple[str, ...]) -> dict[str, R
         else:
             restored[task_id] = Restored(TaskStatus.PENDING, row.attempts, row.failures, spent.get(task_id, 0.0))
     return restored
+
+
+def _check_resettable(run_id: str, rows: dict[str, TaskRow], reset: tuple[str, ...]) -> None:
+    """Only existing, unmerged tasks can be retried: a merged task's changes are already in the integration branch,
+    and running it again would apply them twice."""
+    unknown = [t for t in reset if t not in rows]
+    if unknown:
+        raise UsageError(f"run {run_id} has no task {', '.join(repr(t) for t in unknown)}")
+    merged = [t for t in reset if rows[t].status == "merged"]
+    if merged:
+        raise UsageError(f"run {run_id}: {', '.join(merged)} already merged; retry only failed, conflicted or "
+                         "blocked tasks")
 
 
 def reap_orphans(run_id: str, store: Store) -> int:

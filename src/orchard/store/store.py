@@ -222,6 +222,11 @@ class Store:
         rows = self.conn.execute(sql + " ORDER BY id", args).fetchall()
         return [(int(r[0]), json.loads(r[1])) for r in rows]
 
+    def event_times(self, run_id: str) -> list[tuple[str, float]]:
+        """(type, ts) of every journaled event of a run, in order: where its sessions began and ended."""
+        rows = self.conn.execute("SELECT type, ts FROM events WHERE run_id = ? ORDER BY id", (run_id,)).fetchall()
+        return [(str(r[0]), float(r[1])) for r in rows]
+
     # ---- helpers ----------------------------------------------------------------------------------------------
     def _update(self, table: str, allowed: frozenset[str], where: str, key: tuple[Any, ...],
                 values: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ def summarize(store: Store, run_id: str) -> dict[str, Any]:
     for t in tasks:
         counts[t.status] = counts.get(t.status, 0) + 1
     now = time.time()
-    wall = max(0.0, (run.finished_at or now) - run.started_at)
+    wall = _wall(store, run_id, run.started_at, run.finished_at, now)
     work = sum(max(0.0, (a.finished_at or now) - a.started_at) for a in attempts)
     return {
         "run_id": run_id,
@@ -31,8 +31,29 @@ def summarize(store: Store, run_id: str) -> dict[str, Any]:
         "work_s": round(work, 3),
         "speedup": round(work / wall, 2) if wall > 0 else 0.0,
         "utilization": round(work / (wall * run.parallel), 3) if wall > 0 and run.parallel else 0.0,
-        "cost_usd": round(sum(a.cost_usd for a in attempts), 6),
+        "cost_usd": round(sum((a.cost_usd for a in attempts), 0.0), 6),
         "tokens_in": sum(a.tokens_in for a in attempts),
         "tokens_out": sum(a.tokens_out for a in attempts),
         "parallel": run.parallel,
     }
+
+
+def _wall(store: Store, run_id: str, started_at: float, finished_at: float | None, now: float) -> float:
+    """The time the run was running: the sum of its sessions, so a `retry` a day later adds its own minutes,
+    not the day in between. A session that ended without `run.finished` (a crash) ends at its last event."""
+    marks = store.event_times(run_id)
+    if not any(kind == "run.started" for kind, _ in marks):  # no journal: first start to last finish
+        return max(0.0, (finished_at or now) - started_at)
+    total, start, last = 0.0, None, 0.0
+    for kind, ts in marks:
+        if kind == "run.started":
+            if start is not None:
+                total += last - start
+            start = ts
+        elif kind == "run.finished" and start is not None:
+            total += ts - start
+            start = None
+        last = ts
+    if start is not None:  # the current session (live, or finishing: `finished_at` is set just before the event)
+        total += (finished_at if finished_at and finished_at >= start else now) - start
+    return max(0.0, total)

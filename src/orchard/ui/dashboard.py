@@ -33,8 +33,9 @@ def render(snap: Snapshot, now: float | None = None) -> RenderableType:
         end = view.finished_at or now
         elapsed = format_duration(end - view.attempt_started) if view.attempt_started else ""
         cost = f"${view.cost_usd:.2f}" if view.cost_usd else ""
-        table.add_row(view.id, Text(view.status, style=STYLE.get(view.status, "")), view.agent,
-                      str(view.attempt or ""), elapsed, view.shown_activity(), cost)
+        # Text, not str: agent output in the activity column must never be read as rich markup.
+        table.add_row(Text(view.id), Text(view.status, style=STYLE.get(view.status, "")), Text(view.agent),
+                      str(view.attempt or ""), elapsed, Text(view.shown_activity()), cost)
     running = snap.count("running", "verifying")
     waiting = snap.total - len(snap.tasks) + snap.count(*WAITING)
     free = max(0, snap.parallel - running)

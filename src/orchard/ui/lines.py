@@ -2,34 +2,54 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from typing import TextIO
 
 from orchard.core.events import AgentActivity, OrchardEvent
 
 
-class PlainLines:
-    """`HH:MM:SS task  message` for everything but the chatty agent activity."""
+class _LineWriter:
+    """Writes whole lines; once the reader has gone (`orchard run | head`), the rest is discarded quietly.
+
+    The run itself goes on to its end: a closed pipe must not stop the agents or print a traceback.
+    """
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
+        self.closed = False
+
+    def write_line(self, line: str) -> None:
+        if self.closed:
+            return
+        try:
+            self.out.write(line + "\n")
+            self.out.flush()
+        except BrokenPipeError:
+            self.closed = True
+            # Point the descriptor at /dev/null so later writes (the summary) and the flush at exit stay silent.
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.out.fileno())
+                os.close(devnull)
+
+
+class PlainLines(_LineWriter):
+    """`HH:MM:SS task  message` for everything but the chatty agent activity; one line per event."""
 
     def __call__(self, event: OrchardEvent) -> None:
         if isinstance(event, AgentActivity):
             return
         stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
         who = f"{event.task_id:<20} " if event.task_id else ""
-        self.out.write(f"{stamp} {who}{event.message()}\n")
-        self.out.flush()
+        message = " | ".join(part.strip() for part in event.message().splitlines() if part.strip())
+        self.write_line(f"{stamp} {who}{message}")
 
 
-class NdjsonLines:
+class NdjsonLines(_LineWriter):
     """Every event as one JSON object per line, with its stable `type` name."""
 
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-
     def __call__(self, event: OrchardEvent) -> None:
-        self.out.write(json.dumps(event.to_dict(), default=str) + "\n")
-        self.out.flush()
+        self.write_line(json.dumps(event.to_dict(), default=str))

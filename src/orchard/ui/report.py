@@ -35,7 +35,7 @@ def status_document(store: Store, run_id: str | None = None) -> dict[str, Any]:
             "started_at": iso(t.started_at),
             "finished_at": iso(t.finished_at),
             "duration_s": round(end - t.started_at, 3) if t.started_at and end else None,
-            "cost_usd": round(sum(a.cost_usd for a in attempts), 6),
+            "cost_usd": round(sum((a.cost_usd for a in attempts), 0.0), 6),
             "tokens_in": sum(a.tokens_in for a in attempts),
             "tokens_out": sum(a.tokens_out for a in attempts),
             "error": t.error or None,
@@ -55,9 +55,9 @@ def status_table(doc: dict[str, Any]) -> RenderableType:
     for name in ("task", "status", "agent", "tries", "time", "cost", "error"):
         table.add_column(name, overflow="fold" if name == "error" else "ellipsis")
     for t in doc["tasks"]:
-        table.add_row(t["id"], Text(t["status"], style=STYLE.get(t["status"], "")), t["agent"], str(t["attempts"]),
-                      format_duration(t["duration_s"]) if t["duration_s"] is not None else "",
-                      f"${t['cost_usd']:.2f}" if t["cost_usd"] else "", t["error"] or "")
+        table.add_row(Text(t["id"]), Text(t["status"], style=STYLE.get(t["status"], "")), Text(t["agent"]),
+                      str(t["attempts"]), format_duration(t["duration_s"]) if t["duration_s"] is not None else "",
+                      f"${t['cost_usd']:.2f}" if t["cost_usd"] else "", Text(t["error"] or ""))  # text, not markup
     return table
 
 
