@@ -1,0 +1,63 @@
+"""Offline test kit: a scripted fake model server (Anthropic Messages + OpenAI Responses) and helpers to run the
+real `claude` / `codex` CLIs against it. Stdlib only.
+
+    from orchard.testing import FakeModelServer, write_file, edit_file, run, text, error, hang
+
+    scripts = {"edit": [write_file("a.txt", "one\\n"), edit_file("a.txt", "one", "two"), run("cat a.txt"),
+                        text("Done.")],
+               "limited": [error(429, retry_after=1)]}
+    with FakeModelServer(scripts) as server:
+        # prompt "... [[script:edit]]"; see orchard.testing.agents for claude_env/claude_argv/codex_env/codex_argv
+        ...
+"""
+
+from orchard.testing.agents import (
+    AgentRun,
+    agent_binary,
+    claude_argv,
+    claude_env,
+    codex_argv,
+    codex_env,
+    codex_provider_args,
+    run_agent,
+)
+from orchard.testing.fake_models import FakeModelServer, RecordedRequest
+from orchard.testing.script import (
+    Script,
+    Step,
+    Usage,
+    edit_file,
+    error,
+    hang,
+    run,
+    step,
+    stream_error,
+    text,
+    usage_limit,
+    write_file,
+)
+
+__all__ = [
+    "AgentRun",
+    "FakeModelServer",
+    "RecordedRequest",
+    "Script",
+    "Step",
+    "Usage",
+    "agent_binary",
+    "claude_argv",
+    "claude_env",
+    "codex_argv",
+    "codex_env",
+    "codex_provider_args",
+    "edit_file",
+    "error",
+    "hang",
+    "run",
+    "run_agent",
+    "step",
+    "stream_error",
+    "text",
+    "usage_limit",
+    "write_file",
+]
