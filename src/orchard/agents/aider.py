@@ -17,8 +17,9 @@ _TOKENS = re.compile(r"Tokens:\s*([\d.]+)(k?)\s*sent,\s*([\d.]+)(k?)\s*received"
                      r"(?:.*?Cost:.*?\$([\d.]+)\s*session)?", re.IGNORECASE)
 _APPLIED = re.compile(r"^Applied edit to (.+)$")
 _ERROR = re.compile(r"litellm\.\w*Error|APIError|RateLimitError|AuthenticationError|not able to authenticate"
-                    r"|rate limit|quota|Retrying in|ServiceUnavailable|InternalServerError|BadRequestError",
-                    re.IGNORECASE)
+                    r"|rate limit|quota|ServiceUnavailable|InternalServerError|BadRequestError", re.IGNORECASE)
+_RETRY = re.compile(r"^Retrying in [\d.]+ seconds", re.IGNORECASE)
+_SEVERITY = (Outcome.AUTH, Outcome.RATE_LIMITED, Outcome.API_ERROR, Outcome.AGENT_ERROR)
 _WILD = frozenset("*?[")
 
 
@@ -50,15 +51,14 @@ class AiderParser:
         if _ERROR.search(text):
             self.errors.append(text)
             return text[:WIDTH]
-        return None
+        return text[:WIDTH] if _RETRY.match(text) else None
 
     def finish(self, exit: ExitInfo) -> AttemptReport:
         base = classify_exit(exit, self.tail.text(3))
         if base.outcome is not Outcome.SUCCESS:
             return self._report(base.outcome, base.detail)
         if not self.edits and self.errors:
-            message = self.errors[-1]
-            outcome = classify_error(message)
+            outcome, message = min(((classify_error(e), e) for e in self.errors), key=lambda p: _SEVERITY.index(p[0]))
             outcome = Outcome.API_ERROR if outcome is Outcome.AGENT_ERROR else outcome
             return self._report(outcome, message[:500], resume_at(outcome, message))
         return self._report(Outcome.SUCCESS, f"applied edits to {', '.join(self.edits)}" if self.edits else "")

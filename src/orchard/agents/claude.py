@@ -119,7 +119,8 @@ class ClaudeParser:
         subtype, text = str(r.get("subtype", "")), str(r.get("result") or "")
         status = r.get("api_error_status") if isinstance(r.get("api_error_status"), int) else None
         if subtype == "error_max_turns":
-            return self._with_usage(Outcome.MAX_TURNS, f"reached max turns ({r.get('num_turns')})")
+            errors = r.get("errors") if isinstance(r.get("errors"), list) else []
+            return self._with_usage(Outcome.MAX_TURNS, str(errors[0]) if errors else "reached the maximum turns")
         if subtype == "error_max_budget_usd":
             return self._with_usage(Outcome.AGENT_ERROR, "reached the task's remaining budget")
         if r.get("is_error") or subtype.startswith("error"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import datetime, timedelta
 
 from orchard.core.model import Outcome
 
@@ -16,6 +17,8 @@ _AUTH = re.compile(r"invalid api key|authentication|unauthori[sz]ed|\b401\b|\b40
                    r"|permission denied.*api|invalid_api_key|not logged in", re.IGNORECASE)
 _EPOCH = re.compile(r"\|(\d{10})\b")  # Claude: "Claude AI usage limit reached|1755806400"
 _IN = re.compile(r"(?:try again|retry|resets?|available again)[^0-9]{0,20}in\s+((?:\d+\s*[a-z]+[\s,]*(?:and\s+)?)+)",
+                 re.IGNORECASE)
+_AT = re.compile(r"(?:try again|retry|resets?|available again)[^0-9]{0,20}at\s+(\d{1,2})(?::(\d{2}))?\s*([AP]\.?M\.?)?",
                  re.IGNORECASE)
 _PART = re.compile(r"(\d+)\s*(second|sec|s|minute|min|m|hour|hr|h|day|d)[a-z]*", re.IGNORECASE)
 _UNIT = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hr": 3600, "hour": 3600,
@@ -30,7 +33,24 @@ def reset_time(text: str, now: float | None = None) -> float | None:
     if match := _IN.search(text):
         seconds = sum(int(n) * _UNIT[unit.lower()] for n, unit in _PART.findall(match.group(1)))
         return now + seconds if seconds else None
+    if match := _AT.search(text):
+        return _next_clock_time(int(match.group(1)), int(match.group(2) or 0), match.group(3), now)
     return None
+
+
+def _next_clock_time(hour: int, minute: int, meridiem: str | None, now: float) -> float | None:
+    """The next local time `hour:minute` (12-hour with AM/PM, else 24-hour) after `now`."""
+    if meridiem:
+        if not 1 <= hour <= 12:
+            return None
+        hour = hour % 12 + (12 if meridiem.upper().startswith("P") else 0)
+    if hour > 23 or minute > 59:
+        return None
+    current = datetime.fromtimestamp(now)
+    target = current.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if target <= current:
+        target += timedelta(days=1)
+    return target.timestamp()
 
 
 def classify_error(text: str, status: int | None = None) -> Outcome:

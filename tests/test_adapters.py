@@ -1,0 +1,180 @@
+"""Adapters as translators: real recorded CLI output in, outcome / tokens / cost / session / activity out.
+
+The claude and codex transcripts were recorded from the real CLIs against the fake model server
+(tests/transcripts/README.md); aider and gemini ones are written from their documented formats.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from orchard.agents import AttemptContext, ExitInfo, OutputParser, adapter_for
+from orchard.agents.errors import classify_error, reset_time
+from orchard.core.model import AgentSpec, Outcome, Task
+
+HERE = Path(__file__).parent / "transcripts"
+MANIFEST = json.loads((HERE / "manifest.json").read_text())
+SONNET = {"input": 3.0, "output": 15.0, "cache_read": 0.30}
+
+
+def ctx(kind: str, tmp_path: Path, **options: object) -> AttemptContext:
+    task = Task(id="t", prompt="do it", agent="a", files=("src/app.py", "docs/*.md"))
+    prompt_file = tmp_path / "t.1.md"
+    prompt_file.write_text("do it")
+    return AttemptContext("run", task, 1, AgentSpec("a", kind, None, options), tmp_path, "do it", prompt_file)
+
+
+def replay(kind: str, name: str, tmp_path: Path, **options: object) -> tuple[OutputParser, list[str], ExitInfo]:
+    """Feed a recorded transcript through a fresh parser, with the exit the recording saw."""
+    entry = MANIFEST[f"{kind}/{name}.jsonl"]
+    parser = adapter_for(kind).parser(ctx(kind, tmp_path, **options))
+    activity = [a for line in (HERE / kind / f"{name}.jsonl").read_text().splitlines()
+                if (a := parser.feed(line, "stdout"))]
+    code = entry["exit_code"]
+    if entry["killed_after_seconds"]:  # the recorder killed a hung CLI; orchard's stall watchdog does the same
+        return parser, activity, ExitInfo(None, signal.SIGKILL, stalled=True)
+    return parser, activity, ExitInfo(code)
+
+
+@pytest.mark.parametrize(("name", "outcome"), [
+    ("success", Outcome.SUCCESS), ("rate_limit", Outcome.RATE_LIMITED), ("rate_limit_retried", Outcome.RATE_LIMITED),
+    ("auth", Outcome.AUTH), ("api_error", Outcome.API_ERROR), ("overloaded", Outcome.API_ERROR),
+    ("max_turns", Outcome.MAX_TURNS), ("hung", Outcome.STALLED)])
+def test_claude_transcripts(name: str, outcome: Outcome, tmp_path: Path) -> None:
+    parser, _activity, exit_info = replay("claude", name, tmp_path)
+    report = parser.finish(exit_info)
+    assert report.outcome is outcome, report.detail
+    assert report.session_id  # from system/init, kept even when the run fails
+    if name == "max_turns":
+        assert report.detail == "Reached maximum number of turns (1)"
+
+
+def test_claude_success_reports_usage_cost_and_activity(tmp_path: Path) -> None:
+    parser, activity, exit_info = replay("claude", "success", tmp_path)
+    report = parser.finish(exit_info)
+    usage = MANIFEST["claude/success.jsonl"]["server_usage"]
+    assert report.tokens_in == usage["input_tokens"] + usage["cache_read_input_tokens"]
+    assert report.tokens_out == usage["output_tokens"]
+    expected = (usage["input_tokens"] * SONNET["input"] + usage["output_tokens"] * SONNET["output"]
+                + usage["cache_read_input_tokens"] * SONNET["cache_read"]) / 1e6
+    assert report.cost_usd == pytest.approx(expected)
+    assert activity[0].startswith("session started")
+    assert any(a.startswith("Write ") for a in activity) and any(a.startswith("Bash: ") for a in activity)
+    assert not any(str(tmp_path) in a for a in activity)  # paths shown relative to the worktree
+
+
+@pytest.mark.parametrize(("name", "outcome"), [
+    ("success", Outcome.SUCCESS), ("rate_limit", Outcome.RATE_LIMITED), ("usage_limit", Outcome.RATE_LIMITED),
+    ("auth", Outcome.AUTH), ("api_error", Outcome.API_ERROR), ("stream_error", Outcome.API_ERROR),
+    ("hung", Outcome.STALLED)])
+def test_codex_transcripts(name: str, outcome: Outcome, tmp_path: Path) -> None:
+    parser, _, exit_info = replay("codex", name, tmp_path)
+    report = parser.finish(exit_info)
+    assert report.outcome is outcome, report.detail
+    assert report.session_id
+    if name == "usage_limit":
+        assert report.resume_at is not None and 0 < report.resume_at - time.time() <= 86400
+
+
+def test_codex_success_prices_tokens_from_the_table_or_the_entry(tmp_path: Path) -> None:
+    usage = MANIFEST["codex/success.jsonl"]["server_usage"]
+    pricing = {"input_per_mtok": 2.0, "output_per_mtok": 8.0, "cached_input_per_mtok": 0.5}
+    parser, activity, exit_info = replay("codex", "success", tmp_path, model="gpt-5.5", pricing=pricing)
+    report = parser.finish(exit_info)
+    assert (report.tokens_in, report.tokens_out) == (usage["input_tokens"], usage["output_tokens"])
+    cached = usage["cache_read_input_tokens"]
+    expected = ((usage["input_tokens"] - cached) * 2.0 + cached * 0.5 + usage["output_tokens"] * 8.0) / 1e6
+    assert report.cost_usd == pytest.approx(expected)
+    assert any(a.startswith(("Bash: ", "Edit ")) for a in activity)
+
+
+def test_invocations_are_argv_lists_with_the_prompt_on_stdin(tmp_path: Path) -> None:
+    claude = adapter_for("claude").invocation(ctx("claude", tmp_path, model="sonnet", max_turns=5,
+                                                  allowed_tools=("Read", "Edit"), args=("--bare",)))
+    assert claude.argv[:5] == ("claude", "-p", "--output-format", "stream-json", "--verbose")
+    assert claude.argv[claude.argv.index("--max-turns"):][:2] == ("--max-turns", "5")
+    assert "Read,Edit" in claude.argv and claude.argv[-1] == "--bare" and claude.stdin == b"do it"
+    codex = adapter_for("codex").invocation(ctx("codex", tmp_path, sandbox="read-only"))
+    assert codex.argv == ("codex", "exec", "--json", "--skip-git-repo-check", "--sandbox", "read-only", "-")
+    aider = adapter_for("aider").invocation(ctx("aider", tmp_path, model="gpt-4.1"))
+    assert "--no-auto-commits" in aider.argv and aider.argv[-2:] == ("--", "src/app.py")  # literal files join
+    assert aider.stdin is None and str(tmp_path / "t.1.md") in aider.argv
+    gemini = adapter_for("gemini").invocation(ctx("gemini", tmp_path))
+    assert gemini.argv[:3] == ("gemini", "-p", "do it") and "yolo" in gemini.argv
+
+
+def test_retries_resume_the_previous_session_with_only_the_feedback(tmp_path: Path) -> None:
+    base = ctx("claude", tmp_path)
+    resumed = AttemptContext(base.run_id, base.task, 2, base.agent, tmp_path, "do it\n\nfeedback: tests fail",
+                             base.prompt_file, feedback="tests fail", session_id="sess-1", budget_usd=0.25)
+    inv = adapter_for("claude").invocation(resumed)
+    assert inv.argv[inv.argv.index("--resume") + 1] == "sess-1" and inv.stdin == b"tests fail"
+    assert inv.argv[inv.argv.index("--max-budget-usd") + 1] == "0.2500"
+    codex = adapter_for("codex").invocation(AttemptContext(*[getattr(resumed, f) for f in (
+        "run_id", "task", "attempt")], AgentSpec("c", "codex"), tmp_path, resumed.prompt, resumed.prompt_file,
+        "tests fail", "thread-9"))
+    assert codex.argv[:4] == ("codex", "exec", "resume", "thread-9") and codex.stdin == b"tests fail"
+    off = AttemptContext(base.run_id, base.task, 2, AgentSpec("a", "claude", None, {"resume_session": False}),
+                         tmp_path, "full prompt", base.prompt_file, "tests fail", "sess-1")
+    assert "--resume" not in adapter_for("claude").invocation(off).argv
+
+
+AIDER_OK = """Aider v0.86.1
+Model: openai/gpt-4.1 with diff edit format
+Applied edit to src/app.py
+Tokens: 2.3k sent, 120 received. Cost: $0.0056 message, $0.0056 session.
+"""
+AIDER_LIMITED = """Aider v0.86.1
+litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached. Please try again in 20s.
+Retrying in 0.5 seconds...
+Tokens: 1.1k sent, 0 received.
+"""
+
+
+def test_aider_judges_by_edits_and_errors_not_exit_code(tmp_path: Path) -> None:
+    parser = adapter_for("aider").parser(ctx("aider", tmp_path))
+    activity = [a for line in AIDER_OK.splitlines() if (a := parser.feed(line, "stdout"))]
+    report = parser.finish(ExitInfo(0))
+    assert report.outcome is Outcome.SUCCESS and activity == ["Edit src/app.py"]
+    assert (report.tokens_in, report.tokens_out, report.cost_usd) == (2300, 120, 0.0056)
+    parser = adapter_for("aider").parser(ctx("aider", tmp_path))
+    for line in AIDER_LIMITED.splitlines():
+        parser.feed(line, "stdout")
+    report = parser.finish(ExitInfo(0))  # aider exits 0 on API failures
+    assert report.outcome is Outcome.RATE_LIMITED and report.resume_at is not None
+
+
+GEMINI_OK = [
+    {"type": "init", "session_id": "g-1", "model": "gemini-2.5-pro"},
+    {"type": "tool_use", "tool_name": "write_file", "tool_id": "w1", "parameters": {"file_path": "a.txt"}},
+    {"type": "message", "role": "assistant", "content": "Created a.txt.", "delta": True},
+    {"type": "result", "status": "success", "stats": {"input_tokens": 12886, "output_tokens": 60, "cached": 0}},
+]
+
+
+def test_gemini_stream_and_exit_codes(tmp_path: Path) -> None:
+    parser = adapter_for("gemini").parser(ctx("gemini", tmp_path))
+    activity = [a for e in GEMINI_OK if (a := parser.feed(json.dumps(e), "stdout"))]
+    report = parser.finish(ExitInfo(0))
+    assert report.outcome is Outcome.SUCCESS and report.session_id == "g-1" and "write_file a.txt" in activity
+    assert report.tokens_in == 12886 and report.cost_usd == pytest.approx((12886 * 1.25 + 60 * 10.0) / 1e6)
+    for code, outcome in ((41, Outcome.AUTH), (53, Outcome.MAX_TURNS), (1, Outcome.AGENT_ERROR)):
+        parser = adapter_for("gemini").parser(ctx("gemini", tmp_path))
+        parser.feed(json.dumps({"type": "result", "status": "error", "error": {"message": "boom"}}), "stdout")
+        assert parser.finish(ExitInfo(code)).outcome is outcome
+
+
+def test_error_texts_and_reset_times() -> None:
+    now = 1_000_000.0
+    assert classify_error("Claude AI usage limit reached|1755806400") is Outcome.RATE_LIMITED
+    assert reset_time("Claude AI usage limit reached|1755806400", now) == 1755806400.0
+    assert reset_time("You've hit your usage limit. Try again in 4 days 20 hours 9 minutes.", now) == (
+        now + 4 * 86400 + 20 * 3600 + 9 * 60)
+    assert reset_time("Rate limit reached. Please try again in 20s.", now) == now + 20
+    assert classify_error("Invalid API key · Please run /login") is Outcome.AUTH
+    assert classify_error("anything", 500) is Outcome.API_ERROR and classify_error("segfault") is Outcome.AGENT_ERROR
