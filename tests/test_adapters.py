@@ -119,6 +119,7 @@ def test_retries_resume_the_previous_session_with_only_the_feedback(tmp_path: Pa
         "run_id", "task", "attempt")], AgentSpec("c", "codex"), tmp_path, resumed.prompt, resumed.prompt_file,
         "tests fail", "thread-9"))
     assert codex.argv[:4] == ("codex", "exec", "resume", "thread-9") and codex.stdin == b"tests fail"
+    assert 'sandbox_mode="workspace-write"' in codex.argv and "--sandbox" not in codex.argv
     off = AttemptContext(base.run_id, base.task, 2, AgentSpec("a", "claude", None, {"resume_session": False}),
                          tmp_path, "full prompt", base.prompt_file, "tests fail", "sess-1")
     assert "--resume" not in adapter_for("claude").invocation(off).argv

@@ -326,3 +326,9 @@ def test_good_files_and_string_forms(tmp_path: Path) -> None:
     )
     assert plan.task("t").files == ("src/**/*.py",)
     assert plan.task("u").files == ("a.py", "b..c") and plan.task("u").depends_on == ("t",)
+
+
+def test_agent_args_keep_repeated_flags(tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text("agents:\n  c: {type: codex, args: [-c, a=1, -c, b=2]}\ntasks:\n  - {id: t, prompt: p}\n")
+    assert load(plan_file, tmp_path).agents["c"].option("args") == ("-c", "a=1", "-c", "b=2")

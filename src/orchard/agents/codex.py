@@ -104,8 +104,9 @@ class CodexAdapter:
         if resume:
             argv += ["resume", str(ctx.session_id)]
         argv += ["--json", "--skip-git-repo-check"]
-        if not resume:
-            argv += ["--sandbox", str(o("sandbox", "workspace-write"))]
+        sandbox = str(o("sandbox", "workspace-write"))
+        # `exec resume` has no --sandbox flag (0.169.0): the same setting goes in as a config override
+        argv += ["-c", f'sandbox_mode="{sandbox}"'] if resume else ["--sandbox", sandbox]
         if o("model"):
             argv += ["-m", str(o("model"))]
         argv += [str(a) for a in o("args", ()) or ()]

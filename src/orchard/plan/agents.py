@@ -30,7 +30,7 @@ _OPTION_COERCERS: Mapping[str, f.Coercer] = MappingProxyType(
         "prompt_via": partial(f.choice, PROMPT_VIA),
         "binary": f.string,
         "model": f.string,
-        "args": f.string_list,
+        "args": f.extra_args,
         "max_turns": f.at_least(1),
         "permission_mode": partial(f.choice, CLAUDE_PERMISSION_MODES),
         "allowed_tools": f.string_list,

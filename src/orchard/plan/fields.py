@@ -122,6 +122,15 @@ def duration(value: Any, positive: bool = False) -> float:
 
 def argv(value: Any) -> tuple[str, ...]:
     """A command line: a non-empty list of strings, or a string split like a shell would."""
+    parts = extra_args(value)
+    if not parts or not parts[0].strip():
+        raise FieldError("the command is empty")
+    return parts
+
+
+def extra_args(value: Any) -> tuple[str, ...]:
+    """Arguments, every one kept in order (repeats such as `-c a -c b` matter): a list, or a string split like
+    a shell would."""
     if isinstance(value, str):
         try:
             parts = shlex.split(value)
@@ -134,8 +143,6 @@ def argv(value: Any) -> tuple[str, ...]:
                 raise FieldError(f"expected a list of strings, found {describe(item)}")
     else:
         raise FieldError(f"expected a list of strings or a command string, got {describe(value)}")
-    if not parts or not parts[0].strip():
-        raise FieldError("the command is empty")
     return tuple(parts)
 
 
