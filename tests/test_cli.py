@@ -111,7 +111,9 @@ def status_json(repo: Path, *args: str, cwd: Path | None = None) -> dict[str, An
 
 def check_status_document(doc: dict[str, Any]) -> None:
     """The `status --json` contract: exact keys, types, ISO 8601 UTC times, known statuses."""
-    assert set(doc) == {"run", "tasks"}
+    assert set(doc) == {"run", "tasks", "totals"}
+    assert set(doc["totals"]) == {"cost_usd", "tokens_in", "tokens_out", "agents"}
+    assert doc["totals"]["agents"]["fake"]["attempts"] == sum(t["attempts"] for t in doc["tasks"])
     run = doc["run"]
     assert set(run) == RUN_KEYS
     assert run["status"] in RUN_STATUSES

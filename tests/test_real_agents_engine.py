@@ -200,3 +200,23 @@ def test_verify_retry_resumes_the_agents_session_with_the_feedback(
 def _journal(repo: Path) -> list[tuple[int, dict[str, Any]]]:
     with sqlite3.connect(repo / ".orchard" / "state.db") as db:
         return [(r[0], json.loads(r[1])) for r in db.execute("SELECT id, data FROM events ORDER BY id")]
+
+
+def test_run_budget_stops_new_work_and_caps_claude_spending(
+        server: FakeModelServer, repo: Path, tmp_path: Path) -> None:
+    for name in ("first", "second", "third"):
+        server.add_script(name, [write_file(f"{name}.txt", "x\n"), text("Done.")])
+    tasks = [{"id": name, "prompt": f"Write {name}.txt. [[script:{name}]]"} for name in ("first", "second", "third")]
+    plan = json.loads(write_plan(tmp_path, "claude", server, tasks).read_text())
+    plan["parallel"], plan["budget_usd"] = 1, 0.01  # one claude attempt here costs $0.0075
+    (tmp_path / "plan.yaml").write_text(json.dumps(plan))
+    result = orchard.run(tmp_path / "plan.yaml", repo=repo)
+    assert result.status == "budget_exhausted" and result.exit_code == 1
+    rows = status(repo)
+    assert rows["first"]["status"] == "merged"
+    assert rows["second"]["status"] == "failed" and "budget" in rows["second"]["error"]  # claude stopped itself
+    assert rows["third"]["attempts"] == 0  # the budget was reached: no new attempt
+    assert result.summary["cost_usd"] >= 0.01
+    logs = repo / ".orchard" / "runs" / result.run_id / "logs"
+    assert "--max-budget-usd 0.0100" in (logs / "first.1.log").read_text()
+    assert "--max-budget-usd 0.0025" in (logs / "second.1.log").read_text()  # what the run had left

@@ -441,7 +441,7 @@ class Scheduler:
         cancelled = self._stopped == "cancelled" and any(t.status is S.CANCELLED for t in self.tasks.values())
         if self._unfinished == 0 and not cancelled:
             self._done = True
-            out.append(RunDone(complete=True))
+            out.append(RunDone(complete=True, reason=self._stopped or ""))
         elif self._stopped:
             self._done = True
             out.append(RunDone(complete=False, reason=self._stopped))

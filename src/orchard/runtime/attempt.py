@@ -85,6 +85,9 @@ async def run_attempt(ctx: RunContext, task: Task, number: int, on_verify: Calla
         if activity:
             throttle.offer(activity)
 
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with log_path.open("a", encoding="utf-8") as fh:
+        fh.write(f"[orchard: attempt {number} on {agent}: {shlex.join(inv.argv)}]\n")
     limits = Supervision(task.timeout_s, float(spec.option("stall_timeout", DEFAULT_STALL_S)), ctx.grace_s)
     exit_info = await run_process(inv, log_path, on_line, limits, on_spawn=lambda pid: _spawned(ctx, task.id,
                                                                                                  attempt_id, pid))

@@ -206,7 +206,9 @@ def _final_status(ctx: RunContext, done: RunDone) -> str:
     if not done.complete:
         return done.reason if done.reason in ("cancelled", "budget_exhausted") else "interrupted"
     statuses = {t.status for t in ctx.store.tasks(ctx.run_id)}
-    return "completed" if statuses <= {"merged"} else "failed"
+    if statuses <= {"merged"}:
+        return "completed"
+    return "budget_exhausted" if done.reason == "budget_exhausted" else "failed"
 
 
 @contextlib.contextmanager

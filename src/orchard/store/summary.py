@@ -1,11 +1,12 @@
-"""The end-of-run figures: counts by status, wall time, work time, speedup against sequential, cost."""
+"""The end-of-run figures: counts by status, wall time, work time, speedup against sequential, cost (also per
+agent)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from orchard.store.store import Store
+from orchard.store.store import AttemptRow, Store
 
 
 def summarize(store: Store, run_id: str) -> dict[str, Any]:
@@ -35,7 +36,21 @@ def summarize(store: Store, run_id: str) -> dict[str, Any]:
         "tokens_in": sum(a.tokens_in for a in attempts),
         "tokens_out": sum(a.tokens_out for a in attempts),
         "parallel": run.parallel,
+        "agents": _by_agent(attempts, now),
     }
+
+
+def _by_agent(attempts: list[AttemptRow], now: float) -> dict[str, dict[str, float | int]]:
+    """Attempts, busy seconds, tokens and cost per agent entry."""
+    out: dict[str, dict[str, float | int]] = {}
+    for a in attempts:
+        row = out.setdefault(a.agent, {"attempts": 0, "work_s": 0.0, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0})
+        row["attempts"] += 1
+        row["work_s"] = round(row["work_s"] + max(0.0, (a.finished_at or now) - a.started_at), 3)
+        row["tokens_in"] += a.tokens_in
+        row["tokens_out"] += a.tokens_out
+        row["cost_usd"] = round(row["cost_usd"] + a.cost_usd, 6)
+    return out
 
 
 def _wall(store: Store, run_id: str, started_at: float, finished_at: float | None, now: float) -> float:

@@ -46,6 +46,7 @@ def render(snap: Snapshot, now: float | None = None) -> RenderableType:
         (f"  failed {snap.count('failed', 'conflict', 'blocked')}", "red")
         if snap.count("failed", "conflict", "blocked") else "",
         f"  ·  {format_duration(now - snap.started)}",
+        f"  ·  ${snap.cost():.2f}" if snap.cost() else "",
     )
     parts: list[RenderableType] = [queue, table]
     parts.extend(Text(note, style="yellow") for note in snap.notes)

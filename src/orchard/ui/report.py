@@ -12,6 +12,7 @@ from rich.text import Text
 from orchard.core.durations import format_duration
 from orchard.core.events import iso
 from orchard.store import Store
+from orchard.store.summary import summarize
 from orchard.ui.dashboard import STYLE
 
 
@@ -40,10 +41,13 @@ def status_document(store: Store, run_id: str | None = None) -> dict[str, Any]:
             "tokens_out": sum(a.tokens_out for a in attempts),
             "error": t.error or None,
         })
+    summary = summarize(store, run.id)
     return {
         "run": {"id": run.id, "status": run.status, "base": run.base, "integration_branch": run.integration_branch,
                 "started_at": iso(run.started_at), "finished_at": iso(run.finished_at)},
         "tasks": tasks,
+        "totals": {"cost_usd": summary["cost_usd"], "tokens_in": summary["tokens_in"],
+                   "tokens_out": summary["tokens_out"], "agents": summary["agents"]},
     }
 
 
@@ -74,6 +78,10 @@ def summary_text(summary: dict[str, Any]) -> RenderableType:
              f"of {summary['parallel']} slots"),
         Text(f"cost ${summary['cost_usd']:.4f} · tokens {summary['tokens_in']} in / {summary['tokens_out']} out"),
     ]
+    agents = summary.get("agents") or {}
+    if len(agents) > 1 or any(a["cost_usd"] or a["tokens_in"] for a in agents.values()):
+        lines.extend(Text(f"  {name}: {a['attempts']} attempts · ${a['cost_usd']:.4f} · "
+                          f"{a['tokens_in']} in / {a['tokens_out']} out") for name, a in sorted(agents.items()))
     return Group(*lines)
 
 

@@ -81,6 +81,8 @@ class Snapshot:
                 view.finished_at = event.ts
                 if event.reason:
                     view.activity = event.reason
+            elif event.status == "paused" and event.reason:
+                view.activity = event.reason  # "claude rate limited until …"
         elif isinstance(event, AttemptStarted):
             view.agent, view.attempt, view.attempt_started = event.agent, event.attempt, event.ts
             view.activity = "started"
@@ -94,6 +96,10 @@ class Snapshot:
             view.activity = event.message()
             if isinstance(event, MergeFinished) and event.result == "conflict":
                 view.last_outcome = "conflict"
+
+    def cost(self) -> float:
+        """The run's cost so far."""
+        return sum(t.cost_usd for t in self.tasks.values())
 
     def count(self, *statuses: str) -> int:
         return sum(1 for t in self.tasks.values() if t.status in statuses)
