@@ -5,7 +5,9 @@ Data only; `orchard doctor` probes and reports it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 
 @dataclass(frozen=True)
@@ -19,21 +21,46 @@ class Requirement:
     credential_files: tuple[str, ...]  # or one of these (relative to $HOME) from a login
     install: str
     notes: str = ""
+    env_prefixes: tuple[str, ...] = ()  # variables this kind may read (the allowlist beyond the basics)
 
 
 REQUIREMENTS: dict[str, Requirement] = {
     "claude": Requirement(
         "claude", "claude", ("--version",), ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"),
         (".claude/.credentials.json",), "npm install -g @anthropic-ai/claude-code",
-        "as root, bypassPermissions needs IS_SANDBOX=1 (a container)"),
+        "as root, bypassPermissions needs IS_SANDBOX=1 (a container)",
+        ("ANTHROPIC_", "CLAUDE_", "IS_SANDBOX", "DISABLE_", "AWS_", "CLOUD_ML_", "VERTEX_", "GOOGLE_APPLICATION_")),
     "codex": Requirement(
         "codex", "codex", ("--version",), ("CODEX_API_KEY", "OPENAI_API_KEY"), (".codex/auth.json",),
-        "npm install -g @openai/codex"),
+        "npm install -g @openai/codex", env_prefixes=("OPENAI_", "CODEX_", "AZURE_OPENAI_")),
     "aider": Requirement(
         "aider", "aider", ("--version",), ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY",
                                            "DEEPSEEK_API_KEY", "OPENROUTER_API_KEY"), (),
-        "python -m pip install aider-chat", "reads the key of the model it is given"),
+        "python -m pip install aider-chat", "reads the key of the model it is given",
+        ("AIDER_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_", "DEEPSEEK_", "OPENROUTER_", "GROQ_", "MISTRAL_",
+         "LITELLM_", "OLLAMA_", "AZURE_", "COHERE_", "XAI_", "AWS_", "VERTEX")),
     "gemini": Requirement(
         "gemini", "gemini", ("--version",), ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI"),
-        (".gemini/oauth_creds.json",), "npm install -g @google/gemini-cli"),
+        (".gemini/oauth_creds.json",), "npm install -g @google/gemini-cli",
+        env_prefixes=("GEMINI_", "GOOGLE_", "CLOUDSDK_")),
 }
+
+
+# Every agent gets these (exact names, or prefixes ending in `_`/`*`): what programs need to run at all.
+BASIC_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_*", "TERM", "COLORTERM", "TMPDIR",
+             "TMP", "TEMP", "TZ", "XDG_*", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+             "NO_PROXY", "ALL_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
+             "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
+
+
+def agent_environment(environ: Mapping[str, str], kind: str, env_pass: object) -> dict[str, str]:
+    """The allowlisted part of `environ` an agent of `kind` sees: the basics, its kind's variables, and the names
+    (fnmatch patterns) its entry lists in `env_pass`; `env_pass: all` passes everything."""
+    if env_pass == "all":  # noqa: S105 - the opt-out keyword, not a password
+        return dict(environ)
+    patterns = list(BASIC_ENV)
+    need = REQUIREMENTS.get(kind)
+    patterns += [f"{prefix}*" for prefix in (need.env_prefixes if need else ())]
+    if isinstance(env_pass, list | tuple):
+        patterns += [str(p) for p in env_pass]
+    return {name: value for name, value in environ.items() if any(fnmatchcase(name, p) for p in patterns)}

@@ -5,7 +5,8 @@ Each event has a stable `type` name and a flat `to_dict()`; these names are part
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -169,3 +170,10 @@ class RunFinished(OrchardEvent):
 
     def message(self) -> str:
         return f"run {self.run_id} {self.status}"
+
+
+def redacted(event: OrchardEvent, redact: Callable[[str], str]) -> OrchardEvent:
+    """A copy of `event` with every text field passed through `redact` (the summary's numbers need none)."""
+    changes: dict[str, Any] = {f.name: redact(value) for f in fields(event)
+                               if isinstance(value := getattr(event, f.name), str)}
+    return replace(event, **changes)

@@ -142,6 +142,7 @@ class Plan:
     parallel: int = DEFAULT_PARALLEL
     source: str = "<plan>"
     budget_usd: float | None = None  # no new attempt once the run's attempts cost this much
+    redact: tuple[str, ...] = ()  # more environment variable names whose values are secrets
     _index: Mapping[str, Task] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
 
     @staticmethod
@@ -153,6 +154,7 @@ class Plan:
         parallel: int = DEFAULT_PARALLEL,
         source: str = "<plan>",
         budget_usd: float | None = None,
+        redact: tuple[str, ...] = (),
     ) -> Plan:
         """Freeze already-validated parts into a Plan (validation lives in `orchard.plan`)."""
         return Plan(
@@ -163,6 +165,7 @@ class Plan:
             parallel=parallel,
             source=source,
             budget_usd=budget_usd,
+            redact=tuple(redact),
             _index=MappingProxyType({t.id: t for t in tasks}),
         )
 

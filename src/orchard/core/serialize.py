@@ -25,6 +25,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "base": plan.base,
         "parallel": plan.parallel,
         "budget_usd": plan.budget_usd,
+        "redact": list(plan.redact),
         "tracks": {k: list(v) for k, v in plan.tracks.items()},
         "agents": {
             name: {"type": a.type, "max_parallel": a.max_parallel, "options": _plain(a.options)}
@@ -52,4 +53,5 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
     }
     return Plan.build(tasks, agents, tracks={k: tuple(v) for k, v in data.get("tracks", {}).items()},
                       base=data.get("base"), parallel=int(data.get("parallel", 4)),
-                      source=str(data.get("source", "<plan>")), budget_usd=data.get("budget_usd"))
+                      source=str(data.get("source", "<plan>")), budget_usd=data.get("budget_usd"),
+                      redact=tuple(data.get("redact", ())))

@@ -31,6 +31,7 @@ def build(raw: RawPlan) -> Plan:
         parallel=settings.parallel,
         source=raw.source,
         budget_usd=settings.budget_usd,
+        redact=settings.redact,
     )
 
 

@@ -11,7 +11,7 @@ from orchard.plan import fields as f
 from orchard.plan.agents import defined, read_agents
 from orchard.plan.raw import INVALID, Problems, RawPlan
 
-TOP_LEVEL_KEYS = frozenset({"base", "parallel", "budget_usd", "defaults", "agents", "tracks", "tasks"})
+TOP_LEVEL_KEYS = frozenset({"base", "parallel", "budget_usd", "redact", "defaults", "agents", "tracks", "tasks"})
 CONFIG_KEYS = TOP_LEVEL_KEYS - {"tasks"}
 _TASKS_HINT = (
     "'tasks' is not allowed here: in a plan directory every .md or .json file is a task "
@@ -26,6 +26,7 @@ class Settings:
     base: str | None = None
     parallel: int = DEFAULT_PARALLEL
     budget_usd: float | None = None
+    redact: tuple[str, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict)  # coerced, by plan field name; no 'agent'
     default_agent: str | None = None
     agents: dict[str, AgentSpec] = field(default_factory=dict)
@@ -43,6 +44,8 @@ def read_settings(raw: RawPlan) -> Settings:
     if config.get("parallel") is not None:
         parallel = problems.coerce(f.at_least(1), config["parallel"], file, field="parallel")
         settings.parallel = _valid(parallel, DEFAULT_PARALLEL)
+    if config.get("redact") is not None:
+        settings.redact = _valid(problems.coerce(f.string_list, config["redact"], file, field="redact"), ())
     if config.get("budget_usd") is not None:
         settings.budget_usd = _valid(problems.coerce(f.money, config["budget_usd"], file, field="budget_usd"), None)
     settings.agents, settings.declared_agents = read_agents(config.get("agents"), file, problems)

@@ -7,6 +7,7 @@ that could take sibling attempts down.
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import time
 from collections.abc import Callable
@@ -15,12 +16,13 @@ from pathlib import Path
 
 from orchard.agents import AttemptContext, AttemptReport, adapter_for
 from orchard.agents.base import Invocation, TailBuffer
+from orchard.agents.requirements import agent_environment
 from orchard.core.events import AgentActivity, AttemptFinished, AttemptStarted, VerifyFinished
 from orchard.core.feedback import compose_prompt, failure_feedback, verify_feedback
 from orchard.core.model import Outcome, Task
 from orchard.errors import GitError
 from orchard.runtime.context import RunContext
-from orchard.runtime.process import Supervision, run_process
+from orchard.runtime.process import Supervision, append_log, run_process
 from orchard.vcs import add_worktree, commit_all, is_ancestor, read_ref, remove_worktree
 
 ACTIVITY_INTERVAL_S = 1.0
@@ -85,12 +87,11 @@ async def run_attempt(ctx: RunContext, task: Task, number: int, on_verify: Calla
         if activity:
             throttle.offer(activity)
 
-    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with log_path.open("a", encoding="utf-8") as fh:
-        fh.write(f"[orchard: attempt {number} on {agent}: {shlex.join(inv.argv)}]\n")
+    append_log(log_path, ctx.redactor(f"[orchard: attempt {number} on {agent}: {shlex.join(inv.argv)}]\n"))
     limits = Supervision(task.timeout_s, float(spec.option("stall_timeout", DEFAULT_STALL_S)), ctx.grace_s)
-    exit_info = await run_process(inv, log_path, on_line, limits, on_spawn=lambda pid: _spawned(ctx, task.id,
-                                                                                                 attempt_id, pid))
+    environ = agent_environment(os.environ, spec.type, spec.option("env_pass"))
+    exit_info = await run_process(inv, log_path, on_line, limits, lambda pid: _spawned(ctx, task.id, attempt_id, pid),
+                                  base_env=environ, redact=ctx.redactor.bytes)
     ctx.procs.pop(task.id, None)
     report = parser.finish(exit_info)
     if ctx.stopping and report.outcome is not Outcome.SUCCESS:
@@ -152,12 +153,11 @@ async def _verify(ctx: RunContext, task: Task, wt: Path, number: int, report: At
     assert task.verify is not None
     tail = TailBuffer(lines=40)
     log_path = ctx.layout.log(ctx.run_id, task.id, number)
-    with log_path.open("a", encoding="utf-8") as fh:
-        fh.write(f"\n[orchard: verify: {shlex.join(task.verify)}]\n")
+    append_log(log_path, ctx.redactor(f"\n[orchard: verify: {shlex.join(task.verify)}]\n"))
     inv = Invocation(task.verify, wt)
     exit_info = await run_process(inv, log_path, lambda line, _s: tail.add(line),
                                   Supervision(task.timeout_s, None, ctx.grace_s),
-                                  on_spawn=lambda pid: ctx.procs.__setitem__(task.id, pid))
+                                  on_spawn=lambda pid: ctx.procs.__setitem__(task.id, pid), redact=ctx.redactor.bytes)
     ctx.procs.pop(task.id, None)
     passed = exit_info.returncode == 0 and not exit_info.spawn_error
     detail = exit_info.spawn_error or tail.text()

@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from orchard.core.events import OrchardEvent
+from orchard.core.events import OrchardEvent, redacted
 from orchard.core.model import Plan
+from orchard.core.redact import NO_REDACTION, Redactor
 from orchard.runtime.layout import Layout, integration_branch, task_branch
 from orchard.runtime.process import kill_group
 from orchard.store import Store
@@ -32,6 +33,7 @@ class RunContext:
     procs: dict[str, int] = field(default_factory=dict)  # task id → process group of its live agent/verify
     stopping: bool = False
     grace_s: float = 5.0
+    redactor: Redactor = NO_REDACTION
 
     @property
     def integration_branch(self) -> str:
@@ -46,6 +48,7 @@ class RunContext:
 
     def emit(self, event: OrchardEvent, journal: bool = True) -> None:
         """Journal the event, then tell every observer; an observer that raises is dropped, never the run."""
+        event = redacted(event, self.redactor)
         if journal:
             agent = self.plan.task(event.task_id).agent if event.task_id and event.task_id in self.plan else None
             self.store.append_event(event, agent)

@@ -38,6 +38,14 @@ class Supervision:
     log_cap: int = DEFAULT_LOG_CAP
 
 
+def append_log(path: Path, text: str) -> None:
+    """Append orchard's own note to an attempt log, creating it private (0600) like everything under .orchard/."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
+        fh.write(text)
+
+
 class CappedLog:
     """Appends to a log file until a byte cap, then writes one marker line and drops the rest."""
 
@@ -67,36 +75,43 @@ class CappedLog:
 
 
 class _Reader:
-    """Splits one pipe into bounded lines."""
+    """Splits one pipe into bounded lines; logs them (secrets redacted) and hands them on."""
 
-    def __init__(self, stream: Stream, log: CappedLog, on_line: LineCallback, touch: Callable[[], None]) -> None:
-        self.stream, self.log, self.on_line, self.touch = stream, log, on_line, touch
+    def __init__(self, stream: Stream, log: CappedLog, on_line: LineCallback, touch: Callable[[], None],
+                 redact: Callable[[bytes], bytes]) -> None:
+        self.stream, self.log, self.on_line, self.touch, self.redact = stream, log, on_line, touch, redact
         self.buffer = bytearray()
         self.skipping = False  # inside an over-long line whose head was already delivered
 
     async def pump(self, pipe: asyncio.StreamReader) -> None:
         while chunk := await pipe.read(CHUNK):
             self.touch()
-            self.log.write(chunk)
             self._split(chunk)
         if self.buffer and not self.skipping:
+            self.log.write(self.redact(bytes(self.buffer)))
             self._emit(bytes(self.buffer))
 
     def _split(self, chunk: bytes) -> None:
         start = 0
         while (nl := chunk.find(b"\n", start)) != -1:
-            if not self.skipping:
+            if self.skipping:  # the rest of an over-long line: logged, not delivered again
+                self.log.write(self.redact(chunk[start:nl]) + b"\n")
+            else:
                 self.buffer += chunk[start:nl]
+                self.log.write(self.redact(bytes(self.buffer)) + b"\n")
                 self._emit(bytes(self.buffer[:MAX_LINE]))
             self.buffer.clear()
             self.skipping = False
             start = nl + 1
-        if not self.skipping:
-            self.buffer += chunk[start:]
-            if len(self.buffer) > MAX_LINE:
-                self._emit(bytes(self.buffer[:MAX_LINE]) + b" [orchard: line truncated]")
-                self.buffer.clear()
-                self.skipping = True
+        if self.skipping:
+            self.log.write(self.redact(chunk[start:]))
+            return
+        self.buffer += chunk[start:]
+        if len(self.buffer) > MAX_LINE:
+            self.log.write(self.redact(bytes(self.buffer)))
+            self._emit(bytes(self.buffer[:MAX_LINE]) + b" [orchard: line truncated]")
+            self.buffer.clear()
+            self.skipping = True
 
     def _emit(self, raw: bytes) -> None:
         self.on_line(raw.decode("utf-8", errors="replace").rstrip("\r"), self.stream)
@@ -118,6 +133,7 @@ async def run_process(
     limits: Supervision,
     on_spawn: Callable[[int], None] | None = None,
     base_env: Mapping[str, str] | None = None,
+    redact: Callable[[bytes], bytes] | None = None,
 ) -> ExitInfo:
     """Run one invocation to the end under `limits`; never raises for the child's own failures."""
     started = time.monotonic()
@@ -141,9 +157,10 @@ async def run_process(
         last_output[0] = time.monotonic()
 
     assert proc.stdout and proc.stderr
+    scrub = redact or (lambda data: data)
     readers = [
-        asyncio.create_task(_Reader("stdout", log, on_line, touch).pump(proc.stdout)),
-        asyncio.create_task(_Reader("stderr", log, on_line, touch).pump(proc.stderr)),
+        asyncio.create_task(_Reader("stdout", log, on_line, touch, scrub).pump(proc.stdout)),
+        asyncio.create_task(_Reader("stderr", log, on_line, touch, scrub).pump(proc.stderr)),
     ]
     feeder = asyncio.create_task(_feed(proc, inv.stdin))
     try:

@@ -20,6 +20,7 @@ import psutil
 
 from orchard.core.events import RunFinished, RunNote, RunStarted
 from orchard.core.model import Plan, TaskStatus
+from orchard.core.redact import Redactor
 from orchard.core.scheduler import Restored, RunDone
 from orchard.errors import Interrupted, UsageError
 from orchard.runtime.context import Observer, RunContext
@@ -55,6 +56,14 @@ def open_repo(path: str | Path | None) -> tuple[Repo, Layout, Store]:
     return repo, layout, Store(layout.state_db)
 
 
+def protect(ctx: RunContext) -> None:
+    """Secrets (orchard's environment, the agents' `env`, the plan's `redact` names) never reach logs, the journal,
+    events or reports."""
+    envs = [os.environ, *[dict(a.option("env", {}) or {}) for a in ctx.plan.agents.values()]]
+    ctx.redactor = Redactor.from_environments(envs, ctx.plan.redact)
+    ctx.store.redact = ctx.redactor
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
@@ -75,6 +84,7 @@ async def start_run(repo_path: str | Path | None, plan: Plan, observers: list[Ob
         store.create_run(run_id, plan, base_name, base_commit, integration_branch(run_id), width, time.time(),
                          os.getpid())
         ctx = RunContext(repo, store, layout, plan, run_id, list(observers))
+        protect(ctx)
         ctx.emit(RunStarted(run_id=run_id, ts=ctx.now(), base=base_name, base_commit=base_commit,
                             integration_branch=integration_branch(run_id), tasks=len(plan.tasks), parallel=width))
         return await _drive(ctx, Engine(ctx, width), do_land)
@@ -98,6 +108,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, observers
             raise UsageError(f"run {run.id} is {run.status}; nothing to resume")
         plan = store.plan(run.id)
         ctx = RunContext(repo, store, layout, plan, run.id, list(observers))
+        protect(ctx)
         reaped = reap_orphans(run.id, store)
         restored = _reconcile(store, run.id, reset)
         store.update_run(run.id, status="running", pid=os.getpid(), finished_at=None, cancel_requested=0)

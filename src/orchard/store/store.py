@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +94,9 @@ def _row(cls: type[Any], row: sqlite3.Row) -> Any:
 class Store:
     """Runs, tasks, attempts and the event journal of one repository."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, redact: Callable[[str], str] | None = None) -> None:
         self.path = path
+        self.redact = redact or (lambda text: text)  # every text written passes through it (secrets)
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
@@ -208,10 +209,10 @@ class Store:
 
     # ---- journal ----------------------------------------------------------------------------------------------
     def append_event(self, event: OrchardEvent, agent: str | None = None) -> int:
-        data = event.to_dict()
+        data = self.redact(json.dumps(event.to_dict()))
         cur = self.conn.execute(
             "INSERT INTO events (run_id, ts, task_id, agent, type, message, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (event.run_id, event.ts, event.task_id, agent, event.type, event.message(), json.dumps(data)),
+            (event.run_id, event.ts, event.task_id, agent, event.type, self.redact(event.message()), data),
         )
         return int(cur.lastrowid or 0)
 
@@ -235,5 +236,6 @@ class Store:
             raise ValueError(f"unknown {table} columns: {sorted(unknown)}")
         if not values:
             return
+        values = {k: self.redact(v) if isinstance(v, str) else v for k, v in values.items()}
         assignments = ", ".join(f"{name} = ?" for name in values)  # names come from the allowlist above
         self.conn.execute(f"UPDATE {table} SET {assignments} WHERE {where}", (*values.values(), *key))  # noqa: S608

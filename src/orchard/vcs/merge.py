@@ -36,7 +36,8 @@ class TreeMerge:
 
 def merge_trees(repo: Repo, ours: str, theirs: str) -> TreeMerge:
     """Merge two commits in memory (no index, no worktree) and write the resulting tree."""
-    proc = _git(repo, "merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", ours, theirs, check=False)
+    proc = _git(repo, "merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", "--end-of-options",
+                ours, theirs, check=False)
     fields = proc.stdout.split("\0")
     if proc.returncode not in (0, 1) or not is_oid(fields[0]):
         raise GitError(proc.args[1:], proc.returncode, proc.stderr or proc.stdout)
@@ -77,5 +78,6 @@ def _commit_tree(repo: Repo, tree: str, parents: tuple[str, ...], message: str) 
     """Write a commit object for `tree` with `parents`, using the configured or fallback identity."""
     parent_args = [arg for p in parents for arg in ("-p", p)]
     ident = commit_ident_args(repo)
-    proc = _git(repo, *ident, "commit-tree", "--no-gpg-sign", *parent_args, tree, input=message + "\n")
+    proc = _git(repo, *ident, "commit-tree", "--no-gpg-sign", *parent_args, "--end-of-options", tree,
+                input=message + "\n")
     return proc.stdout.strip()

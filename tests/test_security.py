@@ -1,0 +1,119 @@
+"""Security basics: secrets never leave in logs, the journal, events or reports; agents get an allowlisted
+environment; git calls separate options from refs and paths."""
+
+from __future__ import annotations
+
+import ast
+import json
+import sqlite3
+import stat
+from pathlib import Path
+
+from tests.conftest import PYTHON, git, run_orchard
+
+SECRET = "sk-test-1234567890abcdef"
+TOKEN = "ghp_abcdefghijklmnop"
+
+DUMP_ENV = """import json, os, pathlib, sys
+pathlib.Path('env.json').write_text(json.dumps(dict(os.environ)))
+print('my key is ' + os.environ.get('SERVICE_API_KEY', 'missing'), flush=True)
+if os.environ.get('ORCHARD_TASK_ID') == 'leaky':
+    print('failed with token ' + os.environ.get('DEPLOY_TOKEN', 'none'), file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+def plan_with(tmp_path: Path, agent: str, tasks: str) -> Path:
+    script = tmp_path / "dump_env.py"
+    script.write_text(DUMP_ENV)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"defaults: {{retries: 0}}\nagents:\n{agent.format(script=script, python=PYTHON)}tasks:\n{tasks}")
+    return plan
+
+
+def test_secrets_are_redacted_everywhere(repo: Path, tmp_path: Path) -> None:
+    agent = '  a: {{type: command, command: ["{python}", "{script}"], env: {{DEPLOY_TOKEN: "' + TOKEN + '"}}}}\n'
+    tasks = "  - {id: ok, prompt: go}\n  - {id: leaky, prompt: go}\n"
+    env = {"SERVICE_API_KEY": SECRET}
+    result = run_orchard("run", str(plan_with(tmp_path, agent, tasks)), "--json", cwd=repo,
+                         env={**env, "SERVICE_API_KEY": SECRET})
+    assert result.code == 1
+    assert SECRET not in result.out and TOKEN not in result.out
+    assert "[REDACTED:" in result.out  # the activity line that printed the key, redacted
+    status = run_orchard("status", "--json", cwd=repo).out
+    assert TOKEN not in status and "[REDACTED:DEPLOY_TOKEN]" in status
+    orchard_dir = repo / ".orchard"
+    for path in orchard_dir.rglob("*.log"):
+        text = path.read_text()
+        assert SECRET not in text and TOKEN not in text, path
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with sqlite3.connect(orchard_dir / "state.db") as db:
+        dump = "\n".join(str(row) for table in ("events", "tasks", "attempts")
+                         for row in db.execute(f"SELECT * FROM {table}"))
+    assert SECRET not in dump and TOKEN not in dump
+    assert stat.S_IMODE(orchard_dir.stat().st_mode) == 0o700
+
+
+def agent_env(repo: Path, run_id: str, task: str) -> dict[str, str]:
+    return dict(json.loads(git(repo, "show", f"orchard/{run_id}/integration:env.json")))
+
+
+def last_run(repo: Path) -> str:
+    return str(run_orchard("status", "--json", cwd=repo).json()["run"]["id"])
+
+
+def test_agents_get_an_allowlisted_environment(repo: Path, tmp_path: Path) -> None:
+    agents = ('  plain: {{type: command, command: ["{python}", "{script}"]}}\n'
+              '  chosen: {{type: command, command: ["{python}", "{script}"], env_pass: [UNRELATED, "EXTRA_*"]}}\n'
+              '  everything: {{type: command, command: ["{python}", "{script}"], env_pass: all}}\n')
+    outer = {"UNRELATED": "1", "EXTRA_ONE": "2", "AWS_SECRET_ACCESS_KEY": "very-secret-value"}
+    for name in ("plain", "chosen", "everything"):
+        plan = plan_with(tmp_path, agents, f"  - {{id: t, prompt: go, agent: {name}}}\n")
+        assert run_orchard("run", str(plan), cwd=repo, env=outer).code == 0
+        seen = agent_env(repo, last_run(repo), "t")
+        assert {"PATH", "HOME", "ORCHARD_TASK_ID"} <= set(seen)
+        if name == "plain":
+            assert not {"UNRELATED", "EXTRA_ONE", "AWS_SECRET_ACCESS_KEY"} & set(seen)
+        elif name == "chosen":
+            assert seen["UNRELATED"] == "1" and seen["EXTRA_ONE"] == "2" and "AWS_SECRET_ACCESS_KEY" not in seen
+        else:
+            assert seen["AWS_SECRET_ACCESS_KEY"] == "very-secret-value"
+
+
+def test_vendor_kinds_see_their_own_variables_only() -> None:
+    from orchard.agents.requirements import agent_environment
+
+    environ = {"PATH": "/bin", "ANTHROPIC_API_KEY": "a", "OPENAI_API_KEY": "o", "GEMINI_API_KEY": "g", "X": "x"}
+    assert set(agent_environment(environ, "claude", None)) == {"PATH", "ANTHROPIC_API_KEY"}
+    assert set(agent_environment(environ, "codex", None)) == {"PATH", "OPENAI_API_KEY"}
+    assert set(agent_environment(environ, "gemini", ("X",))) == {"PATH", "GEMINI_API_KEY", "X"}
+
+
+def _literal_choice(node: ast.expr) -> bool:
+    """`"-ffd" if keep else "-ffdx"` (one of two literals), or `f"refs/heads/{name}"` (cannot start with `-`)."""
+    if isinstance(node, ast.IfExp):
+        return isinstance(node.body, ast.Constant) and isinstance(node.orelse, ast.Constant)
+    if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+        return not str(node.values[0].value).startswith("-")
+    return False
+
+
+def test_every_git_call_with_refs_or_paths_uses_a_separator() -> None:
+    """Options never mix with user-influenced refs and paths: each `_git(...)` call naming refs or paths puts
+    `--` or `--end-of-options` before them (checked on the source)."""
+    checked = 0
+    for path in (Path(__file__).parent.parent / "src" / "orchard" / "vcs").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_git"):
+                continue
+            args = node.args[1:]
+            literals = [a.value for a in args if isinstance(a, ast.Constant)]
+            # a variable that is an option's value (`-m message`) or options orchard builds itself (`*ident`) is
+            # fine; any other variable is a ref or path and must come after a separator
+            values = [a for prev, a in zip([None, *args], args, strict=False)
+                      if not isinstance(a, ast.Constant | ast.Starred) and not _literal_choice(a)
+                      and not (isinstance(prev, ast.Constant) and str(prev.value).startswith("-"))]
+            if values:
+                checked += 1
+                assert "--" in literals or "--end-of-options" in literals, f"{path.name}:{node.lineno}"
+    assert checked >= 7  # the test must keep seeing the calls that take refs and paths
