@@ -72,6 +72,10 @@ class GitError(OrchardError):
         super().__init__(f"git {' '.join(argv)} failed ({returncode}): {stderr.strip()}")
 
 
+class RefMoved(GitError):
+    """A ref was not at the value orchard expected when it went to move it (someone else moved it)."""
+
+
 class StoreError(OrchardError):
     """The state store is unreadable, or a run / task asked for does not exist."""
 

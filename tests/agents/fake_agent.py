@@ -10,11 +10,21 @@ Directives, one per line (TEXT may use \\n for newlines):
   @if-feedback DIRECTIVE   run DIRECTIVE only when orchard's feedback section is in the prompt
   @unless-feedback DIRECTIVE
   @if-attempt N DIRECTIVE  run DIRECTIVE only on attempt N (from ORCHARD_ATTEMPT)
+Hostile ones, for fault injection:
+  @git ARGS                run git with ARGS (split like a shell; {run} and {task} are filled in)
+  @rmself                  delete the agent's own worktree
+  @segv                    die of SIGSEGV
+  @spew MB                 print MB megabytes, binary bytes and one endless line to stdout
+  @daemon S                leave a child process behind that sleeps S seconds
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -63,10 +73,42 @@ def run(line: str, root: Path) -> int | None:
         (root / dst).write_text(prefix + source.read_text(encoding="utf-8"), encoding="utf-8")
     elif word == "@print":
         print(rest, flush=True)
+    elif word in HOSTILE:
+        HOSTILE[word](rest, root)
     elif word == "@exit":
         print(f"exiting with {rest}", file=sys.stderr, flush=True)
         return int(rest)
     return None
+
+
+def _git(rest: str, root: Path) -> None:
+    filled = rest.replace("{run}", os.environ["ORCHARD_RUN_ID"]).replace("{task}", os.environ["ORCHARD_TASK_ID"])
+    subprocess.run(["git", *shlex.split(filled)], cwd=root, check=False)
+
+
+def _spew(rest: str, root: Path) -> None:
+    out = sys.stdout.buffer
+    block = b"y" * 1023 + b"\n"
+    for _ in range(int(float(rest) * 1024)):
+        out.write(block)
+    out.write(bytes(range(256)) * 64 + b"\n")
+    out.write(b"z" * 3_000_000)  # one endless line, never terminated
+    out.flush()
+
+
+def _daemon(rest: str, root: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({float(rest)})"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (root.parent / f"{os.environ['ORCHARD_TASK_ID']}.daemon").write_text(str(child.pid))
+
+
+HOSTILE = {
+    "@git": _git,
+    "@rmself": lambda rest, root: shutil.rmtree(root),
+    "@segv": lambda rest, root: os.kill(os.getpid(), signal.SIGSEGV),
+    "@spew": _spew,
+    "@daemon": _daemon,
+}
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ class MergeEnded:
     task_id: str
     merged: bool
     conflicts: tuple[str, ...] = ()
+    error: str = ""  # a failure that was not a conflict
 
 
 @dataclass(frozen=True)
@@ -299,7 +300,7 @@ class Scheduler:
             return
         st = self.tasks[ev.task_id]
         st.failures += 1
-        reason = "conflict on " + ", ".join(ev.conflicts) if ev.conflicts else "conflict"
+        reason = ev.error or ("conflict on " + ", ".join(ev.conflicts) if ev.conflicts else "conflict")
         if st.failures <= self.plan.task(ev.task_id).retries:
             self._enqueue(ev.task_id, out, reason=f"retry after {reason}")
         else:

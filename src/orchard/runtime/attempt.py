@@ -17,13 +17,14 @@ from pathlib import Path
 from orchard.agents import AttemptContext, AttemptReport, adapter_for
 from orchard.agents.base import Invocation, TailBuffer
 from orchard.agents.requirements import agent_environment
-from orchard.core.events import AgentActivity, AttemptFinished, AttemptStarted, VerifyFinished
+from orchard.core.events import AgentActivity, AttemptFinished, AttemptStarted, RunNote, VerifyFinished
 from orchard.core.feedback import compose_prompt, failure_feedback, verify_feedback
 from orchard.core.model import Outcome, Task
 from orchard.errors import GitError
 from orchard.runtime.context import RunContext
+from orchard.runtime.integration import guard
 from orchard.runtime.process import Supervision, append_log, run_process
-from orchard.vcs import add_worktree, commit_all, is_ancestor, read_ref, remove_worktree
+from orchard.vcs import add_worktree, commit_all, is_ancestor, read_ref, remove_worktree, worktree_branch
 
 ACTIVITY_INTERVAL_S = 1.0
 DEFAULT_STALL_S = 600.0
@@ -60,9 +61,11 @@ async def run_attempt(ctx: RunContext, task: Task, number: int, on_verify: Calla
     branch = ctx.task_branch(task.id)
     worktree = ctx.layout.worktree(ctx.run_id, task.id)
     try:
-        start = await asyncio.to_thread(_prepare_worktree, ctx, branch, worktree)
+        start, moved = await asyncio.to_thread(_prepare_worktree, ctx, branch, worktree)
     except (GitError, OSError) as exc:
         return _setup_failed(ctx, task, number, f"cannot prepare worktree: {exc}")
+    if moved:
+        note_restored(ctx, moved)
     feedback = ctx.store.task(ctx.run_id, task.id).feedback
     prompt = compose_prompt(task.prompt, feedback, number)
     prompt_file = ctx.layout.prompt_file(ctx.run_id, task.id, number)
@@ -106,15 +109,16 @@ async def run_attempt(ctx: RunContext, task: Task, number: int, on_verify: Calla
                    report)
 
 
-def _prepare_worktree(ctx: RunContext, branch: str, path: Path) -> str:
-    """A clean worktree on the task branch at the integration tip as it is now; returns that start commit."""
+def _prepare_worktree(ctx: RunContext, branch: str, path: Path) -> tuple[str, str | None]:
+    """A clean worktree on the task branch at the integration tip as it is now (orchard's record); returns that
+    start commit and what an agent had moved the integration ref to, if it had."""
     if path.exists():
         remove_worktree(ctx.repo, path)
-    tip = read_ref(ctx.repo, ctx.integration_ref)
-    if tip is None:
-        raise GitError(["rev-parse", ctx.integration_ref], 1, "integration branch is missing")
+    with ctx.ref_lock:
+        moved = guard(ctx)
+        tip = ctx.integration_tip
     add_worktree(ctx.repo, path, branch, tip)
-    return tip
+    return tip, moved
 
 
 def _spawned(ctx: RunContext, task_id: str, attempt_id: int, pid: int) -> None:
@@ -132,6 +136,10 @@ async def _collect(ctx: RunContext, task: Task, branch: str, wt: Path, start: st
                    number: int, on_verify: Callable[[], None], report: AttemptReport) -> AttemptReport:
     """After a successful agent: commit leftovers, take the result from the task branch only, then verify."""
     try:
+        on_branch = await asyncio.to_thread(worktree_branch, wt) if wt.is_dir() else None
+        if wt.is_dir() and on_branch != "refs/heads/" + branch:
+            return _with(report, Outcome.REJECTED, f"the agent left the worktree on {on_branch or 'a detached HEAD'}, "
+                         f"not {branch}")
         if wt.is_dir():
             await asyncio.to_thread(commit_all, wt, f"orchard: task {task.id} (attempt {number})")
         head = await asyncio.to_thread(read_ref, ctx.repo, "refs/heads/" + branch)
@@ -198,3 +206,10 @@ def _finish(ctx: RunContext, task: Task, number: int, attempt_id: int, exit_code
                              tokens_in=report.tokens_in, tokens_out=report.tokens_out, cost_usd=report.cost_usd,
                              detail=report.detail))
     return AttemptResult(report.outcome, resume_at=report.resume_at, cost_usd=report.cost_usd)
+
+
+def note_restored(ctx: RunContext, moved_to: str) -> None:
+    """Tell the user an agent had moved the integration branch and orchard put it back."""
+    ctx.emit(RunNote(run_id=ctx.run_id, ts=ctx.now(), level="warning",
+                     text=f"{ctx.integration_branch} had been moved to {moved_to[:12]} by an agent; "
+                          f"restored to {ctx.integration_tip[:12]}"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ class RunContext:
     stopping: bool = False
     grace_s: float = 5.0
     redactor: Redactor = NO_REDACTION
+    integration_tip: str = ""  # orchard's record; the ref is put back to it if an agent moves it
+    ref_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def integration_branch(self) -> str:

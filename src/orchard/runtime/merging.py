@@ -8,9 +8,13 @@ import contextlib
 from orchard.core.events import MergeFinished
 from orchard.core.feedback import conflict_feedback
 from orchard.core.scheduler import MergeEnded
-from orchard.errors import GitError
+from orchard.errors import GitError, RefMoved
+from orchard.runtime.attempt import note_restored
 from orchard.runtime.context import RunContext
-from orchard.vcs import delete_branch, merge_into, read_ref, remove_worktree
+from orchard.runtime.integration import guard
+from orchard.vcs import MergeResult, delete_branch, merge_into, read_ref, remove_worktree
+
+MERGE_TRIES = 5  # attempts to merge while an agent keeps moving the integration ref
 
 
 def _message(ctx: RunContext, task_id: str) -> str:
@@ -26,11 +30,14 @@ async def merge_task(ctx: RunContext, task_id: str) -> MergeEnded:
         head = await asyncio.to_thread(read_ref, ctx.repo, "refs/heads/" + branch)
         if head is None:
             raise GitError(["rev-parse", branch], 1, "task branch is missing")
-        result = await asyncio.to_thread(merge_into, ctx.repo, ctx.integration_ref, head, _message(ctx, task_id))
+        result, moved = await asyncio.to_thread(_merge, ctx, head, _message(ctx, task_id))
     except GitError as exc:
-        ctx.store.update_task(ctx.run_id, task_id, error=f"merge failed: {exc}")
         ctx.emit(MergeFinished(run_id=ctx.run_id, ts=ctx.now(), task=task_id, result="error"))
-        return MergeEnded(task_id, merged=False)
+        return MergeEnded(task_id, merged=False, error=f"merge failed: {exc}")
+    if moved:
+        note_restored(ctx, moved)
+    if result.status != "conflict":
+        ctx.store.update_run(ctx.run_id, integration_tip=ctx.integration_tip)
     ctx.emit(MergeFinished(run_id=ctx.run_id, ts=ctx.now(), task=task_id, result=result.status,
                            commit=result.commit, conflicts=result.conflicts))
     if result.status == "conflict":
@@ -42,9 +49,35 @@ async def merge_task(ctx: RunContext, task_id: str) -> MergeEnded:
     return MergeEnded(task_id, merged=True)
 
 
+def _merge(ctx: RunContext, head: str, message: str) -> tuple[MergeResult, str | None]:
+    """Merge onto orchard's recorded tip (restoring the ref first if an agent moved it) and record the new tip."""
+    with ctx.ref_lock:
+        for _ in range(MERGE_TRIES):  # an agent may move the ref between our check and our update
+            moved = guard(ctx)
+            try:
+                result = merge_into(ctx.repo, ctx.integration_ref, head, message, expected_tip=ctx.integration_tip)
+            except RefMoved:
+                continue
+            if result.status == "merged" and result.commit:
+                ctx.integration_tip = result.commit
+            return result, moved
+        raise GitError(["update-ref", ctx.integration_ref], 1, "the integration branch keeps being moved by an agent")
+
+
 def _tidy(ctx: RunContext, task_id: str) -> None:
     """A merged task needs neither its worktree nor its branch (the merge commit keeps its history)."""
     with contextlib.suppress(GitError, OSError):
         remove_worktree(ctx.repo, ctx.layout.worktree(ctx.run_id, task_id))
     with contextlib.suppress(GitError):
         delete_branch(ctx.repo, ctx.task_branch(task_id))
+
+
+def settle(ctx: RunContext) -> str | None:
+    """At the end of a session: put the integration ref back if an agent moved it, and remove what merged tasks
+    left behind (a crash between merging and tidying leaves their worktree or branch)."""
+    with ctx.ref_lock:
+        moved = guard(ctx)
+    for row in ctx.store.tasks(ctx.run_id):
+        if row.status == "merged":
+            _tidy(ctx, row.task_id)
+    return moved

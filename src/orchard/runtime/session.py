@@ -23,10 +23,13 @@ from orchard.core.model import Plan, TaskStatus
 from orchard.core.redact import Redactor
 from orchard.core.scheduler import Restored, RunDone
 from orchard.errors import Interrupted, UsageError
+from orchard.runtime.attempt import note_restored
 from orchard.runtime.context import Observer, RunContext
 from orchard.runtime.engine import Engine
+from orchard.runtime.integration import recorded_tip
 from orchard.runtime.layout import Layout, integration_branch
 from orchard.runtime.lock import RunLock
+from orchard.runtime.merging import settle
 from orchard.runtime.process import kill_group
 from orchard.store import Store, TaskRow
 from orchard.store.summary import summarize
@@ -83,7 +86,7 @@ async def start_run(repo_path: str | Path | None, plan: Plan, observers: list[Ob
         create_branch(repo, integration_branch(run_id), base_commit)
         store.create_run(run_id, plan, base_name, base_commit, integration_branch(run_id), width, time.time(),
                          os.getpid())
-        ctx = RunContext(repo, store, layout, plan, run_id, list(observers))
+        ctx = RunContext(repo, store, layout, plan, run_id, list(observers), integration_tip=base_commit)
         protect(ctx)
         ctx.emit(RunStarted(run_id=run_id, ts=ctx.now(), base=base_name, base_commit=base_commit,
                             integration_branch=integration_branch(run_id), tasks=len(plan.tasks), parallel=width))
@@ -109,6 +112,8 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, observers
         plan = store.plan(run.id)
         ctx = RunContext(repo, store, layout, plan, run.id, list(observers))
         protect(ctx)
+        ctx.integration_tip = recorded_tip(ctx, run)
+        store.update_run(run.id, integration_tip=ctx.integration_tip)
         reaped = reap_orphans(run.id, store)
         restored = _reconcile(store, run.id, reset)
         store.update_run(run.id, status="running", pid=os.getpid(), finished_at=None, cancel_requested=0)
@@ -201,6 +206,8 @@ async def _drive(ctx: RunContext, engine: Engine, do_land: bool) -> RunResult:
     """Run the engine with signal handling, then record and report the end."""
     with _signals(engine, ctx):
         done = await engine.run()
+    if moved := await asyncio.to_thread(settle, ctx):
+        note_restored(ctx, moved)
     status = _final_status(ctx, done)
     ctx.store.update_run(ctx.run_id, status=status, finished_at=time.time(), reason=done.reason)
     if do_land and status == "completed":

@@ -91,6 +91,11 @@ MIGRATIONS: tuple[str, ...] = (
                e.run_id AS run_id
         FROM events e;
     """,
+    # 2: orchard's own record of the integration branch tip, to restore it if an agent moves the ref.
+    """
+    ALTER TABLE runs ADD COLUMN integration_tip TEXT;
+    UPDATE runs SET integration_tip = base_commit;
+    """,
 )
 
 

@@ -25,7 +25,7 @@ ATTEMPT_COLUMNS = frozenset(
     {"finished_at", "outcome", "exit_code", "signal", "pid", "pgid", "end_commit", "detail", "tokens_in",
      "tokens_out", "cost_usd", "session_id"}
 )
-RUN_COLUMNS = frozenset({"status", "finished_at", "pid", "reason", "cancel_requested"})
+RUN_COLUMNS = frozenset({"status", "finished_at", "pid", "reason", "cancel_requested", "integration_tip"})
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class RunRow:
     pid: int | None
     reason: str
     cancel_requested: bool
+    integration_tip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,9 +134,9 @@ class Store:
         with self.atomic() as c:
             c.execute(
                 "INSERT INTO runs (id, status, base, base_commit, integration_branch, plan_source, plan_json,"
-                " parallel, started_at, pid) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+                " parallel, started_at, pid, integration_tip) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, base, base_commit, integration_branch, plan.source, json.dumps(plan_to_dict(plan)),
-                 parallel, started_at, pid),
+                 parallel, started_at, pid, base_commit),
             )
             track_of = {tid: name for name, members in plan.tracks.items() for tid in members}
             c.executemany(

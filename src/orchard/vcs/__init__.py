@@ -13,6 +13,7 @@ from orchard.vcs.git import (
     delete_branch,
     ensure_excluded,
     find_repo,
+    first_parent_messages,
     git_version,
     head_ref,
     is_ancestor,
@@ -35,6 +36,7 @@ from orchard.vcs.worktrees import (
     prune_worktrees,
     remove_worktree,
     reset_worktree,
+    worktree_branch,
     worktree_head,
 )
 
@@ -53,6 +55,7 @@ __all__ = [
     "delete_branch",
     "ensure_excluded",
     "find_repo",
+    "first_parent_messages",
     "git_version",
     "head_ref",
     "is_ancestor",
@@ -71,5 +74,6 @@ __all__ = [
     "set_ref",
     "snapshot_checkout",
     "validate_branch_name",
+    "worktree_branch",
     "worktree_head",
 ]

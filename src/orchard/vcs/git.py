@@ -239,6 +239,12 @@ def is_ancestor(repo: Repo | Path, a: str, b: str) -> bool:
     return proc.returncode == 0
 
 
+def first_parent_messages(repo: Repo | Path, old: str, new: str) -> list[str]:
+    """Messages of the commits on `new`'s first-parent line since `old` (newest first)."""
+    out = _git(repo, "log", "--first-parent", "--format=%B%x00", "--end-of-options", f"{old}..{new}").stdout
+    return [m.strip() for m in out.split("\0") if m.strip()]
+
+
 def changed_paths(repo: Repo | Path, a: str, b: str) -> list[str]:
     """Paths that differ between commits `a` and `b` (renames reported as delete + add)."""
     out = _git(repo, "diff-tree", "-r", "--name-only", "-z", "--no-renames", "--end-of-options", a, b).stdout

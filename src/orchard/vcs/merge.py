@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from orchard.errors import GitError, UsageError
+from orchard.errors import GitError, RefMoved, UsageError
 from orchard.vcs.git import Repo, _git, branch_ref, commit_ident_args, is_ancestor, is_oid, read_ref, set_ref
 
 
@@ -70,7 +70,7 @@ def merge_into(
         return MergeResult("conflict", None, merged.conflicts)
     new = _commit_tree(repo, merged.tree, (tip, source_commit), message)
     if not set_ref(repo, ref, new, tip, f"orchard: {message.splitlines()[0] if message else 'merge'}"):
-        raise GitError(["update-ref", ref, new, tip], 1, f"{ref} moved while merging (expected it at {tip})")
+        raise RefMoved(["update-ref", ref, new, tip], 1, f"{ref} moved while merging (expected it at {tip})")
     return MergeResult("merged", new)
 
 

@@ -95,6 +95,12 @@ def parse_worktree_list(out: str) -> list[WorktreeInfo]:
     return result
 
 
+def worktree_branch(worktree: Path) -> str | None:
+    """The full ref of the branch checked out in `worktree`, or None when its HEAD is detached."""
+    proc = _git(worktree, "symbolic-ref", "-q", "HEAD", check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
 def worktree_head(worktree: Path) -> str:
     """The commit checked out in `worktree`."""
     return _git(worktree, "rev-parse", "--verify", "HEAD").stdout.strip()
