@@ -10,6 +10,7 @@ Directives, one per line (TEXT may use \\n for newlines):
   @if-feedback DIRECTIVE   run DIRECTIVE only when orchard's feedback section is in the prompt
   @unless-feedback DIRECTIVE
   @if-attempt N DIRECTIVE  run DIRECTIVE only on attempt N (from ORCHARD_ATTEMPT)
+  @if-contains PATH TEXT DIRECTIVE / @unless-contains PATH TEXT DIRECTIVE   (TEXT is one word)
 Hostile ones, for fault injection:
   @git ARGS                run git with ARGS (split like a shell; {run} and {task} are filled in)
   @rmself                  delete the agent's own worktree
@@ -42,6 +43,11 @@ def main(prompt_path: str) -> int:
                 line = rest if feedback else ""
             elif word == "@unless-feedback":
                 line = "" if feedback else rest
+            elif word in ("@if-contains", "@unless-contains"):
+                path, needle, line = [*rest.split(" ", 2), "", ""][:3]
+                target = Path.cwd() / path
+                found = target.exists() and needle in target.read_text(encoding="utf-8")
+                line = line if found == (word == "@if-contains") else ""
             elif word == "@if-attempt":
                 n, _, line = rest.partition(" ")
                 line = line if n == attempt else ""

@@ -12,7 +12,7 @@ from orchard.errors import GitError, RefMoved
 from orchard.runtime.attempt import note_restored
 from orchard.runtime.context import RunContext
 from orchard.runtime.integration import guard
-from orchard.vcs import MergeResult, delete_branch, merge_into, read_ref, remove_worktree
+from orchard.vcs import MergeResult, delete_branch, is_ancestor, merge_into, read_ref, remove_worktree
 
 MERGE_TRIES = 5  # attempts to merge while an agent keeps moving the integration ref
 
@@ -26,6 +26,8 @@ def _message(ctx: RunContext, task_id: str) -> str:
 async def merge_task(ctx: RunContext, task_id: str) -> MergeEnded:
     """Merge (or recognise as already merged) the task branch; on conflict record the paths as feedback."""
     branch = ctx.task_branch(task_id)
+    if await asyncio.to_thread(_already_landed, ctx, task_id):  # merged and tidied before a crash recorded it
+        return MergeEnded(task_id, merged=True)
     try:
         head = await asyncio.to_thread(read_ref, ctx.repo, "refs/heads/" + branch)
         if head is None:
@@ -47,6 +49,12 @@ async def merge_task(ctx: RunContext, task_id: str) -> MergeEnded:
     ctx.store.update_task(ctx.run_id, task_id, merged_commit=result.commit, conflicts="", error="")
     await asyncio.to_thread(_tidy, ctx, task_id)
     return MergeEnded(task_id, merged=True)
+
+
+def _already_landed(ctx: RunContext, task_id: str) -> bool:
+    """True if the task's recorded merge commit is already on the integration branch."""
+    commit = ctx.store.task(ctx.run_id, task_id).merged_commit
+    return bool(commit) and is_ancestor(ctx.repo, str(commit), ctx.integration_tip)
 
 
 def _merge(ctx: RunContext, head: str, message: str) -> tuple[MergeResult, str | None]:

@@ -83,9 +83,11 @@ async def start_run(repo_path: str | Path | None, plan: Plan, observers: list[Ob
         base_name = base or plan.base or branch or head
         base_commit = resolve_commit(repo, base_name)
         width = parallel or plan.parallel
-        create_branch(repo, integration_branch(run_id), base_commit)
+        # recorded first: a kill between the two leaves a run to resume (whose guard creates the branch), never an
+        # integration branch nothing knows about
         store.create_run(run_id, plan, base_name, base_commit, integration_branch(run_id), width, time.time(),
                          os.getpid())
+        create_branch(repo, integration_branch(run_id), base_commit)
         ctx = RunContext(repo, store, layout, plan, run_id, list(observers), integration_tip=base_commit)
         protect(ctx)
         ctx.emit(RunStarted(run_id=run_id, ts=ctx.now(), base=base_name, base_commit=base_commit,
@@ -137,9 +139,10 @@ def _reconcile(store: Store, run_id: str, reset: tuple[str, ...]) -> dict[str, R
     """Close attempts the last session left open and decide where each task restarts."""
     rows = {t.task_id: t for t in store.tasks(run_id)}
     _check_resettable(run_id, rows, reset)
-    now = time.time()
+    last_seen = store.last_event_ts(run_id) or time.time()  # when the dead session last did anything
     for attempt in store.open_attempts(run_id):
-        store.update_attempt(attempt.id, finished_at=now, outcome="interrupted", detail="orchestrator stopped")
+        store.update_attempt(attempt.id, finished_at=max(attempt.started_at, last_seen), outcome="interrupted",
+                             detail="orchestrator stopped")
     spent: dict[str, float] = {}
     for attempt in store.attempts(run_id):
         spent[attempt.task_id] = spent.get(attempt.task_id, 0.0) + attempt.cost_usd

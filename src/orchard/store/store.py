@@ -224,6 +224,11 @@ class Store:
         rows = self.conn.execute(sql + " ORDER BY id", args).fetchall()
         return [(int(r[0]), json.loads(r[1])) for r in rows]
 
+    def last_event_ts(self, run_id: str) -> float | None:
+        """When the run's journal last recorded anything."""
+        row = self.conn.execute("SELECT max(ts) FROM events WHERE run_id = ?", (run_id,)).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
     def event_times(self, run_id: str) -> list[tuple[str, float]]:
         """(type, ts) of every journaled event of a run, in order: where its sessions began and ended."""
         rows = self.conn.execute("SELECT type, ts FROM events WHERE run_id = ? ORDER BY id", (run_id,)).fetchall()

@@ -1,0 +1,146 @@
+"""Crash safety: the orchestrator is killed with SIGKILL at 20+ random moments of a 30-task run and resumed each time.
+
+Every time the run must end with each task merged exactly once (no agent start after its merge), no commit lost,
+the same integration tree as an uninterrupted run, no process of a dead orchestrator left, and no orphan worktree,
+task branch or lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+from orchard.runtime.lock import live_holder
+from tests.conftest import PYTHON, git, init_repo
+from tests.test_engine_acceptance import plan_text, task
+
+SEED = int(os.environ.get("ORCHARD_CRASH_SEED", "20261122"))  # another seed explores other kill moments
+KILLS = 22
+
+
+def crash_plan() -> str:
+    """30 tasks: chains and fan-in, verify commands, and two tasks that conflict on one line."""
+    rng = random.Random(SEED)
+    tasks = ""
+    for i in range(28):
+        deps = sorted({f"t{j}" for j in range(max(0, i - 6), i) if rng.random() < 0.2})
+        extra = f"    depends_on: [{', '.join(deps)}]\n" if deps else ""
+        if i % 5 == 0:
+            check = f"import pathlib; assert pathlib.Path('out/t{i}.txt').exists()"
+            extra += f'    verify: ["{PYTHON}", "-c", "{check}"]\n'
+        tasks += task(f"t{i}", f"@sleep {rng.uniform(0.05, 0.35):.2f}\n@write out/t{i}.txt task {i}", extra)
+    # both edit one line: whichever merges second conflicts (when they overlap) and retries on the new tip; an
+    # agent that finds the other's line writes both, so the final tree is the same whatever the timing
+    for name, other in (("left", "right"), ("right", "left")):
+        tasks += task(name, f"@sleep 0.2\n@unless-contains shared.txt {other} @write shared.txt {name}\n"
+                            f"@if-contains shared.txt {other} @write shared.txt left\\nright", "    retries: 3\n")
+    return plan_text(tasks, parallel=4)
+
+
+def new_repo(root: Path) -> Path:
+    return init_repo(root, {"README.md": "crash test\n", "shared.txt": "base\n", ".gitignore": "__pycache__/\n"})
+
+
+def orchard_cmd(repo: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([PYTHON, "-m", "orchard", *args, "--json"], cwd=repo, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def journal(repo: Path) -> list[dict[str, object]]:
+    with sqlite3.connect(repo / ".orchard" / "state.db") as db:
+        return [json.loads(r[0]) for r in db.execute("SELECT data FROM events ORDER BY id")]
+
+
+def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(crash_plan())
+
+    reference = new_repo(tmp_path / "reference")
+    assert subprocess.run([PYTHON, "-m", "orchard", "run", str(plan), "--json"], cwd=reference,
+                          capture_output=True, timeout=300).returncode == 0
+    ref_run = json.loads(subprocess.run([PYTHON, "-m", "orchard", "status", "--json"], cwd=reference,
+                                        capture_output=True, text=True).stdout)["run"]["id"]
+    expected_tree = git(reference, "rev-parse", f"orchard/{ref_run}/integration^{{tree}}").strip()
+
+    repo = new_repo(tmp_path / "crashed")
+    rng = random.Random(SEED + 1)
+    kills, sessions = 0, 0
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        sessions += 1
+        # killed before the run was recorded, there is nothing to resume: the user starts it again
+        proc = orchard_cmd(repo, "resume") if _recorded(repo) else orchard_cmd(repo, "run", str(plan))
+        if kills >= KILLS:
+            break
+        try:
+            if proc.wait(timeout=rng.uniform(0.15, 1.2)) == 0:
+                break
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+    final = proc.wait(timeout=300)
+    assert kills >= 20, f"only {kills} kills landed in {sessions} sessions"
+    assert final == 0 or _completed(repo), f"the last resume exited {final}"
+
+    events = journal(repo)
+    run_id = str(events[0]["run_id"])
+    merged: dict[str, int] = {}
+    for i, e in enumerate(events):
+        if e["type"] == "task.status" and e["status"] == "merged":
+            assert e["task"] not in merged, f"{e['task']} merged twice"
+            merged[str(e["task"])] = i
+        elif e["type"] == "attempt.started":
+            assert e["task"] not in merged, f"{e['task']} started again after it merged"
+    assert len(merged) == 30
+
+    tip = git(repo, "rev-parse", f"orchard/{run_id}/integration").strip()
+    assert git(repo, "rev-parse", f"{tip}^{{tree}}").strip() == expected_tree
+    with sqlite3.connect(repo / ".orchard" / "state.db") as db:
+        commits = [r[0] for r in db.execute("SELECT merged_commit FROM tasks WHERE run_id = ?", (run_id,))]
+    for commit in commits:  # no merge commit was lost from the branch
+        assert subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", commit, tip]).returncode == 0
+
+    assert _leftover_processes(run_id) == []
+    assert [line for line in git(repo, "worktree", "list", "--porcelain").splitlines()
+            if line.startswith("worktree ")] == [f"worktree {repo}"]
+    worktrees = repo / ".orchard" / "worktrees" / run_id
+    assert not worktrees.exists() or not any(worktrees.iterdir())
+    assert git(repo, "branch", "--list", f"orchard/{run_id}/task/*").strip() == ""
+    assert not list((repo / ".git").rglob("*.lock"))
+    assert live_holder(repo / ".orchard" / "lock") is None
+
+
+def _recorded(repo: Path) -> bool:
+    db = repo / ".orchard" / "state.db"
+    if not db.exists():
+        return False
+    with sqlite3.connect(db) as conn:
+        try:
+            return conn.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+        except sqlite3.OperationalError:  # killed before the schema was written
+            return False
+
+
+def _completed(repo: Path) -> bool:
+    with sqlite3.connect(repo / ".orchard" / "state.db") as db:
+        return bool(db.execute("SELECT status FROM runs").fetchone()[0] == "completed")
+
+
+def _leftover_processes(run_id: str) -> list[int]:
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("ORCHARD_RUN_ID") == run_id and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except (psutil.Error, OSError):
+            continue
+    return found
