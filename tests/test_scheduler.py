@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchard.core.graph import critical_path, find_cycles, format_cycle, globs_overlap, waves
+from orchard.core.graph import critical_path, file_conflicts, find_cycles, format_cycle, globs_overlap, waves
 from orchard.core.model import AgentSpec, Outcome, Plan, Task, TaskStatus
 from orchard.core.scheduler import (
     AttemptEnded,
@@ -290,3 +290,19 @@ def test_budgets_stop_new_work_and_cap_attempts() -> None:
     out = sched.handle(MergeEnded("b", merged=True), 4)
     assert not starts(out) and RunDone(complete=False, reason="budget_exhausted") in out
     assert sched.status("c") is S.QUEUED
+
+
+_PARTS = st.sampled_from(["src", "src/a", "src/a/x.py", "src/b.py", "docs", "docs/*.md", "src/*", "src/a/*",
+                          "*.py", "src/**", "docs/i?.md", "docs/index.md", "src/b", "s*", "lib/[ab].py", "lib/a.py"])
+
+
+@given(st.lists(st.lists(_PARTS, min_size=0, max_size=3), min_size=1, max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_indexed_file_conflicts_equal_comparing_every_pair(files: list[list[str]]) -> None:
+    plan = make_plan([{"id": f"t{i}", "files": tuple(f)} for i, f in enumerate(files)])
+    brute: dict[str, set[str]] = {}
+    for a in plan.tasks:
+        for b in plan.tasks:
+            if a.id != b.id and any(globs_overlap(x, y) for x in a.files for y in b.files):
+                brute.setdefault(a.id, set()).add(b.id)
+    assert {k: set(v) for k, v in file_conflicts(plan).items()} == brute

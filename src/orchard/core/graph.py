@@ -1,14 +1,14 @@
 """Graph rules over a plan: cycles (with their path), waves, critical path, and declared-file overlaps.
 
-All iterative (no recursion), linear in tasks + edges except file overlap, which compares only tasks that share a
-leading path segment.
+All iterative (no recursion) and close to linear in tasks + edges; file overlap is indexed by path prefix.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -193,31 +193,64 @@ def globs_overlap(a: str, b: str) -> bool:
     return False
 
 
-def _segment(pattern: str) -> str:
-    head = _literal_prefix(pattern).split("/", 1)[0]
-    return head if "/" in _literal_prefix(pattern) else ""
+def _ancestors(path: str) -> Iterator[str]:
+    """`a/b/c.py` → `a`, `a/b`: the directories a path lies in."""
+    for i, ch in enumerate(path):
+        if ch == "/":
+            yield path[:i]
+
+
+def _starting_with(sorted_keys: list[str], prefix: str) -> list[str]:
+    """The keys that start with `prefix` (a contiguous run of the sorted list)."""
+    lo = bisect.bisect_left(sorted_keys, prefix)
+    hi = bisect.bisect_left(sorted_keys, prefix + "\U0010ffff")
+    return sorted_keys[lo:hi]
 
 
 def file_conflicts(plan: Plan) -> dict[str, frozenset[str]]:
-    """For each task with declared files, the other tasks whose files overlap with it."""
-    buckets: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    """For each task with declared files, the other tasks whose files overlap with it.
+
+    Indexed, not pairwise: literal paths meet by equality or as directory and content; a wildcard pattern can only
+    meet paths and patterns that start with its literal prefix, or the directories that prefix lies in. Each such
+    candidate is then judged by `globs_overlap`, so the result equals comparing every pair.
+    """
+    literal: dict[str, set[str]] = defaultdict(set)
+    wild: list[tuple[str, str, str]] = []  # (task, pattern, literal prefix)
     for t in plan.tasks:
-        for pattern in t.files:
-            buckets[_segment(pattern)].append((t.id, pattern))
-    wide = buckets.pop("", [])
+        for raw in t.files:
+            pattern = raw.rstrip("/")
+            prefix = _literal_prefix(pattern)
+            if prefix == pattern:
+                literal[pattern].add(t.id)
+            else:
+                wild.append((t.id, pattern, prefix))
     found: dict[str, set[str]] = defaultdict(set)
 
-    def compare(group: list[tuple[str, str]], others: list[tuple[str, str]]) -> None:
-        for i, (ta, pa) in enumerate(group):
-            for tb, pb in others[i + 1 :] if others is group else others:
-                if ta != tb and globs_overlap(pa, pb):
-                    found[ta].add(tb)
-                    found[tb].add(ta)
+    def link(a: str, owners: Iterable[str]) -> None:
+        for b in owners:
+            if a != b:
+                found[a].add(b)
+                found[b].add(a)
 
-    compare(wide, wide)
-    for group in buckets.values():
-        compare(group, group)
-        compare(group, wide)
+    for path, owners in literal.items():
+        for task in owners:
+            link(task, owners)
+            for directory in _ancestors(path):
+                link(task, literal.get(directory, ()))
+    paths = sorted(literal)
+    by_prefix: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for task, pattern, prefix in wild:
+        by_prefix[prefix].append((task, pattern))
+    prefixes = sorted(by_prefix)
+    for task, pattern, prefix in wild:
+        for path in _starting_with(paths, prefix):
+            if globs_overlap(pattern, path):
+                link(task, literal[path])
+        for directory in _ancestors(prefix):
+            link(task, literal.get(directory, ()))
+        for other_prefix in _starting_with(prefixes, prefix):
+            link(task, (other for other, other_pattern in by_prefix[other_prefix]
+                        if globs_overlap(pattern, other_pattern)))
     return {k: frozenset(v) for k, v in found.items()}
 
 
