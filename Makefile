@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The pinned real agent CLIs (claude, codex) the end-to-end tests drive against orchard's fake model server.
+# The pinned real agent CLIs (claude, codex, gemini) the end-to-end tests drive offline against scripted fake models.
 agents:
 	@bash tools/install-agents.sh
 

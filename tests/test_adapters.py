@@ -177,5 +177,7 @@ def test_error_texts_and_reset_times() -> None:
     assert reset_time("You've hit your usage limit. Try again in 4 days 20 hours 9 minutes.", now) == (
         now + 4 * 86400 + 20 * 3600 + 9 * 60)
     assert reset_time("Rate limit reached. Please try again in 20s.", now) == now + 20
+    assert reset_time("You exceeded your current quota.\nPlease retry in 37.2s.", now) == now + 37.2
+    assert reset_time("Suggested retry after 37s.", now) == now + 37
     assert classify_error("Invalid API key · Please run /login") is Outcome.AUTH
     assert classify_error("anything", 500) is Outcome.API_ERROR and classify_error("segfault") is Outcome.AGENT_ERROR

@@ -16,11 +16,11 @@ _RATE = re.compile(r"rate[ _-]?limit|usage limit|hit your limit|quota|too many r
 _AUTH = re.compile(r"invalid api key|authentication|unauthori[sz]ed|\b401\b|\b403\b|please run /login|api key not"
                    r"|permission denied.*api|invalid_api_key|not logged in", re.IGNORECASE)
 _EPOCH = re.compile(r"\|(\d{10})\b")  # Claude: "Claude AI usage limit reached|1755806400"
-_IN = re.compile(r"(?:try again|retry|resets?|available again)[^0-9]{0,20}in\s+((?:\d+\s*[a-z]+[\s,]*(?:and\s+)?)+)",
-                 re.IGNORECASE)
+_IN = re.compile(r"(?:try again|retry|resets?|available again)[^0-9]{0,20}(?:in|after)\s+"
+                 r"((?:\d+(?:\.\d+)?\s*[a-z]+[\s,]*(?:and\s+)?)+)", re.IGNORECASE)
 _AT = re.compile(r"(?:try again|retry|resets?|available again)[^0-9]{0,20}at\s+(\d{1,2})(?::(\d{2}))?\s*([AP]\.?M\.?)?",
                  re.IGNORECASE)
-_PART = re.compile(r"(\d+)\s*(second|sec|s|minute|min|m|hour|hr|h|day|d)[a-z]*", re.IGNORECASE)
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(second|sec|s|minute|min|m|hour|hr|h|day|d)[a-z]*", re.IGNORECASE)
 _UNIT = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hr": 3600, "hour": 3600,
          "d": 86400, "day": 86400}
 
@@ -31,7 +31,7 @@ def reset_time(text: str, now: float | None = None) -> float | None:
     if match := _EPOCH.search(text):
         return float(match.group(1))
     if match := _IN.search(text):
-        seconds = sum(int(n) * _UNIT[unit.lower()] for n, unit in _PART.findall(match.group(1)))
+        seconds = sum(float(n) * _UNIT[unit.lower()] for n, unit in _PART.findall(match.group(1)))
         return now + seconds if seconds else None
     if match := _AT.search(text):
         return _next_clock_time(int(match.group(1)), int(match.group(2) or 0), match.group(3), now)

@@ -15,7 +15,9 @@ from orchard.core.model import Outcome
 from orchard.core.pricing import cost_usd, price_for
 
 ARGV_PROMPT_LIMIT = 100_000  # larger prompts go on stdin (Linux caps one argument at 128 KiB)
-EXIT_OUTCOMES = {41: Outcome.AUTH, 53: Outcome.MAX_TURNS, 429 % 256: Outcome.RATE_LIMITED}
+# gemini exits with an HTTP error's status modulo 256 (429 → 173, 401 → 145 …) besides its own codes
+EXIT_OUTCOMES = {41: Outcome.AUTH, 53: Outcome.MAX_TURNS, 429 % 256: Outcome.RATE_LIMITED, 401 % 256: Outcome.AUTH,
+                 403 % 256: Outcome.AUTH, 500 % 256: Outcome.API_ERROR, 503 % 256: Outcome.API_ERROR}
 EXIT_MEANING = {42: "input error", 44: "sandbox error", 52: "config error", 54: "fatal tool error",
                 55: "untrusted workspace", 130: "cancelled"}
 
@@ -73,10 +75,24 @@ class GeminiParser:
 
     def _report(self, outcome: Outcome, detail: str, resume_at: float | None = None) -> AttemptReport:
         stats = (self.result or {}).get("stats") or {}
-        tokens_in, tokens_out = int(stats.get("input_tokens") or 0), int(stats.get("output_tokens") or 0)
-        price = price_for(self.model, self.pricing)
-        cost = cost_usd(price, tokens_in, tokens_out, int(stats.get("cached") or 0))
-        return AttemptReport(outcome, detail, tokens_in, tokens_out, cost, self.session_id, resume_at)
+        tokens_in = int(stats.get("input_tokens") or 0)
+        # output_tokens leaves out thinking; the total includes it, and thinking is billed as output
+        tokens_out = max(int(stats.get("output_tokens") or 0), int(stats.get("total_tokens") or 0) - tokens_in)
+        return AttemptReport(outcome, detail, tokens_in, tokens_out, self._cost(stats), self.session_id, resume_at)
+
+    def _cost(self, stats: dict[str, Any]) -> float:
+        """Price each model that did work (with `model: auto` the init event names no real model)."""
+        models = stats.get("models") or {}
+        if not isinstance(models, dict) or not models:
+            models = {self.model or "": stats}
+        total = 0.0
+        for name, usage in models.items():
+            if not isinstance(usage, dict):
+                continue
+            tokens_in = int(usage.get("input_tokens") or 0)
+            tokens_out = max(int(usage.get("output_tokens") or 0), int(usage.get("total_tokens") or 0) - tokens_in)
+            total += cost_usd(price_for(name, self.pricing), tokens_in, tokens_out, int(usage.get("cached") or 0))
+        return total
 
 
 class GeminiAdapter:
@@ -90,7 +106,8 @@ class GeminiAdapter:
         prompt = ctx.feedback if resume else ctx.prompt
         large = len(prompt.encode()) > ARGV_PROMPT_LIMIT
         argv = [str(o("binary", "gemini")), "-p", "Carry out the task given on standard input." if large else prompt,
-                "--output-format", "stream-json", "--approval-mode", str(o("approval_mode", "yolo"))]
+                "--output-format", "stream-json", "--approval-mode", str(o("approval_mode", "yolo")),
+                "--skip-trust"]  # every orchard worktree is new to gemini, which refuses untrusted folders (exit 55)
         if o("model"):
             argv += ["-m", str(o("model"))]
         if resume:

@@ -9,6 +9,10 @@ real `claude` / `codex` CLIs against it. Stdlib only.
     with FakeModelServer(scripts) as server:
         # prompt "... [[script:edit]]"; see orchard.testing.agents for claude_env/claude_argv/codex_env/codex_argv
         ...
+
+The same scripts drive the real `gemini` through its own `--fake-responses FILE` hook (no server):
+`write_fake_responses(path, script)`, `gemini_env(home)`, `gemini_argv(binary, prompt, fake_responses=path)`; see
+orchard.testing.gemini.
 """
 
 from orchard.testing.agents import (
@@ -22,6 +26,15 @@ from orchard.testing.agents import (
     run_agent,
 )
 from orchard.testing.fake_models import FakeModelServer, RecordedRequest
+from orchard.testing.gemini import (
+    GeminiErrorServer,
+    broken_response,
+    gemini_argv,
+    gemini_env,
+    script_usage,
+    write_fake_responses,
+    write_gemini_settings,
+)
 from orchard.testing.script import (
     Script,
     Step,
@@ -40,11 +53,13 @@ from orchard.testing.script import (
 __all__ = [
     "AgentRun",
     "FakeModelServer",
+    "GeminiErrorServer",
     "RecordedRequest",
     "Script",
     "Step",
     "Usage",
     "agent_binary",
+    "broken_response",
     "claude_argv",
     "claude_env",
     "codex_argv",
@@ -52,12 +67,17 @@ __all__ = [
     "codex_provider_args",
     "edit_file",
     "error",
+    "gemini_argv",
+    "gemini_env",
     "hang",
     "run",
     "run_agent",
+    "script_usage",
     "step",
     "stream_error",
     "text",
     "usage_limit",
+    "write_fake_responses",
     "write_file",
+    "write_gemini_settings",
 ]

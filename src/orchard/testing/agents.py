@@ -34,7 +34,7 @@ from typing import Any
 from orchard.testing.fake_models import FakeModelServer
 
 BIN_DIR = Path(".tools") / "agents" / "node_modules" / ".bin"
-INSTALL_HINT = "run `bash tools/install-agents.sh` (pinned claude and codex into .tools/agents)"
+INSTALL_HINT = "run `bash tools/install-agents.sh` (pinned claude, codex and gemini into .tools/agents)"
 CLAUDE_MODEL = "claude-sonnet-4-5"
 CODEX_MODEL = "gpt-5.5"
 TEST_KEY = "test-key"
