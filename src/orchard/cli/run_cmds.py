@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,20 @@ if TYPE_CHECKING:
 
 json_option = click.option("--json", "json_mode", is_flag=True, help="Print NDJSON events instead of a dashboard.")
 land_option = click.option("--land", is_flag=True, help="Merge the integration branch into the base when all merged.")
+
+
+def disk_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--min-free-disk` and `--max-worktrees-size` (defaults: the ORCHARD_* variables, else 1GB and 20GB)."""
+    command = click.option("--max-worktrees-size", metavar="SIZE",
+                           help="Cap on worktrees kept for inspection; the oldest go first (default 20GB).")(command)
+    return click.option("--min-free-disk", metavar="SIZE",
+                        help="Refuse to start with less free disk than this (default 1GB).")(command)
+
+
+def limits_of(min_free_disk: str | None, max_worktrees_size: str | None) -> Any:
+    from orchard.runtime.disk import DiskLimits
+
+    return DiskLimits.parse(min_free_disk, max_worktrees_size)
 
 
 def _drive(json_mode: bool, start: Any) -> int:
@@ -42,42 +56,51 @@ def _drive(json_mode: bool, start: Any) -> int:
 @click.option("--parallel", "-j", type=click.IntRange(min=1), help="Tasks at once (default: the plan's).")
 @click.option("--base", help="Ref to start from (default: the plan's base, else the current HEAD).")
 @land_option
+@disk_options
 @json_option
 @click.pass_context
 def run_cmd(ctx: click.Context, plan_path: Path, parallel: int | None, base: str | None, land: bool,
-            json_mode: bool) -> int:
+            min_free_disk: str | None, max_worktrees_size: str | None, json_mode: bool) -> int:
     """Run every task of PLAN in parallel worktrees and merge the results into an integration branch."""
     from orchard.runtime.session import start_run
 
     plan = load_plan(ctx, plan_path)
     directory = repo_dir(ctx)
-    return _drive(json_mode, lambda obs: start_run(directory, plan, obs, parallel=parallel, base=base, do_land=land))
+    limits = limits_of(min_free_disk, max_worktrees_size)
+    return _drive(json_mode, lambda obs: start_run(directory, plan, obs, parallel=parallel, base=base, do_land=land,
+                                                   limits=limits))
 
 
 @click.command("resume")
 @click.argument("run_id", metavar="[RUN]", required=False)
 @land_option
+@disk_options
 @json_option
 @click.pass_context
-def resume_cmd(ctx: click.Context, run_id: str | None, land: bool, json_mode: bool) -> int:
+def resume_cmd(ctx: click.Context, run_id: str | None, land: bool, min_free_disk: str | None,
+               max_worktrees_size: str | None, json_mode: bool) -> int:
     """Continue an interrupted run (default: the latest); merged tasks never run again."""
     from orchard.runtime.session import resume_run
 
     directory = repo_dir(ctx)
-    return _drive(json_mode, lambda obs: resume_run(directory, run_id, obs, do_land=land))
+    limits = limits_of(min_free_disk, max_worktrees_size)
+    return _drive(json_mode, lambda obs: resume_run(directory, run_id, obs, do_land=land, limits=limits))
 
 
 @click.command("retry")
 @click.argument("task_ids", metavar="TASK...", nargs=-1, required=True)
 @click.option("--run", "run_id", help="The run (default: the latest).")
+@disk_options
 @json_option
 @click.pass_context
-def retry_cmd(ctx: click.Context, task_ids: tuple[str, ...], run_id: str | None, json_mode: bool) -> int:
+def retry_cmd(ctx: click.Context, task_ids: tuple[str, ...], run_id: str | None, min_free_disk: str | None,
+              max_worktrees_size: str | None, json_mode: bool) -> int:
     """Try failed, conflicted or blocked tasks again (with fresh retries), then finish the run."""
     from orchard.runtime.session import resume_run
 
     directory = repo_dir(ctx)
-    return _drive(json_mode, lambda obs: resume_run(directory, run_id, obs, reset=task_ids))
+    limits = limits_of(min_free_disk, max_worktrees_size)
+    return _drive(json_mode, lambda obs: resume_run(directory, run_id, obs, reset=task_ids, limits=limits))
 
 
 @click.command("demo")

@@ -25,6 +25,7 @@ from orchard.core.scheduler import Restored, RunDone
 from orchard.errors import Interrupted, UsageError
 from orchard.runtime.attempt import note_restored
 from orchard.runtime.context import Observer, RunContext
+from orchard.runtime.disk import DiskLimits, collect_worktrees, require_free_space
 from orchard.runtime.engine import Engine
 from orchard.runtime.integration import recorded_tip
 from orchard.runtime.layout import Layout, integration_branch
@@ -67,18 +68,29 @@ def protect(ctx: RunContext) -> None:
     ctx.store.redact = ctx.redactor
 
 
+def note_collected(ctx: RunContext, removed: list[Path]) -> None:
+    """Say which kept worktrees were removed to stay under the size cap."""
+    if removed:
+        names = ", ".join(f"{p.parent.name}/{p.name}" for p in removed[:5]) + (" …" if len(removed) > 5 else "")
+        ctx.emit(RunNote(run_id=ctx.run_id, ts=ctx.now(), level="warning",
+                         text=f"removed {len(removed)} kept worktree(s) to stay under the size cap: {names}"))
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
 async def start_run(repo_path: str | Path | None, plan: Plan, observers: list[Observer], parallel: int | None = None,
-                    base: str | None = None, do_land: bool = False) -> RunResult:
+                    base: str | None = None, do_land: bool = False, limits: DiskLimits | None = None) -> RunResult:
     """Create the integration branch at the base and run the plan to the end."""
     repo, layout, store = open_repo(repo_path)
+    limits = limits or DiskLimits.parse(None, None)
+    require_free_space(repo.root, limits)
     run_id = new_run_id()
     lock = RunLock(layout.lock_file)
     lock.acquire(run_id)
     try:
+        collected = collect_worktrees(repo, layout, limits, run_id)
         branch, head = head_ref(repo)
         base_name = base or plan.base or branch or head
         base_commit = resolve_commit(repo, base_name)
@@ -92,6 +104,7 @@ async def start_run(repo_path: str | Path | None, plan: Plan, observers: list[Ob
         protect(ctx)
         ctx.emit(RunStarted(run_id=run_id, ts=ctx.now(), base=base_name, base_commit=base_commit,
                             integration_branch=integration_branch(run_id), tasks=len(plan.tasks), parallel=width))
+        note_collected(ctx, collected)
         return await _drive(ctx, Engine(ctx, width), do_land)
     finally:
         lock.release()
@@ -99,16 +112,19 @@ async def start_run(repo_path: str | Path | None, plan: Plan, observers: list[Ob
 
 
 async def resume_run(repo_path: str | Path | None, run_id: str | None, observers: list[Observer],
-                     reset: tuple[str, ...] = (), do_land: bool = False) -> RunResult:
+                     reset: tuple[str, ...] = (), do_land: bool = False, limits: DiskLimits | None = None) -> RunResult:
     """Continue an interrupted run: merged tasks never run again, interrupted attempts restart cleanly.
 
     `reset` names tasks to try afresh (`orchard retry`): they and the tasks they blocked go back to pending.
     """
     repo, layout, store = open_repo(repo_path)
+    limits = limits or DiskLimits.parse(None, None)
+    require_free_space(repo.root, limits)
     run = store.run(run_id)
     lock = RunLock(layout.lock_file)
     lock.acquire(run.id)
     try:
+        collected = collect_worktrees(repo, layout, limits, run.id)
         if run.status not in RESUMABLE or (run.status == "failed" and not reset and not _unfinished(store, run.id)):
             raise UsageError(f"run {run.id} is {run.status}; nothing to resume")
         plan = store.plan(run.id)
@@ -122,6 +138,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, observers
         ctx.emit(RunStarted(run_id=run.id, ts=ctx.now(), base=run.base, base_commit=run.base_commit,
                             integration_branch=run.integration_branch, tasks=len(plan.tasks), parallel=run.parallel,
                             resumed=True))
+        note_collected(ctx, collected)
         if reaped:
             ctx.emit(RunNote(run_id=run.id, ts=ctx.now(), level="warning",
                              text=f"killed {reaped} leftover process(es) of the previous session"))

@@ -1,0 +1,81 @@
+"""Disk limits: refuse to start a run below a free-space threshold, and keep the worktrees orchard kept for
+inspection under a size cap by removing the oldest of finished runs first."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchard.core.sizes import format_size, parse_size
+from orchard.errors import EnvironmentProblem, GitError, UsageError
+from orchard.runtime.layout import Layout
+from orchard.vcs import Repo, prune_worktrees, remove_worktree
+
+DEFAULT_MIN_FREE = "1GB"
+DEFAULT_MAX_WORKTREES = "20GB"
+
+
+@dataclass(frozen=True)
+class DiskLimits:
+    """Bytes that must stay free on the repository's file system, and the cap on kept worktrees."""
+
+    min_free: int
+    max_worktrees: int
+
+    @staticmethod
+    def parse(min_free: str | None, max_worktrees: str | None) -> DiskLimits:
+        """From the CLI / library values, else ORCHARD_MIN_FREE_DISK / ORCHARD_MAX_WORKTREES_SIZE, else defaults."""
+        values = []
+        for value, env, default, flag in ((min_free, "ORCHARD_MIN_FREE_DISK", DEFAULT_MIN_FREE, "--min-free-disk"),
+                                          (max_worktrees, "ORCHARD_MAX_WORKTREES_SIZE", DEFAULT_MAX_WORKTREES,
+                                           "--max-worktrees-size")):
+            text = value or os.environ.get(env) or default
+            try:
+                values.append(parse_size(text))
+            except ValueError as exc:
+                raise UsageError(f"{flag} / {env}: {exc}") from None
+        return DiskLimits(*values)
+
+
+def require_free_space(path: Path, limits: DiskLimits) -> None:
+    """EnvironmentProblem (exit 3) when less than `min_free` bytes are free where the repository lives."""
+    free = shutil.disk_usage(path).free
+    if free < limits.min_free:
+        raise EnvironmentProblem(f"only {format_size(free)} free on the file system of {path}, below the "
+                                 f"{format_size(limits.min_free)} a run needs (set --min-free-disk or "
+                                 "ORCHARD_MIN_FREE_DISK to change it)")
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of the files under `path` (symlinks not followed)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def collect_worktrees(repo: Repo, layout: Layout, limits: DiskLimits, keep_run: str) -> list[Path]:
+    """Remove kept worktrees of other runs, oldest first, until all of them fit under `max_worktrees`."""
+    base = layout.root / "worktrees"
+    if not base.is_dir():
+        return []
+    kept = [w for run in base.iterdir() if run.is_dir() and run.name != keep_run for w in run.iterdir() if w.is_dir()]
+    sizes = {w: tree_size(w) for w in kept}
+    total = sum(sizes.values())
+    removed = []
+    for worktree in sorted(kept, key=lambda w: w.stat().st_mtime):
+        if total <= limits.max_worktrees:
+            break
+        with contextlib.suppress(GitError, OSError):
+            remove_worktree(repo, worktree)
+        if not worktree.exists():
+            total -= sizes[worktree]
+            removed.append(worktree)
+    if removed:
+        prune_worktrees(repo)
+    return removed
