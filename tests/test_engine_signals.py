@@ -90,3 +90,22 @@ def test_agent_gets_orchard_environment_and_worktree_cwd(repo: Path, write_plan:
     assert data["cwd"] == data["ORCHARD_WORKTREE"] and data["cwd"].endswith(f".orchard/worktrees/{run_id}/e")
     assert data["prompt"].startswith("report the environment")
     assert ".orchard/runs/" in data["ORCHARD_PROMPT_FILE"]  # outside the worktree: never committed
+
+
+def test_second_signal_kills_at_once_and_the_run_stays_resumable(
+        repo: Path, write_plan: Callable[[str], Path]) -> None:
+    tasks = task("stubborn", "@ignore-term\n@print ignoring you\n@if-attempt 1 @sleep 60\n@write s.txt s")
+    proc = subprocess.Popen([PYTHON, "-m", "orchard", "run", str(write_plan(plan_text(tasks)))], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    wait_for(lambda: task_status(repo, "stubborn") == "running")
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(1.5)
+    assert proc.poll() is None  # the agent ignores SIGTERM: a graceful stop waits for it
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and time.monotonic() - started < 10, err
+    assert "killing agents" in out
+    resumed = run_orchard("resume", cwd=repo, timeout=60)
+    assert resumed.code == 0, resumed.err

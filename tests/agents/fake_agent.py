@@ -17,6 +17,7 @@ Hostile ones, for fault injection:
   @segv                    die of SIGSEGV
   @spew MB                 print MB megabytes, binary bytes and one endless line to stdout
   @daemon S                leave a child process behind that sleeps S seconds
+  @ignore-term             ignore SIGTERM from then on
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ HOSTILE = {
     "@segv": lambda rest, root: os.kill(os.getpid(), signal.SIGSEGV),
     "@spew": _spew,
     "@daemon": _daemon,
+    "@ignore-term": lambda rest, root: signal.signal(signal.SIGTERM, signal.SIG_IGN),
 }
 
 
