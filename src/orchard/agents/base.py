@@ -7,10 +7,11 @@ exception).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from orchard.core.model import AgentSpec, Outcome, Task
 
@@ -131,3 +132,37 @@ class TailBuffer:
 
     def text(self, last: int | None = None) -> str:
         return "\n".join(self.lines[-(last or self.limit) :])
+
+
+PROCESS_FAILURES = frozenset({Outcome.TIMEOUT, Outcome.STALLED, Outcome.CRASHED, Outcome.SETUP_FAILED})
+
+
+def parse_json(line: str) -> dict[str, Any] | None:
+    """A JSON object line, or None for anything else (plain text, garbage, other JSON)."""
+    if not line.startswith("{"):
+        return None
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class JsonLineParser:
+    """What parsers of JSON-line agents (claude, codex, gemini) share: other lines feed the failure tail, and a
+    process that failed as a process (timeout, stall, signal, not started) decides the outcome before any event."""
+
+    def __init__(self) -> None:
+        self.tail = TailBuffer()
+
+    def event(self, line: str, stream: Stream) -> dict[str, Any] | None:
+        """The JSON event on a stdout line; anything else goes to the tail."""
+        data = parse_json(line) if stream == "stdout" else None
+        if data is None:
+            self.tail.add(line)
+        return data
+
+    def process_failure(self, exit: ExitInfo) -> AttemptReport | None:
+        """The outcome when the process itself failed, else None (the agent's events decide)."""
+        report = classify_exit(exit, self.tail.text(3))
+        return report if report.outcome in PROCESS_FAILURES else None

@@ -6,7 +6,6 @@ Success only when a result line says so and the exit code is 0; API errors come 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from orchard.agents.base import (
@@ -14,26 +13,14 @@ from orchard.agents.base import (
     AttemptReport,
     ExitInfo,
     Invocation,
+    JsonLineParser,
     Stream,
-    TailBuffer,
-    classify_exit,
     orchard_env,
 )
 from orchard.agents.errors import classify_error, resume_at
 from orchard.core.model import Outcome
 
 WIDTH = 120
-
-
-def parse_json(line: str) -> dict[str, Any] | None:
-    """A JSON object line, or None for anything else (plain text, garbage, other JSON)."""
-    if not line.startswith("{"):
-        return None
-    try:
-        data = json.loads(line)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def agent_env(ctx: AttemptContext) -> dict[str, str]:
@@ -56,21 +43,20 @@ def describe_tool(name: str, data: dict[str, Any], root: str) -> str:
     return f"{name} {pattern}"[:WIDTH] if isinstance(pattern, str) else name
 
 
-class ClaudeParser:
+class ClaudeParser(JsonLineParser):
     """Per-attempt state over Claude's stream-json lines."""
 
     def __init__(self, worktree: str) -> None:
+        super().__init__()
         self.root = worktree
-        self.tail = TailBuffer()
         self.session_id: str | None = None
         self.model: str | None = None
         self.result: dict[str, Any] | None = None
         self.last_error_status: int | None = None
 
     def feed(self, line: str, stream: Stream) -> str | None:
-        data = parse_json(line) if stream == "stdout" else None
+        data = self.event(line, stream)
         if data is None:
-            self.tail.add(line)
             return None
         kind = data.get("type")
         if kind == "system":
@@ -107,9 +93,8 @@ class ClaudeParser:
         return activity
 
     def finish(self, exit: ExitInfo) -> AttemptReport:
-        base = classify_exit(exit, self.tail.text(3))
-        if base.outcome in (Outcome.TIMEOUT, Outcome.STALLED, Outcome.CRASHED, Outcome.SETUP_FAILED):
-            return self._with_usage(base.outcome, base.detail)
+        if failed := self.process_failure(exit):
+            return self._with_usage(failed.outcome, failed.detail)
         if self.result is None:
             return self._with_usage(Outcome.AGENT_ERROR, f"no result line (exit {exit.returncode}): "
                                     f"{self.tail.text(3) or 'no output'}")

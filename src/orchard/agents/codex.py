@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchard.agents.base import AttemptContext, AttemptReport, ExitInfo, Invocation, Stream, TailBuffer, classify_exit
-from orchard.agents.claude import WIDTH, agent_env, parse_json
+from orchard.agents.base import AttemptContext, AttemptReport, ExitInfo, Invocation, JsonLineParser, Stream
+from orchard.agents.claude import WIDTH, agent_env
 from orchard.agents.errors import classify_error, resume_at
 from orchard.core.model import Outcome
 from orchard.core.pricing import cost_usd, price_for
@@ -17,13 +17,13 @@ from orchard.core.pricing import cost_usd, price_for
 DEFAULT_MODEL = "gpt-5-codex"
 
 
-class CodexParser:
+class CodexParser(JsonLineParser):
     """Per-attempt state over Codex's JSONL events."""
 
     def __init__(self, worktree: str, model: str | None, pricing: dict[str, Any] | None) -> None:
+        super().__init__()
         self.root = worktree.rstrip("/") + "/"
         self.model, self.pricing = model, pricing
-        self.tail = TailBuffer()
         self.session_id: str | None = None
         self.usage: dict[str, Any] = {}
         self.completed = False
@@ -31,9 +31,8 @@ class CodexParser:
         self.last_error: str | None = None
 
     def feed(self, line: str, stream: Stream) -> str | None:
-        data = parse_json(line) if stream == "stdout" else None
+        data = self.event(line, stream)
         if data is None:
-            self.tail.add(line)
             return None
         kind = data.get("type")
         if kind == "thread.started":
@@ -66,9 +65,8 @@ class CodexParser:
         return None
 
     def finish(self, exit: ExitInfo) -> AttemptReport:
-        base = classify_exit(exit, self.tail.text(3))
-        if base.outcome in (Outcome.TIMEOUT, Outcome.STALLED, Outcome.CRASHED, Outcome.SETUP_FAILED):
-            return self._report(base.outcome, base.detail)
+        if failed := self.process_failure(exit):
+            return self._report(failed.outcome, failed.detail)
         problem = self.failure or (self.last_error if not self.completed or exit.returncode != 0 else None)
         if problem:
             outcome = classify_error(problem)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchard.agents.base import AttemptContext, AttemptReport, ExitInfo, Invocation, Stream, TailBuffer, classify_exit
-from orchard.agents.claude import WIDTH, agent_env, describe_tool, parse_json
+from orchard.agents.base import AttemptContext, AttemptReport, ExitInfo, Invocation, JsonLineParser, Stream
+from orchard.agents.claude import WIDTH, agent_env, describe_tool
 from orchard.agents.errors import classify_error, resume_at
 from orchard.core.model import Outcome
 from orchard.core.pricing import cost_usd, price_for
@@ -22,19 +22,18 @@ EXIT_MEANING = {42: "input error", 44: "sandbox error", 52: "config error", 54: 
                 55: "untrusted workspace", 130: "cancelled"}
 
 
-class GeminiParser:
+class GeminiParser(JsonLineParser):
     """Per-attempt state over Gemini's stream-json events."""
 
     def __init__(self, worktree: str, model: str | None, pricing: dict[str, Any] | None) -> None:
+        super().__init__()
         self.root, self.model, self.pricing = worktree, model, pricing
-        self.tail = TailBuffer()
         self.session_id: str | None = None
         self.result: dict[str, Any] | None = None
 
     def feed(self, line: str, stream: Stream) -> str | None:
-        data = parse_json(line) if stream == "stdout" else None
+        data = self.event(line, stream)
         if data is None:
-            self.tail.add(line)
             return None
         kind = data.get("type")
         if kind == "init":
@@ -53,9 +52,8 @@ class GeminiParser:
         return None
 
     def finish(self, exit: ExitInfo) -> AttemptReport:
-        base = classify_exit(exit, self.tail.text(3))
-        if base.outcome in (Outcome.TIMEOUT, Outcome.STALLED, Outcome.CRASHED, Outcome.SETUP_FAILED):
-            return self._report(base.outcome, base.detail)
+        if failed := self.process_failure(exit):
+            return self._report(failed.outcome, failed.detail)
         result = self.result or {}
         error = result.get("error") or {}
         message = str(error.get("message") or self.tail.text(2) or "")
