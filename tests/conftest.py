@@ -22,6 +22,20 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
 
 
+def run_processes(run_id: str) -> list[int]:
+    """Live processes started for a run (they carry ORCHARD_RUN_ID in their environment)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("ORCHARD_RUN_ID") == run_id and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
 def sh(cwd: Path, *args: str) -> str:
     """Run git in `cwd` for test setup and return its stripped stdout."""
     return git(cwd, *args).strip()

@@ -16,10 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import psutil
-
 from orchard.runtime.lock import live_holder
-from tests.conftest import PYTHON, git, init_repo
+from tests.conftest import PYTHON, git, init_repo, run_processes
 from tests.test_engine_acceptance import plan_text, task
 
 SEED = int(os.environ.get("ORCHARD_CRASH_SEED", "20261122"))  # another seed explores other kill moments
@@ -109,7 +107,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     for commit in commits:  # no merge commit was lost from the branch
         assert subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", commit, tip]).returncode == 0
 
-    assert _leftover_processes(run_id) == []
+    assert run_processes(run_id) == []
     assert [line for line in git(repo, "worktree", "list", "--porcelain").splitlines()
             if line.startswith("worktree ")] == [f"worktree {repo}"]
     worktrees = repo / ".orchard" / "worktrees" / run_id
@@ -133,14 +131,3 @@ def _recorded(repo: Path) -> bool:
 def _completed(repo: Path) -> bool:
     with sqlite3.connect(repo / ".orchard" / "state.db") as db:
         return bool(db.execute("SELECT status FROM runs").fetchone()[0] == "completed")
-
-
-def _leftover_processes(run_id: str) -> list[int]:
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.environ().get("ORCHARD_RUN_ID") == run_id and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc.pid)
-        except (psutil.Error, OSError):
-            continue
-    return found

@@ -14,14 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 import orchard
 from orchard.core.events import OrchardEvent
 from orchard.testing import FakeModelServer, agent_binary, edit_file, error, hang, run, text, write_file
 from orchard.testing.agents import INSTALL_HINT, codex_provider_args
-from tests.conftest import git, run_orchard
+from tests.conftest import git, run_orchard, run_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTS = ("claude", "codex")
@@ -75,18 +74,6 @@ def write_plan(tmp_path: Path, kind: str, server: FakeModelServer, tasks: list[d
 
 def status(repo: Path) -> dict[str, dict[str, Any]]:
     return {t["id"]: t for t in run_orchard("status", "--json", cwd=repo).json()["tasks"]}
-
-
-def orchard_processes(run_id: str) -> list[int]:
-    """Live processes started for this run (they carry ORCHARD_RUN_ID)."""
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.environ().get("ORCHARD_RUN_ID") == run_id and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc.pid)
-        except (psutil.Error, OSError):
-            continue
-    return found
 
 
 @pytest.mark.parametrize("kind", AGENTS)
@@ -179,7 +166,7 @@ def test_hung_stream_is_stalled_and_its_process_group_killed(
     assert result.exit_code == 1
     row = status(repo)["stuck"]
     assert row["status"] == "failed" and row["error"].startswith("stalled")
-    assert orchard_processes(result.run_id) == []
+    assert run_processes(result.run_id) == []
 
 
 @pytest.mark.parametrize("kind", AGENTS)
