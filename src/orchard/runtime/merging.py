@@ -12,7 +12,7 @@ from orchard.errors import GitError, RefMoved
 from orchard.runtime.attempt import note_restored
 from orchard.runtime.context import RunContext
 from orchard.runtime.integration import guard
-from orchard.vcs import MergeResult, delete_branch, is_ancestor, merge_into, read_ref, remove_worktree
+from orchard.vcs import MergeResult, delete_branch, is_ancestor, list_branches, merge_into, read_ref, remove_worktree
 
 MERGE_TRIES = 5  # attempts to merge while an agent keeps moving the integration ref
 
@@ -85,7 +85,9 @@ def settle(ctx: RunContext) -> str | None:
     left behind (a crash between merging and tidying leaves their worktree or branch)."""
     with ctx.ref_lock:
         moved = guard(ctx)
+    branches = set(list_branches(ctx.repo, f"orchard/{ctx.run_id}/task"))
     for row in ctx.store.tasks(ctx.run_id):
-        if row.status == "merged":
+        leftover = ctx.layout.worktree(ctx.run_id, row.task_id).exists() or ctx.task_branch(row.task_id) in branches
+        if row.status == "merged" and leftover:
             _tidy(ctx, row.task_id)
     return moved

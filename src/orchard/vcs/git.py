@@ -133,9 +133,31 @@ def find_repo(start: Path) -> Repo:
 
 
 def commit_ident_args(where: Repo | Path) -> tuple[str, ...]:
-    """`-c` options giving orchard's fallback identity, or () when git already has one configured."""
-    ok = _git(where, "var", "GIT_COMMITTER_IDENT", check=False).returncode == 0
-    return () if ok else FALLBACK_IDENT
+    """`-c` options giving orchard's fallback identity, or () when git already has one configured.
+
+    Asked once per repository and process (a run's worktrees share their repository's configuration)."""
+    key = str(where.git_dir if isinstance(where, Repo) else _common_dir(where))
+    if key not in _IDENT_CACHE:
+        ok = _git(where, "var", "GIT_COMMITTER_IDENT", check=False).returncode == 0
+        _IDENT_CACHE[key] = () if ok else FALLBACK_IDENT
+    return _IDENT_CACHE[key]
+
+
+_IDENT_CACHE: dict[str, tuple[str, ...]] = {}
+
+
+def _common_dir(worktree: Path) -> Path:
+    """The shared git directory of a worktree, read from its `.git` file without running git."""
+    dot_git = worktree / ".git"
+    if dot_git.is_file():
+        text = dot_git.read_text(encoding="utf-8", errors="replace").strip()
+        if text.startswith("gitdir:"):
+            gitdir = Path(text.removeprefix("gitdir:").strip())
+            commondir = gitdir / "commondir"
+            if commondir.is_file():
+                return (gitdir / commondir.read_text().strip()).resolve()
+            return gitdir.resolve()
+    return dot_git.resolve()
 
 
 # --- refs --------------------------------------------------------------------------------------------
