@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The pinned real agent CLIs (claude, codex, gemini) the end-to-end tests drive offline against scripted fake models.
+# The pinned real agent CLIs (claude, codex, gemini; aider in its own venv) that the end-to-end tests drive offline
+# against scripted fake models.
 agents:
 	@bash tools/install-agents.sh
+	@bash tools/install-aider.sh
 
 demo: $(STAMP)
 	$(BIN)/orchard demo

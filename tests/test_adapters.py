@@ -103,6 +103,7 @@ def test_invocations_are_argv_lists_with_the_prompt_on_stdin(tmp_path: Path) -> 
     assert codex.argv == ("codex", "exec", "--json", "--skip-git-repo-check", "--sandbox", "read-only", "-")
     aider = adapter_for("aider").invocation(ctx("aider", tmp_path, model="gpt-4.1"))
     assert "--no-auto-commits" in aider.argv and aider.argv[-2:] == ("--", "src/app.py")  # literal files join
+    assert {"--no-stream", "--no-gitignore"} <= set(aider.argv) and aider.env["COLUMNS"] == "1000"
     assert aider.stdin is None and str(tmp_path / "t.1.md") in aider.argv
     gemini = adapter_for("gemini").invocation(ctx("gemini", tmp_path))
     assert gemini.argv[:3] == ("gemini", "-p", "do it") and "yolo" in gemini.argv
@@ -130,11 +131,6 @@ Model: openai/gpt-4.1 with diff edit format
 Applied edit to src/app.py
 Tokens: 2.3k sent, 120 received. Cost: $0.0056 message, $0.0056 session.
 """
-AIDER_LIMITED = """Aider v0.86.1
-litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached. Please try again in 20s.
-Retrying in 0.5 seconds...
-Tokens: 1.1k sent, 0 received.
-"""
 
 
 def test_aider_judges_by_edits_and_errors_not_exit_code(tmp_path: Path) -> None:
@@ -143,11 +139,17 @@ def test_aider_judges_by_edits_and_errors_not_exit_code(tmp_path: Path) -> None:
     report = parser.finish(ExitInfo(0))
     assert report.outcome is Outcome.SUCCESS and activity == ["Edit src/app.py"]
     assert (report.tokens_in, report.tokens_out, report.cost_usd) == (2300, 120, 0.0056)
+    for name, outcome in (("rate_limit", Outcome.RATE_LIMITED), ("auth", Outcome.AUTH)):
+        parser = adapter_for("aider").parser(ctx("aider", tmp_path))
+        for line in (HERE / "aider" / f"{name}.txt").read_text().splitlines():  # recorded from the real aider
+            parser.feed(line, "stdout")
+        report = parser.finish(ExitInfo(MANIFEST[f"aider/{name}.txt"]["exit_code"]))  # 0: aider exits 0 on API errors
+        assert report.outcome is outcome, report.detail
+    assert report.detail.startswith("litellm.AuthenticationError")
     parser = adapter_for("aider").parser(ctx("aider", tmp_path))
-    for line in AIDER_LIMITED.splitlines():
+    for line in ("The LLM did not conform to the edit format.", "Only 3 reflections allowed, stopping."):
         parser.feed(line, "stdout")
-    report = parser.finish(ExitInfo(0))  # aider exits 0 on API failures
-    assert report.outcome is Outcome.RATE_LIMITED and report.resume_at is not None
+    assert parser.finish(ExitInfo(0)).outcome is Outcome.AGENT_ERROR
 
 
 GEMINI_OK = [

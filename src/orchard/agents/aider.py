@@ -19,6 +19,7 @@ _APPLIED = re.compile(r"^Applied edit to (.+)$")
 _ERROR = re.compile(r"litellm\.\w*Error|APIError|RateLimitError|AuthenticationError|not able to authenticate"
                     r"|rate limit|quota|ServiceUnavailable|InternalServerError|BadRequestError", re.IGNORECASE)
 _RETRY = re.compile(r"^Retrying in [\d.]+ seconds", re.IGNORECASE)
+_EDIT_FAILED = re.compile(r"did not conform to the edit format|reflections allowed, stopping", re.IGNORECASE)
 _SEVERITY = (Outcome.AUTH, Outcome.RATE_LIMITED, Outcome.API_ERROR, Outcome.AGENT_ERROR)
 _WILD = frozenset("*?[")
 
@@ -48,7 +49,7 @@ class AiderParser:
             self.tokens_out += _count(match.group(3), match.group(4))
             self.cost = float(match.group(5)) if match.group(5) else self.cost
             return None
-        if _ERROR.search(text):
+        if _ERROR.search(text) or _EDIT_FAILED.search(text):
             self.errors.append(text)
             return text[:WIDTH]
         return text[:WIDTH] if _RETRY.match(text) else None
@@ -59,8 +60,9 @@ class AiderParser:
             return self._report(base.outcome, base.detail)
         if not self.edits and self.errors:
             outcome, message = min(((classify_error(e), e) for e in self.errors), key=lambda p: _SEVERITY.index(p[0]))
-            outcome = Outcome.API_ERROR if outcome is Outcome.AGENT_ERROR else outcome
-            return self._report(outcome, message[:500], resume_at(outcome, message))
+            if outcome is Outcome.AGENT_ERROR and not _EDIT_FAILED.search(message):
+                outcome = Outcome.API_ERROR
+            return self._report(outcome, message[:500], resume_at(outcome, self.tail.text()))
         return self._report(Outcome.SUCCESS, f"applied edits to {', '.join(self.edits)}" if self.edits else "")
 
     def _report(self, outcome: Outcome, detail: str, resume_at: float | None = None) -> AttemptReport:
@@ -74,17 +76,20 @@ class AiderAdapter:
 
     def invocation(self, ctx: AttemptContext) -> Invocation:
         o = ctx.agent.option
+        # --no-stream: aider then prints the provider's token counts, not its own estimate; --no-gitignore: aider
+        # would add `.aider*` to the task's .gitignore (orchard excludes those files itself)
         argv = [str(o("binary", "aider")), "--message-file", str(ctx.prompt_file), "--yes-always",
-                "--no-auto-commits", "--no-dirty-commits", "--no-pretty", "--no-fancy-input",
-                "--no-show-model-warnings", "--no-check-update", "--analytics-disable", "--no-show-release-notes",
-                "--edit-format", str(o("edit_format", "diff"))]
+                "--no-auto-commits", "--no-dirty-commits", "--no-pretty", "--no-fancy-input", "--no-stream",
+                "--no-gitignore", "--no-show-model-warnings", "--no-check-update", "--analytics-disable",
+                "--no-show-release-notes", "--edit-format", str(o("edit_format", "diff"))]
         if o("model"):
             argv += ["--model", str(o("model"))]
         argv += [str(a) for a in o("args", ()) or ()]
         literal = [f for f in ctx.task.files if not (_WILD & set(f))]  # declared files join the chat
         if literal:
             argv += ["--", *literal]
-        return Invocation(tuple(argv), ctx.worktree, agent_env(ctx), None)
+        env = {"COLUMNS": "1000", **agent_env(ctx)}  # unwrapped messages: one error, reset time included, per line
+        return Invocation(tuple(argv), ctx.worktree, env, None)
 
     def parser(self, ctx: AttemptContext) -> AiderParser:
         return AiderParser()

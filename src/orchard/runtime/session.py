@@ -62,10 +62,12 @@ def open_repo(path: str | Path | None) -> tuple[Repo, Layout, Store]:
 
 def protect(ctx: RunContext) -> None:
     """Secrets (orchard's environment, the agents' `env`, the plan's `redact` names) never reach logs, the journal,
-    events or reports."""
+    events or reports; agents' own working files (aider's `.aider*`) never reach a commit."""
     envs = [os.environ, *[dict(a.option("env", {}) or {}) for a in ctx.plan.agents.values()]]
     ctx.redactor = Redactor.from_environments(envs, ctx.plan.redact)
     ctx.store.redact = ctx.redactor
+    if any(a.type == "aider" for a in ctx.plan.agents.values()):
+        ensure_excluded(ctx.repo, ".aider*")
 
 
 def note_collected(ctx: RunContext, removed: list[Path]) -> None:

@@ -1,4 +1,5 @@
-"""A scripted fake model server on loopback speaking Anthropic Messages and OpenAI Responses, for offline agent tests.
+"""A scripted fake model server on loopback speaking Anthropic Messages, OpenAI Responses and OpenAI Chat Completions,
+for offline agent tests.
 
     scripts = {"edit": [write_file("a.txt", "hi\\n"), run("cat a.txt"), text("Done.")]}
     with FakeModelServer(scripts) as server:       # 127.0.0.1, port 0, background thread, clean shutdown
@@ -11,7 +12,8 @@ of assistant turns already in the request's history, so a retried request gets t
 stays a 429) and a resumed session carries on with the next step. Requests without tools (title generation and
 other side queries) get a short text and count under the key "". Usage is counted when a response completes.
 Endpoints: `POST /v1/messages[?beta=true]` (SSE or JSON), `POST /v1/messages/count_tokens`, `POST /v1/responses`,
-`GET /v1/models` (`{"models": []}`); the WebSocket upgrade `GET /v1/responses` gets a 404, so Codex falls back to
+`POST /v1/chat/completions` (aider; steps become edit-format text, see orchard.testing.chat), `GET /v1/models`
+(`{"models": []}`); the WebSocket upgrade `GET /v1/responses` gets a 404, so Codex falls back to
 HTTP (or configure its provider with `supports_websockets=false`, as `codex_provider_args` does).
 """
 
@@ -31,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from orchard.testing import anthropic, openai
+from orchard.testing import anthropic, chat, openai
 from orchard.testing.script import Fail, Hang, Script, Step, StreamFail, Text, Usage, as_steps
 from orchard.testing.wire import Conversation, Dialect, Event, sse
 
@@ -343,6 +345,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path.endswith("/responses"):
             request.api = "openai"
             self._model(openai, body, request)
+        elif path.endswith("/chat/completions"):
+            request.api = "chat"
+            self._model(chat, body, request)
         else:
             request.status, request.reply = 404, "not found"
             self._send_json(404, {"error": {"message": f"no route for POST {path}", "type": "not_found_error"}})

@@ -12,6 +12,7 @@ from orchard.testing.script import Fail, Step, Usage
 
 MARKER = re.compile(r"\[\[script:([A-Za-z0-9_.@:/+-]+)\]\]")
 Event = tuple[str, dict[str, Any]]
+DONE = "[DONE]"  # the event name of the bare `data: [DONE]` that ends a Chat Completions stream
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,11 @@ def find_marker(texts: Iterator[str]) -> str | None:
 
 
 def sse(name: str, data: dict[str, Any]) -> bytes:
-    """One server-sent event: `event: NAME`, `data: JSON`, blank line."""
-    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    """One server-sent event: `event: NAME` (none when NAME is ""), `data: JSON`, blank line; DONE is `data: [DONE]`."""
+    if name == DONE:
+        return b"data: [DONE]\n\n"
+    head = f"event: {name}\n" if name else ""
+    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 def slug(key: str | None) -> str:
@@ -76,7 +80,7 @@ def count_runs(flags: list[bool]) -> int:
 
 
 class Dialect(Protocol):
-    """What a wire API module provides (orchard.testing.anthropic, orchard.testing.openai)."""
+    """What a wire API module provides (orchard.testing.anthropic, orchard.testing.openai, orchard.testing.chat)."""
 
     REPLY_ID: str
     REQUEST_ID_HEADER: str
