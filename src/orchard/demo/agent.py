@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -35,9 +36,10 @@ def run(prompt: str, root: Path) -> None:
                 print(f"Edit {rest}", flush=True)
 
 
-def _block(lines: object) -> str:
+def _block(lines: Iterator[str]) -> str:
+    """The lines up to `@end` (consumed from the shared iterator)."""
     out = []
-    for line in lines:  # type: ignore[attr-defined]
+    for line in lines:
         if line.strip() == "@end":
             break
         out.append(line)

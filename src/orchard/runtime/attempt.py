@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchard.agents import AttemptContext, AttemptReport, adapter_for
-from orchard.agents.base import Invocation, TailBuffer
+from orchard.agents.base import Invocation, Stream, TailBuffer
 from orchard.agents.requirements import agent_environment
 from orchard.core.events import AgentActivity, AttemptFinished, AttemptStarted, RunNote, VerifyFinished
 from orchard.core.feedback import compose_prompt, failure_feedback, verify_feedback
@@ -85,8 +85,8 @@ async def run_attempt(ctx: RunContext, task: Task, number: int, on_verify: Calla
     throttle = ActivityThrottle(lambda text: ctx.emit(
         AgentActivity(run_id=ctx.run_id, ts=ctx.now(), task=task.id, attempt=number, text=text)))
 
-    def on_line(line: str, stream: str) -> None:
-        activity = parser.feed(line, stream)  # type: ignore[arg-type]
+    def on_line(line: str, stream: Stream) -> None:
+        activity = parser.feed(line, stream)
         if activity:
             throttle.offer(activity)
 

@@ -7,7 +7,8 @@ happens next. Every status change is written to the store and the journal in one
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 from orchard.core.events import TaskStatusChanged, iso
 from orchard.core.model import Outcome, TaskStatus
@@ -78,8 +79,8 @@ class Engine:
             elif isinstance(action, RunDone):
                 self.done = action
 
-    def _spawn(self, coro: object) -> None:
-        job = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        job = asyncio.ensure_future(coro)
         self.jobs.add(job)
         job.add_done_callback(self.jobs.discard)
 

@@ -9,13 +9,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from orchard.core.events import OrchardEvent
 from orchard.core.model import Plan
 from orchard.core.serialize import plan_from_dict, plan_to_dict
 from orchard.errors import StoreError
 from orchard.store.schema import migrate
+
+R = TypeVar("R")
 
 TASK_COLUMNS = frozenset(
     {"status", "attempts", "failures", "branch", "started_at", "finished_at", "error", "conflicts",
@@ -87,8 +89,9 @@ class AttemptRow:
     session_id: str | None
 
 
-def _row(cls: type[Any], row: sqlite3.Row) -> Any:
-    names = cls.__dataclass_fields__
+def _row(cls: type[R], row: sqlite3.Row) -> R:
+    """A row as the dataclass `cls` (columns it does not know are left out)."""
+    names = cls.__dataclass_fields__  # type: ignore[attr-defined]
     return cls(**{k: row[k] for k in row.keys() if k in names})  # noqa: SIM118 - sqlite3.Row has no __iter__ of keys
 
 
@@ -155,7 +158,7 @@ class Store:
             row = self.conn.execute("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
         if row is None:
             raise StoreError(f"no run '{run_id}' in {self.path}" if run_id else f"no runs recorded in {self.path}")
-        return _row(RunRow, row)  # type: ignore[no-any-return]
+        return _row(RunRow, row)
 
     def runs(self) -> list[RunRow]:
         rows = self.conn.execute("SELECT * FROM runs ORDER BY started_at, rowid").fetchall()
@@ -179,7 +182,7 @@ class Store:
         row = self.conn.execute("SELECT * FROM tasks WHERE run_id = ? AND task_id = ?", (run_id, task_id)).fetchone()
         if row is None:
             raise StoreError(f"run {run_id} has no task '{task_id}'")
-        return _row(TaskRow, row)  # type: ignore[no-any-return]
+        return _row(TaskRow, row)
 
     # ---- attempts ---------------------------------------------------------------------------------------------
     def start_attempt(self, run_id: str, task_id: str, number: int, agent: str, started_at: float,
