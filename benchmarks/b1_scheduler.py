@@ -1,0 +1,280 @@
+"""B1 — scheduler quality on a virtual clock.
+
+100 seeded random DAGs of 200 tasks (`--quick`: 24) in three families — layered, fork-join, and one long chain among
+many short tasks — with log-normal durations, simulated at `parallel` 2, 4, 8 and 16 by `core.simulate` with the
+production `Scheduler`. Each task's estimate is its duration (the scheduler knows what the simulation will do; plan
+order is shuffled so it carries no hint).
+
+Baselines in the same run: the lower bound max(critical path, work / parallel), and the same scheduler ordering its
+queue first in, first out by readiness instead of by critical path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import statistics
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.common import Config, Result, Target
+from orchard.core.graph import critical_path
+from orchard.core.model import AgentSpec, Plan, Task
+from orchard.core.scheduler import Scheduler
+from orchard.core.simulate import simulate
+
+TASKS = 200
+PARALLEL = (2, 4, 8, 16)
+FAMILIES = ("layered", "fork-join", "long-chain")
+MEDIAN_S = 600.0  # log-normal durations: median 10 min
+SIGMA = 0.8
+FIFO_NOTE = ("FIFO emulated without a src hook: the subclass replaces `Scheduler._key` after `__post_init__` by a "
+             "table that numbers each task the first time the scheduler looks its key up, which it does when the "
+             "task becomes ready (`_enqueue`); exact for these failure-free simulations")
+
+
+class _ReadyOrder(dict[str, tuple[float, int, int]]):
+    """Sort keys handed out in the order the scheduler first asks for them: the order tasks became ready."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next = itertools.count()
+
+    def __missing__(self, task_id: str) -> tuple[float, int, int]:
+        key = (float(next(self._next)), 0, 0)
+        self[task_id] = key
+        return key
+
+
+class _Shuffled(dict[str, tuple[float, int, int]]):
+    """Sort keys drawn at random once per task: a random-priority list schedule (used for diagnosis only)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        super().__init__()
+        self._rng = rng
+
+    def __missing__(self, task_id: str) -> tuple[float, int, int]:
+        key = (self._rng.random(), 0, 0)
+        self[task_id] = key
+        return key
+
+
+class FifoScheduler(Scheduler):
+    """The production scheduler with one change: its ready queue is ordered by readiness, not critical path."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._key = _ReadyOrder()
+
+
+# ---- DAG families -----------------------------------------------------------------------------------------------
+def _duration(rng: random.Random, median: float = MEDIAN_S) -> float:
+    return rng.lognormvariate(math.log(median), SIGMA)
+
+
+def layered(rng: random.Random) -> list[tuple[float, list[int]]]:
+    """8–20 layers of uneven width; each task needs 1–3 tasks of the layer before (sometimes one further back)."""
+    layers = rng.randint(8, 20)
+    cuts = sorted(rng.sample(range(1, TASKS), layers - 1))
+    bounds = list(itertools.pairwise([0, *cuts, TASKS]))
+    out: list[tuple[float, list[int]]] = []
+    for n, (lo, hi) in enumerate(bounds):
+        for _ in range(lo, hi):
+            deps: set[int] = set()
+            if n:
+                plo, phi = bounds[n - 1]
+                deps.update(rng.randrange(plo, phi) for _ in range(rng.randint(1, 3)))
+                if n > 1 and rng.random() < 0.2:
+                    deps.add(rng.randrange(0, bounds[n - 2][1]))
+            out.append((_duration(rng), sorted(deps)))
+    return out
+
+
+def fork_join(rng: random.Random) -> list[tuple[float, list[int]]]:
+    """Stages: a fork task, 3–24 branches of 1–3 chained tasks, a join task that forks the next stage."""
+    out: list[tuple[float, list[int]]] = [(_duration(rng), [])]
+    fork = 0
+    while len(out) < TASKS:
+        ends = []
+        for _ in range(rng.randint(3, 24)):
+            prev = fork
+            for _ in range(rng.randint(1, 3)):
+                if len(out) >= TASKS - 1:
+                    break
+                out.append((_duration(rng), [prev]))
+                prev = len(out) - 1
+            ends.append(prev)
+        out.append((_duration(rng), sorted(set(ends))))
+        fork = len(out) - 1
+    return out[:TASKS]
+
+
+def long_chain(rng: random.Random) -> list[tuple[float, list[int]]]:
+    """A chain of 20–40 long tasks (median 15 min) and many short tasks (median 3 min); a fifth of the short
+    tasks need one chain task."""
+    length = rng.randint(20, 40)
+    out: list[tuple[float, list[int]]] = [(_duration(rng, 900.0), [i - 1] if i else []) for i in range(length)]
+    for _ in range(TASKS - length):
+        deps = [rng.randrange(length)] if rng.random() < 0.2 else []
+        out.append((_duration(rng, 180.0), deps))
+    return out
+
+
+GENERATORS: dict[str, Callable[[random.Random], list[tuple[float, list[int]]]]] = {
+    "layered": layered, "fork-join": fork_join, "long-chain": long_chain}
+
+
+def make_plan(family: str, seed: int) -> Plan:
+    """A plan of the family, its task order shuffled (plan order breaks ties in the scheduler)."""
+    rng = random.Random(seed)
+    shape = GENERATORS[family](rng)
+    tasks = [Task(id=f"t{i:03d}", prompt="x", agent="a", estimate_s=d, depends_on=tuple(f"t{j:03d}" for j in deps))
+             for i, (d, deps) in enumerate(shape)]
+    rng.shuffle(tasks)
+    return Plan.build(tasks, {"a": AgentSpec("a", "command", options={"command": ["true"]})})
+
+
+def lower_bound(plan: Plan, parallel: int) -> float:
+    return max(critical_path(plan).length_s, sum(t.estimate_s for t in plan.tasks) / parallel)
+
+
+def segmented_bound(plan: Plan, parallel: int) -> float:
+    """A tighter lower bound for diagnosis: tasks every other task depends on or waits for (fork-join's joins) cut
+    the schedule into segments that cannot overlap, so the bound applies per segment and adds up."""
+    order = [t.id for t in plan.tasks]
+    index = {tid: i for i, tid in enumerate(order)}
+    preds = {t.id: list(t.depends_on) for t in plan.tasks}
+    topo: list[str] = []
+    seen: set[str] = set()
+    for root in order:  # iterative DFS post-order = a topological order
+        stack = [(root, iter(preds[root]))]
+        if root in seen:
+            continue
+        seen.add(root)
+        while stack:
+            node, it = stack[-1]
+            nxt = next((p for p in it if p not in seen), None)
+            if nxt is None:
+                topo.append(node)
+                stack.pop()
+            else:
+                seen.add(nxt)
+                stack.append((nxt, iter(preds[nxt])))
+    anc: dict[str, int] = {}
+    for node in topo:
+        bits = 0
+        for p in preds[node]:
+            bits |= anc[p] | (1 << index[p])
+        anc[node] = bits
+    desc_count = dict.fromkeys(order, 0)
+    for node in order:
+        bits = anc[node]
+        while bits:
+            low = bits & -bits
+            desc_count[order[low.bit_length() - 1]] += 1
+            bits ^= low
+    n = len(order)
+    cuts = [t for t in topo if bin(anc[t]).count("1") + desc_count[t] + 1 == n]
+    duration = {t.id: t.estimate_s for t in plan.tasks}
+    total, previous_bits = 0.0, 0
+    for cut in [*cuts, None]:
+        upto = anc[cut] if cut else (1 << n) - 1
+        members = [order[i] for i in range(n) if (upto >> i) & 1 and not (previous_bits >> i) & 1]
+        members = [m for m in members if m not in cuts]
+        if members:
+            inside = set(members)
+            longest: dict[str, float] = {}
+            for node in topo:
+                if node in inside:
+                    longest[node] = duration[node] + max((longest[p] for p in preds[node] if p in inside), default=0)
+            total += max(max(longest.values()), sum(duration[m] for m in members) / parallel)
+        if cut:
+            total += duration[cut]
+            previous_bits = anc[cut] | (1 << index[cut])
+    return total
+
+
+def best_random_order(plan: Plan, parallel: int, tries: int, seed: int) -> float:
+    """The best makespan of `tries` random-priority list schedules (same scheduler, random queue keys)."""
+    rng = random.Random(seed)
+
+    def factory(p: Plan, n: int) -> Scheduler:
+        sched = Scheduler(p, n)
+        sched._key = _Shuffled(rng)
+        return sched
+
+    return min(simulate(plan, parallel, scheduler_factory=factory).makespan_s for _ in range(tries))
+
+
+# ---- the benchmark ----------------------------------------------------------------------------------------------
+def run(cfg: Config) -> list[Result]:
+    count = 24 if cfg.quick else 100
+    rows: list[dict[str, Any]] = []
+    for seed in range(count):
+        family = FAMILIES[seed % len(FAMILIES)]
+        plan = make_plan(family, 1000 + seed)
+        for parallel in PARALLEL:
+            cp = simulate(plan, parallel)
+            fifo = simulate(plan, parallel, scheduler_factory=FifoScheduler)
+            if not (cp.complete and fifo.complete) or cp.peak_running > parallel:
+                raise RuntimeError(f"simulation of {family} seed {seed} at parallel {parallel} went wrong")
+            bound = lower_bound(plan, parallel)
+            rows.append({"family": family, "seed": 1000 + seed, "parallel": parallel, "makespan_s": cp.makespan_s,
+                         "fifo_s": fifo.makespan_s, "bound_s": bound, "ratio": cp.makespan_s / bound,
+                         "vs_fifo": cp.makespan_s / fifo.makespan_s})
+    cfg.say(f"  B1: {count} DAGs × {len(PARALLEL)} widths × 2 orders simulated; diagnosing the worst cases …")
+    results = summarize(rows, count, cfg.quick)
+    results[1].details["diagnosis"] = diagnose(rows, worst=3 if cfg.quick else 6, tries=30 if cfg.quick else 100)
+    return results
+
+
+def diagnose(rows: list[dict[str, Any]], worst: int, tries: int) -> list[dict[str, Any]]:
+    """For the worst simulations: is the gap the scheduler's or the bound's? A tighter (segmented) bound, and the
+    best of many random-priority schedules of the same scheduler."""
+    out = []
+    for r in sorted(rows, key=lambda r: -r["ratio"])[:worst]:
+        plan = make_plan(r["family"], r["seed"])
+        seg = segmented_bound(plan, r["parallel"])
+        best = best_random_order(plan, r["parallel"], tries, r["seed"])
+        out.append({"family": r["family"], "seed": r["seed"], "parallel": r["parallel"],
+                    "makespan_over_bound": round(r["ratio"], 4), "makespan_over_segmented_bound":
+                    round(r["makespan_s"] / seg, 4), "best_of_random_orders_over_bound": round(best / r["bound_s"], 4),
+                    "random_orders": tries})
+    return out
+
+
+def summarize(rows: list[dict[str, Any]], count: int, quick: bool) -> list[Result]:
+    by_cell: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        by_cell[f"{r['family']} p{r['parallel']}"].append(r["ratio"])
+    cells = {k: {"mean": round(statistics.fmean(v), 4), "worst": round(max(v), 4)} for k, v in by_cell.items()}
+    worst = max(rows, key=lambda r: r["ratio"])
+    size = f"{count} DAGs × 200 tasks × p∈{{2,4,8,16}}" + (" (--quick: 24 DAGs, not 100)" if quick else "")
+    hours = 3600.0
+    out = [
+        Result("B1", f"scheduler: mean makespan / lower bound ({size})",
+               measured=statistics.fmean(r["makespan_s"] for r in rows) / hours,
+               baseline=statistics.fmean(r["bound_s"] for r in rows) / hours,
+               ratio=statistics.fmean(r["ratio"] for r in rows), target=Target("<=", 1.05), unit="h",
+               details={"per_family_and_parallel": cells, "simulations": len(rows) * 2},
+               notes=["measured/baseline: mean makespan and mean bound (hours); ratio: mean of per-DAG ratios"]),
+        Result("B1", "scheduler: worst makespan / lower bound",
+               measured=worst["makespan_s"] / hours, baseline=worst["bound_s"] / hours, ratio=worst["ratio"],
+               target=Target("<=", 1.20), unit="h",
+               details={"worst": {k: worst[k] for k in ("family", "seed", "parallel")}}),
+    ]
+    for family in FAMILIES:
+        mine = [r for r in rows if r["family"] == family]
+        limit = 0.90 if family == "long-chain" else 1.0
+        per_p = {p: round(statistics.fmean(r["vs_fifo"] for r in mine if r["parallel"] == p), 4) for p in PARALLEL}
+        out.append(Result("B1", f"critical-path order vs FIFO: {family}",
+                          measured=statistics.fmean(r["makespan_s"] for r in mine) / hours,
+                          baseline=statistics.fmean(r["fifo_s"] for r in mine) / hours,
+                          ratio=statistics.fmean(r["vs_fifo"] for r in mine), target=Target("<=", limit), unit="h",
+                          details={"per_parallel": per_p, "dags": len(mine) // len(PARALLEL),
+                                   "fifo_wins": sum(r["vs_fifo"] > 1.0 + 1e-9 for r in mine),
+                                   "worst_vs_fifo": round(max(r["vs_fifo"] for r in mine), 4)},
+                          notes=[FIFO_NOTE] if family == FAMILIES[0] else []))
+    return out
