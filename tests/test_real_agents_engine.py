@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 import orchard
-from orchard.core.events import OrchardEvent
 from orchard.testing import FakeModelServer, agent_binary, edit_file, error, hang, run, text, write_file
 from orchard.testing.agents import INSTALL_HINT, codex_provider_args
 from tests.conftest import git, run_orchard, run_processes
@@ -114,14 +113,8 @@ def test_dependent_plan_edits_merge_and_report_tokens_and_cost(
 def test_rate_limit_pauses_then_merges_without_using_a_retry(
         kind: str, server: FakeModelServer, repo: Path, tmp_path: Path) -> None:
     server.add_script("busy", [error(429, retry_after=1)])
-    recovered = [write_file("later.txt", "done\n"), text("Done.")]
-    seen: list[str] = []
-
-    def recover_when_paused(event: OrchardEvent) -> None:
-        if event.type == "task.status":
-            seen.append(event.status)  # type: ignore[attr-defined]
-            if event.status == "paused":  # type: ignore[attr-defined]
-                server.add_script("busy", recovered)  # the provider's limit resets
+    recover_when_paused = server.recover_when_paused("busy", [write_file("later.txt", "done\n"), text("Done.")])
+    seen = recover_when_paused.seen
 
     tasks = [{"id": "busy", "prompt": "Write later.txt. [[script:busy]]"}]
     result = orchard.run(write_plan(tmp_path, kind, server, tasks), repo=repo, on_event=recover_when_paused)

@@ -38,7 +38,6 @@ import pytest
 
 import orchard
 from orchard.agents import AttemptContext, AttemptReport, ExitInfo, adapter_for
-from orchard.core.events import OrchardEvent
 from orchard.core.model import AgentSpec, Outcome, Task
 from orchard.testing import FakeModelServer, Usage, edit_file, error, run, step, text, write_file
 from orchard.testing.agents import clean_environ
@@ -318,14 +317,8 @@ def test_auth_failure_ends_auth_without_a_retry(server: FakeModelServer, repo: P
 def test_rate_limit_pauses_then_merges_after_the_limit_resets(
         server: FakeModelServer, repo: Path, tmp_path: Path) -> None:
     server.add_script("busy", [error(429, headers=NO_SDK_RETRY)])
-    recovered = [write_file("later.txt", "done\n"), text("Done.")]
-    seen: list[str] = []
-
-    def recover_when_paused(event: OrchardEvent) -> None:
-        if event.type == "task.status":
-            seen.append(event.status)  # type: ignore[attr-defined]
-            if event.status == "paused":  # type: ignore[attr-defined]
-                server.add_script("busy", recovered)  # the provider's limit resets
+    recover_when_paused = server.recover_when_paused("busy", [write_file("later.txt", "done\n"), text("Done.")])
+    seen = recover_when_paused.seen
 
     tasks = [{"id": "busy", "prompt": "Write later.txt. [[script:busy]]"}]
     agent = entry(server, tmp_path / "aider-home", binary=str(fast_retries(tmp_path)))

@@ -163,6 +163,11 @@ class FakeModelServer:
         with self._lock:
             self._scripts[name] = steps
 
+    def recover_when_paused(self, name: str, script: Script) -> StatusWatcher:
+        """An orchard event observer that swaps in `script` for `name` once a task is paused: the provider's limit
+        resets. Its `.seen` lists the task statuses it saw."""
+        return StatusWatcher(self, name, script)
+
     def wait_for(self, condition: Callable[[FakeModelServer], bool], timeout: float = 10.0) -> bool:
         """Poll `condition(self)` until true or `timeout` seconds pass; returns the last result."""
         deadline = time.monotonic() + timeout
@@ -399,3 +404,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._events(dialect.stream_events(step, conv, usage, reply_id))
             self.owner._count(conv.key, usage)
         self._chunk(b"")
+
+
+class StatusWatcher:
+    """See `FakeModelServer.recover_when_paused`."""
+
+    def __init__(self, server: FakeModelServer, name: str, script: Script) -> None:
+        self.server, self.name, self.script = server, name, script
+        self.seen: list[str] = []
+
+    def __call__(self, event: object) -> None:
+        if getattr(event, "type", None) == "task.status":
+            self.seen.append(str(getattr(event, "status", "")))
+            if self.seen[-1] == "paused":
+                self.server.add_script(self.name, self.script)
