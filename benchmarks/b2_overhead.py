@@ -18,9 +18,7 @@ from benchmarks.common import (
     BASELINE_SCRIPT,
     Config,
     EventLog,
-    GitCalls,
     Result,
-    StackSampler,
     Stopwatch,
     Target,
     copy_agent_command,
@@ -30,8 +28,8 @@ from benchmarks.common import (
     phases,
     scratch,
     small_repo,
-    timed_admin_lock,
 )
+from benchmarks.profiling import GitCalls, StackSampler, timed_admin_lock
 from orchard.core.model import AgentSpec, Plan, Task
 
 PARALLEL = 8

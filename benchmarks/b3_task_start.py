@@ -19,7 +19,8 @@ from typing import Any
 
 import orchard
 from benchmarks import large_repo
-from benchmarks.common import Config, EventLog, GitCalls, Result, Target, fake_agent_spec, median
+from benchmarks.common import Config, EventLog, Result, Target, fake_agent_spec, median
+from benchmarks.profiling import GitCalls
 from orchard.core.model import AgentSpec, Plan, Task
 
 TASKS = 2  # orchard tasks in the chain (--quick: 3)

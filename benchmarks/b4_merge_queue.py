@@ -22,7 +22,8 @@ from typing import Any
 
 import orchard
 from benchmarks import large_repo
-from benchmarks.common import Config, EventLog, GitCalls, Result, Target, fake_agent_spec, git, merge_queue_busy
+from benchmarks.common import Config, EventLog, Result, Target, fake_agent_spec, git, merge_queue_busy
+from benchmarks.profiling import GitCalls
 from orchard.core.model import AgentSpec, Plan, Task
 from orchard.runtime.layout import integration_branch, task_branch
 from orchard.runtime.session import new_run_id, open_repo

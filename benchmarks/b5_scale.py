@@ -24,13 +24,13 @@ from benchmarks.common import (
     Result,
     Target,
     copy_agent_command,
-    cprofile_top,
     median,
     merge_backlog,
     read_ndjson_events,
     scratch,
     small_repo,
 )
+from benchmarks.profiling import cprofile_top
 
 PLAN_TASKS = 10_000
 RSS_PARALLEL = 16

@@ -1,10 +1,10 @@
 """The large repository of B3 and B4, generated once into the cache and reused across runs.
 
 50,000 files of code-like text, about 200 MB checked out (`--quick`: 5,000 files, about 20 MB), laid out as
-`src/pkgNN/modNN/fileNN.py`, written in one `git fast-import` stream (no file is created on disk until the one
-checkout). The same stream adds B4's task commits: `refs/bench/b4/tNNN`, each changing one different file on top of
-`main`. Generation time is never part of a measurement; `reset` puts the repository back to a clean `main` before
-and after a benchmark uses it.
+`src/pkgNN/modNN/fileNN.txt` (not `.py`: no tool should mistake them for this project's code), written in one
+`git fast-import` stream (no file is created on disk until the one checkout). The same stream adds B4's task
+commits: `refs/bench/b4/tNNN`, each changing one different file on top of `main`. Generation time is never part of
+a measurement; `reset` puts the repository back to a clean `main` before and after a benchmark uses it.
 """
 
 from __future__ import annotations
@@ -39,14 +39,14 @@ class LargeRepo:
 
 def file_path(i: int) -> str:
     package, module = i // (FILES_PER_DIR * DIRS_PER_PACKAGE), (i // FILES_PER_DIR) % DIRS_PER_PACKAGE
-    return f"src/pkg{package:02d}/mod{module:02d}/file{i % FILES_PER_DIR:02d}.py"
+    return f"src/pkg{package:02d}/mod{module:02d}/file{i % FILES_PER_DIR:02d}.txt"
 
 
 def ensure(cache: Path, files: int, total_bytes: int, say: Callable[[str], None] = print) -> LargeRepo:
     """The cached repository for these parameters, generated first if it is missing or incomplete."""
     root = cache / f"large-{files}"
     marker = root / ".git" / "bench-cache.json"
-    wanted = {"files": files, "target_bytes": total_bytes, "b4_branches": B4_BRANCHES, "version": 1}
+    wanted = {"files": files, "target_bytes": total_bytes, "b4_branches": B4_BRANCHES, "version": 2}
     if marker.is_file():
         info = json.loads(marker.read_text())
         if all(info.get(k) == v for k, v in wanted.items()):
