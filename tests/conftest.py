@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,16 +27,35 @@ def git(repo: Path, *args: str) -> str:
 
 def run_processes(run_id: str) -> list[int]:
     """Live processes started for a run (they carry ORCHARD_RUN_ID in their environment)."""
+    return _agent_processes(lambda env: env.get("ORCHARD_RUN_ID") == run_id)
+
+
+def _agent_processes(match: Callable[[dict[str, str]], bool]) -> list[int]:
+    """Live processes whose environment `match` accepts."""
     import psutil
 
     found = []
     for proc in psutil.process_iter(["pid"]):
         try:
-            if proc.environ().get("ORCHARD_RUN_ID") == run_id and proc.status() != psutil.STATUS_ZOMBIE:
+            if match(proc.environ()) and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc.pid)
         except (psutil.Error, OSError):
             continue
     return found
+
+
+def query(repo: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    """Rows straight from a repository's state store, read-only; none before the file or its schema exists."""
+    db = repo / ".orchard" / "state.db"
+    if not db.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+        try:
+            return list(conn.execute(sql, args).fetchall())
+        except sqlite3.OperationalError as exc:  # a run that is still writing its first schema
+            if "no such table" in str(exc):
+                return []
+            raise
 
 
 def sh(cwd: Path, *args: str) -> str:
@@ -114,3 +136,25 @@ def orchard(repo: Path) -> Callable[..., Result]:
         return run_orchard(*args, cwd=cwd or repo, timeout=timeout)
 
     return call
+
+
+@pytest.fixture
+def background(repo: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """`background(*args)` starts `orchard ARGS` in the repository with piped output; whatever still runs when the
+    test ends is killed and reaped, so a failed test leaves no process or open pipe behind."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([PYTHON, "-m", "orchard", *args], cwd=repo, text=True, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    for pid in _agent_processes(lambda env: env.get("ORCHARD_WORKTREE", "").startswith(str(repo))):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)

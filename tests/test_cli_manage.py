@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import PYTHON, Result, git, run_orchard
+from tests.conftest import PYTHON, Result, git, query, run_orchard
 from tests.test_cli import assert_clean_exit, plan_text, run_id_of, task
 
 
@@ -85,15 +84,6 @@ def test_retry_reruns_a_failed_task_and_its_blocked_dependents(
 
 
 # ---- live runs: the lock, cancel --------------------------------------------------------------------------------
-
-
-def query(repo: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
-    """Rows straight from the state store (none before it exists)."""
-    db = repo / ".orchard" / "state.db"
-    if not db.exists():
-        return []
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
-        return list(conn.execute(sql, args).fetchall())
 
 
 def group_alive(pgid: int) -> bool:

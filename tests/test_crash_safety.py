@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from orchard.runtime.lock import live_holder
-from tests.conftest import PYTHON, git, init_repo, run_processes
+from tests.conftest import PYTHON, git, init_repo, query, run_processes
 from tests.test_engine_acceptance import plan_text, task
 
 SEED = int(os.environ.get("ORCHARD_CRASH_SEED", "20261122"))  # another seed explores other kill moments
@@ -118,14 +118,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
 
 
 def _recorded(repo: Path) -> bool:
-    db = repo / ".orchard" / "state.db"
-    if not db.exists():
-        return False
-    with sqlite3.connect(db) as conn:
-        try:
-            return conn.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
-        except sqlite3.OperationalError:  # killed before the schema was written
-            return False
+    return bool(query(repo, "SELECT id FROM runs"))  # nothing yet if killed before the schema was written
 
 
 def _completed(repo: Path) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 import orchard
 from orchard.core.events import OrchardEvent
 from orchard.vcs import find_repo, list_worktrees, snapshot_checkout
-from tests.conftest import PYTHON, Result, agent_block, git, run_orchard
+from tests.conftest import PYTHON, Result, agent_block, git, query, run_orchard
 
 
 def plan_text(tasks: str, parallel: int = 4, agents: str | None = None) -> str:
@@ -178,14 +178,9 @@ def test_sigkill_then_resume_never_reruns_merged_tasks(repo: Path, write_plan: C
     plan = write_plan(plan_text(tasks, parallel=2))
     proc = subprocess.Popen([PYTHON, "-m", "orchard", "run", str(plan), "--json"], cwd=repo,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    db = repo / ".orchard" / "state.db"
     deadline = time.time() + 60
     while time.time() < deadline:
-        merged = 0
-        if db.exists():
-            with sqlite3.connect(db) as conn:
-                merged = conn.execute("SELECT count(*) FROM tasks WHERE status = 'merged'").fetchone()[0]
-        if merged >= 3:
+        if len(query(repo, "SELECT task_id FROM tasks WHERE status = 'merged'")) >= 3:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import PYTHON, git, run_orchard
+from tests.conftest import PYTHON, git, query, run_orchard
 from tests.test_engine_acceptance import plan_text, task
 
 
@@ -22,21 +21,17 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
 
 
 def task_status(repo: Path, task_id: str) -> str | None:
-    db = repo / ".orchard" / "state.db"
-    if not db.exists():
-        return None
-    with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT status FROM tasks WHERE task_id = ? ORDER BY rowid DESC", (task_id,)).fetchone()
-    return row[0] if row else None
+    rows = query(repo, "SELECT status FROM tasks WHERE task_id = ? ORDER BY rowid DESC", task_id)
+    return str(rows[0][0]) if rows else None
 
 
-def test_ctrl_c_stops_gracefully_exits_130_and_resumes(repo: Path, write_plan: Callable[[str], Path]) -> None:
+def test_ctrl_c_stops_gracefully_exits_130_and_resumes(repo: Path, write_plan: Callable[[str], Path],
+                                                       background: Callable[..., subprocess.Popen[str]]) -> None:
     tasks = task("quick", "@write quick.txt q")
     tasks += task("slow", "@print working\n@if-attempt 1 @sleep 30\n@write slow.txt s")
     tasks += task("after", "@write after.txt a", "    depends_on: [slow]\n")
     plan = write_plan(plan_text(tasks))
-    proc = subprocess.Popen([PYTHON, "-m", "orchard", "run", str(plan)], cwd=repo, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    proc = background("run", str(plan))
     wait_for(lambda: task_status(repo, "slow") == "running" and task_status(repo, "quick") == "merged")
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
@@ -93,10 +88,9 @@ def test_agent_gets_orchard_environment_and_worktree_cwd(repo: Path, write_plan:
 
 
 def test_second_signal_kills_at_once_and_the_run_stays_resumable(
-        repo: Path, write_plan: Callable[[str], Path]) -> None:
+        repo: Path, write_plan: Callable[[str], Path], background: Callable[..., subprocess.Popen[str]]) -> None:
     tasks = task("stubborn", "@ignore-term\n@print ignoring you\n@if-attempt 1 @sleep 60\n@write s.txt s")
-    proc = subprocess.Popen([PYTHON, "-m", "orchard", "run", str(write_plan(plan_text(tasks)))], cwd=repo,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    proc = background("run", str(write_plan(plan_text(tasks))))
     wait_for(lambda: task_status(repo, "stubborn") == "running")
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 from orchard.core.events import TaskStatusChanged
@@ -63,3 +65,16 @@ def test_reopening_does_not_migrate_twice(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     assert store.runs() == []
     store.close()
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """`orchard status` started while `orchard run` creates the file: the schema is applied once, nobody fails."""
+    for trial in range(5):
+        db = tmp_path / str(trial) / "state.db"
+        code = f"from pathlib import Path\nfrom orchard.store import Store\nStore(Path({str(db)!r})).close()"
+        procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+                 for _ in range(6)]
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 6, errors
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)

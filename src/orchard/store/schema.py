@@ -100,7 +100,33 @@ MIGRATIONS: tuple[str, ...] = (
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Apply every migration newer than the file's `user_version`, each in its own transaction."""
-    current = conn.execute("PRAGMA user_version").fetchone()[0]
-    for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
-        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    """Bring the file up to the newest schema in one write transaction.
+
+    The version is read only once the write lock is held: two processes opening a new file at once (`orchard run`
+    and `orchard status`, say) must not both apply the same migration.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        for script in MIGRATIONS[current:]:
+            for statement in _statements(script):
+                conn.execute(statement)
+        if current < len(MIGRATIONS):
+            conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    """A migration script cut into single statements (`executescript` would commit the open transaction)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        statements.append(pending.strip())
+    return statements
