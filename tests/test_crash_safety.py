@@ -67,6 +67,11 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     ref_run = json.loads(subprocess.run([PYTHON, "-m", "orchard", "status", "--json"], cwd=reference,
                                         capture_output=True, text=True).stdout)["run"]["id"]
     expected_tree = git(reference, "rev-parse", f"orchard/{ref_run}/integration^{{tree}}").strip()
+    # Kill moments are drawn in the run's progress (steps journaled), not in seconds, so they spread over the whole
+    # run whatever this machine's speed: each session is killed after a random share of the work still to do (the
+    # reference run's steps, for the tasks not merged yet, over the kills still to land) plus a few milliseconds,
+    # which lands kills in start-up, attempts, verify commands, merges and tidy-ups alike.
+    steps_per_task = _progress(reference) / 30
 
     repo = new_repo(tmp_path / "crashed")
     rng = random.Random(SEED + 1)
@@ -74,17 +79,21 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         sessions += 1
+        left = 30 - len(query(repo, "SELECT task_id FROM tasks WHERE status = 'merged'"))
+        target = _progress(repo) + rng.randint(0, max(2, int(2 * left * steps_per_task / max(1, KILLS - kills))))
         # killed before the run was recorded, there is nothing to resume: the user starts it again
         proc = orchard_cmd(repo, "resume") if _recorded(repo) else orchard_cmd(repo, "run", str(plan))
         if kills >= KILLS:
             break
-        try:
-            if proc.wait(timeout=rng.uniform(0.15, 1.2)) == 0:
-                break
-        except subprocess.TimeoutExpired:
+        while proc.poll() is None and _progress(repo) < target and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.05))
+        if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
+        elif proc.returncode == 0:
+            break
     final = proc.wait(timeout=300)
     assert kills >= 20, f"only {kills} kills landed in {sessions} sessions"
     assert final == 0 or _completed(repo), f"the last resume exited {final}"
@@ -115,6 +124,13 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     assert git(repo, "branch", "--list", f"orchard/{run_id}/task/*").strip() == ""
     assert not list((repo / ".git").rglob("*.lock"))
     assert live_holder(repo / ".orchard" / "lock") is None
+
+
+def _progress(repo: Path) -> int:
+    """Steps of real work journaled so far: attempts started and finished, verify commands and merges done."""
+    rows = query(repo, "SELECT count(*) FROM events WHERE type IN ('attempt.started', 'attempt.finished',"
+                       " 'verify.finished', 'merge.finished')")
+    return int(rows[0][0]) if rows else 0
 
 
 def _recorded(repo: Path) -> bool:
