@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import Any, TypeVar, cast
 
 from orchard.core.model import Plan
 
-_WILDCARDS = frozenset("*?[")
+_WILDCARD = re.compile(r"[*?\[]")  # what fnmatch treats specially
+_T = TypeVar("_T")
 
 
 def strongly_connected(order: Sequence[str], succ: Mapping[str, Sequence[str]]) -> list[list[str]]:
@@ -106,11 +109,20 @@ def order_edges(plan: Plan) -> dict[str, list[str]]:
 
 def topological_order(preds: Mapping[str, Sequence[str]]) -> list[str]:
     """Kahn's algorithm, stable in input order; assumes no cycles (validated plans)."""
-    indegree = {node: len(ps) for node, ps in preds.items()}
-    succs: dict[str, list[str]] = defaultdict(list)
+    return _kahn(preds, _successors(preds))
+
+
+def _successors(preds: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The reverse edges, each list in input order of the successors; every node has an entry."""
+    succs: dict[str, list[str]] = {node: [] for node in preds}
     for node, ps in preds.items():
         for p in ps:
-            succs[p].append(node)
+            succs.setdefault(p, []).append(node)
+    return succs
+
+
+def _kahn(preds: Mapping[str, Sequence[str]], succs: Mapping[str, Sequence[str]]) -> list[str]:
+    indegree = {node: len(ps) for node, ps in preds.items()}
     order = [node for node, d in indegree.items() if d == 0]
     i = 0
     while i < len(order):
@@ -122,12 +134,38 @@ def topological_order(preds: Mapping[str, Sequence[str]]) -> list[str]:
     return order
 
 
+def _derived(plan: Plan, name: str, compute: Callable[[Plan], _T]) -> _T:
+    """`compute(plan)`, worked out once per Plan: the preview, the simulated scheduler and the real one share it."""
+    memo: dict[str, Any] = plan._derived
+    if name not in memo:
+        memo[name] = compute(plan)
+    return cast(_T, memo[name])
+
+
+@dataclass(frozen=True)
+class _Edges:
+    """Order edges (dependencies plus track order) both ways, and a topological order of the tasks."""
+
+    preds: Mapping[str, Sequence[str]]
+    succs: Mapping[str, Sequence[str]]
+    order: Sequence[str]
+
+
+def _edges(plan: Plan) -> _Edges:
+    def compute(plan: Plan) -> _Edges:
+        preds = order_edges(plan)
+        succs = _successors(preds)
+        return _Edges(preds, succs, _kahn(preds, succs))
+
+    return _derived(plan, "edges", compute)
+
+
 def waves(plan: Plan) -> list[list[str]]:
     """Group tasks by depth: wave 0 has no predecessors, wave n needs something from wave n-1."""
-    preds = order_edges(plan)
+    edges = _edges(plan)
     depth: dict[str, int] = {}
-    for node in topological_order(preds):
-        depth[node] = 1 + max((depth[p] for p in preds[node]), default=-1)
+    for node in edges.order:
+        depth[node] = 1 + max((depth[p] for p in edges.preds[node]), default=-1)
     grouped: dict[int, list[str]] = defaultdict(list)
     for t in plan.tasks:
         grouped[depth[t.id]].append(t.id)
@@ -136,14 +174,14 @@ def waves(plan: Plan) -> list[list[str]]:
 
 def ranks(plan: Plan) -> dict[str, float]:
     """Longest estimated path from each task (its own estimate included) to the end of the graph."""
-    preds = order_edges(plan)
+    return dict(_derived(plan, "ranks", _ranks))
+
+
+def _ranks(plan: Plan) -> dict[str, float]:
+    edges = _edges(plan)
     rank: dict[str, float] = {}
-    succs: dict[str, list[str]] = defaultdict(list)
-    for node, ps in preds.items():
-        for p in ps:
-            succs[p].append(node)
-    for node in reversed(topological_order(preds)):
-        rank[node] = plan.task(node).estimate_s + max((rank[s] for s in succs[node]), default=0.0)
+    for node in reversed(edges.order):
+        rank[node] = plan.task(node).estimate_s + max((rank[s] for s in edges.succs[node]), default=0.0)
     return rank
 
 
@@ -159,35 +197,34 @@ def critical_path(plan: Plan) -> CriticalPath:
     """Follow the highest-ranked successor from the highest-ranked root."""
     if not plan.tasks:
         return CriticalPath((), 0.0)
-    rank = ranks(plan)
-    preds = order_edges(plan)
-    succs: dict[str, list[str]] = defaultdict(list)
-    for node, ps in preds.items():
-        for p in ps:
-            succs[p].append(node)
-    roots = [t.id for t in plan.tasks if not preds[t.id]]
+    rank: dict[str, float] = _derived(plan, "ranks", _ranks)
+    edges = _edges(plan)
+    roots = [t.id for t in plan.tasks if not edges.preds[t.id]]
     chain: list[str] = [max(roots, key=lambda n: rank[n])]
-    while succs[chain[-1]]:
-        chain.append(max(succs[chain[-1]], key=lambda n: rank[n]))
+    while edges.succs[chain[-1]]:
+        chain.append(max(edges.succs[chain[-1]], key=lambda n: rank[n]))
     return CriticalPath(tuple(chain), rank[chain[0]])
 
 
 def _literal_prefix(pattern: str) -> str:
-    for i, ch in enumerate(pattern):
-        if ch in _WILDCARDS:
-            return pattern[:i]
-    return pattern
+    """The part of a glob before its first wildcard (all of it when it has none)."""
+    wildcard = _WILDCARD.search(pattern)
+    return pattern if wildcard is None else pattern[: wildcard.start()]
 
 
 def globs_overlap(a: str, b: str) -> bool:
     """Whether two declared-file globs may name a common path (conservative: may say yes when unsure)."""
     a, b = a.rstrip("/"), b.rstrip("/")
-    if a == b or fnmatchcase(a, b) or fnmatchcase(b, a):
+    if a == b:
+        return True
+    pa, pb = _literal_prefix(a), _literal_prefix(b)
+    wild_a, wild_b = pa != a, pb != b
+    # fnmatch against a pattern without wildcards is plain equality (checked above); skipping it spares compiling
+    # every literal path into a regular expression.
+    if (wild_b and fnmatchcase(a, b)) or (wild_a and fnmatchcase(b, a)):
         return True
     if a.startswith(b + "/") or b.startswith(a + "/"):
         return True  # a directory and something inside it
-    pa, pb = _literal_prefix(a), _literal_prefix(b)
-    wild_a, wild_b = pa != a, pb != b
     if wild_a and wild_b:
         return pa.startswith(pb) or pb.startswith(pa)
     return False
@@ -214,6 +251,10 @@ def file_conflicts(plan: Plan) -> dict[str, frozenset[str]]:
     meet paths and patterns that start with its literal prefix, or the directories that prefix lies in. Each such
     candidate is then judged by `globs_overlap`, so the result equals comparing every pair.
     """
+    return dict(_derived(plan, "file_conflicts", _file_conflicts))
+
+
+def _file_conflicts(plan: Plan) -> dict[str, frozenset[str]]:
     literal: dict[str, set[str]] = defaultdict(set)
     wild: list[tuple[str, str, str]] = []  # (task, pattern, literal prefix)
     for t in plan.tasks:
@@ -256,7 +297,7 @@ def file_conflicts(plan: Plan) -> dict[str, frozenset[str]]:
 
 def overlapping_pairs(plan: Plan) -> list[tuple[str, str]]:
     """Each unordered pair of tasks whose declared files overlap, in plan order."""
-    conflicts = file_conflicts(plan)
+    conflicts: dict[str, frozenset[str]] = _derived(plan, "file_conflicts", _file_conflicts)
     position = {t.id: i for i, t in enumerate(plan.tasks)}
     pairs = {(a, b) for a, others in conflicts.items() for b in others if position[a] < position[b]}
     return sorted(pairs, key=lambda p: (position[p[0]], position[p[1]]))

@@ -144,6 +144,8 @@ class Plan:
     budget_usd: float | None = None  # no new attempt once the run's attempts cost this much
     redact: tuple[str, ...] = ()  # more environment variable names whose values are secrets
     _index: Mapping[str, Task] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
+    # Values derived from this plan (ranks, file conflicts …), filled in once by `core.graph`: a Plan never changes.
+    _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @staticmethod
     def build(

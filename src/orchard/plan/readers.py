@@ -11,10 +11,9 @@ from typing import Any
 
 import yaml
 
+from orchard.plan import yaml_fast
 from orchard.plan.fields import FieldError, describe
 from orchard.plan.raw import INVALID, Problems
-
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def decode(data: bytes) -> str:
@@ -42,7 +41,7 @@ def read_text(path: Path, file: str, problems: Problems) -> str | None:
 def parse_yaml(text: str, file: str, problems: Problems, line_offset: int = 0) -> Any:
     """The YAML document in `text`, or INVALID after recording the syntax error with its line."""
     try:
-        return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader (CSafeLoader or SafeLoader)
+        return yaml_fast.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f" at line {mark.line + 1 + line_offset}, column {mark.column + 1}" if mark else ""
