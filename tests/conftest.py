@@ -58,6 +58,25 @@ def query(repo: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
             raise
 
 
+def parked_worktrees(repo: Path) -> list[Path]:
+    """The repository's linked worktrees, each checked to be a reusable one parked in `.orchard/pool/` on a detached
+    HEAD (no branch held, nothing of a task's left); anything else linked fails the calling test."""
+    records = git(repo, "worktree", "list", "--porcelain", "-z").split("\0\0")
+    pool = (repo / ".orchard" / "pool").resolve()
+    parked = []
+    for record in records[1:]:  # the first is the user's own checkout
+        fields = dict(item.partition(" ")[::2] for item in record.split("\0") if item)
+        if "worktree" not in fields:
+            continue
+        path = Path(fields["worktree"])
+        assert path.parent == pool and "detached" in fields, f"a worktree left behind: {fields}"
+        assert git(path, "status", "--porcelain", "--ignored") == "", f"a parked worktree is not clean: {path}"
+        parked.append(path)
+    on_disk = {p.resolve() for p in pool.iterdir()} if pool.is_dir() else set()
+    assert on_disk == set(parked), f"pool directories git does not know: {on_disk - set(parked)}"
+    return parked
+
+
 def sh(cwd: Path, *args: str) -> str:
     """Run git in `cwd` for test setup and return its stripped stdout."""
     return git(cwd, *args).strip()

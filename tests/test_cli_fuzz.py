@@ -16,7 +16,7 @@ COMMANDS = ["plan", "run", "resume", "retry", "status", "logs", "cancel", "clean
 TOKENS = st.sampled_from(["--json", "--parallel", "-j", "0", "-1", "3", "--base", "HEAD", "main", "--land", "--run",
                           "--attempt", "x", "--follow", "--all", "--branches", "--min-free-disk", "1PB", "abc",
                           "--max-worktrees-size", "plan.yaml", "missing.yaml", "-C", "/nonexistent", ".", "--",
-                          "-", "--version", "é", "a b", "--no-such-flag", "[bold]x", "\t"]) | st.text(max_size=12)
+                          "-", "--version", "é", "a b", "--no-such-flag", "[bold]x", "\t", "\0"]) | st.text(max_size=12)
 
 
 @pytest.fixture(scope="module")

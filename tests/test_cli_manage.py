@@ -286,8 +286,10 @@ def test_clean_removes_kept_worktrees_and_task_branches(
     assert f"orchard/{second}/integration" in branches(repo)  # results are kept without --branches
     assert kept[first].is_dir()
 
+    assert (repo / ".orchard" / "pool").is_dir() and any((repo / ".orchard" / "pool").iterdir())  # "good"'s
     everything = orchard("clean", "--all")
     assert_clean_exit(everything, 0)
+    assert "removed 1 reusable worktree(s)" in everything.out
     assert not kept[first].exists()
     assert worktree_paths(repo) == {repo.resolve()}
     assert branches(repo) == {f"orchard/{first}/integration", f"orchard/{second}/integration"}

@@ -306,3 +306,17 @@ def test_indexed_file_conflicts_equal_comparing_every_pair(files: list[list[str]
             if a.id != b.id and any(globs_overlap(x, y) for x in a.files for y in b.files):
                 brute.setdefault(a.id, set()).add(b.id)
     assert {k: set(v) for k, v in file_conflicts(plan).items()} == brute
+
+
+def test_no_new_attempt_while_parallel_results_wait_to_merge() -> None:
+    """Backpressure: results waiting for the one-at-a-time merge queue hold back new attempts."""
+    plan = make_plan([{"id": f"t{i}"} for i in range(6)], parallel=2)
+    sched = Scheduler(plan, 2)
+    assert starts(sched.handle(Kick(), 0)) == ["t0", "t1"]
+    out = sched.handle(AttemptEnded("t0", Outcome.SUCCESS), 1)
+    assert StartMerge("t0") in out and starts(out) == ["t2"]  # the merge in flight does not count
+    assert starts(sched.handle(AttemptEnded("t1", Outcome.SUCCESS), 2)) == ["t3"]  # one waiting: room left
+    assert starts(sched.handle(AttemptEnded("t2", Outcome.SUCCESS), 3)) == []  # two waiting: hold back
+    assert sched.status("t4") is S.QUEUED
+    out = sched.handle(MergeEnded("t0", merged=True), 4)
+    assert StartMerge("t1") in out and starts(out) == ["t4"]  # t1 leaves the waiting line for the merge

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchard.errors import EnvironmentProblem, UsageError
 from orchard.vcs import (
@@ -13,6 +16,7 @@ from orchard.vcs import (
     changed_paths,
     create_branch,
     delete_branch,
+    delete_ref,
     ensure_excluded,
     find_repo,
     git_version,
@@ -24,6 +28,8 @@ from orchard.vcs import (
     resolve_commit,
     set_ref,
     snapshot_checkout,
+    tip_descending_from,
+    validate_branch_name,
 )
 from tests.conftest import init_repo, sh
 
@@ -155,3 +161,37 @@ def test_snapshot_sees_changes(repo: Repo) -> None:
     assert snapshot_checkout(repo)["status"] != before["status"]
     sh(repo.root, "add", "untracked.txt")
     assert snapshot_checkout(repo)["index_sha256"] != before["index_sha256"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.lists(st.text("ab.-_/@{}~^: *?[\\lockLOCK\x01é", min_size=1, max_size=6), min_size=1, max_size=3)
+       .map("/".join))
+def test_branch_names_are_judged_as_git_judges_them(name: str) -> None:
+    """The check that skips git for plain names accepts nothing `git check-ref-format` refuses."""
+    git_says = subprocess.run(["git", "check-ref-format", f"refs/heads/{name}"], capture_output=True).returncode == 0
+    try:
+        validate_branch_name(Path("/"), name)
+        ours = True
+    except UsageError:
+        ours = False
+    assert ours == (git_says and not name.startswith("-")), name
+
+
+def test_tip_descending_from_and_delete_ref(repo: Repo) -> None:
+    start = sh(repo.root, "rev-parse", "HEAD")
+    create_branch(repo, "task", start)
+    assert tip_descending_from(repo, "refs/heads/task", start) == start  # nothing done yet
+    sh(repo.root, "checkout", "-q", "task")
+    one = commit_file(repo.root, "one.txt", "1\n")
+    assert tip_descending_from(repo, "refs/heads/task", start) == one  # a child
+    two = commit_file(repo.root, "two.txt", "2\n")
+    assert tip_descending_from(repo, "refs/heads/task", start) == two  # further down
+    assert tip_descending_from(repo, "refs/heads/task", two) == two
+    sh(repo.root, "checkout", "-q", "--orphan", "other")
+    commit_file(repo.root, "other.txt", "o\n")
+    sh(repo.root, "branch", "-f", "task", "HEAD")
+    assert tip_descending_from(repo, "refs/heads/task", start) is None  # unrelated history
+    assert tip_descending_from(repo, "refs/heads/missing", start) is None
+    delete_ref(repo, "refs/heads/task")
+    delete_ref(repo, "refs/heads/task")  # missing is fine
+    assert not branch_exists(repo, "task")

@@ -12,12 +12,16 @@ from orchard.vcs import (
     Repo,
     add_worktree,
     commit_all,
+    detach_head,
     find_repo,
+    is_linked_worktree,
     list_worktrees,
+    move_worktree,
     read_ref,
     remove_worktree,
     reset_worktree,
     snapshot_checkout,
+    worktree_branch,
     worktree_head,
 )
 from orchard.vcs.worktrees import parse_worktree_list
@@ -144,3 +148,24 @@ def test_parse_worktree_list() -> None:
     assert main.path == Path("/r") and main.branch == "refs/heads/main" and not main.locked
     assert wt.branch is None and wt.head == "b" * 40 and wt.locked and wt.prunable
     assert bare.bare and bare.head is None
+
+
+def test_move_detach_and_what_counts_as_a_linked_worktree(repo: Repo, tmp_path: Path) -> None:
+    base = sh(repo.root, "rev-parse", "HEAD")
+    wt = tmp_path / "wts" / "one"
+    add_worktree(repo, wt, "one", base)
+    assert is_linked_worktree(repo, wt) and worktree_branch(wt) == "refs/heads/one"
+    detach_head(wt)
+    assert worktree_branch(wt) is None and worktree_head(wt) == base
+    moved = tmp_path / "pool" / "deep" / "x"
+    move_worktree(repo, wt, moved)
+    assert not wt.exists() and is_linked_worktree(repo, moved)
+    assert moved.resolve() in {w.path.resolve() for w in list_worktrees(repo)}
+    assert not is_linked_worktree(repo, repo.root)  # the main checkout is not a linked worktree
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / ".git").write_text(f"gitdir: {repo.git_dir}\n")  # points at the main repository itself
+    assert not is_linked_worktree(repo, fake)
+    (fake / ".git").write_text((moved / ".git").read_text())  # borrows another worktree's record
+    assert not is_linked_worktree(repo, fake)
+    assert not is_linked_worktree(repo, tmp_path / "missing")

@@ -39,6 +39,9 @@ for command in (plan_cmd, run_cmd, resume_cmd, retry_cmd, status_cmd, logs_cmd, 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the command and exit with its code, never with a traceback."""
     err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+    if argv and any("\0" in arg for arg in argv):  # a shell cannot pass one, a library caller can
+        err.print("orchard: an argument contains a NUL byte")
+        sys.exit(2)
     try:
         code = cli.main(args=argv, prog_name="orchard", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -15,6 +15,7 @@ from orchard.cli.inspect_cmds import open_store
 from orchard.errors import GitError, UsageError
 from orchard.runtime.layout import Layout
 from orchard.runtime.lock import live_holder
+from orchard.runtime.pool import WorktreePool
 from orchard.vcs import (
     Repo,
     branch_exists,
@@ -71,7 +72,8 @@ def cancel_cmd(ctx: click.Context, run_id: str | None) -> int:
 @click.option("--branches", is_flag=True, help="Also delete the integration branches (their results!).")
 @click.pass_context
 def clean_cmd(ctx: click.Context, run_id: str | None, all_runs: bool, branches: bool) -> int:
-    """Remove the worktrees and task branches a run kept for inspection (default: the latest run)."""
+    """Remove the worktrees and task branches a run kept for inspection (default: the latest run); with --all also
+    the reusable worktrees parked between runs."""
     if run_id and all_runs:
         raise UsageError("give a RUN or --all, not both")
     layout, store = open_store(ctx)
@@ -86,6 +88,8 @@ def clean_cmd(ctx: click.Context, run_id: str | None, all_runs: bool, branches: 
                 continue
             removed = _clean_run(repo, layout, run.id, branches)
             out.print(f"run {run.id}: removed {removed[0]} worktree(s), {removed[1]} branch(es)")
+        if all_runs and not holder:  # a live run is using the reusable worktrees
+            out.print(f"removed {WorktreePool(repo, layout).trim(0)} reusable worktree(s)")
     finally:
         store.close()
     return 0

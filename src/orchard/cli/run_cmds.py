@@ -21,17 +21,21 @@ land_option = click.option("--land", is_flag=True, help="Merge the integration b
 
 
 def disk_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """`--min-free-disk` and `--max-worktrees-size` (defaults: the ORCHARD_* variables, else 1GB and 20GB)."""
+    """`--min-free-disk`, `--max-worktrees-size` and `--pool-size` (defaults: the ORCHARD_* variables, else 1GB,
+    20GB and the run's parallel)."""
+    command = click.option("--pool-size", type=click.IntRange(min=0), metavar="N",
+                           help="Reusable worktrees kept between runs (default: the run's parallel).")(command)
     command = click.option("--max-worktrees-size", metavar="SIZE",
-                           help="Cap on worktrees kept for inspection; the oldest go first (default 20GB).")(command)
+                           help="Cap on worktrees kept for inspection or reuse; the oldest go first (default 20GB)."
+                           )(command)
     return click.option("--min-free-disk", metavar="SIZE",
                         help="Refuse to start with less free disk than this (default 1GB).")(command)
 
 
-def limits_of(min_free_disk: str | None, max_worktrees_size: str | None) -> Any:
+def limits_of(min_free_disk: str | None, max_worktrees_size: str | None, pool_size: int | None) -> Any:
     from orchard.runtime.disk import DiskLimits
 
-    return DiskLimits.parse(min_free_disk, max_worktrees_size)
+    return DiskLimits.parse(min_free_disk, max_worktrees_size, pool_size)
 
 
 def _drive(json_mode: bool, start: Any) -> int:
@@ -60,13 +64,14 @@ def _drive(json_mode: bool, start: Any) -> int:
 @json_option
 @click.pass_context
 def run_cmd(ctx: click.Context, plan_path: Path, parallel: int | None, base: str | None, land: bool,
-            min_free_disk: str | None, max_worktrees_size: str | None, json_mode: bool) -> int:
+            min_free_disk: str | None, max_worktrees_size: str | None, pool_size: int | None,
+            json_mode: bool) -> int:
     """Run every task of PLAN in parallel worktrees and merge the results into an integration branch."""
     from orchard.runtime.session import start_run
 
     plan = load_plan(ctx, plan_path)
     directory = repo_dir(ctx)
-    limits = limits_of(min_free_disk, max_worktrees_size)
+    limits = limits_of(min_free_disk, max_worktrees_size, pool_size)
     return _drive(json_mode, lambda obs: start_run(directory, plan, obs, parallel=parallel, base=base, do_land=land,
                                                    limits=limits))
 
@@ -78,12 +83,12 @@ def run_cmd(ctx: click.Context, plan_path: Path, parallel: int | None, base: str
 @json_option
 @click.pass_context
 def resume_cmd(ctx: click.Context, run_id: str | None, land: bool, min_free_disk: str | None,
-               max_worktrees_size: str | None, json_mode: bool) -> int:
+               max_worktrees_size: str | None, pool_size: int | None, json_mode: bool) -> int:
     """Continue an interrupted run (default: the latest); merged tasks never run again."""
     from orchard.runtime.session import resume_run
 
     directory = repo_dir(ctx)
-    limits = limits_of(min_free_disk, max_worktrees_size)
+    limits = limits_of(min_free_disk, max_worktrees_size, pool_size)
     return _drive(json_mode, lambda obs: resume_run(directory, run_id, obs, do_land=land, limits=limits))
 
 
@@ -94,12 +99,12 @@ def resume_cmd(ctx: click.Context, run_id: str | None, land: bool, min_free_disk
 @json_option
 @click.pass_context
 def retry_cmd(ctx: click.Context, task_ids: tuple[str, ...], run_id: str | None, min_free_disk: str | None,
-              max_worktrees_size: str | None, json_mode: bool) -> int:
+              max_worktrees_size: str | None, pool_size: int | None, json_mode: bool) -> int:
     """Try failed, conflicted or blocked tasks again (with fresh retries), then finish the run."""
     from orchard.runtime.session import resume_run
 
     directory = repo_dir(ctx)
-    limits = limits_of(min_free_disk, max_worktrees_size)
+    limits = limits_of(min_free_disk, max_worktrees_size, pool_size)
     return _drive(json_mode, lambda obs: resume_run(directory, run_id, obs, reset=task_ids, limits=limits))
 
 

@@ -6,7 +6,8 @@ this same object: they feed it past-tense events and carry out the actions it re
 Rules: a task is ready when every dependency merged and its track predecessor finished; among ready tasks the one
 with the longest estimated path to the end starts first, then higher priority, then plan order. Limits: run-wide
 `parallel`, per-agent `max_parallel`, one task per track at a time, and no two tasks with overlapping declared files
-active together. Merges happen one at a time. A task that ends without merging blocks its descendants only.
+active together. Merges happen one at a time, and while `parallel` results wait for theirs no new attempt starts.
+A task that ends without merging blocks its descendants only.
 """
 
 from __future__ import annotations
@@ -216,8 +217,8 @@ class Scheduler:
         elif isinstance(event, Kick):
             self._promote_pending(out)
         self._unpause(now, out)
-        self._dispatch(out)
         self._maybe_merge(out)
+        self._dispatch(out)
         self._check_done(out)
         return out
 
@@ -406,8 +407,8 @@ class Scheduler:
         return not (self._conflicts.get(task_id, frozenset()) & self._held)
 
     def _dispatch(self, out: list[Action]) -> None:
-        if self._stopped:
-            return
+        if self._stopped or len(self._merge_queue) >= self.parallel:
+            return  # backpressure: while results wait to merge, new attempts would only lengthen the queue
         i = 0
         while i < len(self._queue) and len(self._running) < self.parallel:
             task_id = self._queue[i][1]

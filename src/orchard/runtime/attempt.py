@@ -22,9 +22,8 @@ from orchard.core.feedback import compose_prompt, failure_feedback, verify_feedb
 from orchard.core.model import Outcome, Task
 from orchard.errors import GitError
 from orchard.runtime.context import RunContext
-from orchard.runtime.integration import guard
 from orchard.runtime.process import Supervision, append_log, run_process
-from orchard.vcs import add_worktree, commit_all, is_ancestor, read_ref, remove_worktree, worktree_branch
+from orchard.vcs import commit_all, tip_descending_from, worktree_branch
 
 ACTIVITY_INTERVAL_S = 1.0
 DEFAULT_STALL_S = 600.0
@@ -61,11 +60,9 @@ async def run_attempt(ctx: RunContext, task: Task, number: int, on_verify: Calla
     branch = ctx.task_branch(task.id)
     worktree = ctx.layout.worktree(ctx.run_id, task.id)
     try:
-        start, moved = await asyncio.to_thread(_prepare_worktree, ctx, branch, worktree)
+        start = await asyncio.to_thread(_prepare_worktree, ctx, branch, worktree)
     except (GitError, OSError) as exc:
         return _setup_failed(ctx, task, number, f"cannot prepare worktree: {exc}")
-    if moved:
-        note_restored(ctx, moved)
     feedback = ctx.store.task(ctx.run_id, task.id).feedback
     prompt = compose_prompt(task.prompt, feedback, number)
     prompt_file = ctx.layout.prompt_file(ctx.run_id, task.id, number)
@@ -105,20 +102,19 @@ async def run_attempt(ctx: RunContext, task: Task, number: int, on_verify: Calla
                              session_id=report.session_id)
     if report.outcome is Outcome.SUCCESS:
         report = await _collect(ctx, task, branch, worktree, start, attempt_id, number, on_verify, report)
+    if report.outcome is Outcome.SUCCESS:  # the merge works on the commit: the worktree can serve the next task
+        await asyncio.to_thread(ctx.pool.release, worktree, ctx.width)
     return _finish(ctx, task, number, attempt_id, exit_info.returncode, exit_info.signal, exit_info.duration_s,
                    report)
 
 
-def _prepare_worktree(ctx: RunContext, branch: str, path: Path) -> tuple[str, str | None]:
-    """A clean worktree on the task branch at the integration tip as it is now (orchard's record); returns that
-    start commit and what an agent had moved the integration ref to, if it had."""
-    if path.exists():
-        remove_worktree(ctx.repo, path)
+def _prepare_worktree(ctx: RunContext, branch: str, path: Path) -> str:
+    """A clean worktree on the task branch at the integration tip as it is now (orchard's record, whatever an agent
+    did to the ref); returns that start commit."""
     with ctx.ref_lock:
-        moved = guard(ctx)
         tip = ctx.integration_tip
-    add_worktree(ctx.repo, path, branch, tip)
-    return tip, moved
+    ctx.pool.acquire(path, branch, tip)
+    return tip
 
 
 def _spawned(ctx: RunContext, task_id: str, attempt_id: int, pid: int) -> None:
@@ -142,10 +138,10 @@ async def _collect(ctx: RunContext, task: Task, branch: str, wt: Path, start: st
                          f"not {branch}")
         if wt.is_dir():
             await asyncio.to_thread(commit_all, wt, f"orchard: task {task.id} (attempt {number})")
-        head = await asyncio.to_thread(read_ref, ctx.repo, "refs/heads/" + branch)
+        head = await asyncio.to_thread(tip_descending_from, ctx.repo, "refs/heads/" + branch, start)
     except GitError as exc:
         return _with(report, Outcome.SETUP_FAILED, f"cannot commit the agent's work: {exc}")
-    if head is None or not await asyncio.to_thread(is_ancestor, ctx.repo, start, head):
+    if head is None:
         return _with(report, Outcome.REJECTED, f"task branch {branch} no longer descends from the attempt's start")
     ctx.store.update_attempt(attempt_id, end_commit=head)
     if head == start and not task.allow_empty:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -13,6 +14,7 @@ from orchard.core.events import OrchardEvent, redacted
 from orchard.core.model import Plan
 from orchard.core.redact import NO_REDACTION, Redactor
 from orchard.runtime.layout import Layout, integration_branch, task_branch
+from orchard.runtime.pool import WorktreePool
 from orchard.runtime.process import kill_group
 from orchard.store import Store
 from orchard.vcs import Repo
@@ -37,6 +39,12 @@ class RunContext:
     redactor: Redactor = NO_REDACTION
     integration_tip: str = ""  # orchard's record; the ref is put back to it if an agent moves it
     ref_lock: threading.Lock = field(default_factory=threading.Lock)
+    width: int = 1  # tasks at once: also how many finished worktrees the pool parks during the run
+    recovered_merges: frozenset[str] = frozenset()  # tasks a dead session left merging: maybe merged already
+
+    @functools.cached_property
+    def pool(self) -> WorktreePool:
+        return WorktreePool(self.repo, self.layout)
 
     @property
     def integration_branch(self) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from orchard.core.sizes import format_size, parse_size
 from orchard.errors import EnvironmentProblem, GitError, UsageError
 from orchard.runtime.layout import Layout
+from orchard.runtime.pool import WorktreePool
 from orchard.vcs import Repo, prune_worktrees, remove_worktree
 
 DEFAULT_MIN_FREE = "1GB"
@@ -20,14 +21,17 @@ DEFAULT_MAX_WORKTREES = "20GB"
 
 @dataclass(frozen=True)
 class DiskLimits:
-    """Bytes that must stay free on the repository's file system, and the cap on kept worktrees."""
+    """Bytes that must stay free on the repository's file system, the cap on kept worktrees, and how many reusable
+    worktrees stay parked between runs (None: as many as the run had tasks at once)."""
 
     min_free: int
     max_worktrees: int
+    pool_size: int | None = None
 
     @staticmethod
-    def parse(min_free: str | None, max_worktrees: str | None) -> DiskLimits:
-        """From the CLI / library values, else ORCHARD_MIN_FREE_DISK / ORCHARD_MAX_WORKTREES_SIZE, else defaults."""
+    def parse(min_free: str | None, max_worktrees: str | None, pool_size: int | None = None) -> DiskLimits:
+        """From the CLI / library values, else ORCHARD_MIN_FREE_DISK / ORCHARD_MAX_WORKTREES_SIZE /
+        ORCHARD_POOL_SIZE, else defaults."""
         values = []
         for value, env, default, flag in ((min_free, "ORCHARD_MIN_FREE_DISK", DEFAULT_MIN_FREE, "--min-free-disk"),
                                           (max_worktrees, "ORCHARD_MAX_WORKTREES_SIZE", DEFAULT_MAX_WORKTREES,
@@ -37,7 +41,18 @@ class DiskLimits:
                 values.append(parse_size(text))
             except ValueError as exc:
                 raise UsageError(f"{flag} / {env}: {exc}") from None
-        return DiskLimits(*values)
+        return DiskLimits(values[0], values[1], _pool_size(pool_size))
+
+
+def _pool_size(value: int | None) -> int | None:
+    if value is not None:
+        return value
+    text = os.environ.get("ORCHARD_POOL_SIZE", "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise UsageError(f"--pool-size / ORCHARD_POOL_SIZE: expected a whole number of worktrees, got {text!r}")
+    return int(text)
 
 
 def require_free_space(path: Path, limits: DiskLimits) -> None:
@@ -60,11 +75,12 @@ def tree_size(path: Path) -> int:
 
 
 def collect_worktrees(repo: Repo, layout: Layout, limits: DiskLimits, keep_run: str) -> list[Path]:
-    """Remove kept worktrees of other runs, oldest first, until all of them fit under `max_worktrees`."""
+    """Remove kept worktrees of other runs and parked reusable ones, oldest first, until all of them fit under
+    `max_worktrees`."""
     base = layout.root / "worktrees"
-    if not base.is_dir():
-        return []
-    kept = [w for run in base.iterdir() if run.is_dir() and run.name != keep_run for w in run.iterdir() if w.is_dir()]
+    kept = [w for run in base.iterdir() if run.is_dir() and run.name != keep_run
+            for w in run.iterdir() if w.is_dir()] if base.is_dir() else []
+    kept += WorktreePool(repo, layout).parked()
     sizes = {w: tree_size(w) for w in kept}
     total = sum(sizes.values())
     removed = []

@@ -30,7 +30,7 @@ from orchard.core.scheduler import (
 )
 from orchard.runtime.attempt import run_attempt
 from orchard.runtime.context import RunContext, log
-from orchard.runtime.merging import merge_task
+from orchard.runtime.merging import merge_task, tidy
 
 FAILURE_STATUSES = (TaskStatus.FAILED, TaskStatus.CONFLICT, TaskStatus.BLOCKED, TaskStatus.CANCELLED)
 
@@ -64,7 +64,7 @@ class Engine:
             except TimeoutError:
                 event = Kick()
             self._apply(self.sched.handle(event, self.ctx.now()))
-        if self.jobs:  # only possible if the scheduler misjudged; never leave children behind
+        if self.jobs:  # tidying up after the last merges; never leave children behind
             await asyncio.gather(*self.jobs, return_exceptions=True)
         return self.done
 
@@ -119,8 +119,14 @@ class Engine:
 
     async def _merge(self, task_id: str) -> None:
         try:
-            self.post(await merge_task(self.ctx, task_id))
+            ended = await merge_task(self.ctx, task_id)
         except Exception as exc:
             log.exception("merge of %s failed unexpectedly", task_id)
             self.ctx.store.update_task(self.ctx.run_id, task_id, error=f"internal error: {exc}")
-            self.post(MergeEnded(task_id, merged=False))
+            ended = MergeEnded(task_id, merged=False)
+        self.post(ended)  # the queue moves on while this job tidies up
+        if ended.merged:
+            try:
+                await asyncio.to_thread(tidy, self.ctx, task_id)
+            except Exception:  # what is left is removed at the end of the session (`settle`)
+                log.exception("tidying up after %s failed", task_id)

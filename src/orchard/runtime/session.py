@@ -102,12 +102,13 @@ async def start_run(repo_path: str | Path | None, plan: Plan, observers: list[Ob
         store.create_run(run_id, plan, base_name, base_commit, integration_branch(run_id), width, time.time(),
                          os.getpid())
         create_branch(repo, integration_branch(run_id), base_commit)
-        ctx = RunContext(repo, store, layout, plan, run_id, list(observers), integration_tip=base_commit)
+        ctx = RunContext(repo, store, layout, plan, run_id, list(observers), integration_tip=base_commit,
+                         width=width)
         protect(ctx)
         ctx.emit(RunStarted(run_id=run_id, ts=ctx.now(), base=base_name, base_commit=base_commit,
                             integration_branch=integration_branch(run_id), tasks=len(plan.tasks), parallel=width))
         note_collected(ctx, collected)
-        return await _drive(ctx, Engine(ctx, width), do_land)
+        return await _drive(ctx, Engine(ctx, width), do_land, limits)
     finally:
         lock.release()
         store.close()
@@ -130,12 +131,13 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, observers
         if run.status not in RESUMABLE or (run.status == "failed" and not reset and not _unfinished(store, run.id)):
             raise UsageError(f"run {run.id} is {run.status}; nothing to resume")
         plan = store.plan(run.id)
-        ctx = RunContext(repo, store, layout, plan, run.id, list(observers))
+        ctx = RunContext(repo, store, layout, plan, run.id, list(observers), width=run.parallel)
         protect(ctx)
         ctx.integration_tip = recorded_tip(ctx, run)
         store.update_run(run.id, integration_tip=ctx.integration_tip)
         reaped = reap_orphans(run.id, store)
         restored = _reconcile(store, run.id, reset)
+        ctx.recovered_merges = frozenset(t for t, r in restored.items() if r.status is TaskStatus.MERGING)
         store.update_run(run.id, status="running", pid=os.getpid(), finished_at=None, cancel_requested=0)
         ctx.emit(RunStarted(run_id=run.id, ts=ctx.now(), base=run.base, base_commit=run.base_commit,
                             integration_branch=run.integration_branch, tasks=len(plan.tasks), parallel=run.parallel,
@@ -144,7 +146,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, observers
         if reaped:
             ctx.emit(RunNote(run_id=run.id, ts=ctx.now(), level="warning",
                              text=f"killed {reaped} leftover process(es) of the previous session"))
-        return await _drive(ctx, Engine(ctx, run.parallel, restored), do_land)
+        return await _drive(ctx, Engine(ctx, run.parallel, restored), do_land, limits)
     finally:
         lock.release()
         store.close()
@@ -224,12 +226,13 @@ def _group_belongs_to(pgid: int, run_id: str) -> bool:
         return False
 
 
-async def _drive(ctx: RunContext, engine: Engine, do_land: bool) -> RunResult:
+async def _drive(ctx: RunContext, engine: Engine, do_land: bool, limits: DiskLimits) -> RunResult:
     """Run the engine with signal handling, then record and report the end."""
     with _signals(engine, ctx):
         done = await engine.run()
     if moved := await asyncio.to_thread(settle, ctx):
         note_restored(ctx, moved)
+    await asyncio.to_thread(ctx.pool.trim, ctx.width if limits.pool_size is None else limits.pool_size)
     status = _final_status(ctx, done)
     ctx.store.update_run(ctx.run_id, status=status, finished_at=time.time(), reason=done.reason)
     if do_land and status == "completed":

@@ -172,8 +172,19 @@ def validate_branch_name(repo: Repo | Path, name: str) -> None:
     """Raise UsageError unless `name` is a well-formed branch name."""
     if not name or name.startswith("-") or name.startswith("refs/"):
         raise UsageError(f"invalid branch name '{name}'")
+    if all(_plain_component(c) for c in name.split("/")):
+        return  # orchard's own names (run and task ids) always are: no git process needed
     if _git(repo, "check-ref-format", f"refs/heads/{name}", check=False).returncode != 0:
         raise UsageError(f"invalid branch name '{name}'")
+
+
+_PLAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+
+
+def _plain_component(part: str) -> bool:
+    """A ref component made only of characters git never objects to, in an order it never objects to (a subset
+    of what `git check-ref-format` accepts; anything else is left to git)."""
+    return bool(_PLAIN.match(part)) and ".." not in part and not part.endswith((".", ".lock"))
 
 
 def resolve_commit(repo: Repo | Path, ref: str) -> str:
@@ -246,6 +257,11 @@ def create_branch(repo: Repo | Path, name: str, commit: str, *, force: bool = Fa
         raise UsageError(f"branch '{name}' already exists")
 
 
+def delete_ref(repo: Repo | Path, full_ref: str) -> None:
+    """Delete `full_ref` (`refs/...`) whatever worktree has it checked out; a missing ref is fine."""
+    _git(repo, "update-ref", "-m", "orchard: delete", "-d", "--", full_ref)
+
+
 def delete_branch(repo: Repo | Path, name: str) -> None:
     """Delete branch `name`; a missing branch is fine, one checked out in a worktree is an error."""
     with ADMIN_LOCK:  # `branch -D` scans the worktree list too
@@ -259,6 +275,17 @@ def is_ancestor(repo: Repo | Path, a: str, b: str) -> bool:
     if proc.returncode not in (0, 1):
         raise GitError(proc.args[1:], proc.returncode, proc.stderr)
     return proc.returncode == 0
+
+
+def tip_descending_from(repo: Repo | Path, full_ref: str, start: str) -> str | None:
+    """The commit `full_ref` points at if it is `start` or descends from it; None if it is missing, not a commit, or
+    not built on `start`. One git process when the tip is `start` or a child of it (an attempt's usual result)."""
+    proc = _git(repo, "rev-list", "--parents", "-n", "1", "--end-of-options", full_ref, "--", check=False)
+    fields = proc.stdout.split()
+    if proc.returncode != 0 or not fields or not is_oid(fields[0]):
+        return None
+    head = fields[0]
+    return head if head == start or start in fields[1:] or is_ancestor(repo, start, head) else None
 
 
 def first_parent_messages(repo: Repo | Path, old: str, new: str) -> list[str]:

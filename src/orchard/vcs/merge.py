@@ -53,17 +53,19 @@ def merge_into(
     source_commit: str,
     message: str,
     expected_tip: str | None = None,
+    check_contained: bool = True,
 ) -> MergeResult:
     """Merge `source_commit` into `target_ref` (branch name or full ref) without touching any checkout.
 
-    Always records a two-parent merge commit; a source already contained in the target is "already".
-    If the ref moved away from the tip we merged onto, raises GitError.
+    Always records a two-parent merge commit; a source already contained in the target is "already" (a caller that
+    knows it cannot be passes `check_contained=False` and saves a git process). If the ref moved away from the tip
+    we merged onto, raises RefMoved.
     """
     ref = branch_ref(target_ref)
     tip = expected_tip if expected_tip is not None else read_ref(repo, ref)
     if tip is None:
         raise UsageError(f"unknown ref '{target_ref}'")
-    if is_ancestor(repo, source_commit, tip):
+    if check_contained and is_ancestor(repo, source_commit, tip):
         return MergeResult("already", tip)
     merged = merge_trees(repo, tip, source_commit)
     if merged.conflicts:

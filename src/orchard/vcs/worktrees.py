@@ -26,11 +26,46 @@ class WorktreeInfo:
 
 
 def add_worktree(repo: Repo, path: Path, branch: str, commit: str) -> None:
-    """Create a worktree at `path` on branch `branch`, (re)set to `commit`."""
+    """Create a worktree at `path` on branch `branch`, (re)set to `commit`.
+
+    Only the registration holds `ADMIN_LOCK`; the checkout of the files (seconds on a large repository) runs outside
+    it, so it never holds up other worktrees' administration."""
     validate_branch_name(repo, branch)
     path.parent.mkdir(parents=True, exist_ok=True)
     with ADMIN_LOCK:
-        _git(repo, "worktree", "add", "--quiet", "-f", "--no-track", "-B", branch, "--", str(path), commit)
+        _git(repo, "worktree", "add", "--quiet", "--no-checkout", "-f", "--no-track", "-B", branch, "--", str(path),
+             commit)
+    _git(path, "reset", "--quiet", "--hard")
+
+
+def move_worktree(repo: Repo, src: Path, dst: Path) -> None:
+    """Move a linked worktree (a rename plus git's bookkeeping); `dst` must not exist."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with ADMIN_LOCK:
+        _git(repo, "worktree", "move", "--", str(src), str(dst))
+
+
+def detach_head(worktree: Path) -> None:
+    """Detach the worktree's HEAD at its commit (files and index untouched), so its branch can be deleted."""
+    _git(worktree, "update-ref", "--no-deref", "-m", "orchard: detach", "HEAD", "HEAD")
+
+
+def is_linked_worktree(repo: Repo, path: Path) -> bool:
+    """True if `path` is one of the repository's linked worktrees and git's record of it points back at it.
+
+    Read from the files git keeps (no process): a worktree whose `.git` file was rewritten, or that was moved behind
+    git's back, is not one, and running git inside it could reach another worktree's HEAD or index."""
+    try:
+        text = (path / ".git").read_text(encoding="utf-8").strip()
+        if not text.startswith("gitdir:"):
+            return False
+        admin = Path(text.removeprefix("gitdir:").strip())
+        if admin.resolve().parent != (repo.git_dir / "worktrees").resolve():
+            return False
+        back = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return False
+    return back.resolve() == (path / ".git").resolve()
 
 
 def prune_worktrees(repo: Repo) -> None:
@@ -96,7 +131,17 @@ def parse_worktree_list(out: str) -> list[WorktreeInfo]:
 
 
 def worktree_branch(worktree: Path) -> str | None:
-    """The full ref of the branch checked out in `worktree`, or None when its HEAD is detached."""
+    """The full ref of the branch checked out in `worktree`, or None when its HEAD is detached.
+
+    Read from the worktree's own HEAD file when it is a plain linked worktree (no process), else asked of git."""
+    text = head = ""
+    try:
+        text = (worktree / ".git").read_text(encoding="utf-8").strip()
+        head = (Path(text.removeprefix("gitdir:").strip()) / "HEAD").read_text(encoding="utf-8").strip()
+    except (OSError, ValueError):
+        pass
+    if text.startswith("gitdir:") and head:
+        return head.removeprefix("ref:").strip() if head.startswith("ref:") else None
     proc = _git(worktree, "symbolic-ref", "-q", "HEAD", check=False)
     return proc.stdout.strip() if proc.returncode == 0 else None
 
@@ -109,22 +154,31 @@ def worktree_head(worktree: Path) -> str:
 def commit_all(worktree: Path, message: str) -> bool:
     """Stage every change (tracked, and untracked-but-not-ignored) and commit it; False if none."""
     _git(worktree, "add", "-A")
-    staged = _git(worktree, "diff-index", "--quiet", "--cached", "HEAD", "--", check=False)
-    if staged.returncode == 0:
-        return False
-    if staged.returncode != 1:
-        raise GitError(staged.args[1:], staged.returncode, staged.stderr)
     ident = commit_ident_args(worktree)
-    _git(worktree, *ident, "commit", "--quiet", "--no-verify", "--no-gpg-sign", "--cleanup=whitespace", "-m", message)
-    return True
+    proc = _git(worktree, *ident, "commit", "--quiet", "--no-verify", "--no-gpg-sign", "--cleanup=whitespace",
+                "-m", message, check=False)
+    if proc.returncode == 0:
+        return True
+    # exit 1 is also how `commit` says "nothing to commit": only an index equal to HEAD makes that an answer
+    staged = _git(worktree, "diff-index", "--quiet", "--cached", "HEAD", "--", check=False)
+    if proc.returncode == 1 and staged.returncode == 0:
+        return False
+    raise GitError(proc.args[1:], proc.returncode, proc.stderr or proc.stdout)
 
 
-def reset_worktree(worktree: Path, branch: str, commit: str, *, keep_ignored: bool = False) -> None:
+def reset_worktree(worktree: Path, branch: str, commit: str, *, keep_ignored: bool = False,
+                   clean: bool = True) -> None:
     """Reuse `worktree` for a fresh attempt: force branch `branch` to `commit` and delete all leftovers.
 
     Ignored files (build output, node_modules …) are removed too unless `keep_ignored`, so a new attempt
-    cannot be influenced by artefacts of a failed one.
+    cannot be influenced by artefacts of a failed one; `clean=False` when the caller cleaned it already.
     """
     validate_branch_name(worktree, branch)
     _git(worktree, "checkout", "--quiet", "-f", "--no-track", "-B", branch, commit, "--")
+    if clean:
+        clean_worktree(worktree, keep_ignored=keep_ignored)
+
+
+def clean_worktree(worktree: Path, *, keep_ignored: bool = False) -> None:
+    """Delete every untracked file (and ignored one, unless `keep_ignored`) in `worktree`."""
     _git(worktree, "clean", "-ffd" if keep_ignored else "-ffdx", "--quiet")

@@ -1,0 +1,85 @@
+"""Reusable worktrees: a finished task's worktree serves the next task (reset, cleaned), is kept between runs up to
+the pool size, and anything in the pool that is not a sound worktree of the repository is thrown away unused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import Result, git, parked_worktrees, query
+from tests.test_engine_acceptance import checkout_state, plan_text, task
+
+
+def admin_names(repo: Path) -> set[str]:
+    """git's names for the linked worktrees: the directory name each had when it was created (moves keep it)."""
+    admin = repo / ".git" / "worktrees"
+    return {p.name for p in admin.iterdir()} if admin.is_dir() else set()
+
+
+def integration_files(repo: Path, orchard: Callable[..., Result]) -> set[str]:
+    run_id = orchard("status", "--json").json()["run"]["id"]
+    return set(git(repo, "ls-tree", "-r", "--name-only", f"orchard/{run_id}/integration").split())
+
+
+def test_one_checkout_serves_a_chain_and_nothing_leaks_between_tasks(
+        repo: Path, write_plan: Callable[[str], Path], orchard: Callable[..., Result]) -> None:
+    (repo / ".gitignore").write_text("build/\n")
+    git(repo, "commit", "-qam", "ignore build output")
+    tasks = (task("t0", "@write build/junk.txt x\n@write t0.txt zero")
+             + task("t1", "@if-contains build/junk.txt x @write leaked.txt yes\n@derive t0.txt t1.txt one+",
+                    "    depends_on: [t0]\n")
+             + task("t2", "@derive t1.txt t2.txt two+", "    depends_on: [t1]\n"))
+    result = orchard("run", str(write_plan(plan_text(tasks, parallel=1))))
+    assert result.code == 0, result.err
+    assert admin_names(repo) == {"t0"}  # created once, for the first task, then reset for the other two
+    assert len(parked_worktrees(repo)) == 1
+    files = integration_files(repo, orchard)
+    assert {"t0.txt", "t1.txt", "t2.txt"} <= files and "leaked.txt" not in files
+    run_id = orchard("status", "--json").json()["run"]["id"]
+    assert git(repo, "show", f"orchard/{run_id}/integration:t2.txt").strip() == "two+one+zero"
+    starts = query(repo, "SELECT task_id, start_commit FROM attempts ORDER BY id")
+    assert len({commit for _, commit in starts}) == 3  # each started from the tip its predecessor's merge made
+
+
+def test_the_pool_is_kept_between_runs_up_to_its_size(
+        repo: Path, write_plan: Callable[[str], Path], orchard: Callable[..., Result]) -> None:
+    plan = write_plan(plan_text("".join(task(f"w{i}", f"@sleep 0.3\n@write w{i}.txt {i}") for i in range(3)),
+                                parallel=3))
+    assert orchard("run", str(plan)).code == 0
+    first = parked_worktrees(repo)
+    assert len(first) == 3  # the run's width
+    assert orchard("run", str(plan), "--pool-size", "1").code == 0
+    assert len(parked_worktrees(repo)) == 1
+    assert len(admin_names(repo)) == 1 and admin_names(repo) < {"w0", "w1", "w2"}  # reused, not made anew
+    assert orchard("run", str(plan), "--pool-size", "0").code == 0
+    assert parked_worktrees(repo) == [] and admin_names(repo) == set()
+
+
+def test_unsound_pool_entries_are_discarded_unused(
+        repo: Path, write_plan: Callable[[str], Path], orchard: Callable[..., Result]) -> None:
+    before = checkout_state(repo)
+    pool = repo / ".orchard" / "pool"
+    pool.mkdir(parents=True)
+    # a directory whose .git file points at the user's own repository: git run inside it would move the user's
+    # branch; and a half-moved worktree git no longer knows
+    (pool / "hijack").mkdir()
+    (pool / "hijack" / ".git").write_text(f"gitdir: {repo / '.git'}\n")
+    (pool / "stray").mkdir()
+    (pool / "stray" / "file.txt").write_text("left by a crash\n")
+    result = orchard("run", str(write_plan(plan_text(task("a", "@write a.txt a") + task("b", "@write b.txt b"),
+                                                     parallel=2))))
+    assert result.code == 0, result.err
+    assert not (pool / "hijack").exists() and not (pool / "stray").exists()
+    assert len(parked_worktrees(repo)) == 2
+    assert checkout_state(repo) == before and git(repo, "branch", "--show-current").strip() == "main"
+
+
+def test_a_retry_never_runs_git_in_a_worktree_whose_git_file_an_agent_rewrote(
+        repo: Path, write_plan: Callable[[str], Path], orchard: Callable[..., Result]) -> None:
+    before = checkout_state(repo)
+    hijack = f"@if-attempt 1 @write .git gitdir: {repo / '.git'}\n@if-attempt 1 @exit 1"
+    plan = write_plan(plan_text(task("h", f"{hijack}\n@write h.txt h", "    retries: 1\n")))
+    result = orchard("run", str(plan))
+    assert result.code == 0, result.err
+    assert "h.txt" in integration_files(repo, orchard)
+    assert checkout_state(repo) == before and git(repo, "branch", "--show-current").strip() == "main"
