@@ -44,3 +44,19 @@ def test_kept_worktrees_are_collected_oldest_first(repo: Path, write_plan: Calla
     notes = [e["text"] for e in result.ndjson() if e["type"] == "run.note"]
     assert any("removed 1 kept worktree" in n for n in notes)
     assert str(old / "keep") not in git(repo, "worktree", "list")
+
+
+def test_parked_worktrees_count_towards_the_cap(repo: Path, write_plan: Callable[[str], Path]) -> None:
+    (repo / "big.txt").write_text("x" * 800_000)  # every worktree of this repository weighs 800 KB
+    git(repo, "add", "big.txt")
+    git(repo, "commit", "-qm", "big")
+    plan = write_plan(plan_text("".join(task(f"p{i}", "@sleep 0.3\n@write p.txt p") for i in range(2)), parallel=2))
+    assert run_orchard("run", str(plan), cwd=repo).code == 0
+    pool = repo / ".orchard" / "pool"
+    assert len(list(pool.iterdir())) == 2  # parked for the next run
+    bad = run_orchard("run", str(plan), "--pool-size", "many", cwd=repo)
+    assert bad.code == 2 and "--pool-size" in bad.err
+    result = run_orchard("run", str(plan), "--max-worktrees-size", "1MB", "--json", cwd=repo)
+    assert result.code == 0
+    notes = [e["text"] for e in result.ndjson() if e["type"] == "run.note"]
+    assert any("removed 1 kept worktree" in n and "pool/" in n for n in notes)  # 1.6 MB parked: one had to go

@@ -83,3 +83,15 @@ def test_a_retry_never_runs_git_in_a_worktree_whose_git_file_an_agent_rewrote(
     assert result.code == 0, result.err
     assert "h.txt" in integration_files(repo, orchard)
     assert checkout_state(repo) == before and git(repo, "branch", "--show-current").strip() == "main"
+
+
+def test_a_retry_after_the_agent_deleted_its_own_worktree_gets_a_new_one(
+        repo: Path, write_plan: Callable[[str], Path], orchard: Callable[..., Result]) -> None:
+    """git still counts the deleted worktree's branch as checked out until the record is pruned."""
+    tasks = (task("other", "@write o.txt o")  # parks a worktree the retry could take
+             + task("s", "@sleep 0.3\n@if-attempt 1 @rmself\n@if-attempt 1 @exit 1\n@write s.txt s",
+                    "    retries: 1\n"))
+    result = orchard("run", str(write_plan(plan_text(tasks, parallel=2))))
+    assert result.code == 0, result.out
+    assert {"o.txt", "s.txt"} <= integration_files(repo, orchard)
+    assert len(parked_worktrees(repo)) <= 2

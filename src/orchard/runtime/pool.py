@@ -24,6 +24,7 @@ from orchard.vcs import (
     is_linked_worktree,
     move_worktree,
     prune_worktrees,
+    registered_but_missing,
     remove_worktree,
     reset_worktree,
 )
@@ -52,6 +53,8 @@ class WorktreePool:
         one moved here (cleaned when it was parked), or a new checkout. Returns True when one was reused."""
         if path.exists() and self._reset(path, branch, commit, clean=True):
             return True
+        if registered_but_missing(self.repo, path):  # its branch would count as checked out there
+            prune_worktrees(self.repo)
         parked = self._take(path)
         if parked and self._reset(path, branch, commit, clean=False):
             return True
@@ -70,7 +73,7 @@ class WorktreePool:
                 if len(self.parked()) < capacity:
                     move_worktree(self.repo, path, self.root / secrets.token_hex(6))
                     return
-        except GitError:
+        except (GitError, OSError):
             pass
         self.discard(path)
 

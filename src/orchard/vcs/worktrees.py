@@ -50,6 +50,22 @@ def detach_head(worktree: Path) -> None:
     _git(worktree, "update-ref", "--no-deref", "-m", "orchard: detach", "HEAD", "HEAD")
 
 
+def registered_but_missing(repo: Repo, path: Path) -> bool:
+    """True if git still records a worktree at `path` that no longer exists (an agent deleted it): until it is
+    pruned, git treats that worktree's branch as checked out. Read from git's files, no process."""
+    admin = repo.git_dir / "worktrees"
+    if path.exists() or not admin.is_dir():
+        return False
+    target = (path / ".git").resolve()
+    for entry in admin.iterdir():
+        try:
+            if Path((entry / "gitdir").read_text(encoding="utf-8").strip()).resolve() == target:
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 def is_linked_worktree(repo: Repo, path: Path) -> bool:
     """True if `path` is one of the repository's linked worktrees and git's record of it points back at it.
 
