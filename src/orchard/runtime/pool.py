@@ -98,7 +98,7 @@ class WorktreePool:
                 prune_worktrees(self.repo)
 
     def _take(self, path: Path) -> bool:
-        """Move the newest sound parked worktree to `path` (which must not exist afterwards otherwise)."""
+        """Move the newest sound parked worktree to `path`; False if none is parked (unsound ones are removed)."""
         if path.exists():
             self.discard(path)
         with ADMIN_LOCK:
