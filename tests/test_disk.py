@@ -50,7 +50,7 @@ def test_parked_worktrees_count_towards_the_cap(repo: Path, write_plan: Callable
     (repo / "big.txt").write_text("x" * 800_000)  # every worktree of this repository weighs 800 KB
     git(repo, "add", "big.txt")
     git(repo, "commit", "-qm", "big")
-    plan = write_plan(plan_text("".join(task(f"p{i}", "@sleep 0.3\n@write p.txt p") for i in range(2)), parallel=2))
+    plan = write_plan(plan_text("".join(task(f"p{i}", "@sleep 1\n@write p.txt p") for i in range(2)), parallel=2))
     assert run_orchard("run", str(plan), cwd=repo).code == 0
     pool = repo / ".orchard" / "pool"
     assert len(list(pool.iterdir())) == 2  # parked for the next run

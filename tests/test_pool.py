@@ -43,7 +43,7 @@ def test_one_checkout_serves_a_chain_and_nothing_leaks_between_tasks(
 
 def test_the_pool_is_kept_between_runs_up_to_its_size(
         repo: Path, write_plan: Callable[[str], Path], orchard: Callable[..., Result]) -> None:
-    plan = write_plan(plan_text("".join(task(f"w{i}", f"@sleep 0.3\n@write w{i}.txt {i}") for i in range(3)),
+    plan = write_plan(plan_text("".join(task(f"w{i}", f"@sleep 1\n@write w{i}.txt {i}") for i in range(3)),
                                 parallel=3))
     assert orchard("run", str(plan)).code == 0
     first = parked_worktrees(repo)
