@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Result, git, parked_worktrees, query
+from tests.conftest import Result, git, parked_worktrees, query, run_orchard
 from tests.test_engine_acceptance import checkout_state, plan_text, task
 
 
@@ -95,3 +95,11 @@ def test_a_retry_after_the_agent_deleted_its_own_worktree_gets_a_new_one(
     assert result.code == 0, result.out
     assert {"o.txt", "s.txt"} <= integration_files(repo, orchard)
     assert len(parked_worktrees(repo)) <= 2
+
+
+def test_pool_size_from_the_environment(repo: Path, write_plan: Callable[[str], Path]) -> None:
+    plan = write_plan(plan_text(task("e", "@write e.txt e")))
+    assert run_orchard("run", str(plan), cwd=repo, env={"ORCHARD_POOL_SIZE": "0"}).code == 0
+    assert parked_worktrees(repo) == []
+    bad = run_orchard("run", str(plan), cwd=repo, env={"ORCHARD_POOL_SIZE": "lots"})
+    assert bad.code == 2 and "ORCHARD_POOL_SIZE" in bad.err and "Traceback" not in bad.err
