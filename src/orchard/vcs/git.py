@@ -146,18 +146,25 @@ def commit_ident_args(where: Repo | Path) -> tuple[str, ...]:
 _IDENT_CACHE: dict[str, tuple[str, ...]] = {}
 
 
+def admin_dir(worktree: Path) -> Path | None:
+    """The private git directory a linked worktree's `.git` file names (`gitdir: …`), or None when `.git` is not
+    such a file. Read without running git; the path is as written, not checked."""
+    try:
+        text = (worktree / ".git").read_text(encoding="utf-8").strip()
+    except (OSError, ValueError):
+        return None
+    return Path(text.removeprefix("gitdir:").strip()) if text.startswith("gitdir:") else None
+
+
 def _common_dir(worktree: Path) -> Path:
     """The shared git directory of a worktree, read from its `.git` file without running git."""
-    dot_git = worktree / ".git"
-    if dot_git.is_file():
-        text = dot_git.read_text(encoding="utf-8", errors="replace").strip()
-        if text.startswith("gitdir:"):
-            gitdir = Path(text.removeprefix("gitdir:").strip())
-            commondir = gitdir / "commondir"
-            if commondir.is_file():
-                return (gitdir / commondir.read_text().strip()).resolve()
-            return gitdir.resolve()
-    return dot_git.resolve()
+    gitdir = admin_dir(worktree)
+    if gitdir is None:
+        return (worktree / ".git").resolve()
+    commondir = gitdir / "commondir"
+    if commondir.is_file():
+        return (gitdir / commondir.read_text().strip()).resolve()
+    return gitdir.resolve()
 
 
 # --- refs --------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchard.errors import GitError
-from orchard.vcs.git import ADMIN_LOCK, Repo, _git, commit_ident_args, validate_branch_name
+from orchard.vcs.git import ADMIN_LOCK, Repo, _git, admin_dir, commit_ident_args, validate_branch_name
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,10 @@ def is_linked_worktree(repo: Repo, path: Path) -> bool:
 
     Read from the files git keeps (no process): a worktree whose `.git` file was rewritten, or that was moved behind
     git's back, is not one, and running git inside it could reach another worktree's HEAD or index."""
+    admin = admin_dir(path)
+    if admin is None or admin.resolve().parent != (repo.git_dir / "worktrees").resolve():
+        return False
     try:
-        text = (path / ".git").read_text(encoding="utf-8").strip()
-        if not text.startswith("gitdir:"):
-            return False
-        admin = Path(text.removeprefix("gitdir:").strip())
-        if admin.resolve().parent != (repo.git_dir / "worktrees").resolve():
-            return False
         back = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
     except (OSError, ValueError):
         return False
@@ -150,13 +147,12 @@ def worktree_branch(worktree: Path) -> str | None:
     """The full ref of the branch checked out in `worktree`, or None when its HEAD is detached.
 
     Read from the worktree's own HEAD file when it is a plain linked worktree (no process), else asked of git."""
-    text = head = ""
+    admin = admin_dir(worktree)
     try:
-        text = (worktree / ".git").read_text(encoding="utf-8").strip()
-        head = (Path(text.removeprefix("gitdir:").strip()) / "HEAD").read_text(encoding="utf-8").strip()
+        head = (admin / "HEAD").read_text(encoding="utf-8").strip() if admin else ""
     except (OSError, ValueError):
-        pass
-    if text.startswith("gitdir:") and head:
+        head = ""
+    if head:
         return head.removeprefix("ref:").strip() if head.startswith("ref:") else None
     proc = _git(worktree, "symbolic-ref", "-q", "HEAD", check=False)
     return proc.stdout.strip() if proc.returncode == 0 else None
