@@ -1,6 +1,24 @@
 """The one exception tree for user-facing errors; `cli` maps it to exit codes in one place.
 
 Stdlib only, so every layer may raise these. Agent failures are *values* (`core.model.Outcome`), never these.
+
+    OrchardError                  1   base of everything orchard reports to a user
+    ├── UsageError                2   bad command-line usage or arguments
+    ├── PlanError                 2   an invalid plan: every problem, each naming file, task and field
+    ├── EnvironmentProblem        3   not a git repository, git too old, disk full …
+    │   └── RepoLocked            3   another live run holds the repository
+    ├── StoreError                3   the state store
+    │   ├── StoreUnreadable       3   cannot be opened or read (permissions, corruption, a newer schema)
+    │   └── NotRecorded           2   no such run, or no such task in it
+    └── VcsError                  3   git
+        ├── GitError              3   a git command failed (argv, exit status, git's message)
+        │   ├── RefMoved          3   a ref was not where orchard expected it when moving it
+        │   └── GitTimeout        3   a git command ran past its time limit or was killed by an interrupt
+        ├── RefProblem            2   a ref name that is malformed, names nothing, or is taken already
+        └── LandRefused           2   landing would touch uncommitted work, another worktree, or conflict
+
+The number is the class's `exit_code`; `orchard.cli.main` is the only place that turns it into an exit status.
+A run's own end (completed, failed, interrupted …) is not an error: its exit code is on `core.model.RunStatus`.
 """
 
 from __future__ import annotations
@@ -60,7 +78,31 @@ class RepoLocked(EnvironmentProblem):
     """Another live orchard run holds the repository."""
 
 
-class GitError(OrchardError):
+class StoreError(OrchardError):
+    """Something about the state store (`.orchard/state.db`)."""
+
+    exit_code = 3
+
+
+class StoreUnreadable(StoreError):
+    """The state store cannot be opened or read: permissions, a corrupt file, a schema newer than this orchard."""
+
+    exit_code = 3
+
+
+class NotRecorded(StoreError):
+    """The run or task asked for is not in the store."""
+
+    exit_code = 2
+
+
+class VcsError(OrchardError):
+    """Something orchard needed from git did not happen."""
+
+    exit_code = 3
+
+
+class GitError(VcsError):
     """A git command failed unexpectedly; carries the argv and git's own message."""
 
     exit_code = 3
@@ -76,13 +118,17 @@ class RefMoved(GitError):
     """A ref was not at the value orchard expected when it went to move it (someone else moved it)."""
 
 
-class StoreError(OrchardError):
-    """The state store is unreadable, or a run / task asked for does not exist."""
+class GitTimeout(GitError):
+    """A git command ran past its time limit, or was killed because the run was interrupted."""
+
+
+class RefProblem(VcsError):
+    """A ref name that is malformed, names no commit, or is already taken."""
 
     exit_code = 2
 
 
-class Interrupted(OrchardError):
-    """The run was interrupted (Ctrl-C / SIGTERM); it can be resumed."""
+class LandRefused(VcsError):
+    """Landing was refused: uncommitted changes, the base checked out elsewhere, or a conflict. Nothing changed."""
 
-    exit_code = 130
+    exit_code = 2

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from orchard.cli.common import repo_dir, stdout_console
-from orchard.errors import StoreError, UsageError
+from orchard.errors import NotRecorded, UsageError
 from orchard.runtime.layout import Layout
 from orchard.runtime.lock import live_holder
 from orchard.store import Store
@@ -27,7 +27,7 @@ def open_store(ctx: click.Context) -> tuple[Layout, Store]:
         # In a linked worktree (e.g. a task worktree kept for inspection): the main checkout's runs.
         main = Layout.for_repo(repo.git_dir.parent)
         if repo.git_dir.name != ".git" or not main.state_db.exists():
-            raise StoreError(f"no orchard runs in {repo.root} yet (start one with `orchard run PLAN`)")
+            raise NotRecorded(f"no orchard runs in {repo.root} yet (start one with `orchard run PLAN`)")
         layout = main
     return layout, Store(layout.state_db)
 

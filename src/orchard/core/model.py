@@ -43,17 +43,68 @@ class TaskStatus(StrEnum):
 
     @property
     def terminal(self) -> bool:
+        """It will not change again in this run (a `retry` may start it afresh)."""
         return self in TERMINAL
 
     @property
     def active(self) -> bool:
+        """An agent, a verify command or the merge queue is working on it."""
         return self in ACTIVE
+
+    @property
+    def failed(self) -> bool:
+        """It ended without merging because of its own work or a dependency's: failed, conflict or blocked.
+
+        Cancelled is not failed (the user stopped it). This one definition counts failures in the summary, the
+        dashboard and the run's status (and so its exit code)."""
+        return self in FAILED
+
+    @property
+    def waiting(self) -> bool:
+        """Not started yet in this attempt: waiting for dependencies, a slot or its agent."""
+        return self in WAITING
 
 
 TERMINAL = frozenset(
     {TaskStatus.MERGED, TaskStatus.FAILED, TaskStatus.CONFLICT, TaskStatus.BLOCKED, TaskStatus.CANCELLED}
 )
+FAILED = frozenset({TaskStatus.FAILED, TaskStatus.CONFLICT, TaskStatus.BLOCKED})
 ACTIVE = frozenset({TaskStatus.RUNNING, TaskStatus.VERIFYING, TaskStatus.MERGING})
+WAITING = frozenset({TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.PAUSED})
+
+
+class RunStatus(StrEnum):
+    """How a run stands; the names are part of the `status --json` contract, and each has the exit code of the
+    command that ended the run so (`orchard run`, `resume`, `retry`)."""
+
+    RUNNING = "running"  # a session is working on it (or died without saying so)
+    COMPLETED = "completed"  # every task merged
+    FAILED = "failed"  # every task ended, some failed (see `TaskStatus.failed`)
+    BUDGET_EXHAUSTED = "budget_exhausted"  # the run's budget stopped new work
+    INTERRUPTED = "interrupted"  # stopped by a signal; resumable
+    CANCELLED = "cancelled"  # `orchard cancel`
+
+    @property
+    def exit_code(self) -> int:
+        return _RUN_EXIT_CODES[self]
+
+    @property
+    def resumable(self) -> bool:
+        """`orchard resume` may continue it (a failed run only when something is left to do, or with a retry)."""
+        return self not in (RunStatus.COMPLETED, RunStatus.CANCELLED)
+
+
+_RUN_EXIT_CODES = {RunStatus.RUNNING: 0, RunStatus.COMPLETED: 0, RunStatus.FAILED: 1, RunStatus.BUDGET_EXHAUSTED: 1,
+                   RunStatus.INTERRUPTED: 130, RunStatus.CANCELLED: 130}
+
+
+class MergeOutcome(StrEnum):
+    """What the merge queue did with one task's result."""
+
+    MERGED = "merged"  # a merge commit on the integration branch
+    ALREADY = "already"  # the result was in the integration branch already (it changed nothing)
+    CONFLICT = "conflict"
+    ERROR = "error"  # git failed for another reason
 
 
 class Outcome(StrEnum):

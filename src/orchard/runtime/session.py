@@ -22,7 +22,7 @@ from orchard.core.events import RunFinished, RunNote, RunStarted
 from orchard.core.model import Plan, TaskStatus
 from orchard.core.redact import Redactor
 from orchard.core.scheduler import Restored, RunDone
-from orchard.errors import Interrupted, UsageError
+from orchard.errors import UsageError
 from orchard.runtime.attempt import note_restored
 from orchard.runtime.context import Observer, RunContext
 from orchard.runtime.disk import DiskLimits, collect_worktrees, require_free_space
@@ -279,8 +279,3 @@ def _signals(engine: Engine, ctx: RunContext) -> Iterator[None]:
         for sig in installed:
             loop.remove_signal_handler(sig)
 
-
-def raise_for_interrupt(result: RunResult) -> None:
-    """Library helper: turn an interrupted result into the `Interrupted` error."""
-    if result.status == "interrupted":
-        raise Interrupted(f"run {result.run_id} interrupted; resume it with `orchard resume {result.run_id}`")

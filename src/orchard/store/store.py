@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from orchard.core.events import OrchardEvent
 from orchard.core.model import Plan
 from orchard.core.serialize import plan_from_dict, plan_to_dict
-from orchard.errors import StoreError
+from orchard.errors import NotRecorded, StoreUnreadable
 from orchard.store.schema import migrate
 
 R = TypeVar("R")
@@ -111,7 +111,7 @@ class Store:
             migrate(self.conn)
             os.chmod(path, 0o600)
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open state store {path}: {exc}") from exc
+            raise StoreUnreadable(f"cannot open state store {path}: {exc}") from exc
 
     def close(self) -> None:
         self.conn.close()
@@ -151,13 +151,13 @@ class Store:
         self._update("runs", RUN_COLUMNS, "id = ?", (run_id,), values)
 
     def run(self, run_id: str | None = None) -> RunRow:
-        """The named run, or the latest one; StoreError if there is none."""
+        """The named run, or the latest one; NotRecorded if there is none."""
         if run_id:
             row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         else:
             row = self.conn.execute("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
         if row is None:
-            raise StoreError(f"no run '{run_id}' in {self.path}" if run_id else f"no runs recorded in {self.path}")
+            raise NotRecorded(f"no run '{run_id}' in {self.path}" if run_id else f"no runs recorded in {self.path}")
         return _row(RunRow, row)
 
     def runs(self) -> list[RunRow]:
@@ -167,7 +167,7 @@ class Store:
     def plan(self, run_id: str) -> Plan:
         row = self.conn.execute("SELECT plan_json FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
-            raise StoreError(f"no run '{run_id}' in {self.path}")
+            raise NotRecorded(f"no run '{run_id}' in {self.path}")
         return plan_from_dict(json.loads(row[0]))
 
     # ---- tasks ------------------------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ class Store:
     def task(self, run_id: str, task_id: str) -> TaskRow:
         row = self.conn.execute("SELECT * FROM tasks WHERE run_id = ? AND task_id = ?", (run_id, task_id)).fetchone()
         if row is None:
-            raise StoreError(f"run {run_id} has no task '{task_id}'")
+            raise NotRecorded(f"run {run_id} has no task '{task_id}'")
         return _row(TaskRow, row)
 
     # ---- attempts ---------------------------------------------------------------------------------------------
