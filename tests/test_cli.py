@@ -18,11 +18,11 @@ import pytest
 from rich.console import Console
 
 from orchard.core.events import AgentActivity, AttemptStarted, RunStarted, TaskStatusChanged
+from orchard.core.model import TaskStatus
 from orchard.ui.dashboard import render
 from orchard.ui.report import status_table
 from orchard.ui.snapshot import Snapshot
-from orchard.vcs import find_repo, snapshot_checkout
-from tests.conftest import Result, agent_block, git, run_orchard
+from tests.conftest import Result, agent_block, git, run_orchard, snapshot_checkout
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 TASK_STATUSES = {"pending", "queued", "running", "verifying", "merging", "merged", "failed", "conflict", "blocked",
@@ -374,7 +374,7 @@ def test_plan_invalid_exits_2(orchard: Callable[..., Result], write_plan: Callab
 
 def checkout_state(repo: Path) -> dict[str, str | None]:
     """HEAD, index bytes, status (incl. untracked and ignored) and stash, minus orchard's own directory."""
-    snap = snapshot_checkout(find_repo(repo))
+    snap = snapshot_checkout(repo)
     status = snap["status"] or ""
     snap["status"] = "\0".join(e for e in status.split("\0") if not e.startswith("!! .orchard/"))
     return snap
@@ -405,7 +405,7 @@ def test_dashboard_and_status_table_show_agent_text_literally() -> None:
     now = time.time()
     snap.apply(RunStarted(run_id="r1", ts=now, base="main", base_commit="0" * 40, integration_branch="i", tasks=1,
                           parallel=1))
-    snap.apply(TaskStatusChanged(run_id="r1", ts=now, task="t", status="running", attempt=1))
+    snap.apply(TaskStatusChanged(run_id="r1", ts=now, task="t", status=TaskStatus.RUNNING, attempt=1))
     snap.apply(AttemptStarted(run_id="r1", ts=now, task="t", attempt=1, agent="fake", branch="b", worktree="w",
                               start_commit="0" * 40))
     snap.apply(AgentActivity(run_id="r1", ts=now, task="t", attempt=1, text="[/x] edit [bold]src"))

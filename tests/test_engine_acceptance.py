@@ -12,8 +12,8 @@ from pathlib import Path
 
 import orchard
 from orchard.core.events import OrchardEvent
-from orchard.vcs import find_repo, list_worktrees, snapshot_checkout
-from tests.conftest import PYTHON, Result, agent_block, git, query, run_orchard
+from orchard.vcs import find_repo, list_worktrees
+from tests.conftest import PYTHON, Result, agent_block, git, query, run_orchard, snapshot_checkout
 
 
 def plan_text(tasks: str, parallel: int = 4, agents: str | None = None) -> str:
@@ -39,7 +39,7 @@ def intervals(repo: Path) -> dict[str, tuple[float, float]]:
 
 def checkout_state(repo: Path) -> dict[str, str | None]:
     """The user's checkout (HEAD, index bytes, status incl. ignored files, stash) minus orchard's own directory."""
-    snap = snapshot_checkout(find_repo(repo))
+    snap = snapshot_checkout(repo)
     status = snap["status"] or ""
     snap["status"] = "\0".join(e for e in status.split("\0") if not e.startswith("!! .orchard/"))
     return snap

@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orchard.core.events import TaskStatusChanged
-from orchard.core.model import AgentSpec, Plan, Task
+from orchard.core.journal import AgentExit, AttemptStart, Counts, Verdict
+from orchard.core.model import AgentSpec, Outcome, Plan, Task, TaskStatus
 from orchard.core.serialize import plan_from_dict, plan_to_dict
+from orchard.core.transitions import Journal
 from orchard.store import Store
 from orchard.store.schema import MIGRATIONS
 
@@ -34,14 +35,19 @@ def test_store_records_runs_tasks_attempts_events_and_views(tmp_path: Path) -> N
     db = tmp_path / ".orchard" / "state.db"
     store = Store(db)
     plan = sample_plan()
-    store.create_run("r1", plan, "main", "abc", "orchard/r1/integration", 3, 1000.0, 42)
-    store.update_task("r1", "one", status="running", started_at=1001.0, attempts=1)
-    attempt = store.start_attempt("r1", "one", 1, "a", 1001.0, "/wt", "abc", "/log")
-    store.update_attempt(attempt, finished_at=1003.5, outcome="agent_error", exit_code=2)
-    store.update_task("r1", "one", status="failed", finished_at=1003.5, error="agent_error: boom")
-    store.append_event(TaskStatusChanged(run_id="r1", ts=1003.5, task="one", status="failed", reason="boom"), "a")
+    clock = [1000.0]
+    journal = Journal(store, "r1", clock=lambda: clock[0])
+    journal.run_started(plan=plan, base="main", base_commit="abc", integration_branch="orchard/r1/integration",
+                        parallel=3, pid=42)
+    clock[0] = 1001.0
+    journal.task_started("one", counts=Counts(1, 0), branch="orchard/r1/task/one")
+    attempt = journal.attempt_started(AttemptStart("one", 1, "a", "orchard/r1/task/one", "/wt", "abc", "/log"))
+    clock[0] = 1003.5
+    journal.agent_exited(attempt, AgentExit(exit_code=2, signal=None, duration_s=2.5))
+    journal.attempt_finished(attempt, Verdict(Outcome.AGENT_ERROR, "boom"))
+    journal.task_failed("one", counts=Counts(1, 1), reason="agent_error")
     assert store.plan("r1").tasks == plan.tasks
-    assert [t.status for t in store.tasks("r1")] == ["failed", "pending"]
+    assert [t.status for t in store.tasks("r1")] == [TaskStatus.FAILED, TaskStatus.PENDING]
     store.close()
 
     conn = sqlite3.connect(db)
@@ -54,8 +60,11 @@ def test_store_records_runs_tasks_attempts_events_and_views(tmp_path: Path) -> N
                        "exit_code": 2, "attempt": 1, "error_message": "agent_error: boom", "run_id": "r1"}
     assert rows[1]["workstream_id"] == "two" and rows[1]["track"] == "t" and rows[1]["error_message"] is None
     log = [dict(r) for r in conn.execute("SELECT * FROM execution_log")]
-    assert log == [{"id": 1, "timestamp": "1970-01-01T00:16:43.500Z", "workstream_id": "one", "agent_id": "a",
-                    "event_type": "task.status", "message": "failed (boom)", "run_id": "r1"}]
+    assert [(e["event_type"], e["workstream_id"], e["agent_id"]) for e in log] == [
+        ("run.started", None, None), ("task.status", "one", "a"), ("attempt.started", "one", "a"),
+        ("attempt.finished", "one", "a"), ("task.status", "one", "a")]
+    assert log[-1] == {"id": 5, "timestamp": "1970-01-01T00:16:43.500Z", "workstream_id": "one", "agent_id": "a",
+                       "event_type": "task.status", "message": "failed (agent_error)", "run_id": "r1"}
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
     assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
 

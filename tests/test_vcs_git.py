@@ -1,4 +1,4 @@
-"""orchard.vcs.git: discovery, version, refs, exclude, snapshot — against real git in tmp repos."""
+"""orchard.vcs.git: discovery, version, refs, exclude, the first-parent log — against real git in tmp repos."""
 
 from __future__ import annotations
 
@@ -9,29 +9,30 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchard.errors import EnvironmentProblem, UsageError
+from orchard.errors import EnvironmentProblem, RefProblem
 from orchard.vcs import (
     Repo,
     branch_exists,
-    changed_paths,
     create_branch,
     delete_branch,
     delete_ref,
     ensure_excluded,
     find_repo,
+    first_parent_log,
     git_version,
     head_ref,
+    init_repository,
     is_ancestor,
-    parse_git_version,
+    merge_into,
     read_ref,
     require_git,
     resolve_commit,
     set_ref,
-    snapshot_checkout,
     tip_descending_from,
     validate_branch_name,
 )
-from tests.conftest import init_repo, sh
+from orchard.vcs.git import parse_git_version
+from tests.conftest import init_repo, sh, snapshot_checkout
 
 
 @pytest.fixture
@@ -91,8 +92,9 @@ def test_resolve_and_head(repo: Repo) -> None:
     assert resolve_commit(repo, "HEAD") == head
     assert head_ref(repo) == ("main", head)
     for bad in ("nope", "--output=x", ""):
-        with pytest.raises(UsageError, match="unknown ref"):
+        with pytest.raises(RefProblem, match="unknown ref") as caught:
             resolve_commit(repo, bad)
+        assert caught.value.exit_code == 2
     sh(repo.root, "checkout", "-q", "--detach")
     assert head_ref(repo) == (None, head)
 
@@ -104,11 +106,11 @@ def test_branch_lifecycle_and_set_ref(repo: Repo) -> None:
     assert branch_exists(repo, "feature")
     assert read_ref(repo, "refs/heads/feature") == base
     assert read_ref(repo, "refs/heads/feat") is None  # no prefix matching
-    with pytest.raises(UsageError, match="already exists"):
+    with pytest.raises(RefProblem, match="already exists"):
         create_branch(repo, "feature", base)
-    with pytest.raises(UsageError, match="invalid branch name"):
+    with pytest.raises(RefProblem, match="invalid branch name"):
         create_branch(repo, "-x", base)
-    with pytest.raises(UsageError, match="invalid branch name"):
+    with pytest.raises(RefProblem, match="invalid branch name"):
         create_branch(repo, "a..b", base)
 
     second = commit_file(repo.root, "b.txt", "b\n")
@@ -125,7 +127,7 @@ def test_branch_lifecycle_and_set_ref(repo: Repo) -> None:
     assert not branch_exists(repo, "feature")
 
 
-def test_ancestry_and_changed_paths(repo: Repo) -> None:
+def test_ancestry(repo: Repo) -> None:
     first = sh(repo.root, "rev-parse", "HEAD")
     sh(repo.root, "mv", "a.txt", "renamed.txt")
     sh(repo.root, "commit", "-q", "-m", "rename")
@@ -133,7 +135,8 @@ def test_ancestry_and_changed_paths(repo: Repo) -> None:
     assert is_ancestor(repo, first, second)
     assert is_ancestor(repo, second, second)
     assert not is_ancestor(repo, second, first)
-    assert sorted(changed_paths(repo, first, second)) == ["a.txt", "new.txt", "renamed.txt"]
+    changed = sh(repo.root, "diff-tree", "-r", "--name-only", "--no-renames", first, second).splitlines()
+    assert sorted(changed) == ["a.txt", "new.txt", "renamed.txt"]
 
 
 def test_ensure_excluded_idempotent(repo: Repo) -> None:
@@ -154,13 +157,38 @@ def test_ensure_excluded_idempotent(repo: Repo) -> None:
 
 
 def test_snapshot_sees_changes(repo: Repo) -> None:
-    before = snapshot_checkout(repo)
-    assert before == snapshot_checkout(repo)
+    """The tests' own `snapshot_checkout` helper notices what the "untouched" assertions rely on."""
+    before = snapshot_checkout(repo.root)
+    assert before == snapshot_checkout(repo.root)
     assert before["head_ref"] == "refs/heads/main"
     (repo.root / "untracked.txt").write_text("u")
-    assert snapshot_checkout(repo)["status"] != before["status"]
+    assert snapshot_checkout(repo.root)["status"] != before["status"]
     sh(repo.root, "add", "untracked.txt")
-    assert snapshot_checkout(repo)["index_sha256"] != before["index_sha256"]
+    assert snapshot_checkout(repo.root)["index_sha256"] != before["index_sha256"]
+
+
+def test_first_parent_log_lists_merges_newest_first(repo: Repo) -> None:
+    start = sh(repo.root, "rev-parse", "HEAD")
+    create_branch(repo, "integ", start)
+    sides = []
+    for name in ("one", "two"):
+        sh(repo.root, "checkout", "-q", "-b", f"task/{name}", start)
+        sides.append(commit_file(repo.root, f"{name}.txt", f"{name}\n"))
+    messages = ["merge one\n\nBody line.\n\nOrchard-Task: one\nOrchard-Run: r1",
+                "merge two: a subject\n\nOrchard-Task: two\nSigned-off-by: x <x@example.invalid>"]
+    merged = [merge_into(repo, "integ", side, message).commit for side, message in zip(sides, messages, strict=True)]
+    log = first_parent_log(repo, start, "refs/heads/integ")
+    assert log == [(merged[1], messages[1]), (merged[0], messages[0])]  # the task commits are not first parents
+    assert first_parent_log(repo, str(merged[0]), "refs/heads/integ") == [(merged[1], messages[1])]
+    assert first_parent_log(repo, "refs/heads/integ", start) == []
+
+
+def test_init_repository(tmp_path: Path) -> None:
+    made = init_repository(tmp_path / "new" / "repo", "trunk")
+    assert made.root == (tmp_path / "new" / "repo").resolve()
+    assert sh(made.root, "symbolic-ref", "HEAD") == "refs/heads/trunk"
+    with pytest.raises(RefProblem, match="invalid branch name"):
+        init_repository(tmp_path / "other", "-b")
 
 
 @settings(max_examples=200, deadline=None)
@@ -172,7 +200,7 @@ def test_branch_names_are_judged_as_git_judges_them(name: str) -> None:
     try:
         validate_branch_name(Path("/"), name)
         ours = True
-    except UsageError:
+    except RefProblem:
         ours = False
     assert ours == (git_says and not name.startswith("-")), name
 

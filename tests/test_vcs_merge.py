@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchard.errors import GitError, UsageError
+from orchard.errors import GitError, LandRefused, RefProblem
 from orchard.vcs import (
     Repo,
     add_worktree,
@@ -18,10 +18,9 @@ from orchard.vcs import (
     merge_into,
     read_ref,
     set_ref,
-    snapshot_checkout,
 )
 from orchard.vcs.merge import merge_trees
-from tests.conftest import init_repo, sh
+from tests.conftest import init_repo, sh, snapshot_checkout
 
 
 @pytest.fixture
@@ -59,7 +58,7 @@ def test_clean_merge_is_two_parent_commit_and_leaves_checkout_alone(repo: Repo, 
     two = task_commit(repo, tmp_path, "two", {"a.txt": "line1\nline2\nLINE3\n", "c.txt": "c\n"})
     (repo.root / "user-wip.txt").write_text("untracked user work\n")
     (repo.root / "b.txt").write_text("user edit\n")
-    snap, files = snapshot_checkout(repo), tree_bytes(repo.root)
+    snap, files = snapshot_checkout(repo.root), tree_bytes(repo.root)
 
     first = merge_into(repo, "orchard/integration", one, "merge one")
     assert first.status == "merged" and first.conflicts == ()
@@ -74,7 +73,7 @@ def test_clean_merge_is_two_parent_commit_and_leaves_checkout_alone(repo: Repo, 
     assert sh(repo.root, "show", f"{second.commit}:c.txt") == "c"
     assert sh(repo.root, "log", "-1", "--format=%s", str(second.commit)) == "merge two"
 
-    assert snapshot_checkout(repo) == snap
+    assert snapshot_checkout(repo.root) == snap
     assert tree_bytes(repo.root) == files
     assert sh(repo.root, "rev-parse", "HEAD") == base
 
@@ -103,7 +102,7 @@ def test_merge_errors(repo: Repo, tmp_path: Path) -> None:
     assert set_ref(repo, "refs/heads/integ", other, base)  # someone moved the ref behind our back
     with pytest.raises(GitError, match="moved"):
         merge_into(repo, "integ", one, "m", expected_tip=base)
-    with pytest.raises(UsageError, match="unknown ref"):
+    with pytest.raises(RefProblem, match="unknown ref"):
         merge_into(repo, "nope", one, "m")
     with pytest.raises(GitError):
         merge_into(repo, "integ", "f" * 40, "m")
@@ -114,8 +113,9 @@ def test_land_fast_forward_into_clean_checkout(repo: Repo, tmp_path: Path) -> No
     one = task_commit(repo, tmp_path, "one", {"new.txt": "new\n"})
     merged = merge_into(repo, "integ", one, "merge one").commit
     (repo.root / "new.txt").write_text("untracked, would be overwritten\n")
-    with pytest.raises(UsageError, match="refused"):
+    with pytest.raises(LandRefused, match="refused") as caught:
         land(repo, "integ", "main")
+    assert caught.value.exit_code == 2
     assert (repo.root / "new.txt").read_text() == "untracked, would be overwritten\n"
     (repo.root / "new.txt").unlink()
     (repo.root / "untracked.txt").write_text("fine\n")
@@ -140,12 +140,12 @@ def test_land_merge_into_checkout_and_conflict_abort(repo: Repo, tmp_path: Path)
     merge_into(repo, "integ", two, "merge two")
     (repo.root / "b.txt").write_text("user again\n")
     sh(repo.root, "commit", "-q", "-am", "user conflicting work")
-    snap, files = snapshot_checkout(repo), tree_bytes(repo.root, with_git=False)
+    snap, files = snapshot_checkout(repo.root), tree_bytes(repo.root, with_git=False)
     stage = sh(repo.root, "ls-files", "--stage")
-    with pytest.raises(UsageError, match=r"conflicts in: b\.txt"):
+    with pytest.raises(LandRefused, match=r"conflicts in: b\.txt"):
         land(repo, "integ", "main")
     # The aborted merge rewrote the index file (same entries, new stat data), so compare entries.
-    assert {**snapshot_checkout(repo), "index_sha256": None} == {**snap, "index_sha256": None}
+    assert {**snapshot_checkout(repo.root), "index_sha256": None} == {**snap, "index_sha256": None}
     assert sh(repo.root, "ls-files", "--stage") == stage
     assert tree_bytes(repo.root, with_git=False) == files
 
@@ -157,10 +157,10 @@ def test_land_refuses_dirty_checkout(repo: Repo, tmp_path: Path) -> None:
     (repo.root / "a.txt").write_text("dirty\n")
     (repo.root / "b.txt").write_text("staged\n")
     sh(repo.root, "add", "b.txt")
-    snap, files = snapshot_checkout(repo), tree_bytes(repo.root)
-    with pytest.raises(UsageError, match=r"uncommitted changes \(a\.txt, b\.txt\); commit or stash"):
+    snap, files = snapshot_checkout(repo.root), tree_bytes(repo.root)
+    with pytest.raises(LandRefused, match=r"uncommitted changes \(a\.txt, b\.txt\); commit or stash"):
         land(repo, "integ", "main")
-    assert snapshot_checkout(repo) == snap
+    assert snapshot_checkout(repo.root) == snap
     assert tree_bytes(repo.root) == files
 
 
@@ -170,10 +170,10 @@ def test_land_when_base_not_checked_out_moves_ref_only(repo: Repo, tmp_path: Pat
     create_branch(repo, "integ", start)
     one = task_commit(repo, tmp_path, "one", {"new.txt": "new\n"})
     tip = merge_into(repo, "integ", one, "merge one").commit
-    snap, files = snapshot_checkout(repo), tree_bytes(repo.root)
+    snap, files = snapshot_checkout(repo.root), tree_bytes(repo.root)
     assert land(repo, "integ", "release") == "fast-forward"
     assert read_ref(repo, "refs/heads/release") == tip
-    assert snapshot_checkout(repo) == snap
+    assert snapshot_checkout(repo.root) == snap
     assert tree_bytes(repo.root) == files
 
     side = task_commit(repo, tmp_path, "side", {"side.txt": "s\n"}, base=start)
@@ -181,7 +181,7 @@ def test_land_when_base_not_checked_out_moves_ref_only(repo: Repo, tmp_path: Pat
     assert land(repo, "integ", "release") == "merged"
     assert sh(repo.root, "show", "release:new.txt") == "new"
     assert sh(repo.root, "show", "release:side.txt") == "s"
-    assert snapshot_checkout(repo) == snap
+    assert snapshot_checkout(repo.root) == snap
 
 
 def test_land_refuses_base_checked_out_elsewhere(repo: Repo, tmp_path: Path) -> None:
@@ -191,10 +191,10 @@ def test_land_refuses_base_checked_out_elsewhere(repo: Repo, tmp_path: Path) -> 
     one = task_commit(repo, tmp_path, "one", {"new.txt": "new\n"})
     merge_into(repo, "integ", one, "merge one")
     sh(repo.root, "worktree", "add", "-q", str(tmp_path / "elsewhere"), "release")
-    with pytest.raises(UsageError, match="checked out in another worktree"):
+    with pytest.raises(LandRefused, match="checked out in another worktree"):
         land(repo, "integ", "release")
     assert read_ref(repo, "refs/heads/release") == start
-    with pytest.raises(UsageError, match="unknown ref"):
+    with pytest.raises(RefProblem, match="unknown ref"):
         land(repo, "missing", "main")
 
 

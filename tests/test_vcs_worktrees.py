@@ -20,12 +20,10 @@ from orchard.vcs import (
     read_ref,
     remove_worktree,
     reset_worktree,
-    snapshot_checkout,
     worktree_branch,
-    worktree_head,
 )
 from orchard.vcs.worktrees import parse_worktree_list
-from tests.conftest import init_repo, sh
+from tests.conftest import init_repo, sh, snapshot_checkout
 
 
 @pytest.fixture
@@ -36,11 +34,11 @@ def repo(tmp_path: Path) -> Repo:
 
 def test_add_list_remove(repo: Repo, tmp_path: Path) -> None:
     base = sh(repo.root, "rev-parse", "HEAD")
-    before = snapshot_checkout(repo)
+    before = snapshot_checkout(repo.root)
     wt = tmp_path / "wts" / "nested" / "t1"
     add_worktree(repo, wt, "orchard/t1", base)
     assert (wt / "a.txt").read_text() == "a\n"
-    assert worktree_head(wt) == base
+    assert sh(wt, "rev-parse", "HEAD") == base
     assert read_ref(repo, "refs/heads/orchard/t1") == base
     infos = list_worktrees(repo)
     assert [i.path.resolve() for i in infos] == [repo.root.resolve(), wt.resolve()]
@@ -52,7 +50,7 @@ def test_add_list_remove(repo: Repo, tmp_path: Path) -> None:
     assert not wt.exists()
     assert len(list_worktrees(repo)) == 1
     remove_worktree(repo, wt)  # already gone: fine
-    assert snapshot_checkout(repo) == before
+    assert snapshot_checkout(repo.root) == before
 
 
 def test_remove_tolerates_deleted_directory(repo: Repo, tmp_path: Path) -> None:
@@ -94,7 +92,7 @@ def test_commit_all_after_agent_commits_and_with_failing_hook(repo: Repo, tmp_pa
     (wt / "one.txt").write_text("1\n")
     sh(wt, "add", "one.txt")
     sh(wt, "commit", "-q", "-m", "agent commit")
-    agent_head = worktree_head(wt)
+    agent_head = sh(wt, "rev-parse", "HEAD")
     assert commit_all(wt, "nothing left") is False
     hook = repo.git_dir / "hooks" / "pre-commit"
     hook.parent.mkdir(exist_ok=True)
@@ -130,7 +128,7 @@ def test_reset_worktree(repo: Repo, tmp_path: Path) -> None:
     reset_worktree(wt, "t6", base, keep_ignored=True)
     assert (wt / "build" / "cache").exists()
     reset_worktree(wt, "t6", base)
-    assert worktree_head(wt) == base
+    assert sh(wt, "rev-parse", "HEAD") == base
     assert read_ref(repo, "refs/heads/t6") == base
     assert (wt / "a.txt").read_text() == "a\n"
     assert not (wt / "junk.txt").exists()
@@ -156,7 +154,7 @@ def test_move_detach_and_what_counts_as_a_linked_worktree(repo: Repo, tmp_path: 
     add_worktree(repo, wt, "one", base)
     assert is_linked_worktree(repo, wt) and worktree_branch(wt) == "refs/heads/one"
     detach_head(wt)
-    assert worktree_branch(wt) is None and worktree_head(wt) == base
+    assert worktree_branch(wt) is None and sh(wt, "rev-parse", "HEAD") == base
     moved = tmp_path / "pool" / "deep" / "x"
     move_worktree(repo, wt, moved)
     assert not wt.exists() and is_linked_worktree(repo, moved)

@@ -2,6 +2,8 @@
 
     result = orchard.run("plan.yaml", repo=".", parallel=4, on_event=print)
     result.status, result.exit_code, result.summary
+
+`records=orchard.testing.MemoryStore()` keeps the run's journal in memory instead of `.orchard/state.db`.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchard.core.events import OrchardEvent
+from orchard.core.journal import Records
 from orchard.core.model import Plan
-from orchard.runtime.session import RunResult, resume_run, start_run
+from orchard.runtime.session import Options, RunResult, resume_run, start_run
 from orchard.vcs import find_repo
 
 
@@ -24,28 +27,33 @@ def _as_plan(plan_or_path: Plan | str | Path, repo: str | Path) -> Plan:
     return plan_loader.load(plan_or_path, find_repo(Path(repo).resolve()).root)
 
 
+def _options(on_event: Callable[[OrchardEvent], None] | None, records: Records | None, land: bool) -> Options:
+    return Options(observers=(on_event,) if on_event else (), records=records, land=land)
+
+
 async def run_async(plan_or_path: Plan | str | Path, repo: str | Path = ".", parallel: int | None = None,
-                    on_event: Callable[[OrchardEvent], None] | None = None, base: str | None = None,
-                    land: bool = False) -> RunResult:
+                    on_event: Callable[[OrchardEvent], None] | None = None, *, base: str | None = None,
+                    land: bool = False, records: Records | None = None) -> RunResult:
     """Run a plan (a `Plan` or a path to one) on `repo`; `on_event` receives every typed event."""
     plan = _as_plan(plan_or_path, repo)
-    return await start_run(repo, plan, [on_event] if on_event else [], parallel=parallel, base=base, do_land=land)
+    return await start_run(repo, plan, parallel=parallel, base=base, options=_options(on_event, records, land))
 
 
 def run(plan_or_path: Plan | str | Path, repo: str | Path = ".", parallel: int | None = None,
-        on_event: Callable[[OrchardEvent], None] | None = None, base: str | None = None,
-        land: bool = False) -> RunResult:
+        on_event: Callable[[OrchardEvent], None] | None = None, *, base: str | None = None,
+        land: bool = False, records: Records | None = None) -> RunResult:
     """Blocking form of `run_async`."""
-    return asyncio.run(run_async(plan_or_path, repo, parallel, on_event, base, land))
+    return asyncio.run(run_async(plan_or_path, repo, parallel, on_event, base=base, land=land, records=records))
 
 
 async def resume_async(repo: str | Path = ".", run_id: str | None = None,
-                       on_event: Callable[[OrchardEvent], None] | None = None) -> RunResult:
+                       on_event: Callable[[OrchardEvent], None] | None = None, *,
+                       records: Records | None = None) -> RunResult:
     """Continue an interrupted run (default: the latest)."""
-    return await resume_run(repo, run_id, [on_event] if on_event else [])
+    return await resume_run(repo, run_id, options=_options(on_event, records, False))
 
 
 def resume(repo: str | Path = ".", run_id: str | None = None,
-           on_event: Callable[[OrchardEvent], None] | None = None) -> RunResult:
+           on_event: Callable[[OrchardEvent], None] | None = None, *, records: Records | None = None) -> RunResult:
     """Blocking form of `resume_async`."""
-    return asyncio.run(resume_async(repo, run_id, on_event))
+    return asyncio.run(resume_async(repo, run_id, on_event, records=records))

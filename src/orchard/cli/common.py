@@ -14,8 +14,8 @@ from rich.console import Console
 from orchard.vcs import find_repo
 
 if TYPE_CHECKING:  # the engine and the plan loader are imported when a command needs them: a quick `status`
+    from orchard.core.journal import Observer
     from orchard.core.model import Plan
-    from orchard.runtime.context import Observer
 
 
 def repo_dir(ctx: click.Context) -> Path:

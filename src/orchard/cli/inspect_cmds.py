@@ -10,11 +10,11 @@ from pathlib import Path
 import click
 
 from orchard.cli.common import repo_dir, stdout_console
+from orchard.core.summary import summarize
 from orchard.errors import NotRecorded, UsageError
 from orchard.runtime.layout import Layout
 from orchard.runtime.lock import live_holder
 from orchard.store import Store
-from orchard.store.summary import summarize
 from orchard.ui.report import status_document, status_table, summary_text
 from orchard.vcs import find_repo
 
@@ -46,7 +46,7 @@ def status_cmd(ctx: click.Context, run_id: str | None, json_mode: bool) -> int:
             return 0
         out = stdout_console()
         out.print(status_table(doc))
-        out.print(summary_text(summarize(store, doc["run"]["id"])))
+        out.print(summary_text(summarize(store, doc["run"]["id"], time.time())))
     finally:
         store.close()
     return 0
@@ -94,7 +94,7 @@ def _follow(layout: Layout, store: Store, run_id: str, task_id: str) -> None:
         # settled is still printed.
         status = store.task(run_id, task_id).status
         holder = live_holder(layout.lock_file) or {}
-        settled = status in ("merged", "failed", "conflict", "blocked", "cancelled") or holder.get("run") != run_id
+        settled = status.terminal or holder.get("run") != run_id
         attempts = store.attempts(run_id, task_id)
         if attempts and attempts[-1].number != current:
             current, offset = attempts[-1].number, 0

@@ -6,12 +6,12 @@ import contextlib
 import os
 import shutil
 import signal
-import time
 
 import click
 
 from orchard.cli.common import repo_dir, stdout_console
 from orchard.cli.inspect_cmds import open_store
+from orchard.core.model import RunStatus
 from orchard.errors import GitError, UsageError
 from orchard.runtime.layout import Layout
 from orchard.runtime.lock import live_holder
@@ -34,31 +34,26 @@ from orchard.vcs import (
 @click.pass_context
 def cancel_cmd(ctx: click.Context, run_id: str | None) -> int:
     """Cancel a run (default: the latest): a live one stops its agents; waiting tasks become cancelled."""
+    from orchard.runtime.session import open_journal
+
     layout, store = open_store(ctx)
     try:
         run = store.run(run_id)
+        journal = open_journal(store, run.id)
         holder = live_holder(layout.lock_file)
         out = stdout_console()
         if holder and holder.get("run") == run.id:
-            store.update_run(run.id, cancel_requested=1)
+            journal.cancel_requested()
             with contextlib.suppress(ProcessLookupError):  # it may have ended just now
                 os.kill(int(holder["pid"]), signal.SIGTERM)
                 out.print(f"asked run {run.id} (pid {holder['pid']}) to cancel")
                 return 0
-        if run.status in ("completed", "cancelled"):
+        if run.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
             raise UsageError(f"run {run.id} is already {run.status}")
-        from orchard.runtime.session import reap_orphans
+        from orchard.runtime.recovery import cancel_dead_run
 
-        # An orchestrator that died (kill -9, a crash) may have left its agents running: stop them too.
-        reaped = reap_orphans(run.id, store)
-        now = time.time()
-        with store.atomic():
-            for a in store.open_attempts(run.id):
-                store.update_attempt(a.id, finished_at=now, outcome="interrupted", detail="run cancelled")
-            for t in store.tasks(run.id):
-                if t.status not in ("merged", "failed", "conflict", "blocked", "cancelled"):
-                    store.update_task(run.id, t.task_id, status="cancelled", finished_at=now)
-            store.update_run(run.id, status="cancelled", finished_at=now, reason="cancelled")
+        # An orchestrator that died (kill -9, a crash) may have left its agents running: they are stopped too.
+        reaped = cancel_dead_run(journal)
         stopped = f" (stopped {reaped} leftover agent process group(s))" if reaped else ""
         out.print(f"run {run.id} cancelled{stopped}")
     finally:

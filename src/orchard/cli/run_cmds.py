@@ -13,8 +13,9 @@ from orchard.cli.common import load_plan, progress_output, repo_dir, stdout_cons
 from orchard.ui.report import summary_text
 
 if TYPE_CHECKING:
-    from orchard.runtime.context import Observer
-    from orchard.runtime.session import RunResult
+    from orchard.core.journal import Observer
+    from orchard.runtime.disk import DiskLimits
+    from orchard.runtime.session import Options, RunResult
 
 json_option = click.option("--json", "json_mode", is_flag=True, help="Print NDJSON events instead of a dashboard.")
 land_option = click.option("--land", is_flag=True, help="Merge the integration branch into the base when all merged.")
@@ -32,25 +33,33 @@ def disk_options(command: Callable[..., Any]) -> Callable[..., Any]:
                         help="Refuse to start with less free disk than this (default 1GB).")(command)
 
 
-def limits_of(min_free_disk: str | None, max_worktrees_size: str | None, pool_size: int | None) -> Any:
+def limits_of(min_free_disk: str | None, max_worktrees_size: str | None, pool_size: int | None) -> DiskLimits:
     from orchard.runtime.disk import DiskLimits
 
     return DiskLimits.parse(min_free_disk, max_worktrees_size, pool_size)
 
 
-def _drive(json_mode: bool, start: Any) -> int:
+def options_of(observers: list[Observer], *, land: bool = False, limits: DiskLimits | None = None) -> Options:
+    """The session options a command's flags give."""
+    from orchard.runtime.session import Options
+
+    return Options(observers=tuple(observers), land=land, limits=limits)
+
+
+def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any, RunResult]]) -> int:
     """Run a session coroutine with the chosen progress output; print the summary; return the exit code."""
     import asyncio
 
+    from orchard.core.model import RunStatus
+
     with progress_output(json_mode) as observers:
-        coro: Coroutine[Any, Any, RunResult] = start(observers)
-        result = asyncio.run(coro)
+        result = asyncio.run(start(observers))
     if not json_mode:
         out = stdout_console()
         out.print(summary_text(result.summary))
-        if result.status == "interrupted":
+        if result.status is RunStatus.INTERRUPTED:
             out.print(f"resume with: orchard resume {result.run_id}")
-        elif result.status in ("completed", "failed"):
+        elif result.status in (RunStatus.COMPLETED, RunStatus.FAILED):
             out.print(f"results on branch orchard/{result.run_id}/integration; land with: orchard land {result.run_id}")
     return result.exit_code
 
@@ -72,8 +81,8 @@ def run_cmd(ctx: click.Context, plan_path: Path, parallel: int | None, base: str
     plan = load_plan(ctx, plan_path)
     directory = repo_dir(ctx)
     limits = limits_of(min_free_disk, max_worktrees_size, pool_size)
-    return _drive(json_mode, lambda obs: start_run(directory, plan, obs, parallel=parallel, base=base, do_land=land,
-                                                   limits=limits))
+    return _drive(json_mode, lambda obs: start_run(directory, plan, parallel=parallel, base=base,
+                                                   options=options_of(obs, land=land, limits=limits)))
 
 
 @click.command("resume")
@@ -89,7 +98,8 @@ def resume_cmd(ctx: click.Context, run_id: str | None, land: bool, min_free_disk
 
     directory = repo_dir(ctx)
     limits = limits_of(min_free_disk, max_worktrees_size, pool_size)
-    return _drive(json_mode, lambda obs: resume_run(directory, run_id, obs, do_land=land, limits=limits))
+    return _drive(json_mode, lambda obs: resume_run(directory, run_id, options=options_of(obs, land=land,
+                                                                                          limits=limits)))
 
 
 @click.command("retry")
@@ -105,7 +115,8 @@ def retry_cmd(ctx: click.Context, task_ids: tuple[str, ...], run_id: str | None,
 
     directory = repo_dir(ctx)
     limits = limits_of(min_free_disk, max_worktrees_size, pool_size)
-    return _drive(json_mode, lambda obs: resume_run(directory, run_id, obs, reset=task_ids, limits=limits))
+    return _drive(json_mode, lambda obs: resume_run(directory, run_id, reset=task_ids,
+                                                    options=options_of(obs, limits=limits)))
 
 
 @click.command("demo")
@@ -126,7 +137,7 @@ def demo_cmd(directory: Path | None, json_mode: bool) -> int:
         stdout_console().print(f"demo repository: {repo}\nplan: {plan_file}\n")
 
     def start(observers: list[Observer]) -> Coroutine[Any, Any, RunResult]:
-        return start_run(repo, plan, observers)
+        return start_run(repo, plan, options=options_of(observers))
 
     code = _drive(json_mode, start)
     if not json_mode:

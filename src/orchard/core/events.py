@@ -8,7 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any, ClassVar
+
+from orchard.core.model import MergeOutcome, Outcome, RunStatus, TaskStatus
 
 
 def iso(ts: float | None) -> str | None:
@@ -69,7 +72,7 @@ class TaskEvent(OrchardEvent):
 @dataclass(frozen=True, kw_only=True)
 class TaskStatusChanged(TaskEvent):
     type: ClassVar[str] = "task.status"
-    status: str
+    status: TaskStatus
     attempt: int = 0
     reason: str = ""
     until: str | None = None  # for `paused`: when the agent is expected back (ISO 8601 UTC)
@@ -106,7 +109,7 @@ class AgentActivity(TaskEvent):
 class AttemptFinished(TaskEvent):
     type: ClassVar[str] = "attempt.finished"
     attempt: int
-    outcome: str
+    outcome: Outcome
     exit_code: int | None = None
     signal: int | None = None
     duration_s: float = 0.0
@@ -137,16 +140,16 @@ class VerifyFinished(TaskEvent):
 @dataclass(frozen=True, kw_only=True)
 class MergeFinished(TaskEvent):
     type: ClassVar[str] = "merge.finished"
-    result: str  # merged | already | conflict
+    result: MergeOutcome
     commit: str | None = None
     conflicts: tuple[str, ...] = field(default_factory=tuple)
 
     def message(self) -> str:
-        if self.result == "conflict":
+        if self.result is MergeOutcome.CONFLICT:
             return "merge conflict on " + ", ".join(self.conflicts)
-        if self.result == "error":
+        if self.result is MergeOutcome.ERROR:
             return "merge failed"
-        already = " (already merged)" if self.result == "already" else ""
+        already = " (already merged)" if self.result is MergeOutcome.ALREADY else ""
         return f"merged as {self.commit[:10] if self.commit else '?'}{already}"
 
 
@@ -165,7 +168,7 @@ class RunNote(OrchardEvent):
 @dataclass(frozen=True, kw_only=True)
 class RunFinished(OrchardEvent):
     type: ClassVar[str] = "run.finished"
-    status: str
+    status: RunStatus
     summary: dict[str, Any] = field(default_factory=dict)
 
     def message(self) -> str:
@@ -173,7 +176,13 @@ class RunFinished(OrchardEvent):
 
 
 def redacted(event: OrchardEvent, redact: Callable[[str], str]) -> OrchardEvent:
-    """A copy of `event` with every text field passed through `redact` (the summary's numbers need none)."""
-    changes: dict[str, Any] = {f.name: redact(value) for f in fields(event)
-                               if isinstance(value := getattr(event, f.name), str)}
+    """A copy of `event` with every text field (and every text in a tuple field) passed through `redact`; enum
+    fields are names, not text, and the summary's numbers need none."""
+    changes: dict[str, Any] = {}
+    for f in fields(event):
+        value = getattr(event, f.name)
+        if isinstance(value, str) and not isinstance(value, Enum):
+            changes[f.name] = redact(value)
+        elif isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+            changes[f.name] = tuple(redact(v) for v in value)
     return replace(event, **changes)

@@ -1,7 +1,7 @@
 """One attempt of one task: a fresh worktree at the integration tip, the agent, its leftovers committed, verify.
 
-Returns an outcome value for the scheduler; every failure along the way is a value with a reason, not an exception
-that could take sibling attempts down.
+Returns the scheduler's `AttemptEnded`; every failure along the way is a value (a `Verdict`, decided once), never
+an exception that could take sibling attempts down. Each step is recorded through the run's journal.
 """
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ import os
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchard.agents import AttemptContext, AttemptReport, adapter_for
-from orchard.agents.base import Invocation, Stream, TailBuffer
+from orchard.agents.base import Invocation, OutputParser, Stream, TailBuffer
 from orchard.agents.requirements import agent_environment
-from orchard.core.events import AgentActivity, AttemptFinished, AttemptStarted, RunNote, VerifyFinished
 from orchard.core.feedback import compose_prompt, failure_feedback, verify_feedback
+from orchard.core.journal import AgentExit, AttemptStart, Verdict, VerifyRun
 from orchard.core.model import Outcome, Task
+from orchard.core.scheduler import AttemptEnded, StartAttempt
 from orchard.errors import GitError
 from orchard.runtime.context import RunContext
 from orchard.runtime.process import Supervision, append_log, run_process
@@ -27,16 +28,25 @@ from orchard.vcs import commit_all, tip_descending_from, worktree_branch
 
 ACTIVITY_INTERVAL_S = 1.0
 DEFAULT_STALL_S = 600.0
+# Outcomes whose retry needs no "the last attempt ended with …" feedback: a success, a verify failure (its own
+# feedback is recorded with the verify run), an interruption and a rate limit (the agent did nothing wrong).
+_NO_FEEDBACK = frozenset({Outcome.SUCCESS, Outcome.VERIFY_FAILED, Outcome.INTERRUPTED, Outcome.RATE_LIMITED})
 
 
 @dataclass(frozen=True)
-class AttemptResult:
-    """What the engine hands back to the scheduler, plus feedback for the next attempt."""
+class Attempt:
+    """One attempt as it goes: what it runs, where, and (once recorded) its journal id and start commit."""
 
-    outcome: Outcome
-    feedback: str = ""
-    resume_at: float | None = None
-    cost_usd: float = 0.0
+    task: Task
+    number: int
+    agent: str
+    budget_usd: float | None
+    branch: str
+    worktree: Path
+    log_path: Path
+    prompt_file: Path
+    start_commit: str = ""
+    id: int = 0
 
 
 class ActivityThrottle:
@@ -53,159 +63,150 @@ class ActivityThrottle:
             self.publish(text)
 
 
-async def run_attempt(ctx: RunContext, task: Task, number: int, on_verify: Callable[[], None],
-                      agent: str | None = None, budget_usd: float | None = None) -> AttemptResult:
-    """Run attempt `number` of `task` on `agent` (default: its own) to an outcome."""
-    agent = agent or task.agent
-    branch = ctx.task_branch(task.id)
-    worktree = ctx.layout.worktree(ctx.run_id, task.id)
+def verdict(outcome: Outcome, detail: str = "", end_commit: str | None = None) -> Verdict:
+    """A verdict with the feedback a retry gets for it."""
+    feedback = None if outcome in _NO_FEEDBACK else failure_feedback(outcome.value, detail)
+    return Verdict(outcome, detail, end_commit, feedback)
+
+
+async def run_attempt(ctx: RunContext, start: StartAttempt, on_verify: Callable[[], None]) -> AttemptEnded:
+    """Run the attempt the scheduler asked for to an outcome."""
+    attempt = _new_attempt(ctx, start)
     try:
-        start = await asyncio.to_thread(_prepare_worktree, ctx, branch, worktree)
+        commit = await asyncio.to_thread(_prepare_worktree, ctx, attempt)
     except (GitError, OSError) as exc:
-        return _setup_failed(ctx, task, number, f"cannot prepare worktree: {exc}")
-    feedback = ctx.store.task(ctx.run_id, task.id).feedback
-    prompt = compose_prompt(task.prompt, feedback, number)
-    prompt_file = ctx.layout.prompt_file(ctx.run_id, task.id, number)
-    prompt_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    prompt_file.write_text(prompt, encoding="utf-8")
-    prompt_file.chmod(0o600)
-    spec = ctx.plan.agents[agent]
-    actx = AttemptContext(ctx.run_id, task, number, spec, worktree, prompt, prompt_file, feedback,
-                          _previous_session(ctx, task.id, agent), budget_usd)
-    adapter = adapter_for(spec.type)
+        ctx.journal.attempt_setup_failed(attempt.task.id, attempt.number, f"cannot prepare worktree: {exc}")
+        return AttemptEnded(attempt.task.id, Outcome.SETUP_FAILED)
+    attempt = replace(attempt, start_commit=commit)
+    actx = _agent_context(ctx, attempt)
+    adapter = adapter_for(actx.agent.type)
     inv, parser = adapter.invocation(actx), adapter.parser(actx)
-    log_path = ctx.layout.log(ctx.run_id, task.id, number)
-    attempt_id = ctx.store.start_attempt(ctx.run_id, task.id, number, agent, ctx.now(), str(worktree), start,
-                                         str(log_path))
-    ctx.emit(AttemptStarted(run_id=ctx.run_id, ts=ctx.now(), task=task.id, attempt=number, agent=agent,
-                            branch=branch, worktree=str(worktree), start_commit=start))
-    throttle = ActivityThrottle(lambda text: ctx.emit(
-        AgentActivity(run_id=ctx.run_id, ts=ctx.now(), task=task.id, attempt=number, text=text)))
+    attempt = replace(attempt, id=ctx.journal.attempt_started(AttemptStart(
+        task_id=attempt.task.id, number=attempt.number, agent=attempt.agent, branch=attempt.branch,
+        worktree=str(attempt.worktree), start_commit=commit, log_path=str(attempt.log_path))))
+    report = await _run_agent(ctx, attempt, inv, parser)
+    result = await _judge(ctx, attempt, report, on_verify)
+    if result.outcome is Outcome.SUCCESS:  # the merge works on the commit: the worktree can serve the next task
+        await asyncio.to_thread(ctx.pool.release, attempt.worktree, ctx.width)
+    ctx.journal.attempt_finished(attempt.id, result)
+    return AttemptEnded(attempt.task.id, result.outcome, report.resume_at, report.cost_usd)
+
+
+def _new_attempt(ctx: RunContext, start: StartAttempt) -> Attempt:
+    task = ctx.plan.task(start.task_id)
+    return Attempt(task=task, number=start.attempt, agent=start.agent, budget_usd=start.budget_usd,
+                   branch=ctx.task_branch(task.id), worktree=ctx.layout.worktree(ctx.run_id, task.id),
+                   log_path=ctx.layout.log(ctx.run_id, task.id, start.attempt),
+                   prompt_file=ctx.layout.prompt_file(ctx.run_id, task.id, start.attempt))
+
+
+def _prepare_worktree(ctx: RunContext, attempt: Attempt) -> str:
+    """A clean worktree on the task branch at the integration tip as it is now (orchard's record, whatever an agent
+    did to the ref); returns that start commit."""
+    with ctx.integration.lock:
+        tip = ctx.integration.tip
+    ctx.pool.acquire(attempt.worktree, attempt.branch, tip)
+    return tip
+
+
+def _agent_context(ctx: RunContext, attempt: Attempt) -> AttemptContext:
+    """Write the attempt's prompt (the task's, plus feedback from the last attempt) and describe it to the adapter."""
+    task = attempt.task
+    feedback = ctx.journal.task(task.id).feedback
+    prompt = compose_prompt(task.prompt, feedback, attempt.number)
+    attempt.prompt_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    attempt.prompt_file.write_text(prompt, encoding="utf-8")
+    attempt.prompt_file.chmod(0o600)
+    sessions = [a.session_id for a in ctx.journal.attempts(task.id) if a.session_id and a.agent == attempt.agent]
+    return AttemptContext(run_id=ctx.run_id, task=task, attempt=attempt.number, agent=ctx.plan.agents[attempt.agent],
+                          worktree=attempt.worktree, prompt=prompt, prompt_file=attempt.prompt_file,
+                          feedback=feedback, session_id=sessions[-1] if sessions else None,
+                          budget_usd=attempt.budget_usd)
+
+
+async def _run_agent(ctx: RunContext, attempt: Attempt, inv: Invocation, parser: OutputParser) -> AttemptReport:
+    """The agent process under supervision, its output parsed as it comes; its exit and spending recorded."""
+    journal, task = ctx.journal, attempt.task
+    throttle = ActivityThrottle(lambda text: journal.agent_active(task.id, attempt.number, text))
 
     def on_line(line: str, stream: Stream) -> None:
         activity = parser.feed(line, stream)
         if activity:
             throttle.offer(activity)
 
-    append_log(log_path, ctx.redactor(f"[orchard: attempt {number} on {agent}: {shlex.join(inv.argv)}]\n"))
-    limits = Supervision(task.timeout_s, float(spec.option("stall_timeout", DEFAULT_STALL_S)), ctx.grace_s)
-    environ = agent_environment(os.environ, spec.type, spec.option("env_pass"))
-    exit_info = await run_process(inv, log_path, on_line, limits, lambda pid: _spawned(ctx, task.id, attempt_id, pid),
-                                  base_env=environ, redact=ctx.redactor.bytes)
-    ctx.procs.pop(task.id, None)
+    def on_spawn(pid: int) -> None:
+        ctx.processes.started(task.id, pid)
+        journal.agent_spawned(attempt.id, pid)
+
+    spec = ctx.plan.agents[attempt.agent]
+    append_log(attempt.log_path,
+               ctx.redactor(f"[orchard: attempt {attempt.number} on {attempt.agent}: {shlex.join(inv.argv)}]\n"))
+    limits = Supervision(task.timeout_s, float(spec.option("stall_timeout", DEFAULT_STALL_S)),
+                         ctx.processes.grace_s)
+    exit_info = await run_process(inv, attempt.log_path, on_line, limits, on_spawn=on_spawn,
+                                  base_env=agent_environment(os.environ, spec.type, spec.option("env_pass")),
+                                  redact=ctx.redactor.bytes)
+    ctx.processes.ended(task.id)
     report = parser.finish(exit_info)
-    if ctx.stopping and report.outcome is not Outcome.SUCCESS:
-        report = AttemptReport(Outcome.INTERRUPTED, "run interrupted", report.tokens_in, report.tokens_out,
-                               report.cost_usd, report.session_id)
-    ctx.store.update_attempt(attempt_id, exit_code=exit_info.returncode, signal=exit_info.signal,
-                             tokens_in=report.tokens_in, tokens_out=report.tokens_out, cost_usd=report.cost_usd,
-                             session_id=report.session_id)
-    if report.outcome is Outcome.SUCCESS:
-        report = await _collect(ctx, task, branch, worktree, start, attempt_id, number, on_verify, report)
-    if report.outcome is Outcome.SUCCESS:  # the merge works on the commit: the worktree can serve the next task
-        await asyncio.to_thread(ctx.pool.release, worktree, ctx.width)
-    return _finish(ctx, task, number, attempt_id, exit_info.returncode, exit_info.signal, exit_info.duration_s,
-                   report)
-
-
-def _prepare_worktree(ctx: RunContext, branch: str, path: Path) -> str:
-    """A clean worktree on the task branch at the integration tip as it is now (orchard's record, whatever an agent
-    did to the ref); returns that start commit."""
-    with ctx.ref_lock:
-        tip = ctx.integration_tip
-    ctx.pool.acquire(path, branch, tip)
-    return tip
-
-
-def _spawned(ctx: RunContext, task_id: str, attempt_id: int, pid: int) -> None:
-    ctx.procs[task_id] = pid
-    ctx.store.update_attempt(attempt_id, pid=pid, pgid=pid)
-
-
-def _previous_session(ctx: RunContext, task_id: str, agent: str) -> str | None:
-    """The session of the task's last attempt on the same agent, for agents that can resume one."""
-    sessions = [a.session_id for a in ctx.store.attempts(ctx.run_id, task_id) if a.session_id and a.agent == agent]
-    return sessions[-1] if sessions else None
-
-
-async def _collect(ctx: RunContext, task: Task, branch: str, wt: Path, start: str, attempt_id: int,
-                   number: int, on_verify: Callable[[], None], report: AttemptReport) -> AttemptReport:
-    """After a successful agent: commit leftovers, take the result from the task branch only, then verify."""
-    try:
-        on_branch = await asyncio.to_thread(worktree_branch, wt) if wt.is_dir() else None
-        if wt.is_dir() and on_branch != "refs/heads/" + branch:
-            return _with(report, Outcome.REJECTED, f"the agent left the worktree on {on_branch or 'a detached HEAD'}, "
-                         f"not {branch}")
-        if wt.is_dir():
-            await asyncio.to_thread(commit_all, wt, f"orchard: task {task.id} (attempt {number})")
-        head = await asyncio.to_thread(tip_descending_from, ctx.repo, "refs/heads/" + branch, start)
-    except GitError as exc:
-        return _with(report, Outcome.SETUP_FAILED, f"cannot commit the agent's work: {exc}")
-    if head is None:
-        return _with(report, Outcome.REJECTED, f"task branch {branch} no longer descends from the attempt's start")
-    ctx.store.update_attempt(attempt_id, end_commit=head)
-    if head == start and not task.allow_empty:
-        return _with(report, Outcome.NO_CHANGES, "no changes")
-    if task.verify and wt.is_dir():
-        on_verify()
-        return await _verify(ctx, task, wt, number, report)
+    journal.agent_exited(attempt.id, AgentExit(
+        exit_code=exit_info.returncode, signal=exit_info.signal, duration_s=exit_info.duration_s,
+        tokens_in=report.tokens_in, tokens_out=report.tokens_out, cost_usd=report.cost_usd,
+        session_id=report.session_id))
     return report
 
 
-async def _verify(ctx: RunContext, task: Task, wt: Path, number: int, report: AttemptReport) -> AttemptReport:
-    """Run the task's verify command in its worktree; a failure carries the output tail as feedback."""
+async def _judge(ctx: RunContext, attempt: Attempt, report: AttemptReport, on_verify: Callable[[], None]) -> Verdict:
+    """The attempt's verdict: the agent's own, else what its committed result and the verify command say."""
+    if report.outcome is not Outcome.SUCCESS:
+        if ctx.processes.stopping:
+            return verdict(Outcome.INTERRUPTED, "run interrupted")
+        return verdict(report.outcome, report.detail)
+    result = await _collect(ctx, attempt, report.detail)
+    if result.outcome is Outcome.SUCCESS and attempt.task.verify and attempt.worktree.is_dir():
+        on_verify()
+        return await _verify(ctx, attempt, result)
+    return result
+
+
+async def _collect(ctx: RunContext, attempt: Attempt, detail: str) -> Verdict:
+    """After a successful agent: commit leftovers, and take the result from the task branch only."""
+    wt, ref = attempt.worktree, "refs/heads/" + attempt.branch
+    try:
+        if wt.is_dir():
+            on_branch = await asyncio.to_thread(worktree_branch, wt)
+            if on_branch != ref:
+                return verdict(Outcome.REJECTED, f"the agent left the worktree on {on_branch or 'a detached HEAD'}, "
+                                                 f"not {attempt.branch}")
+            await asyncio.to_thread(commit_all, wt, f"orchard: task {attempt.task.id} (attempt {attempt.number})")
+        head = await asyncio.to_thread(tip_descending_from, ctx.repo, ref, attempt.start_commit)
+    except GitError as exc:
+        return verdict(Outcome.SETUP_FAILED, f"cannot commit the agent's work: {exc}")
+    if head is None:
+        return verdict(Outcome.REJECTED, f"task branch {attempt.branch} no longer descends from the attempt's start")
+    if head == attempt.start_commit and not attempt.task.allow_empty:
+        return verdict(Outcome.NO_CHANGES, "no changes", head)
+    return verdict(Outcome.SUCCESS, detail, head)
+
+
+async def _verify(ctx: RunContext, attempt: Attempt, collected: Verdict) -> Verdict:
+    """Run the task's verify command in its worktree; a failure's output tail becomes the next attempt's feedback."""
+    task = attempt.task
     assert task.verify is not None
     tail = TailBuffer(lines=40)
-    log_path = ctx.layout.log(ctx.run_id, task.id, number)
-    append_log(log_path, ctx.redactor(f"\n[orchard: verify: {shlex.join(task.verify)}]\n"))
-    inv = Invocation(task.verify, wt)
-    exit_info = await run_process(inv, log_path, lambda line, _s: tail.add(line),
-                                  Supervision(task.timeout_s, None, ctx.grace_s),
-                                  on_spawn=lambda pid: ctx.procs.__setitem__(task.id, pid), redact=ctx.redactor.bytes)
-    ctx.procs.pop(task.id, None)
+    append_log(attempt.log_path, ctx.redactor(f"\n[orchard: verify: {shlex.join(task.verify)}]\n"))
+    exit_info = await run_process(Invocation(task.verify, attempt.worktree), attempt.log_path,
+                                  lambda line, _s: tail.add(line), Supervision(task.timeout_s, None,
+                                                                               ctx.processes.grace_s),
+                                  on_spawn=lambda pid: ctx.processes.started(task.id, pid), redact=ctx.redactor.bytes)
+    ctx.processes.ended(task.id)
     passed = exit_info.returncode == 0 and not exit_info.spawn_error
-    detail = exit_info.spawn_error or tail.text()
-    ctx.emit(VerifyFinished(run_id=ctx.run_id, ts=ctx.now(), task=task.id, attempt=number, passed=passed,
-                            exit_code=exit_info.returncode, duration_s=exit_info.duration_s,
-                            tail=detail[-2000:]))
+    output = exit_info.spawn_error or tail.text()
+    stopped = ctx.processes.stopping and not passed
+    feedback = None if passed or stopped else verify_feedback(task.verify, exit_info.returncode, output)
+    ctx.journal.verify_finished(attempt.id, VerifyRun(passed=passed, exit_code=exit_info.returncode,
+                                                      duration_s=exit_info.duration_s, tail=output, feedback=feedback))
     if passed:
-        return report
-    if ctx.stopping:
-        return _with(report, Outcome.INTERRUPTED, "run interrupted during verify")
-    feedback = verify_feedback(task.verify, exit_info.returncode, detail)
-    ctx.store.update_task(ctx.run_id, task.id, feedback=feedback)
-    return _with(report, Outcome.VERIFY_FAILED, f"verify failed (exit {exit_info.returncode})")
-
-
-def _with(report: AttemptReport, outcome: Outcome, detail: str) -> AttemptReport:
-    return AttemptReport(outcome, detail, report.tokens_in, report.tokens_out, report.cost_usd, report.session_id,
-                         report.resume_at)
-
-
-def _setup_failed(ctx: RunContext, task: Task, number: int, detail: str) -> AttemptResult:
-    ctx.emit(AttemptFinished(run_id=ctx.run_id, ts=ctx.now(), task=task.id, attempt=number,
-                             outcome=Outcome.SETUP_FAILED.value, detail=detail))
-    ctx.store.update_task(ctx.run_id, task.id, error=detail)
-    return AttemptResult(Outcome.SETUP_FAILED)
-
-
-def _finish(ctx: RunContext, task: Task, number: int, attempt_id: int, exit_code: int | None, sig: int | None,
-            duration_s: float, report: AttemptReport) -> AttemptResult:
-    """Record the attempt's end, keep feedback for a retry, and publish it."""
-    ctx.store.update_attempt(attempt_id, finished_at=ctx.now(), outcome=report.outcome.value, detail=report.detail)
-    if report.outcome not in (Outcome.SUCCESS, Outcome.VERIFY_FAILED, Outcome.INTERRUPTED, Outcome.RATE_LIMITED):
-        ctx.store.update_task(ctx.run_id, task.id, feedback=failure_feedback(report.outcome.value, report.detail))
-    if report.outcome is not Outcome.SUCCESS:
-        ctx.store.update_task(ctx.run_id, task.id, error=f"{report.outcome.value}: {report.detail}".strip(": "))
-    ctx.emit(AttemptFinished(run_id=ctx.run_id, ts=ctx.now(), task=task.id, attempt=number,
-                             outcome=report.outcome.value, exit_code=exit_code, signal=sig, duration_s=duration_s,
-                             tokens_in=report.tokens_in, tokens_out=report.tokens_out, cost_usd=report.cost_usd,
-                             detail=report.detail))
-    return AttemptResult(report.outcome, resume_at=report.resume_at, cost_usd=report.cost_usd)
-
-
-def note_restored(ctx: RunContext, moved_to: str) -> None:
-    """Tell the user an agent had moved the integration branch and orchard put it back."""
-    ctx.emit(RunNote(run_id=ctx.run_id, ts=ctx.now(), level="warning",
-                     text=f"{ctx.integration_branch} had been moved to {moved_to[:12]} by an agent; "
-                          f"restored to {ctx.integration_tip[:12]}"))
+        return collected
+    if stopped:
+        return verdict(Outcome.INTERRUPTED, "run interrupted during verify", collected.end_commit)
+    return verdict(Outcome.VERIFY_FAILED, f"verify failed (exit {exit_info.returncode})", collected.end_commit)

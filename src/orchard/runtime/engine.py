@@ -1,16 +1,17 @@
 """The engine loop: feeds the scheduler past-tense events and carries out its actions as asyncio tasks.
 
 Attempts and merges run as independent tasks that report back through one queue; the scheduler alone decides what
-happens next. Every status change is written to the store and the journal in one transaction as it happens.
+happens next. Every status change it decides is a transition of the run's journal, recorded as it happens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
-from orchard.core.events import TaskStatusChanged, iso
+from orchard.core.journal import Counts, RunJournal
 from orchard.core.model import Outcome, TaskStatus
 from orchard.core.scheduler import (
     Action,
@@ -26,13 +27,14 @@ from orchard.core.scheduler import (
     StartMerge,
     StatusChanged,
     Stop,
+    TaskState,
     VerifyStarted,
 )
 from orchard.runtime.attempt import run_attempt
 from orchard.runtime.context import RunContext, log
 from orchard.runtime.merging import merge_task, tidy
 
-FAILURE_STATUSES = (TaskStatus.FAILED, TaskStatus.CONFLICT, TaskStatus.BLOCKED, TaskStatus.CANCELLED)
+S = TaskStatus
 
 
 class Engine:
@@ -51,19 +53,19 @@ class Engine:
 
     def stop(self, hard: bool = False, cancel: bool = False) -> None:
         """Start nothing new; stop running agents (SIGTERM, or SIGKILL when `hard`)."""
-        self.ctx.interrupt(hard)
+        self.ctx.processes.interrupt(hard)
         self.post(Cancel() if cancel else Stop())
 
     async def run(self) -> RunDone:
         self.post(Kick())
         while self.done is None:
             wake = self.sched.next_wakeup()
-            timeout = None if wake is None else max(0.0, wake - self.ctx.now())
+            timeout = None if wake is None else max(0.0, wake - time.time())
             try:
                 event = await asyncio.wait_for(self.queue.get(), timeout)
             except TimeoutError:
                 event = Kick()
-            self._apply(self.sched.handle(event, self.ctx.now()))
+            self._apply(self.sched.handle(event, time.time()))
         if self.jobs:  # tidying up after the last merges; never leave children behind
             await asyncio.gather(*self.jobs, return_exceptions=True)
         return self.done
@@ -71,7 +73,8 @@ class Engine:
     def _apply(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, StatusChanged):
-                self._record_status(action)
+                record_status(self.ctx.journal, action, self.sched.tasks[action.task_id],
+                              self.ctx.task_branch(action.task_id))
             elif isinstance(action, StartAttempt):
                 self._spawn(self._attempt(action))
             elif isinstance(action, StartMerge):
@@ -84,37 +87,14 @@ class Engine:
         self.jobs.add(job)
         job.add_done_callback(self.jobs.discard)
 
-    def _record_status(self, change: StatusChanged) -> None:
-        ctx, state = self.ctx, self.sched.tasks[change.task_id]
-        values: dict[str, object] = {"status": change.status.value, "attempts": state.attempts,
-                                     "failures": state.failures}
-        now = ctx.now()
-        if change.status is TaskStatus.RUNNING:
-            values["branch"] = ctx.task_branch(change.task_id)
-            if ctx.store.task(ctx.run_id, change.task_id).started_at is None:
-                values["started_at"] = now
-        if change.status.terminal:
-            values["finished_at"] = now
-        if change.status in FAILURE_STATUSES and change.reason and change.status is not TaskStatus.FAILED:
-            values["error"] = change.reason
-        reason = change.reason
-        if change.until is not None:
-            reason = f"{reason} until {iso(change.until)}"
-        with ctx.store.atomic():
-            ctx.store.update_task(ctx.run_id, change.task_id, **values)
-            ctx.emit(TaskStatusChanged(run_id=ctx.run_id, ts=now, task=change.task_id, status=change.status.value,
-                                       attempt=state.attempts, reason=reason, until=iso(change.until)))
-
     async def _attempt(self, start: StartAttempt) -> None:
-        task = self.ctx.plan.task(start.task_id)
+        task_id = start.task_id
         try:
-            result = await run_attempt(self.ctx, task, start.attempt, lambda: self.post(VerifyStarted(task.id)),
-                                       start.agent, start.budget_usd)
-            event: Event = AttemptEnded(task.id, result.outcome, result.resume_at, result.cost_usd)
+            event: Event = await run_attempt(self.ctx, start, lambda: self.post(VerifyStarted(task_id)))
         except Exception as exc:  # a bug in one attempt must not take the run down
-            log.exception("attempt %s/%d failed unexpectedly", task.id, start.attempt)
-            self.ctx.store.update_task(self.ctx.run_id, task.id, error=f"internal error: {exc}")
-            event = AttemptEnded(task.id, Outcome.SETUP_FAILED)
+            log.exception("attempt %s/%d failed unexpectedly", task_id, start.attempt)
+            self._internal_error(task_id, exc)
+            event = AttemptEnded(task_id, Outcome.SETUP_FAILED)
         self.post(event)
 
     async def _merge(self, task_id: str) -> None:
@@ -122,11 +102,46 @@ class Engine:
             ended = await merge_task(self.ctx, task_id)
         except Exception as exc:
             log.exception("merge of %s failed unexpectedly", task_id)
-            self.ctx.store.update_task(self.ctx.run_id, task_id, error=f"internal error: {exc}")
-            ended = MergeEnded(task_id, merged=False)
+            self._internal_error(task_id, exc)
+            ended = MergeEnded(task_id, merged=False, error=f"internal error: {exc}")
         self.post(ended)  # the queue moves on while this job tidies up
         if ended.merged:
             try:
                 await asyncio.to_thread(tidy, self.ctx, task_id)
             except Exception:  # what is left is removed at the end of the session (`settle`)
                 log.exception("tidying up after %s failed", task_id)
+
+    def _internal_error(self, task_id: str, exc: Exception) -> None:
+        """Record the bug against the task; if even that fails (the store is gone), the run still goes on."""
+        try:
+            self.ctx.journal.internal_error(task_id, str(exc) or type(exc).__name__)
+        except Exception:
+            log.exception("recording the internal error of %s failed", task_id)
+
+
+def record_status(journal: RunJournal, change: StatusChanged, state: TaskState, branch: str) -> None:
+    """The journal transition for a status the scheduler decided."""
+    counts, task_id, reason = Counts(state.attempts, state.failures), change.task_id, change.reason
+    match change.status:
+        case S.QUEUED:
+            journal.task_queued(task_id, counts=counts, reason=reason)
+        case S.PAUSED:
+            journal.task_paused(task_id, counts=counts, until=change.until, reason=reason)
+        case S.RUNNING:
+            journal.task_started(task_id, counts=counts, branch=branch)
+        case S.VERIFYING:
+            journal.task_verifying(task_id, counts=counts)
+        case S.MERGING:
+            journal.task_merging(task_id, counts=counts)
+        case S.MERGED:
+            journal.task_merged(task_id, counts=counts)
+        case S.FAILED:
+            journal.task_failed(task_id, counts=counts, reason=reason)
+        case S.CONFLICT:
+            journal.task_conflicted(task_id, counts=counts, reason=reason)
+        case S.BLOCKED:
+            journal.task_blocked(task_id, counts=counts, reason=reason)
+        case S.CANCELLED:
+            journal.task_cancelled(task_id, counts=counts, reason=reason)
+        case S.PENDING:  # the scheduler never moves a task back to pending; only `orchard retry` does
+            raise ValueError(f"unexpected status change of {task_id} to pending")

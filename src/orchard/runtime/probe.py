@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from dataclasses import dataclass
+
+from orchard.runtime.process import run_briefly
 
 
 @dataclass(frozen=True)
@@ -21,12 +22,10 @@ def probe_binary(binary: str, version_args: tuple[str, ...], timeout_s: float = 
     path = shutil.which(binary)
     if path is None:
         return BinaryProbe(None, None, "not found on PATH")
-    try:
-        proc = subprocess.run([path, *version_args], capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return BinaryProbe(path, None, f"could not run it: {exc}")
-    lines = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
+    proc = run_briefly([path, *version_args], timeout_s)
+    if proc.returncode is None:
+        return BinaryProbe(path, None, f"could not run it: {proc.problem}")
+    lines = proc.output.splitlines()
     if proc.returncode != 0:
         return BinaryProbe(path, None, f"`{binary} {' '.join(version_args)}` exited {proc.returncode}")
     return BinaryProbe(path, lines[0].strip() if lines else "?")

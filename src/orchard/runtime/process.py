@@ -1,4 +1,4 @@
-"""Process supervision: the one place agent and verify processes are spawned.
+"""Process supervision: the one place agent, verify and probe processes are spawned.
 
 Each child runs in its own session (so its own process group) with argv only, stdin from bytes or /dev/null,
 stdout and stderr read in bounded chunks and split into bounded lines, appended to a capped log file and handed to a
@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -231,3 +232,29 @@ async def _drain(readers: list[asyncio.Task[None]], feeder: asyncio.Task[None]) 
     for task in pending:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@dataclass(frozen=True)
+class BriefRun:
+    """What a short command printed (stdout, else stderr), its exit status, or why it could not run."""
+
+    returncode: int | None
+    output: str = ""
+    problem: str = ""
+
+
+def run_briefly(argv: Sequence[str], timeout_s: float) -> BriefRun:
+    """Run a short command synchronously (a `--version` probe): argv only, stdin closed, its own process group,
+    killed whole at the time limit. Never raises for the command's own failures."""
+    try:
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, errors="replace", start_new_session=True)
+    except OSError as exc:
+        return BriefRun(None, problem=str(exc))
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_group(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return BriefRun(None, problem=f"no answer within {timeout_s:g} s")
+    return BriefRun(proc.returncode, out.strip() or err.strip())

@@ -1,6 +1,7 @@
-"""Starting, resuming and finishing runs: checks, the repository lock, signals, reconciliation after a crash.
+"""Starting, resuming and finishing runs: checks, the repository lock, the journal, signals, recovery.
 
-This is the library's entry point below `orchard.run`; the CLI calls the same functions.
+This is the library's entry point below `orchard.run`; the CLI calls the same functions. A run's records live in
+`.orchard/state.db` unless the caller passes other `Records` (`orchard.testing.MemoryStore`).
 """
 
 from __future__ import annotations
@@ -16,242 +17,202 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from orchard.core.events import RunFinished, RunNote, RunStarted
-from orchard.core.model import Plan, TaskStatus
+from orchard.core.journal import Observer, Records
+from orchard.core.model import Plan, RunStatus
 from orchard.core.redact import Redactor
-from orchard.core.scheduler import Restored, RunDone
-from orchard.errors import UsageError
-from orchard.runtime.attempt import note_restored
-from orchard.runtime.context import Observer, RunContext
+from orchard.core.scheduler import RunDone
+from orchard.core.transitions import Journal
+from orchard.errors import UsageError, VcsError
+from orchard.runtime.context import Integration, RunContext
 from orchard.runtime.disk import DiskLimits, collect_worktrees, require_free_space
 from orchard.runtime.engine import Engine
-from orchard.runtime.integration import recorded_tip
+from orchard.runtime.integration import note_restored
 from orchard.runtime.layout import Layout, integration_branch
 from orchard.runtime.lock import RunLock
-from orchard.runtime.merging import settle
-from orchard.runtime.process import kill_group
-from orchard.store import Store, TaskRow
-from orchard.store.summary import summarize
+from orchard.runtime.recovery import check_resettable, reap_orphans, reconcile, settle, trusted_tip
+from orchard.store import Store
 from orchard.vcs import Repo, create_branch, ensure_excluded, find_repo, head_ref, land, require_git, resolve_commit
-
-EXIT_CODES = {"completed": 0, "failed": 1, "budget_exhausted": 1, "interrupted": 130, "cancelled": 130}
-RESUMABLE = ("running", "interrupted", "failed", "budget_exhausted")
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """How a run ended: its id, final status, exit code and the summary figures."""
+    """How a run ended: its id, final status (whose exit code is the command's), and the summary figures."""
 
     run_id: str
-    status: str
+    status: RunStatus
     exit_code: int
     summary: dict[str, Any]
 
 
-def open_repo(path: str | Path | None) -> tuple[Repo, Layout, Store]:
-    """Find the repository containing `path`, check git, and open its `.orchard/` store."""
+@dataclass(frozen=True)
+class Options:
+    """What a session may be told beyond the plan: progress observers, the records, landing and disk limits."""
+
+    observers: tuple[Observer, ...] = ()
+    records: Records | None = None  # default: the repository's `.orchard/state.db`
+    land: bool = False
+    limits: DiskLimits | None = None
+
+
+def open_repo(path: str | Path | None) -> tuple[Repo, Layout]:
+    """Find the repository containing `path`, check git, and prepare its `.orchard/` directory."""
     require_git()
     repo = find_repo(Path(path or ".").resolve())
     layout = Layout.for_repo(repo.root)
     layout.ensure()
     ensure_excluded(repo, "/.orchard/")
-    return repo, layout, Store(layout.state_db)
+    return repo, layout
 
 
-def protect(ctx: RunContext) -> None:
-    """Secrets (orchard's environment, the agents' `env`, the plan's `redact` names) never reach logs, the journal,
-    events or reports; agents' own working files (aider's `.aider*`) never reach a commit."""
-    envs = [os.environ, *[dict(a.option("env", {}) or {}) for a in ctx.plan.agents.values()]]
-    ctx.redactor = Redactor.from_environments(envs, ctx.plan.redact)
-    ctx.store.redact = ctx.redactor
-    if any(a.type == "aider" for a in ctx.plan.agents.values()):
-        ensure_excluded(ctx.repo, ".aider*")
-
-
-def note_collected(ctx: RunContext, removed: list[Path]) -> None:
-    """Say which kept worktrees were removed to stay under the size cap."""
-    if removed:
-        names = ", ".join(f"{p.parent.name}/{p.name}" for p in removed[:5]) + (" …" if len(removed) > 5 else "")
-        ctx.emit(RunNote(run_id=ctx.run_id, ts=ctx.now(), level="warning",
-                         text=f"removed {len(removed)} kept worktree(s) to stay under the size cap: {names}"))
+def redactor_for(plan: Plan) -> Redactor:
+    """Secrets: orchard's environment, the agents' `env`, the plan's `redact` names."""
+    envs = [os.environ, *[dict(a.option("env", {}) or {}) for a in plan.agents.values()]]
+    return Redactor.from_environments(envs, plan.redact)
 
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
-async def start_run(repo_path: str | Path | None, plan: Plan, observers: list[Observer], parallel: int | None = None,
-                    base: str | None = None, do_land: bool = False, limits: DiskLimits | None = None) -> RunResult:
-    """Create the integration branch at the base and run the plan to the end."""
-    repo, layout, store = open_repo(repo_path)
-    limits = limits or DiskLimits.parse(None, None)
+@contextlib.contextmanager
+def _session(repo_path: str | Path | None, options: Options) -> Iterator[tuple[Repo, Layout, Records, DiskLimits]]:
+    """The repository, its records and limits for one session; the records are closed after if orchard opened them."""
+    repo, layout = open_repo(repo_path)
+    limits = options.limits or DiskLimits.parse(None, None)
     require_free_space(repo.root, limits)
-    run_id = new_run_id()
-    lock = RunLock(layout.lock_file)
-    lock.acquire(run_id)
+    if options.records is not None:
+        yield repo, layout, options.records, limits
+        return
+    store = Store(layout.state_db)
     try:
-        collected = collect_worktrees(repo, layout, limits, run_id)
-        branch, head = head_ref(repo)
-        base_name = base or plan.base or branch or head
-        base_commit = resolve_commit(repo, base_name)
-        width = parallel or plan.parallel
-        # recorded first: a kill between the two leaves a run to resume (whose guard creates the branch), never an
-        # integration branch nothing knows about
-        store.create_run(run_id, plan, base_name, base_commit, integration_branch(run_id), width, time.time(),
-                         os.getpid())
-        create_branch(repo, integration_branch(run_id), base_commit)
-        ctx = RunContext(repo, store, layout, plan, run_id, list(observers), integration_tip=base_commit,
-                         width=width)
-        protect(ctx)
-        ctx.emit(RunStarted(run_id=run_id, ts=ctx.now(), base=base_name, base_commit=base_commit,
-                            integration_branch=integration_branch(run_id), tasks=len(plan.tasks), parallel=width))
-        note_collected(ctx, collected)
-        return await _drive(ctx, Engine(ctx, width), do_land, limits)
+        yield repo, layout, store, limits
     finally:
-        lock.release()
         store.close()
 
 
-async def resume_run(repo_path: str | Path | None, run_id: str | None, observers: list[Observer],
-                     reset: tuple[str, ...] = (), do_land: bool = False, limits: DiskLimits | None = None) -> RunResult:
+def _context(repo: Repo, layout: Layout, journal: Journal, *, tip: str, width: int) -> RunContext:
+    """The session's shared handles; agents' own working files (aider's `.aider*`) never reach a commit."""
+    if any(a.type == "aider" for a in journal.plan.agents.values()):
+        ensure_excluded(repo, ".aider*")
+    return RunContext(repo, layout, journal, Integration("refs/heads/" + integration_branch(journal.run_id), tip),
+                      redactor=redactor_for(journal.plan), width=width)
+
+
+async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int | None = None,
+                    base: str | None = None, options: Options = Options()) -> RunResult:
+    """Create the integration branch at the base and run the plan to the end."""
+    with _session(repo_path, options) as (repo, layout, records, limits):
+        run_id = new_run_id()
+        lock = RunLock(layout.lock_file)
+        lock.acquire(run_id)
+        try:
+            collected = collect_worktrees(repo, layout, limits, run_id)
+            branch, head = head_ref(repo)
+            base_name = base or plan.base or branch or head
+            base_commit = resolve_commit(repo, base_name)
+            width = parallel or plan.parallel
+            journal = open_journal(records, run_id, plan=plan, observers=options.observers)
+            # recorded first: a kill between the two leaves a run to resume (whose guard creates the branch), never
+            # an integration branch nothing knows about
+            journal.run_started(plan=plan, base=base_name, base_commit=base_commit,
+                                integration_branch=integration_branch(run_id), parallel=width, pid=os.getpid())
+            create_branch(repo, integration_branch(run_id), base_commit)
+            ctx = _context(repo, layout, journal, tip=base_commit, width=width)
+            note_collected(ctx, collected)
+            return await _drive(ctx, Engine(ctx, width), options, limits)
+        finally:
+            lock.release()
+
+
+async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset: tuple[str, ...] = (),
+                     options: Options = Options()) -> RunResult:
     """Continue an interrupted run: merged tasks never run again, interrupted attempts restart cleanly.
 
     `reset` names tasks to try afresh (`orchard retry`): they and the tasks they blocked go back to pending.
     """
-    repo, layout, store = open_repo(repo_path)
-    limits = limits or DiskLimits.parse(None, None)
-    require_free_space(repo.root, limits)
-    run = store.run(run_id)
-    lock = RunLock(layout.lock_file)
-    lock.acquire(run.id)
-    try:
-        collected = collect_worktrees(repo, layout, limits, run.id)
-        if run.status not in RESUMABLE or (run.status == "failed" and not reset and not _unfinished(store, run.id)):
-            raise UsageError(f"run {run.id} is {run.status}; nothing to resume")
-        plan = store.plan(run.id)
-        ctx = RunContext(repo, store, layout, plan, run.id, list(observers), width=run.parallel)
-        protect(ctx)
-        ctx.integration_tip = recorded_tip(ctx, run)
-        store.update_run(run.id, integration_tip=ctx.integration_tip)
-        reaped = reap_orphans(run.id, store)
-        restored = _reconcile(store, run.id, reset)
-        ctx.recovered_merges = frozenset(t for t, r in restored.items() if r.status is TaskStatus.MERGING)
-        store.update_run(run.id, status="running", pid=os.getpid(), finished_at=None, cancel_requested=0)
-        ctx.emit(RunStarted(run_id=run.id, ts=ctx.now(), base=run.base, base_commit=run.base_commit,
-                            integration_branch=run.integration_branch, tasks=len(plan.tasks), parallel=run.parallel,
-                            resumed=True))
-        note_collected(ctx, collected)
-        if reaped:
-            ctx.emit(RunNote(run_id=run.id, ts=ctx.now(), level="warning",
-                             text=f"killed {reaped} leftover process(es) of the previous session"))
-        return await _drive(ctx, Engine(ctx, run.parallel, restored), do_land, limits)
-    finally:
-        lock.release()
-        store.close()
+    with _session(repo_path, options) as (repo, layout, records, limits):
+        run = records.run(run_id)
+        lock = RunLock(layout.lock_file)
+        lock.acquire(run.id)
+        try:
+            collected = collect_worktrees(repo, layout, limits, run.id)
+            journal = open_journal(records, run.id, observers=options.observers)
+            _check_resumable(journal, reset)
+            last_seen = journal.last_event_ts() or time.time()  # when the dead session last did anything
+            found = trusted_tip(repo, run, "refs/heads/" + run.integration_branch)
+            journal.run_resumed(pid=os.getpid(), integration_tip=found.tip)
+            ctx = _context(repo, layout, journal, tip=found.tip, width=run.parallel)
+            note_collected(ctx, collected)
+            if reaped := reap_orphans(journal):
+                journal.noted(f"killed {reaped} leftover process(es) of the previous session", level="warning")
+            restored = reconcile(ctx, found, last_seen=last_seen, reset=reset)
+            return await _drive(ctx, Engine(ctx, run.parallel, restored), options, limits)
+        finally:
+            lock.release()
 
 
-def _unfinished(store: Store, run_id: str) -> bool:
-    return any(not TaskStatus(t.status).terminal for t in store.tasks(run_id))
+def open_journal(records: Records, run_id: str, *, plan: Plan | None = None,
+                 observers: tuple[Observer, ...] = ()) -> Journal:
+    """The journal of run `run_id` (a new one of `plan`, or one recorded), redacting the plan's secrets."""
+    journal = Journal(records, run_id, clock=time.time, redact=redactor_for(plan or records.plan(run_id)))
+    for observer in observers:
+        journal.subscribe(observer)
+    return journal
 
 
-def _reconcile(store: Store, run_id: str, reset: tuple[str, ...]) -> dict[str, Restored]:
-    """Close attempts the last session left open and decide where each task restarts."""
-    rows = {t.task_id: t for t in store.tasks(run_id)}
-    _check_resettable(run_id, rows, reset)
-    last_seen = store.last_event_ts(run_id) or time.time()  # when the dead session last did anything
-    for attempt in store.open_attempts(run_id):
-        store.update_attempt(attempt.id, finished_at=max(attempt.started_at, last_seen), outcome="interrupted",
-                             detail="orchestrator stopped")
-    spent: dict[str, float] = {}
-    for attempt in store.attempts(run_id):
-        spent[attempt.task_id] = spent.get(attempt.task_id, 0.0) + attempt.cost_usd
-    plan = store.plan(run_id)
-    to_reset = set(reset)
-    stack = list(reset)
-    while stack:  # what the reset tasks blocked comes back too
-        current = stack.pop()
-        for t in plan.tasks:
-            if current in t.depends_on and rows[t.id].status in ("blocked", "cancelled") and t.id not in to_reset:
-                to_reset.add(t.id)
-                stack.append(t.id)
-    restored: dict[str, Restored] = {}
-    for task_id, row in rows.items():
-        status = TaskStatus(row.status)
-        if task_id in to_reset:
-            store.update_task(run_id, task_id, status="pending", failures=0, error="", finished_at=None)
-            restored[task_id] = Restored(TaskStatus.PENDING, row.attempts, 0, spent.get(task_id, 0.0))
-        elif status.terminal or status is TaskStatus.MERGING:
-            restored[task_id] = Restored(status, row.attempts, row.failures, spent.get(task_id, 0.0))
-        else:
-            restored[task_id] = Restored(TaskStatus.PENDING, row.attempts, row.failures, spent.get(task_id, 0.0))
-    return restored
+def _check_resumable(journal: Journal, reset: tuple[str, ...]) -> None:
+    """A run can go on unless it completed or was cancelled; a failed one only with a retry or work left."""
+    status = journal.run().status
+    unfinished = any(not t.status.terminal for t in journal.tasks())
+    if not status.resumable or (status is RunStatus.FAILED and not reset and not unfinished):
+        raise UsageError(f"run {journal.run_id} is {status}; nothing to resume")
+    check_resettable(journal, reset)
 
 
-def _check_resettable(run_id: str, rows: dict[str, TaskRow], reset: tuple[str, ...]) -> None:
-    """Only existing, unmerged tasks can be retried: a merged task's changes are already in the integration branch,
-    and running it again would apply them twice."""
-    unknown = [t for t in reset if t not in rows]
-    if unknown:
-        raise UsageError(f"run {run_id} has no task {', '.join(repr(t) for t in unknown)}")
-    merged = [t for t in reset if rows[t].status == "merged"]
-    if merged:
-        raise UsageError(f"run {run_id}: {', '.join(merged)} already merged; retry only failed, conflicted or "
-                         "blocked tasks")
+def note_collected(ctx: RunContext, removed: list[Path]) -> None:
+    """Say which kept worktrees were removed to stay under the size cap."""
+    if removed:
+        names = ", ".join(f"{p.parent.name}/{p.name}" for p in removed[:5]) + (" …" if len(removed) > 5 else "")
+        ctx.journal.noted(f"removed {len(removed)} kept worktree(s) to stay under the size cap: {names}",
+                          level="warning")
 
 
-def reap_orphans(run_id: str, store: Store) -> int:
-    """Kill the process groups of agents a dead orchestrator left running (found by their ORCHARD_RUN_ID)."""
-    groups: set[int] = set()
-    for attempt in store.attempts(run_id):
-        if attempt.pgid and attempt.finished_at is None:
-            groups.add(attempt.pgid)
-    for proc in psutil.process_iter(["pid"]):
-        with contextlib.suppress(psutil.Error, OSError):
-            if proc.environ().get("ORCHARD_RUN_ID") == run_id and proc.pid != os.getpid():
-                groups.add(os.getpgid(proc.pid))
-    killed = 0
-    for pgid in groups:
-        if pgid != os.getpgrp() and _group_belongs_to(pgid, run_id) and kill_group(pgid, signal.SIGKILL):
-            killed += 1
-    return killed
-
-
-def _group_belongs_to(pgid: int, run_id: str) -> bool:
-    """Only kill a recorded group if its leader still carries this run's id (pids can be reused)."""
-    try:
-        return bool(psutil.Process(pgid).environ().get("ORCHARD_RUN_ID") == run_id)
-    except (psutil.Error, OSError):
-        return False
-
-
-async def _drive(ctx: RunContext, engine: Engine, do_land: bool, limits: DiskLimits) -> RunResult:
+async def _drive(ctx: RunContext, engine: Engine, options: Options, limits: DiskLimits) -> RunResult:
     """Run the engine with signal handling, then record and report the end."""
     with _signals(engine, ctx):
         done = await engine.run()
     if moved := await asyncio.to_thread(settle, ctx):
         note_restored(ctx, moved)
     await asyncio.to_thread(ctx.pool.trim, ctx.width if limits.pool_size is None else limits.pool_size)
-    status = _final_status(ctx, done)
-    ctx.store.update_run(ctx.run_id, status=status, finished_at=time.time(), reason=done.reason)
-    if do_land and status == "completed":
-        run = ctx.store.run(ctx.run_id)
+    status = final_status(ctx, done)
+    refused = await _land(ctx) if options.land and status is RunStatus.COMPLETED else None
+    summary = ctx.journal.run_finished(status, reason=done.reason)
+    if refused is not None:
+        raise refused
+    return RunResult(ctx.run_id, status, status.exit_code, summary)
+
+
+async def _land(ctx: RunContext) -> VcsError | None:
+    """`--land`: merge the integration branch into the base; a refusal is noted and returned, to raise once the
+    run's end is recorded."""
+    run = ctx.journal.run()
+    try:
         outcome = await asyncio.to_thread(land, ctx.repo, run.integration_branch, run.base)
-        ctx.emit(RunNote(run_id=ctx.run_id, ts=ctx.now(), text=f"landed {run.integration_branch} on {run.base}: "
-                                                                  f"{outcome}"))
-    summary = summarize(ctx.store, ctx.run_id)
-    ctx.emit(RunFinished(run_id=ctx.run_id, ts=ctx.now(), status=status, summary=summary))
-    return RunResult(ctx.run_id, status, EXIT_CODES[status], summary)
+    except VcsError as exc:
+        ctx.journal.noted(f"did not land {run.integration_branch} on {run.base}: {exc}", level="warning")
+        return exc
+    ctx.journal.noted(f"landed {run.integration_branch} on {run.base}: {outcome}")
+    return None
 
 
-def _final_status(ctx: RunContext, done: RunDone) -> str:
+def final_status(ctx: RunContext, done: RunDone) -> RunStatus:
+    """The run's status when its engine stopped: completed only when every task merged (see `TaskStatus.failed`)."""
     if not done.complete:
-        return done.reason if done.reason in ("cancelled", "budget_exhausted") else "interrupted"
-    statuses = {t.status for t in ctx.store.tasks(ctx.run_id)}
-    if statuses <= {"merged"}:
-        return "completed"
-    return "budget_exhausted" if done.reason == "budget_exhausted" else "failed"
+        return {"cancelled": RunStatus.CANCELLED, "budget_exhausted": RunStatus.BUDGET_EXHAUSTED}.get(
+            done.reason, RunStatus.INTERRUPTED)
+    if not any(t.status.failed for t in ctx.journal.tasks()):
+        return RunStatus.COMPLETED
+    return RunStatus.BUDGET_EXHAUSTED if done.reason == "budget_exhausted" else RunStatus.FAILED
 
 
 @contextlib.contextmanager
@@ -262,10 +223,10 @@ def _signals(engine: Engine, ctx: RunContext) -> Iterator[None]:
 
     def handler(signum: int) -> None:
         count[0] += 1
-        cancel = bool(ctx.store.run(ctx.run_id).cancel_requested)
-        ctx.emit(RunNote(run_id=ctx.run_id, ts=ctx.now(), level="warning",
-                         text=("cancel requested" if cancel else f"interrupted by {signal.Signals(signum).name}")
-                         + ("; killing agents" if count[0] > 1 else "; stopping agents, starting nothing new")))
+        cancel = ctx.journal.run().cancel_requested
+        ctx.journal.noted(("cancel requested" if cancel else f"interrupted by {signal.Signals(signum).name}")
+                          + ("; killing agents" if count[0] > 1 else "; stopping agents, starting nothing new"),
+                          level="warning")
         engine.stop(hard=count[0] > 1, cancel=cancel)
 
     installed = []
@@ -278,4 +239,3 @@ def _signals(engine: Engine, ctx: RunContext) -> Iterator[None]:
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-

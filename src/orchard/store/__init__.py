@@ -1,5 +1,5 @@
-"""Durable state: SQLite (WAL) at `.orchard/state.db`, numbered migrations, compat views."""
+"""Durable state: SQLite (WAL) at `.orchard/state.db`, numbered migrations, compat views; the journal's records."""
 
-from orchard.store.store import AttemptRow, RunRow, Store, TaskRow
+from orchard.store.store import Store
 
-__all__ = ["AttemptRow", "RunRow", "Store", "TaskRow"]
+__all__ = ["Store"]

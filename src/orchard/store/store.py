@@ -1,106 +1,71 @@
-"""The durable state of runs: SQLite in WAL mode, written as things happen, one transaction per state change."""
+"""The durable records of runs: SQLite in WAL mode at `.orchard/state.db`, written as things happen.
+
+`Store` is the SQLite `core.journal.Records`: the journal (`core.transitions.Journal`) decides what a transition
+writes, this turns records into rows and back; enums become strings only here. Writes happen only inside
+`transaction()` (nested ones are savepoints).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 from orchard.core.events import OrchardEvent
-from orchard.core.model import Plan
+from orchard.core.model import Outcome, Plan, RunStatus, TaskStatus
+from orchard.core.records import AttemptRecord, RunRecord, TaskRecord
 from orchard.core.serialize import plan_from_dict, plan_to_dict
 from orchard.errors import NotRecorded, StoreUnreadable
 from orchard.store.schema import migrate
 
 R = TypeVar("R")
 
-TASK_COLUMNS = frozenset(
-    {"status", "attempts", "failures", "branch", "started_at", "finished_at", "error", "conflicts",
-     "merged_commit", "feedback"}
-)
-ATTEMPT_COLUMNS = frozenset(
-    {"finished_at", "outcome", "exit_code", "signal", "pid", "pgid", "end_commit", "detail", "tokens_in",
-     "tokens_out", "cost_usd", "session_id"}
-)
-RUN_COLUMNS = frozenset({"status", "finished_at", "pid", "reason", "cancel_requested", "integration_tip"})
+# The columns a save writes: everything but the keys and what never changes after the row is added.
+RUN_SAVED = ("status", "finished_at", "pid", "reason", "cancel_requested", "integration_tip")
+TASK_SAVED = ("status", "attempts", "failures", "branch", "started_at", "finished_at", "error", "conflicts",
+              "merged_commit", "feedback")
+ATTEMPT_SAVED = ("finished_at", "outcome", "exit_code", "signal", "pid", "pgid", "end_commit", "detail", "tokens_in",
+                 "tokens_out", "cost_usd", "session_id")
+ATTEMPT_ADDED = ("run_id", "task_id", "number", "agent", "started_at", "worktree", "start_commit", "log_path")
 
 
-@dataclass(frozen=True)
-class RunRow:
-    id: str
-    status: str
-    base: str
-    base_commit: str
-    integration_branch: str
-    plan_source: str
-    parallel: int
-    started_at: float
-    finished_at: float | None
-    pid: int | None
-    reason: str
-    cancel_requested: bool
-    integration_tip: str | None = None
+def _column(value: Any) -> Any:
+    """A record's field as SQLite stores it (enums as their names, flags as 0/1)."""
+    if isinstance(value, (RunStatus, TaskStatus, Outcome)):
+        return value.value
+    if isinstance(value, bool):
+        return int(value)
+    return value
 
 
-@dataclass(frozen=True)
-class TaskRow:
-    task_id: str
-    position: int
-    status: str
-    agent: str
-    track: str | None
-    attempts: int
-    failures: int
-    branch: str | None
-    started_at: float | None
-    finished_at: float | None
-    error: str
-    conflicts: str
-    merged_commit: str | None
-    feedback: str
+def _record(cls: Callable[..., R], row: sqlite3.Row, names: frozenset[str]) -> R:
+    """A row as the record `cls`, with its enum and flag columns typed."""
+    values = {k: row[k] for k in row.keys() if k in names}  # noqa: SIM118 - sqlite3.Row has no __iter__ of keys
+    if "status" in values:
+        values["status"] = (RunStatus if cls is RunRecord else TaskStatus)(values["status"])
+    if values.get("outcome") is not None:
+        values["outcome"] = Outcome(values["outcome"])
+    if "cancel_requested" in values:
+        values["cancel_requested"] = bool(values["cancel_requested"])
+    return cls(**values)
 
 
-@dataclass(frozen=True)
-class AttemptRow:
-    id: int
-    task_id: str
-    number: int
-    agent: str
-    started_at: float
-    finished_at: float | None
-    outcome: str | None
-    exit_code: int | None
-    signal: int | None
-    pid: int | None
-    pgid: int | None
-    worktree: str
-    start_commit: str
-    end_commit: str | None
-    log_path: str
-    detail: str
-    tokens_in: int
-    tokens_out: int
-    cost_usd: float
-    session_id: str | None
-
-
-def _row(cls: type[R], row: sqlite3.Row) -> R:
-    """A row as the dataclass `cls` (columns it does not know are left out)."""
-    names = cls.__dataclass_fields__  # type: ignore[attr-defined]
-    return cls(**{k: row[k] for k in row.keys() if k in names})  # noqa: SIM118 - sqlite3.Row has no __iter__ of keys
+_RUN_FIELDS = frozenset(f.name for f in fields(RunRecord))
+_TASK_FIELDS = frozenset(f.name for f in fields(TaskRecord))
+_ATTEMPT_FIELDS = frozenset(f.name for f in fields(AttemptRecord))
 
 
 class Store:
     """Runs, tasks, attempts and the event journal of one repository."""
 
-    def __init__(self, path: Path, redact: Callable[[str], str] | None = None) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.redact = redact or (lambda text: text)  # every text written passes through it (secrets)
+        self._savepoints = 0
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
@@ -117,134 +82,126 @@ class Store:
         self.conn.close()
 
     @contextmanager
-    def atomic(self) -> Iterator[sqlite3.Connection]:
-        """One transaction; nested use joins the outer one."""
+    def transaction(self) -> Iterator[None]:
+        """One write transaction (taking the write lock at once); nested, a savepoint that a failure rolls back
+        alone."""
         if self.conn.in_transaction:
-            yield self.conn
+            self._savepoints += 1
+            name = f"sp{self._savepoints}"
+            self.conn.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                self.conn.execute(f"ROLLBACK TO {name}")
+                self.conn.execute(f"RELEASE {name}")
+                raise
+            finally:
+                self._savepoints -= 1
+            self.conn.execute(f"RELEASE {name}")
             return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            yield self.conn
+            yield
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
 
-    # ---- runs -------------------------------------------------------------------------------------------------
-    def create_run(self, run_id: str, plan: Plan, base: str, base_commit: str, integration_branch: str,
-                   parallel: int, started_at: float, pid: int) -> None:
-        """Record a new run and every task of its plan as pending."""
-        with self.atomic() as c:
-            c.execute(
-                "INSERT INTO runs (id, status, base, base_commit, integration_branch, plan_source, plan_json,"
-                " parallel, started_at, pid, integration_tip) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, base, base_commit, integration_branch, plan.source, json.dumps(plan_to_dict(plan)),
-                 parallel, started_at, pid, base_commit),
-            )
-            track_of = {tid: name for name, members in plan.tracks.items() for tid in members}
-            c.executemany(
-                "INSERT INTO tasks (run_id, task_id, position, status, agent, track) VALUES (?, ?, ?, 'pending', ?, ?)",
-                [(run_id, t.id, i, t.agent, track_of.get(t.id, t.track)) for i, t in enumerate(plan.tasks)],
-            )
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnreadable(f"cannot read state store {self.path}: {exc}") from exc
 
-    def update_run(self, run_id: str, **values: Any) -> None:
-        self._update("runs", RUN_COLUMNS, "id = ?", (run_id,), values)
+    # ---- writes (inside a transaction) -------------------------------------------------------------------------
+    def add_run(self, run: RunRecord, plan: Plan, tasks: Sequence[TaskRecord]) -> None:
+        self.conn.execute(
+            "INSERT INTO runs (id, status, base, base_commit, integration_branch, plan_source, plan_json, parallel,"
+            " started_at, pid, integration_tip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run.id, run.status.value, run.base, run.base_commit, run.integration_branch, run.plan_source,
+             json.dumps(plan_to_dict(plan)), run.parallel, run.started_at, run.pid, run.integration_tip),
+        )
+        self.conn.executemany(
+            "INSERT INTO tasks (run_id, task_id, position, status, agent, track) VALUES (?, ?, ?, ?, ?, ?)",
+            [(t.run_id, t.task_id, t.position, t.status.value, t.agent, t.track) for t in tasks],
+        )
 
-    def run(self, run_id: str | None = None) -> RunRow:
-        """The named run, or the latest one; NotRecorded if there is none."""
-        if run_id:
-            row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        else:
-            row = self.conn.execute("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
-        if row is None:
-            raise NotRecorded(f"no run '{run_id}' in {self.path}" if run_id else f"no runs recorded in {self.path}")
-        return _row(RunRow, row)
+    def save_run(self, run: RunRecord) -> None:
+        self._save("runs", RUN_SAVED, run, "id = ?", (run.id,))
 
-    def runs(self) -> list[RunRow]:
-        rows = self.conn.execute("SELECT * FROM runs ORDER BY started_at, rowid").fetchall()
-        return [_row(RunRow, r) for r in rows]
+    def save_task(self, task: TaskRecord) -> None:
+        self._save("tasks", TASK_SAVED, task, "run_id = ? AND task_id = ?", (task.run_id, task.task_id))
 
-    def plan(self, run_id: str) -> Plan:
-        row = self.conn.execute("SELECT plan_json FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if row is None:
-            raise NotRecorded(f"no run '{run_id}' in {self.path}")
-        return plan_from_dict(json.loads(row[0]))
+    def add_attempt(self, attempt: AttemptRecord) -> int:
+        columns, marks = ", ".join(ATTEMPT_ADDED), ", ".join("?" * len(ATTEMPT_ADDED))
+        cur = self.conn.execute(f"INSERT INTO attempts ({columns}) VALUES ({marks})",  # noqa: S608 - fixed names
+                                [_column(getattr(attempt, name)) for name in ATTEMPT_ADDED])
+        return int(cur.lastrowid or 0)
 
-    # ---- tasks ------------------------------------------------------------------------------------------------
-    def update_task(self, run_id: str, task_id: str, **values: Any) -> None:
-        self._update("tasks", TASK_COLUMNS, "run_id = ? AND task_id = ?", (run_id, task_id), values)
+    def save_attempt(self, attempt: AttemptRecord) -> None:
+        self._save("attempts", ATTEMPT_SAVED, attempt, "id = ?", (attempt.id,))
 
-    def tasks(self, run_id: str) -> list[TaskRow]:
-        rows = self.conn.execute("SELECT * FROM tasks WHERE run_id = ? ORDER BY position", (run_id,)).fetchall()
-        return [_row(TaskRow, r) for r in rows]
-
-    def task(self, run_id: str, task_id: str) -> TaskRow:
-        row = self.conn.execute("SELECT * FROM tasks WHERE run_id = ? AND task_id = ?", (run_id, task_id)).fetchone()
-        if row is None:
-            raise NotRecorded(f"run {run_id} has no task '{task_id}'")
-        return _row(TaskRow, row)
-
-    # ---- attempts ---------------------------------------------------------------------------------------------
-    def start_attempt(self, run_id: str, task_id: str, number: int, agent: str, started_at: float,
-                      worktree: str, start_commit: str, log_path: str) -> int:
+    def add_event(self, event: OrchardEvent, agent: str | None) -> int:
         cur = self.conn.execute(
-            "INSERT INTO attempts (run_id, task_id, number, agent, started_at, worktree, start_commit, log_path)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, task_id, number, agent, started_at, worktree, start_commit, log_path),
+            "INSERT INTO events (run_id, ts, task_id, agent, type, message, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (event.run_id, event.ts, event.task_id, agent, event.type, event.message(), json.dumps(event.to_dict())),
         )
         return int(cur.lastrowid or 0)
 
-    def update_attempt(self, attempt_id: int, **values: Any) -> None:
-        self._update("attempts", ATTEMPT_COLUMNS, "id = ?", (attempt_id,), values)
+    def _save(self, table: str, columns: tuple[str, ...], record: Any, where: str, key: tuple[Any, ...]) -> None:
+        assert self.conn.in_transaction, "records are written inside a transaction"
+        assignments = ", ".join(f"{name} = ?" for name in columns)  # names come from the tuples above
+        values = [_column(getattr(record, name)) for name in columns]
+        self.conn.execute(f"UPDATE {table} SET {assignments} WHERE {where}", (*values, *key))  # noqa: S608
 
-    def attempts(self, run_id: str, task_id: str | None = None) -> list[AttemptRow]:
+    # ---- reads -------------------------------------------------------------------------------------------------
+    def run(self, run_id: str | None = None) -> RunRecord:
+        """The named run, or the latest one; NotRecorded if there is none."""
+        if run_id:
+            rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
+        else:
+            rows = self._read("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1")
+        if not rows:
+            raise NotRecorded(f"no run '{run_id}' in {self.path}" if run_id else f"no runs recorded in {self.path}")
+        return _record(RunRecord, rows[0], _RUN_FIELDS)
+
+    def runs(self) -> list[RunRecord]:
+        return [_record(RunRecord, r, _RUN_FIELDS) for r in self._read("SELECT * FROM runs ORDER BY started_at, rowid")]
+
+    def plan(self, run_id: str) -> Plan:
+        rows = self._read("SELECT plan_json FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise NotRecorded(f"no run '{run_id}' in {self.path}")
+        return plan_from_dict(json.loads(rows[0][0]))
+
+    def tasks(self, run_id: str) -> list[TaskRecord]:
+        rows = self._read("SELECT * FROM tasks WHERE run_id = ? ORDER BY position", (run_id,))
+        return [_record(TaskRecord, r, _TASK_FIELDS) for r in rows]
+
+    def task(self, run_id: str, task_id: str) -> TaskRecord:
+        rows = self._read("SELECT * FROM tasks WHERE run_id = ? AND task_id = ?", (run_id, task_id))
+        if not rows:
+            raise NotRecorded(f"run {run_id} has no task '{task_id}'")
+        return _record(TaskRecord, rows[0], _TASK_FIELDS)
+
+    def attempts(self, run_id: str, task_id: str | None = None) -> list[AttemptRecord]:
         sql, args = "SELECT * FROM attempts WHERE run_id = ?", [run_id]
         if task_id is not None:
             sql, args = sql + " AND task_id = ?", [*args, task_id]
-        rows = self.conn.execute(sql + " ORDER BY id", args).fetchall()
-        return [_row(AttemptRow, r) for r in rows]
+        return [_record(AttemptRecord, r, _ATTEMPT_FIELDS) for r in self._read(sql + " ORDER BY id", args)]
 
-    def open_attempts(self, run_id: str) -> list[AttemptRow]:
-        """Attempts a previous session started and never finished (crash or kill)."""
-        rows = self.conn.execute(
-            "SELECT * FROM attempts WHERE run_id = ? AND finished_at IS NULL ORDER BY id", (run_id,)
-        ).fetchall()
-        return [_row(AttemptRow, r) for r in rows]
-
-    # ---- journal ----------------------------------------------------------------------------------------------
-    def append_event(self, event: OrchardEvent, agent: str | None = None) -> int:
-        data = self.redact(json.dumps(event.to_dict()))
-        cur = self.conn.execute(
-            "INSERT INTO events (run_id, ts, task_id, agent, type, message, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (event.run_id, event.ts, event.task_id, agent, event.type, self.redact(event.message()), data),
-        )
-        return int(cur.lastrowid or 0)
+    def attempt(self, attempt_id: int) -> AttemptRecord:
+        rows = self._read("SELECT * FROM attempts WHERE id = ?", (attempt_id,))
+        if not rows:
+            raise NotRecorded(f"no attempt {attempt_id} in {self.path}")
+        return _record(AttemptRecord, rows[0], _ATTEMPT_FIELDS)
 
     def events(self, run_id: str, after_id: int = 0, task_id: str | None = None) -> list[tuple[int, dict[str, Any]]]:
         sql, args = "SELECT id, data FROM events WHERE run_id = ? AND id > ?", [run_id, after_id]
         if task_id is not None:
             sql, args = sql + " AND task_id = ?", [*args, task_id]
-        rows = self.conn.execute(sql + " ORDER BY id", args).fetchall()
-        return [(int(r[0]), json.loads(r[1])) for r in rows]
-
-    def last_event_ts(self, run_id: str) -> float | None:
-        """When the run's journal last recorded anything."""
-        row = self.conn.execute("SELECT max(ts) FROM events WHERE run_id = ?", (run_id,)).fetchone()
-        return float(row[0]) if row and row[0] is not None else None
+        return [(int(r[0]), json.loads(r[1])) for r in self._read(sql + " ORDER BY id", args)]
 
     def event_times(self, run_id: str) -> list[tuple[str, float]]:
-        """(type, ts) of every journaled event of a run, in order: where its sessions began and ended."""
-        rows = self.conn.execute("SELECT type, ts FROM events WHERE run_id = ? ORDER BY id", (run_id,)).fetchall()
+        rows = self._read("SELECT type, ts FROM events WHERE run_id = ? ORDER BY id", (run_id,))
         return [(str(r[0]), float(r[1])) for r in rows]
-
-    # ---- helpers ----------------------------------------------------------------------------------------------
-    def _update(self, table: str, allowed: frozenset[str], where: str, key: tuple[Any, ...],
-                values: dict[str, Any]) -> None:
-        unknown = set(values) - allowed
-        if unknown:
-            raise ValueError(f"unknown {table} columns: {sorted(unknown)}")
-        if not values:
-            return
-        values = {k: self.redact(v) if isinstance(v, str) else v for k, v in values.items()}
-        assignments = ", ".join(f"{name} = ?" for name in values)  # names come from the allowlist above
-        self.conn.execute(f"UPDATE {table} SET {assignments} WHERE {where}", (*values.values(), *key))  # noqa: S608

@@ -12,12 +12,14 @@ from rich.text import Text
 
 from orchard.core.durations import format_duration
 from orchard.core.events import OrchardEvent
-from orchard.ui.snapshot import WAITING, Snapshot
+from orchard.core.model import TaskStatus
+from orchard.ui.snapshot import Snapshot
 
+S = TaskStatus
 STYLE = {
-    "running": "cyan", "verifying": "magenta", "merging": "blue", "merged": "green", "failed": "red",
-    "conflict": "red", "blocked": "yellow", "cancelled": "dim", "paused": "yellow", "queued": "white",
-    "pending": "dim",
+    S.RUNNING: "cyan", S.VERIFYING: "magenta", S.MERGING: "blue", S.MERGED: "green", S.FAILED: "red",
+    S.CONFLICT: "red", S.BLOCKED: "yellow", S.CANCELLED: "dim", S.PAUSED: "yellow", S.QUEUED: "white",
+    S.PENDING: "dim",
 }
 
 
@@ -36,15 +38,15 @@ def render(snap: Snapshot, now: float | None = None) -> RenderableType:
         # Text, not str: agent output in the activity column must never be read as rich markup.
         table.add_row(Text(view.id), Text(view.status, style=STYLE.get(view.status, "")), Text(view.agent),
                       str(view.attempt or ""), elapsed, Text(view.shown_activity()), cost)
-    running = snap.count("running", "verifying")
-    waiting = snap.total - len(snap.tasks) + snap.count(*WAITING)
+    running = snap.count(lambda s: s in (S.RUNNING, S.VERIFYING))
+    waiting = snap.total - len(snap.tasks) + snap.count(lambda s: s.waiting)
     free = max(0, snap.parallel - running)
+    failed = snap.count(lambda s: s.failed)
     queue = Text.assemble(
         ("orchard ", "bold"), (snap.run_id, "dim"),
         f"  waiting {waiting} | running {running} | free {free}",
-        f"  ·  merged {snap.count('merged')}/{snap.total}",
-        (f"  failed {snap.count('failed', 'conflict', 'blocked')}", "red")
-        if snap.count("failed", "conflict", "blocked") else "",
+        f"  ·  merged {snap.count(lambda s: s is S.MERGED)}/{snap.total}",
+        (f"  failed {failed}", "red") if failed else "",
         f"  ·  {format_duration(now - snap.started)}",
         f"  ·  ${snap.cost():.2f}" if snap.cost() else "",
     )

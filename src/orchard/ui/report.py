@@ -11,20 +11,22 @@ from rich.text import Text
 
 from orchard.core.durations import format_duration
 from orchard.core.events import iso
-from orchard.store import Store
-from orchard.store.summary import summarize
+from orchard.core.journal import Records
+from orchard.core.model import RunStatus
+from orchard.core.records import AttemptRecord
+from orchard.core.summary import summarize
 from orchard.ui.dashboard import STYLE
 
 
-def status_document(store: Store, run_id: str | None = None) -> dict[str, Any]:
+def status_document(records: Records, run_id: str | None = None) -> dict[str, Any]:
     """The stable `status --json` document for one run (default: the latest)."""
-    run = store.run(run_id)
-    by_task: dict[str, list[Any]] = {}
-    for attempt in store.attempts(run.id):
+    run = records.run(run_id)
+    by_task: dict[str, list[AttemptRecord]] = {}
+    for attempt in records.attempts(run.id):
         by_task.setdefault(attempt.task_id, []).append(attempt)
     now = time.time()
     tasks = []
-    for t in store.tasks(run.id):
+    for t in records.tasks(run.id):
         attempts = by_task.get(t.task_id, [])
         end = t.finished_at or (now if t.started_at else None)
         tasks.append({
@@ -41,7 +43,7 @@ def status_document(store: Store, run_id: str | None = None) -> dict[str, Any]:
             "tokens_out": sum(a.tokens_out for a in attempts),
             "error": t.error or None,
         })
-    summary = summarize(store, run.id)
+    summary = summarize(records, run.id, now)
     return {
         "run": {"id": run.id, "status": run.status, "base": run.base, "integration_branch": run.integration_branch,
                 "started_at": iso(run.started_at), "finished_at": iso(run.finished_at)},
@@ -86,4 +88,4 @@ def summary_text(summary: dict[str, Any]) -> RenderableType:
 
 
 def _status_style(summary: dict[str, Any]) -> str:
-    return {"completed": "green", "failed": "red"}.get(str(summary["status"]), "yellow")
+    return {RunStatus.COMPLETED: "green", RunStatus.FAILED: "red"}.get(RunStatus(summary["status"]), "yellow")

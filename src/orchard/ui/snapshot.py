@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +19,7 @@ from orchard.core.events import (
     TaskStatusChanged,
     VerifyFinished,
 )
-
-ACTIVE = ("running", "verifying", "merging")
-WAITING = ("pending", "queued", "paused")
+from orchard.core.model import MergeOutcome, Outcome, RunStatus, TaskStatus
 
 
 @dataclass
@@ -28,7 +27,7 @@ class TaskView:
     """One dashboard row."""
 
     id: str
-    status: str = "pending"
+    status: TaskStatus = TaskStatus.PENDING
     agent: str = ""
     attempt: int = 0
     attempt_started: float | None = None
@@ -55,7 +54,7 @@ class Snapshot:
     tasks: dict[str, TaskView] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     summary: dict[str, Any] | None = None
-    status: str = "running"
+    status: RunStatus = RunStatus.RUNNING
 
     def apply(self, event: OrchardEvent) -> None:
         """Fold one event into the snapshot."""
@@ -77,11 +76,11 @@ class Snapshot:
     def _apply_task(self, view: TaskView, event: OrchardEvent) -> None:
         if isinstance(event, TaskStatusChanged):
             view.status = event.status
-            if event.status in ("merged", "failed", "conflict", "blocked", "cancelled"):
+            if event.status.terminal:
                 view.finished_at = event.ts
                 if event.reason:
                     view.activity = event.reason
-            elif event.status == "paused" and event.reason:
+            elif event.status is TaskStatus.PAUSED and event.reason:
                 view.activity = event.reason  # "claude rate limited until …"
         elif isinstance(event, AttemptStarted):
             view.agent, view.attempt, view.attempt_started = event.agent, event.attempt, event.ts
@@ -90,23 +89,24 @@ class Snapshot:
             view.activity = event.text
         elif isinstance(event, AttemptFinished):
             view.cost_usd += event.cost_usd
-            view.last_outcome = event.outcome if event.outcome != "success" else view.last_outcome
+            view.last_outcome = event.outcome if event.outcome is not Outcome.SUCCESS else view.last_outcome
             view.activity = f"{event.outcome}" + (f": {event.detail}" if event.detail else "")
         elif isinstance(event, (VerifyFinished, MergeFinished)):
             view.activity = event.message()
-            if isinstance(event, MergeFinished) and event.result == "conflict":
+            if isinstance(event, MergeFinished) and event.result is MergeOutcome.CONFLICT:
                 view.last_outcome = "conflict"
 
     def cost(self) -> float:
         """The run's cost so far."""
         return sum(t.cost_usd for t in self.tasks.values())
 
-    def count(self, *statuses: str) -> int:
-        return sum(1 for t in self.tasks.values() if t.status in statuses)
+    def count(self, which: Callable[[TaskStatus], bool]) -> int:
+        """How many tasks have a status `which` accepts."""
+        return sum(1 for t in self.tasks.values() if which(t.status))
 
     def rows(self, recent: int = 6) -> list[TaskView]:
         """Active tasks first (by start), then the most recently finished."""
-        active = sorted((t for t in self.tasks.values() if t.status in ACTIVE or t.status == "paused"),
+        active = sorted((t for t in self.tasks.values() if t.status.active or t.status is TaskStatus.PAUSED),
                         key=lambda t: t.attempt_started or 0.0)
         done = sorted((t for t in self.tasks.values() if t.finished_at is not None),
                       key=lambda t: t.finished_at or 0.0, reverse=True)[:recent]

@@ -1,21 +1,24 @@
 """The one git runner, repository discovery, the version check and ref helpers.
 
 Every git invocation in orchard goes through `_git`: an argv list (never a shell string), a scrubbed
-environment (no inherited GIT_DIR & co., no terminal prompts, C locale, no optional index locks) and
-stdin closed unless input is given. Unexpected failures raise `GitError`.
+environment (no inherited GIT_DIR & co., no terminal prompts, C locale, no optional index locks), stdin
+closed unless input is given, its own process group and a time limit (`ORCHARD_GIT_TIMEOUT`). Unexpected
+failures raise `GitError`; a git that ran too long or was killed by `kill_running_git` raises `GitTimeout`.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import math
 import os
 import re
+import signal
 import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchard.errors import EnvironmentProblem, GitError, UsageError
+from orchard.errors import EnvironmentProblem, GitError, GitTimeout, RefProblem
 
 # Variables that would redirect git away from the repository we point it at with `-C`.
 _SCRUBBED_ENV = (
@@ -37,6 +40,8 @@ _FIXED_ENV = {
 _OID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 FALLBACK_IDENT = ("-c", "user.name=orchard", "-c", "user.email=orchard@localhost")
+TIMEOUT_ENV = "ORCHARD_GIT_TIMEOUT"
+DEFAULT_TIMEOUT = 600.0
 
 
 # git's worktree administration is not safe to run concurrently: `worktree add` reads every entry of
@@ -53,6 +58,22 @@ class Repo:
     git_dir: Path
 
 
+# --- the runner --------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Child:
+    """A live git process; `interrupted` once `kill_running_git` has killed it."""
+
+    proc: subprocess.Popen[str]
+    interrupted: bool = False
+
+
+# Every live git child, so a hard interrupt can kill them all; the engine calls vcs from several worker threads.
+_CHILDREN: set[_Child] = set()
+_CHILDREN_LOCK = threading.Lock()
+
+
 def _git(
     where: Repo | Path,
     *args: str,
@@ -60,35 +81,118 @@ def _git(
     input: str | None = None,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `git -C <where> <args>`; raise GitError on a non-zero exit when `check`."""
+    """Run `git -C <where> <args>`; raise GitError on a non-zero exit when `check`, GitTimeout when it ran past
+    `ORCHARD_GIT_TIMEOUT` seconds or was killed by `kill_running_git` (whatever `check` says)."""
     cwd = where.root if isinstance(where, Repo) else where
     argv = ["-C", str(cwd), *args]
+    limit = git_timeout()
+    child = _spawn(argv, input, _git_env(env))
+    try:
+        out, err = _communicate(child.proc, input, limit, argv)
+    finally:
+        with _CHILDREN_LOCK:
+            _CHILDREN.discard(child)
+    if child.interrupted:
+        raise GitTimeout(argv, -9, "killed: the run was interrupted")
+    if check and child.proc.returncode != 0:
+        raise GitError(argv, child.proc.returncode, err)
+    return subprocess.CompletedProcess(["git", *argv], child.proc.returncode, out, err)
+
+
+def git_timeout() -> float:
+    """Seconds a git call may take: `ORCHARD_GIT_TIMEOUT` (unset or empty: 600), read on every call (a dict lookup
+    and a float parse, so tests and a changed environment need no cache reset)."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise EnvironmentProblem(f"{TIMEOUT_ENV}: expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _git_env(extra: dict[str, str] | None) -> dict[str, str]:
+    """The caller's environment minus what redirects git, plus orchard's fixed settings and `extra`."""
     full_env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
     full_env.update(_FIXED_ENV)
-    if env:
-        full_env.update(env)
+    if extra:
+        full_env.update(extra)
+    return full_env
+
+
+def _spawn(argv: list[str], input: str | None, env: dict[str, str]) -> _Child:
+    """Start git in its own process group (so a kill reaches anything it starts) and register it."""
+    # Spawning under the lock means `kill_running_git` sees every git that exists: none is started but unlisted.
+    with _CHILDREN_LOCK:
+        try:
+            proc = subprocess.Popen(
+                ["git", *argv],
+                stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                encoding="utf-8",
+                errors="surrogateescape",
+                env=env,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise EnvironmentProblem("git not found on PATH") from exc
+        child = _Child(proc)
+        _CHILDREN.add(child)
+    return child
+
+
+def _communicate(proc: subprocess.Popen[str], input: str | None, limit: float, argv: list[str]) -> tuple[str, str]:
+    """git's (stdout, stderr); past `limit` seconds, or on any exception here (Ctrl-C), the group is killed and
+    reaped first, so no git outlives the call."""
     try:
-        proc = subprocess.run(
-            ["git", *argv],
-            stdin=subprocess.DEVNULL if input is None else None,
-            input=input,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="surrogateescape",
-            env=full_env,
-            check=False,
-        )
-    except FileNotFoundError as exc:
-        raise EnvironmentProblem("git not found on PATH") from exc
-    if check and proc.returncode != 0:
-        raise GitError(argv, proc.returncode, proc.stderr)
-    return proc
+        return proc.communicate(input, timeout=limit)
+    except BaseException as exc:
+        _kill_group(proc)
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise GitTimeout(argv, -9, f"timed out after {limit:g} s") from None
+        raise
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> bool:
+    """SIGKILL the process group git leads; False if it is gone already."""
+    # The leader is reaped only by the thread running it, after which `returncode` is set: checking it first keeps
+    # a recycled group id from being hit (the window left is the one `Popen.send_signal` accepts too).
+    if proc.returncode is not None:
+        return False
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def kill_running_git() -> int:
+    """SIGKILL every git process group orchard is running (a hard interrupt); returns how many were killed.
+
+    Each interrupted call raises `GitTimeout` ("killed: the run was interrupted") in its own thread."""
+    killed = 0
+    with _CHILDREN_LOCK:
+        for child in _CHILDREN:
+            if _kill_group(child.proc):
+                child.interrupted = True
+                killed += 1
+    return killed
 
 
 def is_oid(text: str) -> bool:
     """True if `text` is a full lowercase SHA-1 or SHA-256 object id."""
     return bool(_OID.match(text))
+
 
 
 # --- environment -------------------------------------------------------------------------------------
@@ -130,6 +234,15 @@ def find_repo(start: Path) -> Repo:
         raise EnvironmentProblem(f"not inside a git working tree: {start} (bare repository or .git directory)")
     top = _git(start, "rev-parse", "--show-toplevel").stdout.strip()
     return Repo(root=Path(top), git_dir=Path(git_dir.strip()))
+
+
+def init_repository(path: Path, branch: str) -> Repo:
+    """Create a repository at `path` (made if missing) whose unborn first branch is `branch`."""
+    validate_branch_name(Path("/"), branch)
+    where = path.absolute()
+    where.mkdir(parents=True, exist_ok=True)
+    _git(where, "init", "-q", "-b", branch, "--", str(where))
+    return find_repo(where)
 
 
 def commit_ident_args(where: Repo | Path) -> tuple[str, ...]:
@@ -176,13 +289,13 @@ def branch_ref(name: str) -> str:
 
 
 def validate_branch_name(repo: Repo | Path, name: str) -> None:
-    """Raise UsageError unless `name` is a well-formed branch name."""
+    """Raise RefProblem unless `name` is a well-formed branch name."""
     if not name or name.startswith("-") or name.startswith("refs/"):
-        raise UsageError(f"invalid branch name '{name}'")
+        raise RefProblem(f"invalid branch name '{name}'")
     if all(_plain_component(c) for c in name.split("/")):
         return  # orchard's own names (run and task ids) always are: no git process needed
     if _git(repo, "check-ref-format", f"refs/heads/{name}", check=False).returncode != 0:
-        raise UsageError(f"invalid branch name '{name}'")
+        raise RefProblem(f"invalid branch name '{name}'")
 
 
 _PLAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
@@ -195,12 +308,12 @@ def _plain_component(part: str) -> bool:
 
 
 def resolve_commit(repo: Repo | Path, ref: str) -> str:
-    """Full sha of `ref^{commit}`; UsageError if it names no commit."""
+    """Full sha of `ref^{commit}`; RefProblem if it names no commit."""
     if not ref or "\0" in ref or "\n" in ref:
-        raise UsageError(f"unknown ref '{ref}'")
+        raise RefProblem(f"unknown ref '{ref}'")
     proc = _git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False)
     if proc.returncode != 0 or not is_oid(proc.stdout.strip()):
-        raise UsageError(f"unknown ref '{ref}'")
+        raise RefProblem(f"unknown ref '{ref}'")
     return proc.stdout.strip()
 
 
@@ -261,7 +374,7 @@ def create_branch(repo: Repo | Path, name: str, commit: str, *, force: bool = Fa
     if force:
         _git(repo, "update-ref", "-m", "orchard: reset branch", "--", ref, commit)
     elif not set_ref(repo, ref, commit, None, "orchard: create branch"):
-        raise UsageError(f"branch '{name}' already exists")
+        raise RefProblem(f"branch '{name}' already exists")
 
 
 def delete_ref(repo: Repo | Path, full_ref: str) -> None:
@@ -295,16 +408,17 @@ def tip_descending_from(repo: Repo | Path, full_ref: str, start: str) -> str | N
     return head if head == start or start in fields[1:] or is_ancestor(repo, start, head) else None
 
 
-def first_parent_messages(repo: Repo | Path, old: str, new: str) -> list[str]:
-    """Messages of the commits on `new`'s first-parent line since `old` (newest first)."""
-    out = _git(repo, "log", "--first-parent", "--format=%B%x00", "--end-of-options", f"{old}..{new}").stdout
-    return [m.strip() for m in out.split("\0") if m.strip()]
-
-
-def changed_paths(repo: Repo | Path, a: str, b: str) -> list[str]:
-    """Paths that differ between commits `a` and `b` (renames reported as delete + add)."""
-    out = _git(repo, "diff-tree", "-r", "--name-only", "-z", "--no-renames", "--end-of-options", a, b).stdout
-    return [p for p in out.split("\0") if p]
+def first_parent_log(repo: Repo | Path, old: str, new: str) -> list[tuple[str, str]]:
+    """(sha, full message) of each commit on `new`'s first-parent line since `old`, newest first."""
+    proc = _git(repo, "log", "--first-parent", "-z", "--format=%H%x00%B", "--end-of-options", f"{old}..{new}")
+    # `-z` ends each entry with a NUL, and a commit message cannot hold one, so the fields alternate sha, message
+    fields = proc.stdout.split("\0")
+    if fields and fields[-1] == "":
+        fields.pop()
+    pairs = list(zip(fields[::2], fields[1::2], strict=False))
+    if len(fields) % 2 or not all(is_oid(sha) for sha, _ in pairs):
+        raise GitError(proc.args[1:], proc.returncode, f"unexpected git log output: {proc.stdout[:200]!r}")
+    return [(sha, message.rstrip("\n")) for sha, message in pairs]
 
 
 # --- checkout bookkeeping ----------------------------------------------------------------------------
@@ -320,23 +434,3 @@ def ensure_excluded(repo: Repo, pattern: str = "/.orchard/") -> None:
     sep = "" if not text or text.endswith("\n") else "\n"
     with exclude.open("a", encoding="utf-8") as fh:
         fh.write(f"{sep}{pattern}\n")
-
-
-def _index_hash(where: Repo | Path) -> str | None:
-    """sha256 of the worktree's index file bytes, or None if there is no index."""
-    index = Path(_git(where, "rev-parse", "--path-format=absolute", "--git-path", "index").stdout.strip())
-    return hashlib.sha256(index.read_bytes()).hexdigest() if index.exists() else None
-
-
-def snapshot_checkout(repo: Repo) -> dict[str, str | None]:
-    """Everything orchard promises not to touch in the user's checkout, for "untouched" assertions."""
-    sym = _git(repo, "symbolic-ref", "-q", "HEAD", check=False)
-    head = _git(repo, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
-    status = _git(repo, "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored")
-    return {
-        "head_ref": sym.stdout.strip() if sym.returncode == 0 else None,
-        "head_sha": head.stdout.strip() if head.returncode == 0 else None,
-        "index_sha256": _index_hash(repo),
-        "status": status.stdout,
-        "stash": _git(repo, "stash", "list", "--format=%H").stdout,
-    }

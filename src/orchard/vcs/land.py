@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from orchard.errors import GitError, UsageError
+from orchard.errors import GitError, LandRefused, RefProblem
 from orchard.vcs.git import (
     Repo,
     _git,
@@ -38,7 +38,7 @@ def land(repo: Repo, integration_branch: str, base_branch: str) -> LandResult:
     if holder is None:
         return _land_ref(repo, base_branch, base, source, message)
     if holder != repo.root.resolve():
-        raise UsageError(
+        raise LandRefused(
             f"cannot land: branch '{base_branch}' is checked out in another worktree at {holder}; "
             "switch that worktree to another branch, or land from it"
         )
@@ -46,10 +46,10 @@ def land(repo: Repo, integration_branch: str, base_branch: str) -> LandResult:
 
 
 def _tip(repo: Repo, branch: str) -> str:
-    """The commit `branch` points at; UsageError if it does not exist."""
+    """The commit `branch` points at; RefProblem if it does not exist."""
     sha = read_ref(repo, branch_ref(branch))
     if sha is None:
-        raise UsageError(f"unknown ref '{branch}'")
+        raise RefProblem(f"unknown ref '{branch}'")
     return sha
 
 
@@ -71,7 +71,7 @@ def _land_ref(repo: Repo, base_branch: str, base: str, source: str, message: str
         return "fast-forward"
     result = merge_into(repo, ref, source, message, expected_tip=base)
     if result.status == "conflict":
-        raise UsageError(
+        raise LandRefused(
             f"cannot land: merging into '{base_branch}' conflicts in: {', '.join(result.conflicts)}; "
             f"merge '{base_branch}' into the integration branch and resolve, then land again"
         )
@@ -83,13 +83,13 @@ def _land_checkout(repo: Repo, base: str, source: str, message: str) -> LandResu
     dirty = _dirty_paths(repo)
     if dirty:
         shown = ", ".join(dirty[:10]) + (f" (+{len(dirty) - 10} more)" if len(dirty) > 10 else "")
-        raise UsageError(
+        raise LandRefused(
             f"cannot land: the checkout at {repo.root} has uncommitted changes ({shown}); commit or stash them first"
         )
     if is_ancestor(repo, base, source):
         proc = _git(repo, "merge", "--quiet", "--ff-only", "--end-of-options", source, check=False)
         if proc.returncode != 0:
-            raise UsageError(f"cannot land: git refused the fast-forward: {proc.stderr.strip()}")
+            raise LandRefused(f"cannot land: git refused the fast-forward: {proc.stderr.strip()}")
         return "fast-forward"
     ident = commit_ident_args(repo)
     proc = _git(
@@ -110,11 +110,11 @@ def _land_checkout(repo: Repo, base: str, source: str, message: str) -> LandResu
     if proc.returncode == 0:
         return "merged"
     if _git(repo, "rev-parse", "--quiet", "--verify", "MERGE_HEAD", check=False).returncode != 0:
-        raise UsageError(f"cannot land: git refused the merge: {proc.stderr.strip()}")
+        raise LandRefused(f"cannot land: git refused the merge: {proc.stderr.strip()}")
     conflicts = _git(repo, "diff", "--name-only", "-z", "--diff-filter=U").stdout.split("\0")
     _git(repo, "merge", "--abort")
     names = ", ".join(p for p in dict.fromkeys(conflicts) if p) or "unknown paths"
-    raise UsageError(
+    raise LandRefused(
         f"cannot land: merging into the checkout conflicts in: {names}; the merge was aborted, nothing changed"
     )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from orchard.errors import GitError, RefMoved, UsageError
+from orchard.errors import GitError, RefMoved, RefProblem
 from orchard.vcs.git import Repo, _git, branch_ref, commit_ident_args, is_ancestor, is_oid, read_ref, set_ref
 
 
@@ -52,6 +52,7 @@ def merge_into(
     target_ref: str,
     source_commit: str,
     message: str,
+    *,
     expected_tip: str | None = None,
     check_contained: bool = True,
 ) -> MergeResult:
@@ -64,7 +65,7 @@ def merge_into(
     ref = branch_ref(target_ref)
     tip = expected_tip if expected_tip is not None else read_ref(repo, ref)
     if tip is None:
-        raise UsageError(f"unknown ref '{target_ref}'")
+        raise RefProblem(f"unknown ref '{target_ref}'")
     if check_contained and is_ancestor(repo, source_commit, tip):
         return MergeResult("already", tip)
     merged = merge_trees(repo, tip, source_commit)

@@ -158,11 +158,6 @@ def worktree_branch(worktree: Path) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def worktree_head(worktree: Path) -> str:
-    """The commit checked out in `worktree`."""
-    return _git(worktree, "rev-parse", "--verify", "HEAD").stdout.strip()
-
-
 def commit_all(worktree: Path, message: str) -> bool:
     """Stage every change (tracked, and untracked-but-not-ignored) and commit it; False if none."""
     _git(worktree, "add", "-A")

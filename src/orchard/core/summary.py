@@ -1,32 +1,33 @@
 """The end-of-run figures: counts by status, wall time, work time, speedup against sequential, cost (also per
-agent)."""
+agent). Pure: computed from a run's records and the time it is now."""
 
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 from typing import Any
 
-from orchard.store.store import AttemptRow, Store
+from orchard.core.journal import Records
+from orchard.core.model import TaskStatus
+from orchard.core.records import AttemptRecord
 
 
-def summarize(store: Store, run_id: str) -> dict[str, Any]:
-    """Figures for one run, from the store alone (works for finished, live and interrupted runs)."""
-    run = store.run(run_id)
-    tasks = store.tasks(run_id)
-    attempts = store.attempts(run_id)
+def summarize(records: Records, run_id: str, now: float) -> dict[str, Any]:
+    """Figures for one run, from its records alone (works for finished, live and interrupted runs)."""
+    run = records.run(run_id)
+    tasks = records.tasks(run_id)
+    attempts = records.attempts(run_id)
     counts: dict[str, int] = {}
     for t in tasks:
-        counts[t.status] = counts.get(t.status, 0) + 1
-    now = time.time()
-    wall = _wall(store, run_id, run.started_at, run.finished_at, now)
+        counts[t.status.value] = counts.get(t.status.value, 0) + 1
+    wall = _wall(records.event_times(run_id), run.started_at, run.finished_at, now)
     work = sum(max(0.0, (a.finished_at or now) - a.started_at) for a in attempts)
     return {
         "run_id": run_id,
         "status": run.status,
         "tasks": len(tasks),
         "counts": counts,
-        "merged": counts.get("merged", 0),
-        "failed": sum(counts.get(s, 0) for s in ("failed", "conflict", "blocked")),
+        "merged": counts.get(TaskStatus.MERGED.value, 0),
+        "failed": sum(1 for t in tasks if t.status.failed),
         "attempts": len(attempts),
         "wall_s": round(wall, 3),
         "work_s": round(work, 3),
@@ -40,7 +41,7 @@ def summarize(store: Store, run_id: str) -> dict[str, Any]:
     }
 
 
-def _by_agent(attempts: list[AttemptRow], now: float) -> dict[str, dict[str, float | int]]:
+def _by_agent(attempts: Sequence[AttemptRecord], now: float) -> dict[str, dict[str, float | int]]:
     """Attempts, busy seconds, tokens and cost per agent entry."""
     out: dict[str, dict[str, float | int]] = {}
     for a in attempts:
@@ -53,10 +54,9 @@ def _by_agent(attempts: list[AttemptRow], now: float) -> dict[str, dict[str, flo
     return out
 
 
-def _wall(store: Store, run_id: str, started_at: float, finished_at: float | None, now: float) -> float:
+def _wall(marks: Sequence[tuple[str, float]], started_at: float, finished_at: float | None, now: float) -> float:
     """The time the run was running: the sum of its sessions, so a `retry` a day later adds its own minutes,
     not the day in between. A session that ended without `run.finished` (a crash) ends at its last event."""
-    marks = store.event_times(run_id)
     if not any(kind == "run.started" for kind, _ in marks):  # no journal: first start to last finish
         return max(0.0, (finished_at or now) - started_at)
     total, start, last = 0.0, None, 0.0

@@ -1,0 +1,78 @@
+"""The journal's records of a run: the run, its tasks and their attempts, as immutable values with enum statuses.
+
+The SQLite store and the in-memory store of `orchard.testing` both keep exactly these; strings appear only where
+they are serialized (SQL, JSON).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchard.core.model import Outcome, RunStatus, TaskStatus
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run: where it started, its integration branch and orchard's record of that branch's tip."""
+
+    id: str
+    status: RunStatus
+    base: str
+    base_commit: str
+    integration_branch: str
+    plan_source: str
+    parallel: int
+    started_at: float
+    finished_at: float | None = None
+    pid: int | None = None
+    reason: str = ""
+    cancel_requested: bool = False
+    integration_tip: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One task of a run: its status, counters, and what its last attempt or merge left for a retry."""
+
+    run_id: str
+    task_id: str
+    position: int
+    status: TaskStatus
+    agent: str
+    track: str | None = None
+    attempts: int = 0
+    failures: int = 0
+    branch: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str = ""
+    conflicts: str = ""
+    merged_commit: str | None = None
+    feedback: str = ""
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt of one task: where it ran, how it ended, what it cost. `id` is 0 until the store assigns one."""
+
+    id: int
+    run_id: str
+    task_id: str
+    number: int
+    agent: str
+    started_at: float
+    worktree: str
+    start_commit: str
+    log_path: str
+    finished_at: float | None = None
+    outcome: Outcome | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    pid: int | None = None
+    pgid: int | None = None
+    end_commit: str | None = None
+    detail: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    session_id: str | None = None

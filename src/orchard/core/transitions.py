@@ -1,0 +1,369 @@
+"""The run journal's transitions: what each state change writes, in one transaction with its event.
+
+`Journal` implements `core.journal.RunJournal` over any `Records` store, so the SQLite journal of real runs and the
+in-memory one of `orchard.testing` cannot differ in what a transition means, only in where the records live. Secrets
+are redacted here, once, from every text a record or event receives; observers hear of an event only after the
+transaction that wrote it committed, and one that raises is dropped, never the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+from orchard.core.events import (
+    AgentActivity,
+    AttemptFinished,
+    AttemptStarted,
+    MergeFinished,
+    OrchardEvent,
+    RunFinished,
+    RunNote,
+    RunStarted,
+    TaskStatusChanged,
+    VerifyFinished,
+    iso,
+    redacted,
+)
+from orchard.core.journal import AgentExit, AttemptStart, Counts, Observer, Records, Verdict, VerifyRun
+from orchard.core.model import MergeOutcome, Outcome, Plan, RunStatus, TaskStatus
+from orchard.core.records import AttemptRecord, RunRecord, TaskRecord
+from orchard.core.summary import summarize
+
+log = logging.getLogger("orchard")
+S = TaskStatus
+TaskUpdate = Callable[[TaskRecord, float], TaskRecord]
+
+
+def _same(text: str) -> str:
+    return text
+
+
+class Journal:
+    """The transitions of one run (`run_id`) over a `Records` store. Used from one thread (the engine's loop)."""
+
+    def __init__(self, records: Records, run_id: str, *, clock: Callable[[], float],
+                 redact: Callable[[str], str] = _same) -> None:
+        self.records = records
+        self.run_id = run_id
+        self._clock = clock
+        self._redact = redact
+        self._observers: list[Observer] = []
+        self._pending: list[OrchardEvent] | None = None  # events of the open outermost transaction
+        self._plan: Plan | None = None
+        self._agent_seconds: dict[int, float] = {}  # attempt id → its agent's run time, for `attempt.finished`
+
+    # ---- reading ---------------------------------------------------------------------------------------------
+    @property
+    def plan(self) -> Plan:
+        if self._plan is None:
+            self._plan = self.records.plan(self.run_id)
+        return self._plan
+
+    def run(self) -> RunRecord:
+        return self.records.run(self.run_id)
+
+    def task(self, task_id: str) -> TaskRecord:
+        return self.records.task(self.run_id, task_id)
+
+    def tasks(self) -> list[TaskRecord]:
+        return self.records.tasks(self.run_id)
+
+    def attempts(self, task_id: str | None = None) -> list[AttemptRecord]:
+        return self.records.attempts(self.run_id, task_id)
+
+    def open_attempts(self) -> list[AttemptRecord]:
+        """Attempts started and never finished: a live one, or one a dead session left."""
+        return [a for a in self.attempts() if a.finished_at is None]
+
+    def last_event_ts(self) -> float | None:
+        """When the journal last recorded anything for this run."""
+        return max((ts for _, ts in self.records.event_times(self.run_id)), default=None)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event of the run as its JSON object, in order."""
+        return [data for _, data in self.records.events(self.run_id)]
+
+    def summary(self) -> dict[str, Any]:
+        return summarize(self.records, self.run_id, self._clock())
+
+    # ---- observers and transactions ------------------------------------------------------------------------------
+    def subscribe(self, observer: Observer) -> None:
+        self._observers.append(observer)
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One transaction; nested, a savepoint. Events reach observers once the outermost one commits."""
+        outer = self._pending is None
+        pending: list[OrchardEvent] = [] if self._pending is None else self._pending
+        mark = len(pending)
+        self._pending = pending
+        try:
+            with self.records.transaction():
+                yield
+        except BaseException:
+            del pending[mark:]  # what the failed part journaled never happened
+            if outer:
+                self._pending = None
+            raise
+        if outer:
+            self._pending = None
+            self._publish(pending)
+
+    def _publish(self, events: list[OrchardEvent]) -> None:
+        for event in events:
+            for observer in list(self._observers):
+                try:
+                    observer(event)
+                except Exception:
+                    log.exception("event observer %r failed and was disabled", observer)
+                    self._observers.remove(observer)
+
+    def _emit(self, event: OrchardEvent) -> None:
+        """Journal an event inside the open transaction (redacted), to be published when it commits."""
+        assert self._pending is not None, "events are journaled inside a transition"
+        event = redacted(event, self._redact)
+        task_id = event.task_id
+        agent = self.plan.task(task_id).agent if task_id and task_id in self.plan else None
+        self.records.add_event(event, agent)
+        self._pending.append(event)
+
+    # ---- the run -------------------------------------------------------------------------------------------------
+    def run_started(self, *, plan: Plan, base: str, base_commit: str, integration_branch: str, parallel: int,
+                    pid: int) -> None:
+        """A new run: its record, every task pending, orchard's record of the integration tip at the base."""
+        with self.atomic():
+            now = self._clock()
+            run = RunRecord(id=self.run_id, status=RunStatus.RUNNING, base=base, base_commit=base_commit,
+                            integration_branch=integration_branch, plan_source=plan.source, parallel=parallel,
+                            started_at=now, pid=pid, integration_tip=base_commit)
+            track_of = {tid: name for name, members in plan.tracks.items() for tid in members}
+            tasks = [TaskRecord(run_id=self.run_id, task_id=t.id, position=i, status=S.PENDING, agent=t.agent,
+                                track=track_of.get(t.id, t.track)) for i, t in enumerate(plan.tasks)]
+            self.records.add_run(run, plan, tasks)
+            self._plan = plan
+            self._emit(RunStarted(run_id=self.run_id, ts=now, base=base, base_commit=base_commit,
+                                  integration_branch=integration_branch, tasks=len(plan.tasks), parallel=parallel))
+
+    def run_resumed(self, *, pid: int, integration_tip: str) -> None:
+        """A new session of an existing run, from the integration tip recovery decided to trust."""
+        with self.atomic():
+            now, run = self._clock(), self.run()
+            self.records.save_run(replace(run, status=RunStatus.RUNNING, pid=pid, finished_at=None,
+                                          cancel_requested=False, integration_tip=integration_tip))
+            self._emit(RunStarted(run_id=self.run_id, ts=now, base=run.base, base_commit=run.base_commit,
+                                  integration_branch=run.integration_branch, tasks=len(self.plan.tasks),
+                                  parallel=run.parallel, resumed=True))
+
+    def noted(self, text: str, *, level: str = "info") -> None:
+        """A run-level notice: a warning, a restored ref, a landing."""
+        with self.atomic():
+            self._emit(RunNote(run_id=self.run_id, ts=self._clock(), level=level, text=text))
+
+    def cancel_requested(self) -> None:
+        """`orchard cancel` asked the live session to cancel (it is signalled next)."""
+        with self.atomic():
+            self.records.save_run(replace(self.run(), cancel_requested=True))
+            self._emit(RunNote(run_id=self.run_id, ts=self._clock(), level="warning",
+                               text="cancel requested by `orchard cancel`"))
+
+    def run_finished(self, status: RunStatus, *, reason: str) -> dict[str, Any]:
+        """The session ended the run so; returns the summary figures it journaled."""
+        with self.atomic():
+            now = self._clock()
+            self.records.save_run(replace(self.run(), status=status, finished_at=now, reason=self._redact(reason)))
+            summary = summarize(self.records, self.run_id, now)
+            self._emit(RunFinished(run_id=self.run_id, ts=now, status=status, summary=summary))
+        return summary
+
+    # ---- tasks ---------------------------------------------------------------------------------------------------
+    def _task(self, task_id: str, status: TaskStatus, counts: Counts | None, *, reason: str = "",
+              until: float | None = None, update: TaskUpdate | None = None) -> None:
+        """Move a task to `status` (its finish time set when final) and journal `task.status`."""
+        with self.atomic():
+            now, task = self._clock(), self.task(task_id)
+            task = replace(task, status=status, finished_at=now if status.terminal else task.finished_at)
+            if counts is not None:
+                task = replace(task, attempts=counts.attempts, failures=counts.failures)
+            if update is not None:
+                task = update(task, now)
+            self.records.save_task(task)
+            shown = f"{reason} until {iso(until)}" if until is not None else reason
+            self._emit(TaskStatusChanged(run_id=self.run_id, ts=now, task=task_id, status=status,
+                                         attempt=task.attempts, reason=shown, until=iso(until)))
+
+    def _ended(self, task_id: str, status: TaskStatus, counts: Counts | None, reason: str) -> None:
+        """A final status whose reason is the task's error (the reason a failed attempt gave is recorded already)."""
+        text = self._redact(reason)
+        self._task(task_id, status, counts, reason=reason,
+                   update=(lambda t, _now: replace(t, error=text)) if reason else None)
+
+    def task_queued(self, task_id: str, *, counts: Counts, reason: str = "") -> None:
+        self._task(task_id, S.QUEUED, counts, reason=reason)
+
+    def task_paused(self, task_id: str, *, counts: Counts, until: float | None, reason: str = "") -> None:
+        """Its agent is rate limited; it waits for the reset time."""
+        self._task(task_id, S.PAUSED, counts, reason=reason, until=until)
+
+    def task_started(self, task_id: str, *, counts: Counts, branch: str) -> None:
+        """An attempt starts: the task branch is recorded, and the time of the task's first start."""
+        self._task(task_id, S.RUNNING, counts,
+                   update=lambda t, now: replace(t, branch=branch, started_at=t.started_at or now))
+
+    def task_verifying(self, task_id: str, *, counts: Counts) -> None:
+        self._task(task_id, S.VERIFYING, counts)
+
+    def task_merging(self, task_id: str, *, counts: Counts) -> None:
+        self._task(task_id, S.MERGING, counts)
+
+    def task_merged(self, task_id: str, *, counts: Counts) -> None:
+        self._task(task_id, S.MERGED, counts)
+
+    def task_failed(self, task_id: str, *, counts: Counts, reason: str = "") -> None:
+        """Out of retries (or budget); the failed attempt recorded the error already."""
+        self._task(task_id, S.FAILED, counts, reason=reason)
+
+    def task_conflicted(self, task_id: str, *, counts: Counts, reason: str = "") -> None:
+        self._ended(task_id, S.CONFLICT, counts, reason)
+
+    def task_blocked(self, task_id: str, *, counts: Counts, reason: str = "") -> None:
+        self._ended(task_id, S.BLOCKED, counts, reason)
+
+    def task_cancelled(self, task_id: str, *, counts: Counts | None = None, reason: str = "cancelled") -> None:
+        self._ended(task_id, S.CANCELLED, counts, reason)
+
+    def task_reset(self, task_id: str) -> None:
+        """`orchard retry`: the task starts afresh, with its retries back and its error forgotten."""
+        self._task(task_id, S.PENDING, None, reason="retry requested",
+                   update=lambda t, _now: replace(t, failures=0, error="", finished_at=None))
+
+    # ---- attempts ------------------------------------------------------------------------------------------------
+    def _attempt(self, attempt_id: int) -> AttemptRecord:
+        return self.records.attempt(attempt_id)
+
+    def attempt_started(self, start: AttemptStart) -> int:
+        """An attempt's agent is about to start in its prepared worktree; returns the attempt's id."""
+        with self.atomic():
+            now = self._clock()
+            attempt_id = self.records.add_attempt(AttemptRecord(
+                id=0, run_id=self.run_id, task_id=start.task_id, number=start.number, agent=start.agent,
+                started_at=now, worktree=start.worktree, start_commit=start.start_commit, log_path=start.log_path))
+            self._emit(AttemptStarted(run_id=self.run_id, ts=now, task=start.task_id, attempt=start.number,
+                                      agent=start.agent, branch=start.branch, worktree=start.worktree,
+                                      start_commit=start.start_commit))
+        return attempt_id
+
+    def agent_spawned(self, attempt_id: int, pid: int) -> None:
+        """The agent's process (leader of its own group) is running: recorded so a crash can still reap it."""
+        with self.atomic():
+            self.records.save_attempt(replace(self._attempt(attempt_id), pid=pid, pgid=pid))
+
+    def agent_exited(self, attempt_id: int, exited: AgentExit) -> None:
+        """The agent's exit and what it spent, recorded at once: a crash during commit or verify keeps the cost."""
+        with self.atomic():
+            self.records.save_attempt(replace(
+                self._attempt(attempt_id), exit_code=exited.exit_code, signal=exited.signal,
+                tokens_in=exited.tokens_in, tokens_out=exited.tokens_out, cost_usd=exited.cost_usd,
+                session_id=exited.session_id))
+        self._agent_seconds[attempt_id] = exited.duration_s
+
+    def agent_active(self, task_id: str, number: int, text: str) -> None:
+        """What the agent is doing now (throttled by the caller: the dashboard shows only the latest)."""
+        with self.atomic():
+            self._emit(AgentActivity(run_id=self.run_id, ts=self._clock(), task=task_id, attempt=number, text=text))
+
+    def verify_finished(self, attempt_id: int, run: VerifyRun) -> None:
+        """The verify command ended; a failure's feedback goes to the next attempt's prompt."""
+        with self.atomic():
+            attempt = self._attempt(attempt_id)
+            if run.feedback is not None:
+                feedback = self._redact(run.feedback)
+                self.records.save_task(replace(self.task(attempt.task_id), feedback=feedback))
+            self._emit(VerifyFinished(run_id=self.run_id, ts=self._clock(), task=attempt.task_id,
+                                      attempt=attempt.number, passed=run.passed, exit_code=run.exit_code,
+                                      duration_s=run.duration_s, tail=run.tail[-2000:]))
+
+    def attempt_finished(self, attempt_id: int, verdict: Verdict) -> None:
+        """The attempt's outcome, its result commit, the task's error and feedback for a retry, in one step."""
+        with self.atomic():
+            now, attempt = self._clock(), self._attempt(attempt_id)
+            detail = self._redact(verdict.detail)
+            attempt = replace(attempt, finished_at=now, outcome=verdict.outcome, detail=detail,
+                              end_commit=verdict.end_commit or attempt.end_commit)
+            self.records.save_attempt(attempt)
+            task = self.task(attempt.task_id)
+            if verdict.feedback is not None:
+                task = replace(task, feedback=self._redact(verdict.feedback))
+            if verdict.outcome is not Outcome.SUCCESS:
+                task = replace(task, error=f"{verdict.outcome.value}: {detail}".strip(": "))
+            self.records.save_task(task)
+            self._emit(self._finished_event(attempt, now, self._agent_seconds.pop(attempt_id, 0.0)))
+
+    def _finished_event(self, attempt: AttemptRecord, now: float, seconds: float = 0.0) -> AttemptFinished:
+        return AttemptFinished(run_id=self.run_id, ts=now, task=attempt.task_id, attempt=attempt.number,
+                               outcome=attempt.outcome or Outcome.INTERRUPTED, exit_code=attempt.exit_code,
+                               signal=attempt.signal, duration_s=seconds, tokens_in=attempt.tokens_in,
+                               tokens_out=attempt.tokens_out, cost_usd=attempt.cost_usd, detail=attempt.detail)
+
+    def attempt_setup_failed(self, task_id: str, number: int, detail: str) -> None:
+        """Attempt `number` could not start (no worktree): nothing ran, so there is no attempt record."""
+        with self.atomic():
+            text = self._redact(detail)
+            self.records.save_task(replace(self.task(task_id), error=text))
+            self._emit(AttemptFinished(run_id=self.run_id, ts=self._clock(), task=task_id, attempt=number,
+                                       outcome=Outcome.SETUP_FAILED, detail=text))
+
+    def attempt_abandoned(self, attempt_id: int, *, detail: str, finished_at: float) -> None:
+        """Recovery closes an attempt a dead session left open, as interrupted, at the last moment it was seen."""
+        with self.atomic():
+            attempt = replace(self._attempt(attempt_id), finished_at=finished_at, outcome=Outcome.INTERRUPTED,
+                              detail=self._redact(detail))
+            self.records.save_attempt(attempt)
+            self._emit(self._finished_event(attempt, self._clock()))
+
+    def internal_error(self, task_id: str, text: str) -> None:
+        """A bug in orchard ended the task's attempt or merge: the task's error says so, its open attempt closes."""
+        with self.atomic():
+            now, detail = self._clock(), self._redact(f"internal error: {text}")
+            task = self.task(task_id)
+            open_attempts = [a for a in self.attempts(task_id) if a.finished_at is None]
+            for attempt in open_attempts:
+                self.records.save_attempt(replace(attempt, finished_at=now, outcome=Outcome.SETUP_FAILED,
+                                                  detail=detail))
+            self.records.save_task(replace(task, error=detail))
+            number = open_attempts[-1].number if open_attempts else task.attempts
+            self._emit(AttemptFinished(run_id=self.run_id, ts=now, task=task_id, attempt=number,
+                                       outcome=Outcome.SETUP_FAILED, detail=detail))
+
+    # ---- the merge queue -----------------------------------------------------------------------------------------
+    def merge_finished(self, task_id: str, outcome: MergeOutcome, *, commit: str | None = None,
+                       conflicts: tuple[str, ...] = (), feedback: str = "", tip: str | None = None) -> None:
+        """The merge queue's verdict on a task: merged (with the new integration tip), a conflict (with the paths
+        as feedback for a retry), or a git failure."""
+        with self.atomic():
+            task = self.task(task_id)
+            if outcome is MergeOutcome.CONFLICT:
+                task = replace(task, conflicts=self._redact(", ".join(conflicts)), feedback=self._redact(feedback))
+            elif outcome in (MergeOutcome.MERGED, MergeOutcome.ALREADY):
+                task = replace(task, merged_commit=commit, conflicts="", error="")
+                if tip is not None:
+                    self.records.save_run(replace(self.run(), integration_tip=tip))
+            self.records.save_task(task)
+            self._emit(MergeFinished(run_id=self.run_id, ts=self._clock(), task=task_id, result=outcome,
+                                     commit=commit, conflicts=conflicts))
+
+    def merge_recovered(self, task_id: str, *, commit: str, tip: str) -> None:
+        """Recovery found the merge a dead session made (`commit`, on the trusted tip `tip`): the task is merged."""
+        with self.atomic():
+            now, task = self._clock(), self.task(task_id)
+            if task.merged_commit != commit:  # the session died before journaling the merge itself
+                self._emit(MergeFinished(run_id=self.run_id, ts=now, task=task_id, result=MergeOutcome.MERGED,
+                                         commit=commit))
+            self.records.save_run(replace(self.run(), integration_tip=tip))
+            self.records.save_task(replace(task, status=S.MERGED, merged_commit=commit, conflicts="", error="",
+                                           finished_at=now))
+            self._emit(TaskStatusChanged(run_id=self.run_id, ts=now, task=task_id, status=S.MERGED,
+                                         attempt=task.attempts, reason="merged before the last session stopped"))

@@ -1,0 +1,170 @@
+"""Bringing the journal and git back into agreement after a crash, and tidying up after every session.
+
+The rules, in the order `orchard resume` applies them:
+1. The integration tip to trust is orchard's record, or the ref itself when everything it adds since the record is
+   this run's own merges (a session died after moving the ref and before recording it).
+2. Process groups a dead session left running are killed: those its attempts recorded and any process carrying the
+   run's `ORCHARD_RUN_ID`, each only while its leader still carries that id (pids are reused).
+3. Attempts the journal shows open are closed as interrupted, at the last moment the dead session was seen.
+4. A task left merging whose merge is on the trusted tip (its recorded merge commit, or a merge commit found in
+   step 1 by its `Orchard-Task` trailer) is merged: it never goes through the queue again.
+5. Tasks named by `orchard retry`, and what they blocked, start afresh; the others restart from where they were.
+At the end of every session, `settle` puts the ref back if an agent moved it and removes what merged tasks left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+import psutil
+
+from orchard.core.journal import RunJournal
+from orchard.core.model import RunStatus, TaskStatus
+from orchard.core.records import RunRecord, TaskRecord
+from orchard.core.scheduler import Restored
+from orchard.errors import UsageError
+from orchard.runtime.context import RunContext
+from orchard.runtime.integration import guard
+from orchard.runtime.merging import tidy
+from orchard.runtime.process import kill_group
+from orchard.vcs import Repo, first_parent_log, is_ancestor, list_branches, read_ref
+
+S = TaskStatus
+
+
+@dataclass(frozen=True)
+class TrustedTip:
+    """The integration tip to resume from, and the merges found on it that the journal never recorded."""
+
+    tip: str
+    unrecorded: dict[str, str]  # task id → its merge commit
+
+
+def trusted_tip(repo: Repo, run: RunRecord, ref: str) -> TrustedTip:
+    """Rule 1: the record, or the ref if it only adds this run's own merges."""
+    recorded = run.integration_tip or run.base_commit
+    actual = read_ref(repo, ref)
+    if not actual or actual == recorded or not is_ancestor(repo, recorded, actual):
+        return TrustedTip(recorded, {})
+    found: dict[str, str] = {}
+    for commit, message in first_parent_log(repo, recorded, actual):
+        trailers = dict(line.partition(": ")[::2] for line in message.splitlines() if ": " in line)
+        if trailers.get("Orchard-Run") != run.id or not trailers.get("Orchard-Task"):
+            return TrustedTip(recorded, {})  # someone else's commit: the guard puts the ref back
+        found.setdefault(trailers["Orchard-Task"], commit)
+    return TrustedTip(actual, found)
+
+
+def check_resettable(journal: RunJournal, reset: tuple[str, ...]) -> None:
+    """Only existing, unmerged tasks can be retried: a merged task's changes are in the integration branch already,
+    and running it again would apply them twice."""
+    statuses = {t.task_id: t.status for t in journal.tasks()}
+    unknown = [t for t in reset if t not in statuses]
+    if unknown:
+        raise UsageError(f"run {journal.run_id} has no task {', '.join(repr(t) for t in unknown)}")
+    merged = [t for t in reset if statuses[t] is S.MERGED]
+    if merged:
+        raise UsageError(f"run {journal.run_id}: {', '.join(merged)} already merged; retry only failed, conflicted or "
+                         "blocked tasks")
+
+
+def reap_orphans(journal: RunJournal) -> int:
+    """Rule 2: kill the process groups of agents a dead orchestrator left running; returns how many."""
+    run_id = journal.run_id
+    groups = {a.pgid for a in journal.open_attempts() if a.pgid}
+    for proc in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.environ().get("ORCHARD_RUN_ID") == run_id and proc.pid != os.getpid():
+                groups.add(os.getpgid(proc.pid))
+    return sum(1 for pgid in groups
+               if pgid != os.getpgrp() and _group_belongs_to(pgid, run_id) and kill_group(pgid, signal.SIGKILL))
+
+
+def _group_belongs_to(pgid: int, run_id: str) -> bool:
+    """Only kill a recorded group if its leader still carries this run's id (pids can be reused)."""
+    try:
+        return bool(psutil.Process(pgid).environ().get("ORCHARD_RUN_ID") == run_id)
+    except (psutil.Error, OSError):
+        return False
+
+
+def reconcile(ctx: RunContext, found: TrustedTip, *, last_seen: float, reset: tuple[str, ...]) -> dict[str, Restored]:
+    """Rules 3-5, in one transaction; returns where each task restarts."""
+    journal = ctx.journal
+    with journal.atomic():
+        for attempt in journal.open_attempts():
+            journal.attempt_abandoned(attempt.id, detail="orchestrator stopped",
+                                      finished_at=max(attempt.started_at, last_seen))
+        for task in journal.tasks():
+            if task.status is S.MERGING:
+                _adopt_merge(ctx, task, found)
+        for task_id in _with_what_they_blocked(journal, reset):
+            journal.task_reset(task_id)
+    return restored_states(journal)
+
+
+def _adopt_merge(ctx: RunContext, task: TaskRecord, found: TrustedTip) -> None:
+    """Rule 4 for one task left merging."""
+    commit = found.unrecorded.get(task.task_id)
+    if commit is None and task.merged_commit and is_ancestor(ctx.repo, task.merged_commit, found.tip):
+        commit = task.merged_commit
+    if commit is not None:
+        ctx.journal.merge_recovered(task.task_id, commit=commit, tip=found.tip)
+
+
+def _with_what_they_blocked(journal: RunJournal, reset: tuple[str, ...]) -> list[str]:
+    """The tasks to reset: those named, and every task they blocked (or that was cancelled behind them)."""
+    statuses = {t.task_id: t.status for t in journal.tasks()}
+    chosen, stack = list(dict.fromkeys(reset)), list(reset)
+    while stack:
+        current = stack.pop()
+        for t in journal.plan.tasks:
+            if current in t.depends_on and statuses[t.id] in (S.BLOCKED, S.CANCELLED) and t.id not in chosen:
+                chosen.append(t.id)
+                stack.append(t.id)
+    return chosen
+
+
+def restored_states(journal: RunJournal) -> dict[str, Restored]:
+    """Where each task restarts: final and merging ones stay so, everything else waits again (with the attempts
+    it used and the retries it spent)."""
+    spent: dict[str, float] = {}
+    for attempt in journal.attempts():
+        spent[attempt.task_id] = spent.get(attempt.task_id, 0.0) + attempt.cost_usd
+    restored = {}
+    for task in journal.tasks():
+        status = task.status if task.status.terminal or task.status is S.MERGING else S.PENDING
+        restored[task.task_id] = Restored(status, task.attempts, task.failures, spent.get(task.task_id, 0.0))
+    return restored
+
+
+def cancel_dead_run(journal: RunJournal) -> int:
+    """`orchard cancel` of a run no live session holds: its leftover agents killed, open attempts closed, waiting
+    tasks cancelled, the run ended cancelled. Returns how many process groups were killed."""
+    reaped = reap_orphans(journal)
+    now = time.time()
+    with journal.atomic():
+        for attempt in journal.open_attempts():
+            journal.attempt_abandoned(attempt.id, detail="run cancelled", finished_at=now)
+        for task in journal.tasks():
+            if not task.status.terminal:
+                journal.task_cancelled(task.task_id)
+        journal.run_finished(RunStatus.CANCELLED, reason="cancelled")
+    return reaped
+
+
+def settle(ctx: RunContext) -> str | None:
+    """At the end of a session: put the integration ref back if an agent moved it, and remove what merged tasks
+    left behind (a crash between merging and tidying leaves their worktree or branch)."""
+    with ctx.integration.lock:
+        moved = guard(ctx.repo, ctx.integration)
+    branches = set(list_branches(ctx.repo, f"orchard/{ctx.run_id}/task"))
+    for task in ctx.journal.tasks():
+        leftover = ctx.layout.worktree(ctx.run_id, task.task_id).exists() or ctx.task_branch(task.task_id) in branches
+        if task.status is S.MERGED and leftover:
+            tidy(ctx, task.task_id)
+    return moved
