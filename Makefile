@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test agents bench lint typecheck clean
+.PHONY: demo test agents bench lint typecheck mutants clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,19 +24,23 @@ demo: $(STAMP)
 	$(BIN)/orchard demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) agents
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 # Benchmarks (docs/performance.md): ratios against baselines measured in the same run; `make bench ARGS=--quick`.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(ARGS)
+
+# Each defence removed in a copy of the tree must make a test fail (tools/mutants.py; about three minutes).
+mutants: $(STAMP)
+	$(BIN)/python tools/mutants.py
 
 clean:
 	rm -rf $(VENV) .tools build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

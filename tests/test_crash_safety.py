@@ -115,6 +115,10 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
         commits = [r[0] for r in db.execute("SELECT merged_commit FROM tasks WHERE run_id = ?", (run_id,))]
     for commit in commits:  # no merge commit was lost from the branch
         assert subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", commit, tip]).returncode == 0
+    # and none was made twice: a merge a killed session made but never recorded is found, not repeated
+    trailers = git(repo, "log", "--first-parent", "--format=%(trailers:key=Orchard-Task,valueonly,separator=)",
+                   tip).split()
+    assert sorted(trailers) == sorted(merged), f"merge commits per task: {sorted(trailers)}"
 
     assert run_processes(run_id) == []
     assert len(parked_worktrees(repo)) <= 4  # only reusable worktrees, parked, at most the run's parallel

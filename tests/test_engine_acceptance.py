@@ -1,17 +1,35 @@
-"""The issue's acceptance scenarios: real git, real child processes, the real engine end to end."""
+"""The acceptance scenarios: real git, real child processes, the real engine end to end.
+
+The engine's own rules (parallel limits, dependency order, failures blocking dependents, backpressure from the merge
+queue) run against both journals: the SQLite one of real runs and the in-memory one of `orchard.testing`, read back
+through the same `Records` interface.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 import orchard
 from orchard.core.events import OrchardEvent
+from orchard.core.journal import Records
+from orchard.core.model import RunStatus, TaskStatus
+from orchard.core.records import TaskRecord
+from orchard.runtime.session import RunResult
+from orchard.store import Store
+from orchard.testing import MemoryStore
 from orchard.vcs import find_repo, list_worktrees
 from tests.conftest import PYTHON, Result, agent_block, git, query, run_orchard, snapshot_checkout
 
@@ -72,48 +90,125 @@ def test_four_parallel_tasks_overlap_in_own_worktrees_and_leave_checkout_untouch
     assert git(repo, "branch", "--show-current").strip() == "main"
 
 
-def test_never_more_than_parallel_running(repo: Path, write_plan: Callable[[str], Path]) -> None:
-    tasks = "".join(task(f"t{i}", f"@sleep 0.3\n@write f{i}.txt {i}") for i in range(10))
-    result = orchard.run(write_plan(plan_text(tasks, parallel=5)), repo=repo)
-    assert result.summary["merged"] == 10
+@dataclass
+class Ran:
+    """A finished run and the records its journal kept, read back through `Records` whichever journal it was."""
+
+    result: RunResult
+    records: Records
+
+    def events(self) -> list[dict[str, Any]]:
+        return [data for _, data in self.records.events(self.result.run_id)]
+
+    def tasks(self) -> dict[str, TaskRecord]:
+        return {t.task_id: t for t in self.records.tasks(self.result.run_id)}
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def run_plan(request: pytest.FixtureRequest, repo: Path, write_plan: Callable[[str], Path]) -> Iterator[
+        Callable[[str], Ran]]:
+    """`run_plan(yaml)` runs a plan in-process on the test repository with the SQLite or the in-memory journal."""
+    opened: list[Store] = []
+
+    def run(text: str) -> Ran:
+        memory = MemoryStore() if request.param == "memory" else None
+        result = orchard.run(write_plan(text), repo=repo, records=memory)
+        if memory is not None:
+            assert not (repo / ".orchard" / "state.db").exists(), "the engine wrote state around its journal"
+            return Ran(result, memory)
+        opened.append(Store(repo / ".orchard" / "state.db"))
+        return Ran(result, opened[-1])
+
+    yield run
+    for store in opened:
+        store.close()
+
+
+def peak_running(events: list[dict[str, Any]]) -> int:
+    """The most tasks running or verifying at once, replayed from the journal's status changes."""
     running: set[str] = set()
     peak = 0
-    for event in journal(repo):
+    for event in events:
         if event["type"] == "task.status":
-            if event["status"] in ("running", "verifying"):
+            if event["status"] in (TaskStatus.RUNNING, TaskStatus.VERIFYING):
                 running.add(str(event["task"]))
             else:
                 running.discard(str(event["task"]))
             peak = max(peak, len(running))
-    assert peak == 5
+    return peak
 
 
-def test_chain_each_agent_reads_what_the_previous_wrote(repo: Path, write_plan: Callable[[str], Path]) -> None:
+def test_never_more_than_parallel_running(run_plan: Callable[[str], Ran]) -> None:
+    tasks = "".join(task(f"t{i}", f"@sleep 0.3\n@write f{i}.txt {i}") for i in range(10))
+    ran = run_plan(plan_text(tasks, parallel=5))
+    assert ran.result.summary["merged"] == 10
+    assert peak_running(ran.events()) <= 5
+
+
+def test_chain_each_agent_reads_what_the_previous_wrote(repo: Path, run_plan: Callable[[str], Ran]) -> None:
     tasks = (
         task("design", "@write design.md the design")
         + task("implement", "@derive design.md impl.md implemented:", "    depends_on: [design]\n")
         + task("test", "@derive impl.md test.md tested:", "    depends_on: [implement]\n")
     )
-    result = orchard.run(write_plan(plan_text(tasks)), repo=repo)
-    assert result.exit_code == 0
-    content = git(repo, "show", f"orchard/{result.run_id}/integration:test.md")
+    ran = run_plan(plan_text(tasks))
+    assert ran.result.exit_code == 0
+    content = git(repo, "show", f"orchard/{ran.result.run_id}/integration:test.md")
     assert content == "tested:implemented:the design"
+    order = [(e["type"], e["task"]) for e in ran.events()
+             if e["type"] == "attempt.started" or (e["type"] == "task.status" and e["status"] == "merged")]
+    assert order == [("attempt.started", "design"), ("task.status", "design"), ("attempt.started", "implement"),
+                     ("task.status", "implement"), ("attempt.started", "test"), ("task.status", "test")]
 
 
-def test_failure_blocks_dependents_only(repo: Path, write_plan: Callable[[str], Path]) -> None:
+def test_failure_blocks_dependents_only(run_plan: Callable[[str], Ran]) -> None:
     tasks = (
         task("broken", "@print trying\n@exit 4")
         + task("child", "@write child.txt x", "    depends_on: [broken]\n")
         + task("grandchild", "@write gc.txt x", "    depends_on: [child]\n")
         + task("free", "@write free.txt x")
     )
-    result = run_orchard("run", str(write_plan(plan_text(tasks))), "--json", cwd=repo)
-    assert result.code == 1, result.err
-    status = {t["id"]: t for t in run_orchard("status", "--json", cwd=repo).json()["tasks"]}
-    assert status["broken"]["status"] == "failed" and "exit" in status["broken"]["error"]
-    assert status["child"]["status"] == "blocked" and status["grandchild"]["status"] == "blocked"
-    assert status["free"]["status"] == "merged"
-    assert "broken" in status["child"]["error"]
+    ran = run_plan(plan_text(tasks))
+    assert (ran.result.status, ran.result.exit_code) == (RunStatus.FAILED, 1)
+    status = ran.tasks()
+    assert status["broken"].status is TaskStatus.FAILED and "exit" in status["broken"].error
+    assert status["child"].status is TaskStatus.BLOCKED and status["grandchild"].status is TaskStatus.BLOCKED
+    assert status["free"].status is TaskStatus.MERGED
+    assert "broken" in status["child"].error
+    assert ran.result.summary["failed"] == 3
+    assert not [e for e in ran.events() if e["type"] == "attempt.started" and e["task"] in ("child", "grandchild")]
+
+
+def slow_merges(directory: Path, seconds: float) -> str:
+    """A PATH whose `git` is the real one, except that `git merge-tree` first waits `seconds` (a fake of the external
+    tool: it makes the merge queue the bottleneck, deterministically)."""
+    real = shutil.which("git")
+    assert real, "git is needed"
+    shim = directory / "git"
+    shim.write_text(f"#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = merge-tree ] && sleep {seconds} && break; done\n"
+                    f'exec "{real}" "$@"\n')
+    shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
+    return f"{directory}{os.pathsep}{os.environ['PATH']}"
+
+
+def test_backpressure_no_new_attempt_while_parallel_results_wait_to_merge(
+        run_plan: Callable[[str], Ran], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", slow_merges(tmp_path, 0.4))
+    ran = run_plan(plan_text("".join(task(f"t{i}", f"@write f{i}.txt {i}") for i in range(8)), parallel=2))
+    assert ran.result.summary["merged"] == 8
+    merging: set[str] = set()
+    at_start = []
+    for event in ran.events():
+        if event["type"] != "task.status":
+            continue
+        if event["status"] == "running":
+            at_start.append(len(merging))
+        merging.discard(str(event["task"]))
+        if event["status"] == "merging":
+            merging.add(str(event["task"]))
+    # one result in the merge queue plus at most `parallel - 1` waiting: with `parallel` waiting, nothing starts
+    assert max(at_start) <= 2, at_start
+    assert max(at_start) == 2  # the limit is reached: merges really were the bottleneck
 
 
 def _conflict_plan(retries: int) -> str:

@@ -1,5 +1,5 @@
-"""Offline test kit: a scripted fake model server (Anthropic Messages + OpenAI Responses) and helpers to run the
-real `claude` / `codex` CLIs against it. Stdlib only.
+"""Offline test kit: an in-memory journal store (`MemoryStore`), a scripted fake model server (Anthropic Messages +
+OpenAI Responses) and helpers to run the real `claude` / `codex` CLIs against it. Stdlib only.
 
     from orchard.testing import FakeModelServer, write_file, edit_file, run, text, error, hang
 
@@ -35,6 +35,7 @@ from orchard.testing.gemini import (
     write_fake_responses,
     write_gemini_settings,
 )
+from orchard.testing.memory import InjectedFault, MemoryStore
 from orchard.testing.script import (
     Script,
     Step,
@@ -54,6 +55,8 @@ __all__ = [
     "AgentRun",
     "FakeModelServer",
     "GeminiErrorServer",
+    "InjectedFault",
+    "MemoryStore",
     "RecordedRequest",
     "Script",
     "Step",

@@ -1,0 +1,95 @@
+"""Prove that the defensive layer is pinned: each mutant below removes one defence from a copy of the project, and
+the tests named with it must then fail. `python tools/mutants.py [INDEX ...]` (or `make mutants`); exit 1 if any
+mutant survives. The layering rules have their own mutants, as test cases in tests/test_architecture.py.
+
+A copy of the tree is made per mutant (under the system's temporary directory) so the checkout is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = ROOT / ".venv" / "bin" / "python"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+MUTANTS = (
+    Mutant("a failed transaction is committed, not rolled back", "src/orchard/store/store.py",
+           '        except BaseException:\n            self.conn.execute("ROLLBACK")',
+           '        except BaseException:\n            self.conn.execute("COMMIT")', ("tests/test_journal.py",)),
+    Mutant("a nested transaction joins the outer one instead of a savepoint", "src/orchard/store/store.py",
+           "        if self.conn.in_transaction:\n            self._savepoints += 1",
+           "        if self.conn.in_transaction:\n            yield\n            return\n"
+           "            self._savepoints += 1",
+           ("tests/test_journal.py",)),
+    Mutant("an observer's exception propagates", "src/orchard/core/transitions.py",
+           "                    observer(event)\n                except Exception:",
+           "                    observer(event)\n                except ZeroDivisionError:",
+           ("tests/test_journal.py",)),
+    Mutant("no internal-error guard around an attempt", "src/orchard/runtime/engine.py",
+           "        except Exception as exc:  # a bug in one attempt",
+           "        except ZeroDivisionError as exc:  # a bug in one attempt",
+           ("tests/test_recovery.py::test_an_internal_error_ends_the_attempt_and_the_retry_goes_on",)),
+    Mutant("merges a dead session made are not recognised", "src/orchard/runtime/recovery.py",
+           "            if task.status is S.MERGING:", "            if task.status is S.MERGING and False:",
+           ("tests/test_recovery.py",)),
+    Mutant("attempts a dead session left open stay open", "src/orchard/runtime/recovery.py",
+           "        for attempt in journal.open_attempts():\n            journal.attempt_abandoned(attempt.id, "
+           'detail="orchestrator stopped",',
+           "        for attempt in journal.open_attempts()[:0]:\n            journal.attempt_abandoned(attempt.id, "
+           'detail="orchestrator stopped",', ("tests/test_recovery.py",)),
+    Mutant("GIT_DIR from the environment reaches git", "src/orchard/vcs/git.py", '    "GIT_DIR",\n', "",
+           ("tests/test_vcs_runner.py",)),
+    Mutant("migration 2 leaves integration_tip empty", "src/orchard/store/schema.py",
+           "    UPDATE runs SET integration_tip = base_commit;", "", ("tests/test_journal.py",)),
+    Mutant("no backpressure from the merge queue", "src/orchard/core/scheduler.py",
+           "if self._stopped or len(self._merge_queue) >= self.parallel:", "if self._stopped:",
+           ("tests/test_engine_acceptance.py::test_backpressure_no_new_attempt_while_parallel_results_wait_to_merge",
+            "tests/test_scheduler.py::test_no_new_attempt_while_parallel_results_wait_to_merge")),
+)
+
+
+def survives(mutant: Mutant, scratch: Path) -> bool:
+    """Apply `mutant` to a copy of the project and run its tests; True if they all still pass."""
+    tree = scratch / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".venv", ".tools", ".git", "__pycache__", ".*_cache"))
+    target = tree / mutant.path
+    text = target.read_text()
+    if text.count(mutant.old) != 1:
+        raise SystemExit(f"mutant {mutant.name!r}: the code it changes is no longer in {mutant.path}; update it")
+    target.write_text(text.replace(mutant.old, mutant.new))
+    env = {**os.environ, "PYTHONPATH": f"{tree / 'src'}{os.pathsep}{tree}"}  # child `python -m orchard` too
+    proc = subprocess.run([str(PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", *mutant.tests], cwd=tree,
+                          env=env, capture_output=True, text=True, timeout=900, check=False)
+    failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED")]
+    print(f"{'SURVIVED' if proc.returncode == 0 else 'caught  '} {mutant.name}"
+          + "".join(f"\n           {line}" for line in failed), flush=True)
+    return proc.returncode == 0
+
+
+def main(argv: list[str]) -> int:
+    chosen = [MUTANTS[int(i)] for i in argv] if argv else list(MUTANTS)
+    with tempfile.TemporaryDirectory(prefix="orchard-mutants-") as scratch:
+        survivors = [m.name for m in chosen if survives(m, Path(scratch))]
+    print(f"{len(chosen) - len(survivors)} of {len(chosen)} mutants caught")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
