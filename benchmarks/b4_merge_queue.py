@@ -2,14 +2,14 @@
 5,000-file repository).
 
 The tasks are staged the way an interrupted run leaves them when every attempt has succeeded and the merge queue
-has not drained yet: recorded through orchard's store as `merging`, each with its task branch (one commit changing
+has not drained yet: recorded through orchard's journal as `merging`, each with its task branch (one commit changing
 one file of its own on top of `main`). `orchard.resume` then drains the queue — the production engine, scheduler
 and merge step (`merge-tree --write-tree`, `commit-tree`, `update-ref`, tidy-up), one merge at a time. Per merge:
 (last `merge.finished` − `run.started`) / tasks, from the events.
 
 Baseline in the same run: `git merge --no-ff` of the same commits, one after another, in a checkout of the same
 repository (40 of them, `--quick` 10; half before orchard and half after). The user's checkout is snapshotted
-before and after orchard (`orchard.vcs.snapshot_checkout`: HEAD, index bytes, status, stash — orchard's own
+before and after orchard (`orchard.testing.snapshot_checkout`: HEAD, index bytes, status, stash — orchard's own
 `.orchard/` left out, as in the test suite): it must not change.
 """
 
@@ -24,10 +24,13 @@ import orchard
 from benchmarks import large_repo
 from benchmarks.common import Config, EventLog, Result, Target, fake_agent_spec, git, merge_queue_busy
 from benchmarks.profiling import GitCalls
-from orchard.core.model import AgentSpec, Plan, Task
+from orchard.core.journal import Counts
+from orchard.core.model import AgentSpec, Plan, RunStatus, Task
 from orchard.runtime.layout import integration_branch, task_branch
-from orchard.runtime.session import new_run_id, open_repo
-from orchard.vcs import create_branch, find_repo, snapshot_checkout
+from orchard.runtime.session import new_run_id, open_journal, open_repo
+from orchard.store import Store
+from orchard.testing import snapshot_checkout
+from orchard.vcs import create_branch
 
 
 def stage_run(repo: large_repo.LargeRepo, count: int) -> str:
@@ -36,20 +39,22 @@ def stage_run(repo: large_repo.LargeRepo, count: int) -> str:
     agent = AgentSpec(spec["name"], spec["type"], options=spec["options"])
     tasks = [Task(id=f"t{i:03d}", prompt=f"change file {i}", agent=agent.name) for i in range(count)]
     plan = Plan.build(tasks, {agent.name: agent}, parallel=1, source="<b4>")
-    vrepo, _layout, store = open_repo(repo.root)
+    vrepo, layout = open_repo(repo.root)
+    store = Store(layout.state_db)
     run_id = new_run_id()
     try:
-        now = time.time()
-        store.create_run(run_id, plan, "main", repo.base, integration_branch(run_id), 1, now, os.getpid())
+        journal = open_journal(store, run_id, plan=plan)
+        journal.run_started(plan=plan, base="main", base_commit=repo.base,
+                            integration_branch=integration_branch(run_id), parallel=1, pid=os.getpid())
         create_branch(vrepo, integration_branch(run_id), repo.base)
         refs = "".join(f"create refs/heads/{task_branch(run_id, t.id)} {repo.b4_commits[i]}\n"
                        for i, t in enumerate(tasks))
         git(repo.root, "update-ref", "--stdin", input=refs.encode())
-        with store.atomic():
+        with journal.atomic():
             for t in tasks:
-                store.update_task(run_id, t.id, status="merging", attempts=1, branch=task_branch(run_id, t.id),
-                                  started_at=now)
-            store.update_run(run_id, status="interrupted", finished_at=now, reason="interrupted")
+                journal.task_started(t.id, counts=Counts(1, 0), branch=task_branch(run_id, t.id))
+                journal.task_merging(t.id, counts=Counts(1, 0))
+            journal.run_finished(RunStatus.INTERRUPTED, reason="interrupted")
     finally:
         store.close()
     return run_id
@@ -58,7 +63,7 @@ def stage_run(repo: large_repo.LargeRepo, count: int) -> str:
 def checkout_state(repo: large_repo.LargeRepo) -> dict[str, str | None]:
     """HEAD, index bytes, status (untracked and ignored included) and stash of the user's checkout, minus
     orchard's own `.orchard/` directory (the same check as the test suite's)."""
-    snap = snapshot_checkout(find_repo(repo.root))
+    snap = snapshot_checkout(repo.root)
     status = snap["status"] or ""
     snap["status"] = "\0".join(e for e in status.split("\0") if not e.startswith("!! .orchard/"))
     return snap

@@ -1,15 +1,14 @@
 """Observing orchard from the outside: git calls counted and timed by engine step (every run), and with
 `--profile` a thread stack sampler (a `py-spy top` inside the process), timing of the worktree lock, and cProfile.
 
-Nothing here changes what orchard does: `GitCalls` wraps `subprocess.run`, `timed_admin_lock` puts a timing wrapper
-around the same lock object, and both are undone afterwards.
+Nothing here changes what orchard does: `GitCalls` wraps the git runner's spawn and wait, `timed_admin_lock` puts a
+timing wrapper around the same lock object, and both are undone afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -19,42 +18,52 @@ from typing import Any
 
 import psutil
 
+from orchard.vcs import git as runner
+
 
 class GitCalls:
-    """Counts and times every `git` child started through `subprocess.run` (orchard's one git runner) while
-    active, by subcommand."""
+    """Counts and times every `git` child of orchard's one git runner (`orchard.vcs.git`) while active, by
+    subcommand: from its spawn to the end of its output."""
 
     def __init__(self) -> None:
         self.count: Counter[str] = Counter()
         self.wall: defaultdict[str, float] = defaultdict(float)
         self.step_count: Counter[str] = Counter()
         self.step_wall: defaultdict[str, float] = defaultdict(float)
-        self._original = subprocess.run
+        self._originals = (runner._spawn, runner._communicate)
+        self._started: dict[int, float] = {}
         self._lock = threading.Lock()
 
     def __enter__(self) -> GitCalls:
-        original = self._original
+        spawn, communicate = self._originals
 
-        def timed_run(*args: Any, **kwargs: Any) -> Any:
-            argv = args[0] if args else kwargs.get("args", [])
+        def timed_spawn(argv: list[str], input: str | None, env: dict[str, str]) -> Any:
             t = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                if isinstance(argv, list) and argv and argv[0] == "git":
-                    name, step = git_subcommand(argv), engine_step(sys._getframe(1))
-                    elapsed = time.perf_counter() - t
-                    with self._lock:
-                        self.count[name] += 1
-                        self.wall[name] += elapsed
-                        self.step_count[step] += 1
-                        self.step_wall[step] += elapsed
+            child = spawn(argv, input, env)
+            with self._lock:
+                self._started[id(child.proc)] = t
+            return child
 
-        subprocess.run = timed_run
+        def timed_communicate(proc: Any, input: str | None, limit: float, argv: list[str]) -> Any:
+            try:
+                return communicate(proc, input, limit, argv)
+            finally:
+                self._record(["git", *argv], proc, sys._getframe(1))
+
+        runner._spawn, runner._communicate = timed_spawn, timed_communicate
         return self
 
+    def _record(self, argv: list[str], proc: Any, caller: Any) -> None:
+        name, step = git_subcommand(argv), engine_step(caller)
+        with self._lock:
+            elapsed = time.perf_counter() - self._started.pop(id(proc), time.perf_counter())
+            self.count[name] += 1
+            self.wall[name] += elapsed
+            self.step_count[step] += 1
+            self.step_wall[step] += elapsed
+
     def __exit__(self, *exc: object) -> None:
-        subprocess.run = self._original
+        runner._spawn, runner._communicate = self._originals
 
     def table(self, per: int) -> list[dict[str, Any]]:
         rows = [{"git": name, "calls_per_task": round(self.count[name] / per, 2),
@@ -217,7 +226,7 @@ class StackSampler:
     def _waiting_on(leaf: Any) -> str:
         file = os.path.basename(leaf.f_code.co_filename)
         if file in ("subprocess.py", "selectors.py"):
-            return "waiting for a git child process (subprocess.run)"
+            return "waiting for a git child process (Popen.communicate)"
         if file == "common.py" and leaf.f_code.co_name == "__enter__":
             return "waiting for orchard's worktree lock (vcs.git.ADMIN_LOCK)"
         if file == "store.py":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import signal
@@ -178,22 +177,3 @@ def background(repo: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
     for pid in _agent_processes(lambda env: env.get("ORCHARD_WORKTREE", "").startswith(str(repo))):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-
-
-def snapshot_checkout(repo_root: Path) -> dict[str, str | None]:
-    """Everything orchard promises not to touch in the user's checkout at `repo_root`, for "untouched" asserts:
-    HEAD (symbolic and resolved), the index file's bytes, the full status (untracked and ignored too), the stash."""
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["git", "-C", str(repo_root), *args], capture_output=True, text=True, check=False)
-
-    index = Path(run("rev-parse", "--path-format=absolute", "--git-path", "index").stdout.strip())
-    sym, head = run("symbolic-ref", "-q", "HEAD"), run("rev-parse", "--verify", "--quiet", "HEAD")
-    return {
-        "head_ref": sym.stdout.strip() if sym.returncode == 0 else None,
-        "head_sha": head.stdout.strip() if head.returncode == 0 else None,
-        "index_sha256": hashlib.sha256(index.read_bytes()).hexdigest() if index.is_file() else None,
-        "status": git(repo_root, "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all",
-                      "--ignored"),
-        "stash": git(repo_root, "stash", "list", "--format=%H"),
-    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -116,9 +117,8 @@ def test_retries_resume_the_previous_session_with_only_the_feedback(tmp_path: Pa
     inv = adapter_for("claude").invocation(resumed)
     assert inv.argv[inv.argv.index("--resume") + 1] == "sess-1" and inv.stdin == b"tests fail"
     assert inv.argv[inv.argv.index("--max-budget-usd") + 1] == "0.2500"
-    codex = adapter_for("codex").invocation(AttemptContext(*[getattr(resumed, f) for f in (
-        "run_id", "task", "attempt")], AgentSpec("c", "codex"), tmp_path, resumed.prompt, resumed.prompt_file,
-        "tests fail", "thread-9"))
+    codex = adapter_for("codex").invocation(replace(resumed, agent=AgentSpec("c", "codex"), session_id="thread-9",
+                                                    budget_usd=None))
     assert codex.argv[:4] == ("codex", "exec", "resume", "thread-9") and codex.stdin == b"tests fail"
     assert 'sandbox_mode="workspace-write"' in codex.argv and "--sandbox" not in codex.argv
     off = AttemptContext(base.run_id, base.task, 2, AgentSpec("a", "claude", None, {"resume_session": False}),

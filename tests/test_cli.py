@@ -19,10 +19,11 @@ from rich.console import Console
 
 from orchard.core.events import AgentActivity, AttemptStarted, RunStarted, TaskStatusChanged
 from orchard.core.model import TaskStatus
+from orchard.testing import snapshot_checkout
 from orchard.ui.dashboard import render
 from orchard.ui.report import status_table
 from orchard.ui.snapshot import Snapshot
-from tests.conftest import Result, agent_block, git, run_orchard, snapshot_checkout
+from tests.conftest import Result, agent_block, git, run_orchard
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 TASK_STATUSES = {"pending", "queued", "running", "verifying", "merging", "merged", "failed", "conflict", "blocked",

@@ -29,9 +29,9 @@ from orchard.core.model import RunStatus, TaskStatus
 from orchard.core.records import TaskRecord
 from orchard.runtime.session import RunResult
 from orchard.store import Store
-from orchard.testing import MemoryStore
+from orchard.testing import MemoryStore, snapshot_checkout
 from orchard.vcs import find_repo, list_worktrees
-from tests.conftest import PYTHON, Result, agent_block, git, query, run_orchard, snapshot_checkout
+from tests.conftest import PYTHON, Result, agent_block, git, query, run_orchard
 
 
 def plan_text(tasks: str, parallel: int = 4, agents: str | None = None) -> str:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from orchard.core.graph import find_cycles
 from orchard.core.model import AgentSpec, Plan, Task
 from orchard.errors import PlanError, Problem
 from orchard.plan import load, validate_graph
-from orchard.plan.graph_checks import find_cycles
 
 AGENT = "agents:\n  a: {type: command, command: run}\n"
 

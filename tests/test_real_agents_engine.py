@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ def agent_entry(kind: str, server: FakeModelServer, home: Path, **extra: Any) ->
             "pricing": CODEX_PRICE, **common}
 
 
-def write_plan(tmp_path: Path, kind: str, server: FakeModelServer, tasks: list[dict[str, Any]],
+def write_plan(tmp_path: Path, kind: str, server: FakeModelServer, tasks: Sequence[Mapping[str, Any]],
                **agent_extra: Any) -> Path:
     plan = {"parallel": 3, "defaults": {"agent": "ai", "retries": 0, "timeout": "2m"},
             "agents": {"ai": agent_entry(kind, server, tmp_path / f"{kind}-home", **agent_extra)}, "tasks": tasks}
@@ -81,7 +81,8 @@ def test_dependent_plan_edits_merge_and_report_tokens_and_cost(
     server.add_script("create", [write_file("notes.txt", "hello wrld\n"), text("Created notes.txt.")])
     server.add_script("fix", [edit_file("notes.txt", "hello wrld", "hello world"), text("Fixed the greeting.")])
     server.add_script("build", [run("printf 'built\\n' > build.txt"), text("Built.")])
-    tasks = [{"id": "create", "prompt": "Create notes.txt. [[script:create]]"},
+    tasks: list[dict[str, Any]] = [
+             {"id": "create", "prompt": "Create notes.txt. [[script:create]]"},
              {"id": "fix", "prompt": "Fix the greeting in notes.txt. [[script:fix]]", "depends_on": ["create"]},
              {"id": "build", "prompt": "Run the build. [[script:build]]"}]
     result = orchard.run(write_plan(tmp_path, kind, server, tasks), repo=repo)

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchard.errors import EnvironmentProblem, RefProblem
+from orchard.testing import snapshot_checkout
 from orchard.vcs import (
     Repo,
     branch_exists,
@@ -32,7 +33,7 @@ from orchard.vcs import (
     validate_branch_name,
 )
 from orchard.vcs.git import parse_git_version
-from tests.conftest import init_repo, sh, snapshot_checkout
+from tests.conftest import init_repo, sh
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchard.errors import GitError, LandRefused, RefProblem
+from orchard.testing import snapshot_checkout
 from orchard.vcs import (
     Repo,
     add_worktree,
@@ -20,7 +21,7 @@ from orchard.vcs import (
     set_ref,
 )
 from orchard.vcs.merge import merge_trees
-from tests.conftest import init_repo, sh, snapshot_checkout
+from tests.conftest import init_repo, sh
 
 
 @pytest.fixture

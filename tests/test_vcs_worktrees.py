@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchard.errors import GitError
+from orchard.testing import snapshot_checkout
 from orchard.vcs import (
     Repo,
     add_worktree,
@@ -23,7 +24,7 @@ from orchard.vcs import (
     worktree_branch,
 )
 from orchard.vcs.worktrees import parse_worktree_list
-from tests.conftest import init_repo, sh, snapshot_checkout
+from tests.conftest import init_repo, sh
 
 
 @pytest.fixture

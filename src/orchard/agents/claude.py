@@ -52,7 +52,6 @@ class ClaudeParser(JsonLineParser):
         self.session_id: str | None = None
         self.model: str | None = None
         self.result: dict[str, Any] | None = None
-        self.last_error_status: int | None = None
 
     def feed(self, line: str, stream: Stream) -> str | None:
         data = self.event(line, stream)
@@ -73,7 +72,6 @@ class ClaudeParser(JsonLineParser):
             self.session_id, self.model = data.get("session_id"), data.get("model")
             return f"session started ({self.model})" if self.model else "session started"
         if data.get("subtype") == "api_retry":
-            self.last_error_status = data.get("error_status")
             return (f"API retry {data.get('attempt')}/{data.get('max_retries')}: "
                     f"{data.get('error_status')} {data.get('error', '')}").strip()
         return None

@@ -72,7 +72,7 @@ def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any
 @disk_options
 @json_option
 @click.pass_context
-def run_cmd(ctx: click.Context, plan_path: Path, parallel: int | None, base: str | None, land: bool,
+def run_cmd(ctx: click.Context, *, plan_path: Path, parallel: int | None, base: str | None, land: bool,
             min_free_disk: str | None, max_worktrees_size: str | None, pool_size: int | None,
             json_mode: bool) -> int:
     """Run every task of PLAN in parallel worktrees and merge the results into an integration branch."""
@@ -91,7 +91,7 @@ def run_cmd(ctx: click.Context, plan_path: Path, parallel: int | None, base: str
 @disk_options
 @json_option
 @click.pass_context
-def resume_cmd(ctx: click.Context, run_id: str | None, land: bool, min_free_disk: str | None,
+def resume_cmd(ctx: click.Context, *, run_id: str | None, land: bool, min_free_disk: str | None,
                max_worktrees_size: str | None, pool_size: int | None, json_mode: bool) -> int:
     """Continue an interrupted run (default: the latest); merged tasks never run again."""
     from orchard.runtime.session import resume_run
@@ -108,7 +108,7 @@ def resume_cmd(ctx: click.Context, run_id: str | None, land: bool, min_free_disk
 @disk_options
 @json_option
 @click.pass_context
-def retry_cmd(ctx: click.Context, task_ids: tuple[str, ...], run_id: str | None, min_free_disk: str | None,
+def retry_cmd(ctx: click.Context, *, task_ids: tuple[str, ...], run_id: str | None, min_free_disk: str | None,
               max_worktrees_size: str | None, pool_size: int | None, json_mode: bool) -> int:
     """Try failed, conflicted or blocked tasks again (with fresh retries), then finish the run."""
     from orchard.runtime.session import resume_run

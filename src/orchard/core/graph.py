@@ -107,11 +107,6 @@ def order_edges(plan: Plan) -> dict[str, list[str]]:
     return preds
 
 
-def topological_order(preds: Mapping[str, Sequence[str]]) -> list[str]:
-    """Kahn's algorithm, stable in input order; assumes no cycles (validated plans)."""
-    return _kahn(preds, _successors(preds))
-
-
 def _successors(preds: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """The reverse edges, each list in input order of the successors; every node has an entry."""
     succs: dict[str, list[str]] = {node: [] for node in preds}

@@ -202,6 +202,7 @@ class Plan:
     def build(
         tasks: list[Task] | tuple[Task, ...],
         agents: Mapping[str, AgentSpec],
+        *,
         tracks: Mapping[str, tuple[str, ...]] | None = None,
         base: str | None = None,
         parallel: int = DEFAULT_PARALLEL,

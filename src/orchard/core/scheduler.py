@@ -116,7 +116,6 @@ class TaskState:
     status: TaskStatus = S.PENDING
     attempts: int = 0  # attempts started
     failures: int = 0  # failures that used up a retry
-    paused_until: float | None = None
 
 
 @dataclass(frozen=True)

@@ -57,13 +57,14 @@ def _check_graph(drafts: Mapping[str, Draft], tracks: Tracks, problems: Problems
     order = list(drafts)
     file_of = {task_id: draft.file for task_id, draft in drafts.items()}
     deps = {task_id: draft.depends_on for task_id, draft in drafts.items()}
-    _check_order(order, deps, file_of, tracks.members, tracks.file, problems)
+    _check_order(order, deps, file_of, members=tracks.members, track_file=tracks.file, problems=problems)
 
 
 def _check_order(
     order: Sequence[str],
     deps: Mapping[str, Sequence[str]],
     file_of: Mapping[str, str],
+    *,
     members: Mapping[str, Sequence[str]],
     track_file: Mapping[str, str],
     problems: Problems,
@@ -87,5 +88,6 @@ def validate_graph(plan: Plan) -> list[Problem]:
         for task_id in ids:
             if task_id not in file_of:
                 problems.add(plan.source, f"track '{name}' lists unknown task '{task_id}'", field="tracks")
-    _check_order(order, deps, file_of, members, dict.fromkeys(members, plan.source), problems)
+    _check_order(order, deps, file_of, members=members, track_file=dict.fromkeys(members, plan.source),
+                 problems=problems)
     return problems.items

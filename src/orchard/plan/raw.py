@@ -44,6 +44,7 @@ class Problems:
         mapping: Mapping[Any, Any],
         allowed: Iterable[str],
         file: str,
+        *,
         task: str = "",
         prefix: str = "",
         hints: Mapping[str, str] | None = None,

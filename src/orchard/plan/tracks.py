@@ -31,7 +31,7 @@ def assemble_tracks(sources: list[tuple[str, Any]], drafts: Mapping[str, Draft],
             continue
         if name is not None and tracks.owner.get(draft.id) != name:
             tracks.file.setdefault(name, draft.file)
-            _join(name, draft.id, draft.file, "track", tracks, problems)
+            _join(name, draft.id, draft.file, where="track", tracks=tracks, problems=problems)
     for draft in drafts.values():
         draft.kwargs["track"] = tracks.owner.get(draft.id)
     return tracks
@@ -60,7 +60,7 @@ def _add_source(file: str, raw: Any, drafts: Mapping[str, Draft], tracks: Tracks
             if task_id not in drafts:
                 problems.add(file, f"track '{name}' lists unknown task '{task_id}'", field=f"tracks.{name}")
             else:
-                _join(name, task_id, file, f"tracks.{name}", tracks, problems)
+                _join(name, task_id, file, where=f"tracks.{name}", tracks=tracks, problems=problems)
 
 
 def _id_list(value: Any) -> list[str]:
@@ -72,7 +72,7 @@ def _id_list(value: Any) -> list[str]:
     return list(value)
 
 
-def _join(name: str, task_id: str, file: str, where: str, tracks: Tracks, problems: Problems) -> None:
+def _join(name: str, task_id: str, file: str, *, where: str, tracks: Tracks, problems: Problems) -> None:
     """Append a task to a track unless it already belongs to one."""
     current = tracks.owner.get(task_id)
     if current == name:

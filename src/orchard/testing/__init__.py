@@ -25,6 +25,7 @@ from orchard.testing.agents import (
     codex_provider_args,
     run_agent,
 )
+from orchard.testing.checkout import snapshot_checkout
 from orchard.testing.fake_models import FakeModelServer, RecordedRequest
 from orchard.testing.gemini import (
     GeminiErrorServer,
@@ -76,6 +77,7 @@ __all__ = [
     "run",
     "run_agent",
     "script_usage",
+    "snapshot_checkout",
     "step",
     "stream_error",
     "text",

@@ -102,7 +102,7 @@ def _usage(usage: Usage, output_tokens: int) -> dict[str, Any]:
             "service_tier": "standard"}
 
 
-def _message(msg_id: str, conv: Conversation, content: list[dict[str, Any]], usage: Usage, output_tokens: int,
+def _message(msg_id: str, conv: Conversation, content: list[dict[str, Any]], usage: Usage, *, output_tokens: int,
              stop: str | None) -> dict[str, Any]:
     """A Messages API message object."""
     return {"id": msg_id, "type": "message", "role": "assistant", "model": conv.model, "content": content,
@@ -112,12 +112,12 @@ def _message(msg_id: str, conv: Conversation, content: list[dict[str, Any]], usa
 def reply_json(step: Step, conv: Conversation, usage: Usage, msg_id: str) -> dict[str, Any]:
     """The non-streaming reply to a step."""
     blocks = content_blocks(step, conv)
-    return _message(msg_id, conv, blocks, usage, usage.output_tokens, _stop_reason(blocks))
+    return _message(msg_id, conv, blocks, usage, output_tokens=usage.output_tokens, stop=_stop_reason(blocks))
 
 
 def _start(conv: Conversation, usage: Usage, msg_id: str) -> list[Event]:
     """`message_start` (with the input usage) and a `ping`, as the real API opens a stream."""
-    start = _message(msg_id, conv, [], usage, min(1, usage.output_tokens), None)
+    start = _message(msg_id, conv, [], usage, output_tokens=min(1, usage.output_tokens), stop=None)
     return [("message_start", {"type": "message_start", "message": start}), ("ping", {"type": "ping"})]
 
 

@@ -138,7 +138,7 @@ def _usage(usage: Usage) -> dict[str, Any]:
             "total_tokens": usage.input_tokens + usage.output_tokens}
 
 
-def _response(resp_id: str, conv: Conversation, status: str, output: list[dict[str, Any]],
+def _response(resp_id: str, conv: Conversation, status: str, output: list[dict[str, Any]], *,
               usage: Usage | None, error: dict[str, Any] | None = None) -> dict[str, Any]:
     """A Responses API response object."""
     return {"id": resp_id, "object": "response", "created_at": int(time.time()), "status": status,
@@ -147,12 +147,12 @@ def _response(resp_id: str, conv: Conversation, status: str, output: list[dict[s
 
 def reply_json(step: Step, conv: Conversation, usage: Usage, resp_id: str) -> dict[str, Any]:
     """The non-streaming reply to a step."""
-    return _response(resp_id, conv, "completed", output_items(step, conv), usage)
+    return _response(resp_id, conv, "completed", output_items(step, conv), usage=usage)
 
 
 def _opening(conv: Conversation, resp_id: str) -> list[Event]:
     """`response.created` and `response.in_progress`."""
-    created = _response(resp_id, conv, "in_progress", [], None)
+    created = _response(resp_id, conv, "in_progress", [], usage=None)
     return [("response.created", {"type": "response.created", "response": created}),
             ("response.in_progress", {"type": "response.in_progress", "response": created})]
 
@@ -198,7 +198,7 @@ def stream_events(step: Step, conv: Conversation, usage: Usage, resp_id: str) ->
     events = _opening(conv, resp_id)
     for i, item in enumerate(items):
         events += _item_events(i, item)
-    done = _response(resp_id, conv, "completed", items, usage)
+    done = _response(resp_id, conv, "completed", items, usage=usage)
     events.append(("response.completed", {"type": "response.completed", "response": done}))
     return [(name, {**data, "sequence_number": n}) for n, (name, data) in enumerate(events)]
 
@@ -216,7 +216,7 @@ def error_body(fail: Fail, conv: Conversation, request_id: str) -> dict[str, Any
 
 def stream_fail_events(conv: Conversation, usage: Usage, resp_id: str, kind: str, message: str) -> list[Event]:
     """A stream that opens, then ends with `response.failed` carrying `{code: kind, message}` (usage unused)."""
-    failed = _response(resp_id, conv, "failed", [], None, {"code": kind, "message": message})
+    failed = _response(resp_id, conv, "failed", [], usage=None, error={"code": kind, "message": message})
     return [*_opening(conv, resp_id), ("response.failed", {"type": "response.failed", "response": failed})]
 
 
