@@ -370,12 +370,14 @@ def test_run_with_land_does_not_land_a_failed_run(orchard: Callable[..., Result]
 def test_run_into_a_closed_pipe_finishes_quietly(repo: Path, write_plan: Callable[[str], Path],
                                                  json_mode: bool) -> None:
     """`orchard run … | head -1`: the run still finishes (exit 0) and prints no traceback."""
-    plan = write_plan(plan_text(task("a", "@sleep 0.3\n@write a.txt a") + task("b", "@write b.txt b")))
+    closed = repo.parent / f"closed-{json_mode}"  # the agent goes on only once the reader has gone
+    plan = write_plan(plan_text(task("a", f"@wait-for {closed}\n@write a.txt a") + task("b", "@write b.txt b")))
     proc = subprocess.Popen([PYTHON, "-m", "orchard", "run", *(["--json"] if json_mode else []), str(plan)], cwd=repo,
                             text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.readline()
     proc.stdout.close()
+    closed.touch()
     err = proc.stderr.read()
     proc.stderr.close()
     assert proc.wait(timeout=60) == 0, err

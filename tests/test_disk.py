@@ -29,7 +29,7 @@ def test_refuses_to_start_below_the_free_space_threshold(repo: Path, write_plan:
     assert bad.code == 2 and "--min-free-disk" in bad.err
 
 
-def test_kept_worktrees_are_collected_oldest_first(repo: Path, write_plan: Callable[[str], Path]) -> None:
+def test_kept_worktrees_are_collected_oldest_first(repo: Path, write_plan: Callable[..., Path]) -> None:
     big = "x" * 600_000
     failing = plan_text(task("keep", f"@write big.txt {big}\n@exit 1"))
     for _ in range(2):  # two failed runs, each keeping a 600 KB worktree for inspection
@@ -50,7 +50,9 @@ def test_parked_worktrees_count_towards_the_cap(repo: Path, write_plan: Callable
     (repo / "big.txt").write_text("x" * 800_000)  # every worktree of this repository weighs 800 KB
     git(repo, "add", "big.txt")
     git(repo, "commit", "-qm", "big")
-    plan = write_plan(plan_text("".join(task(f"p{i}", "@sleep 1\n@write p.txt p") for i in range(2)), parallel=2))
+    # both in flight at once, so the run makes two worktrees and parks both
+    plan = write_plan(plan_text("".join(task(f"p{i}", "@barrier both 2\n@write p.txt p") for i in range(2)),
+                                parallel=2))
     assert run_orchard("run", str(plan), cwd=repo).code == 0
     pool = repo / ".orchard" / "pool"
     assert len(list(pool.iterdir())) == 2  # parked for the next run

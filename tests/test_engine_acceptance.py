@@ -72,7 +72,7 @@ def test_four_parallel_tasks_overlap_in_own_worktrees_and_leave_checkout_untouch
     (repo / "notes.txt").write_text("uncommitted user work\n")  # untracked file in the user's checkout
     before = checkout_state(repo)
     readme = (repo / "README.md").read_bytes()
-    tasks = "".join(task(f"t{i}", f"@sleep 1\n@write out/t{i}.txt made by t{i}") for i in range(4))
+    tasks = "".join(task(f"t{i}", f"@barrier four 4\n@write out/t{i}.txt made by t{i}") for i in range(4))
     seen: list[OrchardEvent] = []
     result = orchard.run(write_plan(plan_text(tasks)), repo=repo, on_event=seen.append)
     assert result.status == "completed" and result.exit_code == 0
@@ -214,7 +214,8 @@ def test_backpressure_no_new_attempt_while_parallel_results_wait_to_merge(
 def _conflict_plan(retries: int) -> str:
     return plan_text(
         task("first", "@write shared.txt from first")
-        + task("second", "@sleep 1\n@unless-feedback @write shared.txt from second\n"
+        # `second` ends after `first` did (whose worktree is parked then), so it merges second and conflicts
+        + task("second", "@if-attempt 1 @wait-for ../../../pool/*\n@unless-feedback @write shared.txt from second\n"
                          "@if-feedback @write shared.txt from first\\nand second",
                f"    retries: {retries}\n"),
     )

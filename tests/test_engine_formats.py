@@ -33,8 +33,9 @@ def test_workstreams_directory_with_tracks_runs_a_track_in_order(repo: Path, tmp
     ws = tmp_path / "workstreams"
     ws.mkdir()
     (ws / "orchard.yaml").write_text(SETTINGS)
-    for wid, prompt in (("ws-a", "@sleep 0.5\n@write a.txt a"), ("ws-b", "@write b.txt b"),
-                        ("ws-c", "@sleep 0.3\n@write c.txt c")):
+    # ws-a and ws-c meet at a barrier: outside the track, ws-c runs alongside ws-a
+    for wid, prompt in (("ws-a", "@barrier ac 2\n@write a.txt a"), ("ws-b", "@write b.txt b"),
+                        ("ws-c", "@barrier ac 2\n@write c.txt c")):
         (ws / f"{wid}.json").write_text(json.dumps({"id": wid, "name": wid.upper(), "prompt": prompt}))
     (ws / "tracks.json").write_text(json.dumps({"lane": ["ws-a", "ws-b"]}))
     seen: list[str] = []

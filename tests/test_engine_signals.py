@@ -20,6 +20,18 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def logged(repo: Path, task_id: str, attempt: int, text: str) -> bool:
+    """True once orchard logged `text` from the attempt's output: the agent runs, and orchard knows its process
+    (the pid is registered before the output is read)."""
+    logs = (repo / ".orchard" / "runs").glob(f"*/logs/{task_id}.{attempt}.log")
+    return any(text in log.read_text(errors="replace") for log in logs)
+
+
+def noted(repo: Path, text: str) -> bool:
+    """True once the run journaled a `run.note` containing `text`."""
+    return any(text in str(message) for (message,) in query(repo, "SELECT message FROM events WHERE type = 'run.note'"))
+
+
 def task_status(repo: Path, task_id: str) -> str | None:
     rows = query(repo, "SELECT status FROM tasks WHERE task_id = ? ORDER BY rowid DESC", task_id)
     return str(rows[0][0]) if rows else None
@@ -32,8 +44,7 @@ def test_ctrl_c_stops_gracefully_exits_130_and_resumes(repo: Path, write_plan: C
     tasks += task("after", "@write after.txt a", "    depends_on: [slow]\n")
     plan = write_plan(plan_text(tasks))
     proc = background("run", str(plan))
-    wait_for(lambda: task_status(repo, "slow") == "running" and task_status(repo, "quick") == "merged")
-    time.sleep(0.3)
+    wait_for(lambda: task_status(repo, "quick") == "merged" and logged(repo, "slow", 1, "working"))
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, (out, err)
@@ -91,11 +102,15 @@ def test_second_signal_kills_at_once_and_the_run_stays_resumable(
         repo: Path, write_plan: Callable[[str], Path], background: Callable[..., subprocess.Popen[str]]) -> None:
     tasks = task("stubborn", "@ignore-term\n@print ignoring you\n@if-attempt 1 @sleep 60\n@write s.txt s")
     proc = background("run", str(write_plan(plan_text(tasks))))
-    wait_for(lambda: task_status(repo, "stubborn") == "running")
-    time.sleep(0.5)
+    wait_for(lambda: logged(repo, "stubborn", 1, "ignoring you"))  # printed once its SIGTERM handler is in place
     proc.send_signal(signal.SIGTERM)
-    time.sleep(1.5)
-    assert proc.poll() is None  # the agent ignores SIGTERM: a graceful stop waits for it
+    wait_for(lambda: noted(repo, "interrupted by SIGTERM"))  # the run took the signal and passed it on to the agent
+    # The agent ignores SIGTERM and a graceful stop waits for it. That the run did not end is a negative, so it
+    # takes a while to see; load only makes an early end less likely, so this cannot fail on a slow machine.
+    watch_until = time.monotonic() + 0.5
+    while time.monotonic() < watch_until:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=20)

@@ -3,6 +3,7 @@ the pool size, and anything in the pool that is not a sound worktree of the repo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def test_one_checkout_serves_a_chain_and_nothing_leaks_between_tasks(
 
 def test_the_pool_is_kept_between_runs_up_to_its_size(
         repo: Path, write_plan: Callable[[str], Path], orchard: Callable[..., Result]) -> None:
-    plan = write_plan(plan_text("".join(task(f"w{i}", f"@sleep 1\n@write w{i}.txt {i}") for i in range(3)),
+    # all three in flight at once, so the first run makes three worktrees and the later ones find three parked
+    plan = write_plan(plan_text("".join(task(f"w{i}", f"@barrier all 3\n@write w{i}.txt {i}") for i in range(3)),
                                 parallel=3))
     assert orchard("run", str(plan)).code == 0
     first = parked_worktrees(repo)
@@ -88,13 +90,29 @@ def test_a_retry_never_runs_git_in_a_worktree_whose_git_file_an_agent_rewrote(
 def test_a_retry_after_the_agent_deleted_its_own_worktree_gets_a_new_one(
         repo: Path, write_plan: Callable[[str], Path], orchard: Callable[..., Result]) -> None:
     """git still counts the deleted worktree's branch as checked out until the record is pruned."""
-    tasks = (task("other", "@write o.txt o")  # parks a worktree the retry could take
-             + task("s", "@sleep 0.3\n@if-attempt 1 @rmself\n@if-attempt 1 @exit 1\n@write s.txt s",
-                    "    retries: 1\n"))
+    # Both start together (so each has a worktree of its own); the first attempt of s deletes its worktree only once
+    # `other` has parked its own, so the retry takes that one to a path git still records for s.
+    first = f"@if-attempt 1 @barrier start 2\n@if-attempt 1 @wait-for {repo / '.orchard' / 'pool'}/*\n"
+    tasks = (task("other", "@barrier start 2\n@write o.txt o")
+             + task("s", first + "@if-attempt 1 @rmself\n@if-attempt 1 @exit 1\n@write s.txt s", "    retries: 1\n"))
     result = orchard("run", str(write_plan(plan_text(tasks, parallel=2))))
     assert result.code == 0, result.out
     assert {"o.txt", "s.txt"} <= integration_files(repo, orchard)
     assert len(parked_worktrees(repo)) <= 2
+    assert admin_names(repo) == {"other"}  # the retry ran in the worktree `other` parked, not in a new one
+
+
+def test_a_barrier_that_cannot_be_met_fails_instead_of_hanging(
+        repo: Path, write_plan: Callable[[str], Path], orchard: Callable[..., Result]) -> None:
+    """The fake agent's rendezvous: tasks that never run together (parallel 1) time out with exit 9 and say why."""
+    tasks = task("a", "@barrier pair 2 0.5\n@write a.txt a") + task("b", "@barrier pair 2 0.5\n@write b.txt b")
+    started = time.monotonic()
+    result = orchard("run", str(write_plan(plan_text(tasks, parallel=1))))
+    assert result.code == 1 and time.monotonic() - started < 30
+    # b came after a had given up: a withdrew its marker, so b did not pass a barrier nobody else waited at
+    assert query(repo, "SELECT task_id, exit_code FROM attempts ORDER BY task_id") == [("a", 9), ("b", 9)]
+    logs = sorted((repo / ".orchard" / "runs").glob("*/logs/*.1.log"))
+    assert len(logs) == 2 and all("barrier 'pair' timed out" in log.read_text() for log in logs)
 
 
 def test_pool_size_from_the_environment(repo: Path, write_plan: Callable[[str], Path]) -> None:

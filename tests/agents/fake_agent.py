@@ -11,6 +11,15 @@ Directives, one per line (TEXT may use \\n for newlines):
   @unless-feedback DIRECTIVE
   @if-attempt N DIRECTIVE  run DIRECTIVE only on attempt N (from ORCHARD_ATTEMPT)
   @if-contains PATH TEXT DIRECTIVE / @unless-contains PATH TEXT DIRECTIVE   (TEXT is one word)
+Rendezvous, so tests wait for an event instead of sleeping for it (a timeout exits 9 with a message on stderr, so a
+test whose premise did not hold fails clearly instead of hanging):
+  @barrier NAME N [S]      wait (at most S seconds, default 60) until N tasks of this run reached barrier NAME: each
+                           leaves a marker in <repo>/.orchard/barriers/<run>/NAME/<task> (a timed-out one withdraws
+                           it). Only for tasks the run starts together (N <= parallel, no dependency between them),
+                           and on the attempts that meet (`@if-attempt 1 @barrier ...` when a retry must not wait)
+  @touch PATH              create an empty file (parents created); PATH relative to the worktree, or absolute
+  @wait-for PATH [S]       wait (at most S seconds, default 60) until PATH exists; PATH may be a glob pattern, then
+                           until something matches it
 Hostile ones, for fault injection:
   @git ARGS                run git with ARGS (split like a shell; {run} and {task} are filled in)
   @rmself                  delete the agent's own worktree
@@ -22,6 +31,7 @@ Hostile ones, for fault injection:
 
 from __future__ import annotations
 
+import glob
 import os
 import shlex
 import shutil
@@ -29,7 +39,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+POLL_S = 0.01
+RENDEZVOUS_TIMEOUT_S = 60.0
+TIMED_OUT = 9  # the exit code of a rendezvous that did not happen in time
 
 
 def main(prompt_path: str) -> int:
@@ -82,6 +97,8 @@ def run(line: str, root: Path) -> int | None:
         print(rest, flush=True)
     elif word in HOSTILE:
         HOSTILE[word](rest, root)
+    elif word in RENDEZVOUS:
+        return RENDEZVOUS[word](rest, root)
     elif word == "@exit":
         print(f"exiting with {rest}", file=sys.stderr, flush=True)
         return int(rest)
@@ -109,13 +126,69 @@ def _daemon(rest: str, root: Path) -> None:
     (root.parent / f"{os.environ['ORCHARD_TASK_ID']}.daemon").write_text(str(child.pid))
 
 
-HOSTILE = {
+HOSTILE: dict[str, Callable[[str, Path], object]] = {
     "@git": _git,
     "@rmself": lambda rest, root: shutil.rmtree(root),
     "@segv": lambda rest, root: os.kill(os.getpid(), signal.SIGSEGV),
     "@spew": _spew,
     "@daemon": _daemon,
     "@ignore-term": lambda rest, root: signal.signal(signal.SIGTERM, signal.SIG_IGN),
+}
+
+
+def _poll(done: Callable[[], bool], timeout_s: float) -> bool:
+    """Check `done` every POLL_S until it holds (True) or `timeout_s` has passed (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
+def _orchard_dir(root: Path) -> Path:
+    """The `.orchard` directory the worktree lives in (`<repo>/.orchard/worktrees/<run>/<task>`)."""
+    for parent in root.resolve().parents:
+        if parent.name == ".orchard":
+            return parent
+    raise SystemExit(f"fake agent: {root} is not inside a .orchard directory")
+
+
+def _barrier(rest: str, root: Path) -> int | None:
+    name, count, timeout = [*rest.split(), str(RENDEZVOUS_TIMEOUT_S)][:3]
+    place = _orchard_dir(root) / "barriers" / os.environ["ORCHARD_RUN_ID"] / name
+    place.mkdir(parents=True, exist_ok=True)
+    mine = place / os.environ["ORCHARD_TASK_ID"]
+    mine.touch()
+    if _poll(lambda: sum(1 for _ in place.iterdir()) >= int(count), float(timeout)):
+        return None
+    mine.unlink(missing_ok=True)  # a late peer must not pass a barrier this task no longer waits at
+    arrived = sorted(p.name for p in place.iterdir())
+    print(f"fake agent: barrier {name!r} timed out after {float(timeout):g} s: {len(arrived) + 1} of {count} tasks "
+          f"arrived ({', '.join([mine.name, *arrived])}); were they started together?", file=sys.stderr, flush=True)
+    return TIMED_OUT
+
+
+def _touch(rest: str, root: Path) -> None:
+    target = root / rest
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.touch()
+
+
+def _wait_for(rest: str, root: Path) -> int | None:
+    path, _, timeout = rest.partition(" ")
+    pattern = str(root / path)
+    limit = float(timeout or RENDEZVOUS_TIMEOUT_S)
+    if _poll(lambda: bool(glob.glob(pattern)), limit):
+        return None
+    print(f"fake agent: nothing appeared at {pattern} within {limit:g} s", file=sys.stderr, flush=True)
+    return TIMED_OUT
+
+
+RENDEZVOUS: dict[str, Callable[[str, Path], int | None]] = {
+    "@barrier": _barrier,
+    "@touch": _touch,
+    "@wait-for": _wait_for,
 }
 
 

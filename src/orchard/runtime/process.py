@@ -2,8 +2,8 @@
 
 Each child runs in its own session (so its own process group) with argv only, stdin from bytes or /dev/null,
 stdout and stderr read in bounded chunks and split into bounded lines, appended to a capped log file and handed to a
-callback. A wall-clock timeout or a stall (no output) sends SIGTERM to the group, then SIGKILL after a grace period;
-whatever the group left behind is killed when the leader exits. The child is always reaped.
+callback. A wall-clock timeout, a stall (no output) or the caller's stop event sends SIGTERM to the group, then SIGKILL
+after a grace period; whatever the group left behind is killed when the leader exits. The child is always reaped.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from orchard.agents.base import ExitInfo, Invocation, Stream
 
@@ -132,11 +132,16 @@ async def run_process(
     log_path: Path,
     on_line: LineCallback,
     limits: Supervision,
+    *,
     on_spawn: Callable[[int], None] | None = None,
     base_env: Mapping[str, str] | None = None,
     redact: Callable[[bytes], bytes] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> ExitInfo:
-    """Run one invocation to the end under `limits`; never raises for the child's own failures."""
+    """Run one invocation to the end under `limits`; never raises for the child's own failures.
+
+    Setting `stop` ends the child as a timeout would (SIGTERM to the group, SIGKILL after the grace period), but the
+    ExitInfo says neither timed out nor stalled; one already set when the child starts ends it at once."""
     started = time.monotonic()
     env = {**(os.environ if base_env is None else base_env), **inv.env}
     log = CappedLog(log_path, limits.log_cap)
@@ -165,7 +170,7 @@ async def run_process(
     ]
     feeder = asyncio.create_task(_feed(proc, inv.stdin))
     try:
-        timed_out, stalled = await _watch(proc, limits, started, last_output)
+        timed_out, stalled = await _watch(proc, limits, started, last_output, stop)
     finally:
         kill_group(proc.pid, signal.SIGKILL)  # daemons the agent left in its group die with it
         await _reap(proc)
@@ -187,23 +192,33 @@ async def _feed(proc: asyncio.subprocess.Process, data: bytes | None) -> None:
 
 
 async def _watch(proc: asyncio.subprocess.Process, limits: Supervision, started: float,
-                 last_output: list[float]) -> tuple[bool, bool]:
-    """Wait for exit; on timeout or stall, terminate the group. Returns (timed_out, stalled)."""
+                 last_output: list[float], stop: asyncio.Event | None) -> tuple[bool, bool]:
+    """Wait for exit; on timeout, stall or `stop`, terminate the group. Returns (timed_out, stalled)."""
+    exited = asyncio.create_task(proc.wait())
+    waits: list[asyncio.Task[Any]] = [exited]
+    if stop is not None:
+        waits.append(asyncio.create_task(stop.wait()))
     deadline = started + limits.timeout_s
-    while True:
-        now = time.monotonic()
-        wait = deadline - now
-        if limits.stall_timeout_s:
-            wait = min(wait, last_output[0] + limits.stall_timeout_s - now)
-        if wait > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), timeout=min(wait, 1.0))
-            if proc.returncode is not None:
+    try:
+        while True:
+            now = time.monotonic()
+            wait = deadline - now
+            if limits.stall_timeout_s:  # output only pushes this deadline later: wake at it, then look again
+                wait = min(wait, last_output[0] + limits.stall_timeout_s - now)
+            if wait <= 0:
+                break
+            await asyncio.wait(waits, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            if exited.done():
                 return False, False
-            continue
-        stalled = now < deadline
-        await terminate(proc, limits.grace_s)
-        return not stalled, stalled
+            if stop is not None and stop.is_set():
+                await terminate(proc, limits.grace_s)
+                return False, False
+    finally:
+        for waiting in waits:
+            waiting.cancel()
+    stalled = now < deadline
+    await terminate(proc, limits.grace_s)
+    return not stalled, stalled
 
 
 async def terminate(proc: asyncio.subprocess.Process, grace_s: float) -> None:
@@ -218,9 +233,9 @@ async def terminate(proc: asyncio.subprocess.Process, grace_s: float) -> None:
 
 
 async def _reap(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+    """Wait for the leader, which was just sent SIGKILL with its group (a session leader cannot leave its group).
+    Not `proc.kill()`: subprocess.Popen polls before signalling, which can reap a child that just died before
+    asyncio's watcher does, and then its exit status is lost (reported as 255)."""
     await proc.wait()
 
 
