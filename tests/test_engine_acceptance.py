@@ -179,13 +179,15 @@ def test_failure_blocks_dependents_only(run_plan: Callable[[str], Ran]) -> None:
     assert not [e for e in ran.events() if e["type"] == "attempt.started" and e["task"] in ("child", "grandchild")]
 
 
-def slow_merges(directory: Path, seconds: float) -> str:
+def slow_merges(directory: Path, seconds: float, started: Path | None = None) -> str:
     """A PATH whose `git` is the real one, except that `git merge-tree` first waits `seconds` (a fake of the external
-    tool: it makes the merge queue the bottleneck, deterministically)."""
+    tool: it makes the merge queue the bottleneck, deterministically), after creating `started` if given."""
     real = shutil.which("git")
     assert real, "git is needed"
     shim = directory / "git"
-    shim.write_text(f"#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = merge-tree ] && sleep {seconds} && break; done\n"
+    mark = f'touch "{started}"; ' if started else ""
+    shim.write_text("#!/bin/sh\n"
+                    f'for a in "$@"; do [ "$a" = merge-tree ] && {{ {mark}sleep {seconds}; break; }}; done\n'
                     f'exec "{real}" "$@"\n')
     shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
     return f"{directory}{os.pathsep}{os.environ['PATH']}"

@@ -9,8 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import PYTHON, git, query, run_orchard
-from tests.test_engine_acceptance import plan_text, task
+from tests.test_engine_acceptance import plan_text, slow_merges, task
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -118,3 +120,29 @@ def test_second_signal_kills_at_once_and_the_run_stays_resumable(
     assert "killing agents" in out
     resumed = run_orchard("resume", cwd=repo, timeout=60)
     assert resumed.code == 0, resumed.err
+
+
+def test_a_second_signal_kills_a_merge_in_flight_and_resume_merges_it_once(
+        repo: Path, write_plan: Callable[[str], Path], background: Callable[..., subprocess.Popen[str]],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """git calls are killed by a hard stop like agents are; a killed merge is neither a failure nor lost."""
+    started = tmp_path / "merge-started"
+    monkeypatch.setenv("PATH", slow_merges(tmp_path, 60, started))  # the merge hangs until it is killed
+    proc = background("run", str(write_plan(plan_text(task("m", "@write m.txt m")))))
+    wait_for(started.exists)  # the merge queue's git is running
+    proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: noted(repo, "interrupted by SIGTERM"))  # a graceful stop waits for the merge
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and time.monotonic() - began < 10, (out, err)
+    assert task_status(repo, "m") == "merging"  # no verdict on the result: not failed, not a conflict
+    assert noted(repo, "the merge of m was stopped")
+    monkeypatch.undo()
+    resumed = run_orchard("resume", "--json", cwd=repo, timeout=60)
+    assert resumed.code == 0, resumed.err
+    assert not [e for e in resumed.ndjson() if e["type"] == "attempt.started"]  # its result was kept
+    run_id = str(query(repo, "SELECT id FROM runs")[0][0])
+    trailers = git(repo, "log", "--first-parent", "--format=%(trailers:key=Orchard-Task,valueonly,separator=)",
+                   f"orchard/{run_id}/integration").split()
+    assert trailers == ["m"]

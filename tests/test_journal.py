@@ -65,7 +65,7 @@ def test_a_transition_writes_its_records_and_its_event(records: Records) -> None
     attempt = journal.attempt_started(AttemptStart("one", 1, "a", "orchard/r1/task/one", "/wt", "a" * 40, "/log"))
     journal.agent_exited(attempt, AgentExit(exit_code=3, signal=None, duration_s=1.5, cost_usd=0.25))
     journal.attempt_finished(attempt, Verdict(Outcome.AGENT_ERROR, "exit 3", feedback="try again"))
-    task, row = journal.task("one"), records.attempt(attempt)
+    task, row = records.task("r1", "one"), records.attempt(attempt)  # what the store holds, not the journal's copy
     assert (task.status, task.attempts, task.branch, task.started_at) == (S.RUNNING, 1, "orchard/r1/task/one", 1000.0)
     assert (task.error, task.feedback) == ("agent_error: exit 3", "try again")
     assert (row.outcome, row.exit_code, row.cost_usd, row.finished_at) == (Outcome.AGENT_ERROR, 3, 0.25, 1000.0)
@@ -82,8 +82,8 @@ def test_a_failed_transition_leaves_nothing_behind_and_tells_no_one(records: Rec
     error = fail_next_event(records)
     with pytest.raises(error):
         journal.task_blocked("two", counts=Counts(0, 0), reason="dependency 'one' did not merge")
-    task = journal.task("two")
-    assert (task.status, task.error, task.finished_at) == (S.PENDING, "", None)  # the row change was rolled back
+    for task in (journal.task("two"), records.task("r1", "two")):  # the row change was rolled back, in both
+        assert (task.status, task.error, task.finished_at) == (S.PENDING, "", None)
     assert heard == [] and [e["type"] for e in journal.events()] == ["run.started"]
 
 
@@ -101,16 +101,17 @@ def test_a_failed_savepoint_undoes_only_itself(records: Records) -> None:
         journal.task_queued("one", counts=Counts(0, 0))
         assert heard == []  # nothing is published before the outermost transaction commits
     assert journal.task("two").status is S.PENDING and journal.task("one").status is S.QUEUED
+    assert records.task("r1", "two").status is S.PENDING and records.task("r1", "one").status is S.QUEUED
     assert [(e.type, getattr(e, "task", None)) for e in heard] == [("task.status", "one")]
 
 
 def test_the_store_rolls_back_a_transaction_that_raises(records: Records) -> None:
-    journal = started(records)
-    before = journal.task("one")
+    started(records)
+    before = records.task("r1", "one")
     with pytest.raises(RuntimeError), records.transaction():
         records.save_task(replace(before, status=S.FAILED, error="half done"))
         raise RuntimeError("crash half-way")
-    assert journal.task("one") == before
+    assert records.task("r1", "one") == before
 
 
 def test_observers_hear_after_commit_and_a_failing_one_is_dropped(tmp_path: Path) -> None:

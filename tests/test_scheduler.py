@@ -322,3 +322,15 @@ def test_no_new_attempt_while_parallel_results_wait_to_merge() -> None:
     assert sched.status("t4") is S.QUEUED
     out = sched.handle(MergeEnded("t0", merged=True), 4)
     assert StartMerge("t1") in out and starts(out) == ["t4"]  # t1 leaves the waiting line for the merge
+
+
+def test_a_merge_killed_by_a_hard_stop_leaves_the_task_merging_for_the_next_session() -> None:
+    plan = make_plan([{"id": "a", "retries": 0}, {"id": "b", "depends_on": ("a",)}], parallel=1)
+    sched = Scheduler(plan, 1)
+    sched.handle(Kick(), 0)
+    assert StartMerge("a") in sched.handle(AttemptEnded("a", Outcome.SUCCESS), 1)
+    sched.handle(Stop(), 2)
+    out = sched.handle(MergeEnded("a", merged=False, interrupted=True), 3)
+    assert sched.status("a") is S.MERGING and sched.tasks["a"].failures == 0  # neither a conflict nor a retry
+    assert sched.status("b") is S.PENDING and not starts(out)
+    assert RunDone(complete=False, reason="interrupted") in out

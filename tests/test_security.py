@@ -9,6 +9,9 @@ import sqlite3
 import stat
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tests.conftest import PYTHON, git, run_orchard
 
 SECRET = "sk-test-1234567890abcdef"
@@ -87,6 +90,26 @@ def test_vendor_kinds_see_their_own_variables_only() -> None:
     assert set(agent_environment(environ, "claude", None)) == {"PATH", "ANTHROPIC_API_KEY"}
     assert set(agent_environment(environ, "codex", None)) == {"PATH", "OPENAI_API_KEY"}
     assert set(agent_environment(environ, "gemini", ("X",))) == {"PATH", "GEMINI_API_KEY", "X"}
+
+
+_NAMES = st.text(alphabet=st.sampled_from("ABCLXZ_az*?[]0"), min_size=1, max_size=10)
+
+
+@given(st.lists(_NAMES, max_size=30), st.sampled_from(["claude", "codex", "aider", "gemini", "command"]),
+       st.lists(_NAMES, max_size=4))
+@settings(max_examples=200, deadline=None)
+def test_the_environment_allowlist_matches_each_pattern_as_fnmatch_does(
+        names: list[str], kind: str, env_pass: list[str]) -> None:
+    """The allowlist is one compiled matcher; it must let through exactly what `fnmatchcase` on each pattern would."""
+    from fnmatch import fnmatchcase
+
+    from orchard.agents.requirements import BASIC_ENV, REQUIREMENTS, agent_environment
+
+    environ = {name: "v" for name in [*names, "PATH", "LC_ALL", "ANTHROPIC_X", "OPENAI_X", "GEMINI_X", "XDG_A"]}
+    prefixes = REQUIREMENTS[kind].env_prefixes if kind in REQUIREMENTS else ()
+    patterns = [*BASIC_ENV, *(f"{p}*" for p in prefixes), *env_pass]
+    expected = {k for k in environ if any(fnmatchcase(k, p) for p in patterns)}
+    assert set(agent_environment(environ, kind, env_pass)) == expected
 
 
 def _literal_choice(node: ast.expr) -> bool:

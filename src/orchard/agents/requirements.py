@@ -5,9 +5,11 @@ Data only; `orchard doctor` probes and reports it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import fnmatch
+import functools
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,15 @@ def agent_environment(environ: Mapping[str, str], kind: str, env_pass: object) -
     (fnmatch patterns) its entry lists in `env_pass`; `env_pass: all` passes everything."""
     if env_pass == "all":  # noqa: S105 - the opt-out keyword, not a password
         return dict(environ)
-    patterns = list(BASIC_ENV)
+    extra = tuple(str(p) for p in env_pass) if isinstance(env_pass, list | tuple) else ()
+    allowed = _allowlist(kind, extra)
+    return {name: value for name, value in environ.items() if allowed(name)}
+
+
+@functools.lru_cache(maxsize=64)
+def _allowlist(kind: str, extra: tuple[str, ...]) -> Callable[[str], re.Match[str] | None]:
+    """One compiled matcher for every pattern an agent of `kind` may see (the same as `fnmatchcase` on each, once
+    per plan entry instead of once per variable and pattern at every attempt's start)."""
     need = REQUIREMENTS.get(kind)
-    patterns += [f"{prefix}*" for prefix in (need.env_prefixes if need else ())]
-    if isinstance(env_pass, list | tuple):
-        patterns += [str(p) for p in env_pass]
-    return {name: value for name, value in environ.items() if any(fnmatchcase(name, p) for p in patterns)}
+    patterns = [*BASIC_ENV, *(f"{prefix}*" for prefix in (need.env_prefixes if need else ())), *extra]
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match

@@ -44,12 +44,14 @@ class AttemptEnded:
 
 @dataclass(frozen=True)
 class MergeEnded:
-    """The merge queue finished a task: merged, or a conflict on `conflicts`."""
+    """The merge queue finished a task: merged, or a conflict on `conflicts`; `interrupted` when a hard stop killed
+    the merge (the task stays merging, for the next session)."""
 
     task_id: str
     merged: bool
     conflicts: tuple[str, ...] = ()
     error: str = ""  # a failure that was not a conflict
+    interrupted: bool = False
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,8 @@ class Scheduler:
         self._held.discard(ev.task_id)
         if ev.merged:
             self._finish(ev.task_id, S.MERGED, out)
+            return
+        if ev.interrupted:  # no verdict on the result: it waits, merging, for the next session; no retry used
             return
         st = self.tasks[ev.task_id]
         st.failures += 1

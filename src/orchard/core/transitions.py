@@ -4,6 +4,10 @@
 in-memory one of `orchard.testing` cannot differ in what a transition means, only in where the records live. Secrets
 are redacted here, once, from every text a record or event receives; observers hear of an event only after the
 transaction that wrote it committed, and one that raises is dropped, never the run.
+
+A journal keeps the run's task and attempt records in memory as it writes them (it is their only writer while its
+session lives), so a transition reads nothing back from the store but the run record, which `orchard cancel`
+writes from another process. A failed transaction drops that copy; the next read reloads it.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ class Journal:
         self._pending: list[OrchardEvent] | None = None  # events of the open outermost transaction
         self._plan: Plan | None = None
         self._agent_seconds: dict[int, float] = {}  # attempt id → its agent's run time, for `attempt.finished`
+        self._tasks: dict[str, TaskRecord] | None = None  # the copy described above, loaded on first use
+        self._attempts: dict[int, AttemptRecord] | None = None
 
     # ---- reading ---------------------------------------------------------------------------------------------
     @property
@@ -67,13 +73,26 @@ class Journal:
         return self.records.run(self.run_id)
 
     def task(self, task_id: str) -> TaskRecord:
-        return self.records.task(self.run_id, task_id)
+        tasks = self._task_records()
+        if task_id not in tasks:
+            return self.records.task(self.run_id, task_id)  # the store's own error
+        return tasks[task_id]
 
     def tasks(self) -> list[TaskRecord]:
-        return self.records.tasks(self.run_id)
+        return list(self._task_records().values())
 
     def attempts(self, task_id: str | None = None) -> list[AttemptRecord]:
-        return self.records.attempts(self.run_id, task_id)
+        return [a for a in self._attempt_records().values() if task_id is None or a.task_id == task_id]
+
+    def _task_records(self) -> dict[str, TaskRecord]:
+        if self._tasks is None:
+            self._tasks = {t.task_id: t for t in self.records.tasks(self.run_id)}
+        return self._tasks
+
+    def _attempt_records(self) -> dict[int, AttemptRecord]:
+        if self._attempts is None:
+            self._attempts = {a.id: a for a in self.records.attempts(self.run_id)}
+        return self._attempts
 
     def open_attempts(self) -> list[AttemptRecord]:
         """Attempts started and never finished: a live one, or one a dead session left."""
@@ -106,6 +125,7 @@ class Journal:
                 yield
         except BaseException:
             del pending[mark:]  # what the failed part journaled never happened
+            self._tasks = self._attempts = None  # nor did what it wrote: read the records again
             if outer:
                 self._pending = None
             raise
@@ -144,7 +164,7 @@ class Journal:
             tasks = [TaskRecord(run_id=self.run_id, task_id=t.id, position=i, status=S.PENDING, agent=t.agent,
                                 track=track_of.get(t.id, t.track)) for i, t in enumerate(plan.tasks)]
             self.records.add_run(run, plan, tasks)
-            self._plan = plan
+            self._plan, self._tasks, self._attempts = plan, {t.task_id: t for t in tasks}, {}
             self._emit(RunStarted(run_id=self.run_id, ts=now, base=base, base_commit=base_commit,
                                   integration_branch=integration_branch, tasks=len(plan.tasks), parallel=parallel))
 
@@ -190,7 +210,7 @@ class Journal:
                 task = replace(task, attempts=counts.attempts, failures=counts.failures)
             if update is not None:
                 task = update(task, now)
-            self.records.save_task(task)
+            self._save_task(task)
             shown = f"{reason} until {iso(until)}" if until is not None else reason
             self._emit(TaskStatusChanged(run_id=self.run_id, ts=now, task=task_id, status=status,
                                          attempt=task.attempts, reason=shown, until=iso(until)))
@@ -242,13 +262,27 @@ class Journal:
 
     # ---- attempts ------------------------------------------------------------------------------------------------
     def _attempt(self, attempt_id: int) -> AttemptRecord:
-        return self.records.attempt(attempt_id)
+        attempts = self._attempt_records()
+        return attempts[attempt_id] if attempt_id in attempts else self.records.attempt(attempt_id)
+
+    def _save_task(self, task: TaskRecord) -> None:
+        self.records.save_task(task)
+        self._task_records()[task.task_id] = task
+
+    def _save_attempt(self, attempt: AttemptRecord) -> None:
+        self.records.save_attempt(attempt)
+        self._attempt_records()[attempt.id] = attempt
+
+    def _add_attempt(self, attempt: AttemptRecord) -> int:
+        attempt_id = self.records.add_attempt(attempt)
+        self._attempt_records()[attempt_id] = replace(attempt, id=attempt_id)
+        return attempt_id
 
     def attempt_started(self, start: AttemptStart) -> int:
         """An attempt's agent is about to start in its prepared worktree; returns the attempt's id."""
         with self.atomic():
             now = self._clock()
-            attempt_id = self.records.add_attempt(AttemptRecord(
+            attempt_id = self._add_attempt(AttemptRecord(
                 id=0, run_id=self.run_id, task_id=start.task_id, number=start.number, agent=start.agent,
                 started_at=now, worktree=start.worktree, start_commit=start.start_commit, log_path=start.log_path))
             self._emit(AttemptStarted(run_id=self.run_id, ts=now, task=start.task_id, attempt=start.number,
@@ -259,12 +293,12 @@ class Journal:
     def agent_spawned(self, attempt_id: int, pid: int) -> None:
         """The agent's process (leader of its own group) is running: recorded so a crash can still reap it."""
         with self.atomic():
-            self.records.save_attempt(replace(self._attempt(attempt_id), pid=pid, pgid=pid))
+            self._save_attempt(replace(self._attempt(attempt_id), pid=pid, pgid=pid))
 
     def agent_exited(self, attempt_id: int, exited: AgentExit) -> None:
         """The agent's exit and what it spent, recorded at once: a crash during commit or verify keeps the cost."""
         with self.atomic():
-            self.records.save_attempt(replace(
+            self._save_attempt(replace(
                 self._attempt(attempt_id), exit_code=exited.exit_code, signal=exited.signal,
                 tokens_in=exited.tokens_in, tokens_out=exited.tokens_out, cost_usd=exited.cost_usd,
                 session_id=exited.session_id))
@@ -281,7 +315,7 @@ class Journal:
             attempt = self._attempt(attempt_id)
             if run.feedback is not None:
                 feedback = self._redact(run.feedback)
-                self.records.save_task(replace(self.task(attempt.task_id), feedback=feedback))
+                self._save_task(replace(self.task(attempt.task_id), feedback=feedback))
             self._emit(VerifyFinished(run_id=self.run_id, ts=self._clock(), task=attempt.task_id,
                                       attempt=attempt.number, passed=run.passed, exit_code=run.exit_code,
                                       duration_s=run.duration_s, tail=run.tail[-2000:]))
@@ -293,13 +327,13 @@ class Journal:
             detail = self._redact(verdict.detail)
             attempt = replace(attempt, finished_at=now, outcome=verdict.outcome, detail=detail,
                               end_commit=verdict.end_commit or attempt.end_commit)
-            self.records.save_attempt(attempt)
+            self._save_attempt(attempt)
             task = self.task(attempt.task_id)
             if verdict.feedback is not None:
                 task = replace(task, feedback=self._redact(verdict.feedback))
             if verdict.outcome is not Outcome.SUCCESS:
                 task = replace(task, error=f"{verdict.outcome.value}: {detail}".strip(": "))
-            self.records.save_task(task)
+            self._save_task(task)
             self._emit(self._finished_event(attempt, now, self._agent_seconds.pop(attempt_id, 0.0)))
 
     def _finished_event(self, attempt: AttemptRecord, now: float, seconds: float = 0.0) -> AttemptFinished:
@@ -308,20 +342,21 @@ class Journal:
                                signal=attempt.signal, duration_s=seconds, tokens_in=attempt.tokens_in,
                                tokens_out=attempt.tokens_out, cost_usd=attempt.cost_usd, detail=attempt.detail)
 
-    def attempt_setup_failed(self, task_id: str, number: int, detail: str) -> None:
-        """Attempt `number` could not start (no worktree): nothing ran, so there is no attempt record."""
+    def attempt_not_started(self, task_id: str, number: int, outcome: Outcome, detail: str) -> None:
+        """Attempt `number` ended before its agent started (no worktree: `setup_failed`, or `interrupted` by a hard
+        stop): nothing ran, so there is no attempt record."""
         with self.atomic():
             text = self._redact(detail)
-            self.records.save_task(replace(self.task(task_id), error=text))
+            self._save_task(replace(self.task(task_id), error=f"{outcome.value}: {text}"))
             self._emit(AttemptFinished(run_id=self.run_id, ts=self._clock(), task=task_id, attempt=number,
-                                       outcome=Outcome.SETUP_FAILED, detail=text))
+                                       outcome=outcome, detail=text))
 
     def attempt_abandoned(self, attempt_id: int, *, detail: str, finished_at: float) -> None:
         """Recovery closes an attempt a dead session left open, as interrupted, at the last moment it was seen."""
         with self.atomic():
             attempt = replace(self._attempt(attempt_id), finished_at=finished_at, outcome=Outcome.INTERRUPTED,
                               detail=self._redact(detail))
-            self.records.save_attempt(attempt)
+            self._save_attempt(attempt)
             self._emit(self._finished_event(attempt, self._clock()))
 
     def internal_error(self, task_id: str, text: str) -> None:
@@ -331,9 +366,9 @@ class Journal:
             task = self.task(task_id)
             open_attempts = [a for a in self.attempts(task_id) if a.finished_at is None]
             for attempt in open_attempts:
-                self.records.save_attempt(replace(attempt, finished_at=now, outcome=Outcome.SETUP_FAILED,
+                self._save_attempt(replace(attempt, finished_at=now, outcome=Outcome.SETUP_FAILED,
                                                   detail=detail))
-            self.records.save_task(replace(task, error=detail))
+            self._save_task(replace(task, error=detail))
             number = open_attempts[-1].number if open_attempts else task.attempts
             self._emit(AttemptFinished(run_id=self.run_id, ts=now, task=task_id, attempt=number,
                                        outcome=Outcome.SETUP_FAILED, detail=detail))
@@ -351,7 +386,7 @@ class Journal:
                 task = replace(task, merged_commit=commit, conflicts="", error="")
                 if tip is not None:
                     self.records.save_run(replace(self.run(), integration_tip=tip))
-            self.records.save_task(task)
+            self._save_task(task)
             self._emit(MergeFinished(run_id=self.run_id, ts=self._clock(), task=task_id, result=outcome,
                                      commit=commit, conflicts=conflicts))
 
@@ -363,7 +398,7 @@ class Journal:
                 self._emit(MergeFinished(run_id=self.run_id, ts=now, task=task_id, result=MergeOutcome.MERGED,
                                          commit=commit))
             self.records.save_run(replace(self.run(), integration_tip=tip))
-            self.records.save_task(replace(task, status=S.MERGED, merged_commit=commit, conflicts="", error="",
+            self._save_task(replace(task, status=S.MERGED, merged_commit=commit, conflicts="", error="",
                                            finished_at=now))
             self._emit(TaskStatusChanged(run_id=self.run_id, ts=now, task=task_id, status=S.MERGED,
                                          attempt=task.attempts, reason="merged before the last session stopped"))

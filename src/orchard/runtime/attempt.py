@@ -75,8 +75,9 @@ async def run_attempt(ctx: RunContext, start: StartAttempt, on_verify: Callable[
     try:
         commit = await asyncio.to_thread(_prepare_worktree, ctx, attempt)
     except (GitError, OSError) as exc:
-        ctx.journal.attempt_setup_failed(attempt.task.id, attempt.number, f"cannot prepare worktree: {exc}")
-        return AttemptEnded(attempt.task.id, Outcome.SETUP_FAILED)
+        outcome = Outcome.INTERRUPTED if ctx.processes.stopping else Outcome.SETUP_FAILED  # a hard stop kills git
+        ctx.journal.attempt_not_started(attempt.task.id, attempt.number, outcome, f"cannot prepare worktree: {exc}")
+        return AttemptEnded(attempt.task.id, outcome)
     attempt = replace(attempt, start_commit=commit)
     actx = _agent_context(ctx, attempt)
     adapter = adapter_for(actx.agent.type)
@@ -180,6 +181,8 @@ async def _collect(ctx: RunContext, attempt: Attempt, detail: str) -> Verdict:
             await asyncio.to_thread(commit_all, wt, f"orchard: task {attempt.task.id} (attempt {attempt.number})")
         head = await asyncio.to_thread(tip_descending_from, ctx.repo, ref, attempt.start_commit)
     except GitError as exc:
+        if ctx.processes.stopping:  # a hard stop killed git: the attempt is interrupted, not failed
+            return verdict(Outcome.INTERRUPTED, f"run interrupted while committing: {exc}")
         return verdict(Outcome.SETUP_FAILED, f"cannot commit the agent's work: {exc}")
     if head is None:
         return verdict(Outcome.REJECTED, f"task branch {attempt.branch} no longer descends from the attempt's start")

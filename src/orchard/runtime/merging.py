@@ -12,7 +12,7 @@ import contextlib
 from orchard.core.feedback import conflict_feedback
 from orchard.core.model import MergeOutcome, Outcome
 from orchard.core.scheduler import MergeEnded
-from orchard.errors import GitError, RefMoved
+from orchard.errors import GitError, GitTimeout, RefMoved
 from orchard.runtime.context import RunContext
 from orchard.runtime.integration import guard, note_restored
 from orchard.vcs import MergeResult, delete_ref, merge_into, read_ref
@@ -39,6 +39,9 @@ async def merge_task(ctx: RunContext, task_id: str) -> MergeEnded:
     try:
         result, moved = await asyncio.to_thread(_merge_result, ctx, task_id, head, empty)
     except GitError as exc:
+        if isinstance(exc, GitTimeout) and ctx.processes.stopping:  # a hard stop killed it: no verdict on the result
+            ctx.journal.noted(f"the merge of {task_id} was stopped ({exc}); resuming merges it", level="warning")
+            return MergeEnded(task_id, merged=False, interrupted=True)
         ctx.journal.merge_finished(task_id, MergeOutcome.ERROR)
         return MergeEnded(task_id, merged=False, error=f"merge failed: {exc}")
     if moved:

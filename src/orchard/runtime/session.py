@@ -22,7 +22,7 @@ from orchard.core.model import Plan, RunStatus
 from orchard.core.redact import Redactor
 from orchard.core.scheduler import RunDone
 from orchard.core.transitions import Journal
-from orchard.errors import UsageError, VcsError
+from orchard.errors import GitTimeout, UsageError, VcsError
 from orchard.runtime.context import Integration, RunContext
 from orchard.runtime.disk import DiskLimits, collect_worktrees, require_free_space
 from orchard.runtime.engine import Engine
@@ -181,15 +181,26 @@ async def _drive(ctx: RunContext, engine: Engine, options: Options, limits: Disk
     """Run the engine with signal handling, then record and report the end."""
     with _signals(engine, ctx):
         done = await engine.run()
-    if moved := await asyncio.to_thread(settle, ctx):
-        note_restored(ctx, moved)
-    await asyncio.to_thread(ctx.pool.trim, ctx.width if limits.pool_size is None else limits.pool_size)
+        await _tidy(ctx, limits)
     status = final_status(ctx, done)
     refused = await _land(ctx) if options.land and status is RunStatus.COMPLETED else None
     summary = ctx.journal.run_finished(status, reason=done.reason)
     if refused is not None:
         raise refused
     return RunResult(ctx.run_id, status, status.exit_code, summary)
+
+
+async def _tidy(ctx: RunContext, limits: DiskLimits) -> None:
+    """Put the ref back and remove what merged tasks left, trim the pool; a hard stop may cut this short (the next
+    session finishes it), never the recording of how the run ended."""
+    try:
+        if moved := await asyncio.to_thread(settle, ctx):
+            note_restored(ctx, moved)
+        await asyncio.to_thread(ctx.pool.trim, ctx.width if limits.pool_size is None else limits.pool_size)
+    except GitTimeout as exc:
+        if not ctx.processes.stopping:
+            raise
+        ctx.journal.noted(f"tidying up was cut short by the interrupt: {exc}", level="warning")
 
 
 async def _land(ctx: RunContext) -> VcsError | None:

@@ -72,6 +72,7 @@ class _Child:
 # Every live git child, so a hard interrupt can kill them all; the engine calls vcs from several worker threads.
 _CHILDREN: set[_Child] = set()
 _CHILDREN_LOCK = threading.Lock()
+_KILLS = 0  # how many times `kill_running_git` ran: a git whose start straddles one is killed as it registers
 
 
 def _git(
@@ -125,24 +126,28 @@ def _git_env(extra: dict[str, str] | None) -> dict[str, str]:
 
 def _spawn(argv: list[str], input: str | None, env: dict[str, str]) -> _Child:
     """Start git in its own process group (so a kill reaches anything it starts) and register it."""
-    # Spawning under the lock means `kill_running_git` sees every git that exists: none is started but unlisted.
     with _CHILDREN_LOCK:
-        try:
-            proc = subprocess.Popen(
-                ["git", *argv],
-                stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                encoding="utf-8",
-                errors="surrogateescape",
-                env=env,
-                start_new_session=True,
-            )
-        except FileNotFoundError as exc:
-            raise EnvironmentProblem("git not found on PATH") from exc
-        child = _Child(proc)
+        kills = _KILLS
+    try:
+        proc = subprocess.Popen(
+            ["git", *argv],
+            stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="surrogateescape",
+            env=env,
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        raise EnvironmentProblem("git not found on PATH") from exc
+    child = _Child(proc)
+    with _CHILDREN_LOCK:
         _CHILDREN.add(child)
+        # started while `kill_running_git` ran (spawning outside the lock keeps threads from queueing on it)
+        if kills != _KILLS and _kill_group(proc):
+            child.interrupted = True
     return child
 
 
@@ -180,8 +185,10 @@ def kill_running_git() -> int:
     """SIGKILL every git process group orchard is running (a hard interrupt); returns how many were killed.
 
     Each interrupted call raises `GitTimeout` ("killed: the run was interrupted") in its own thread."""
+    global _KILLS
     killed = 0
     with _CHILDREN_LOCK:
+        _KILLS += 1
         for child in _CHILDREN:
             if _kill_group(child.proc):
                 child.interrupted = True
