@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from orchard.core.model import Outcome, RunStatus, TaskStatus
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     """One run: where it started, its integration branch and orchard's record of that branch's tip."""
 
@@ -30,7 +30,7 @@ class RunRecord:
     integration_tip: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskRecord:
     """One task of a run: its status, counters, and what its last attempt or merge left for a retry."""
 
@@ -51,7 +51,7 @@ class TaskRecord:
     feedback: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AttemptRecord:
     """One attempt of one task: where it ran, how it ended, what it cost. `id` is 0 until the store assigns one."""
 

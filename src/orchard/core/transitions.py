@@ -5,9 +5,9 @@ in-memory one of `orchard.testing` cannot differ in what a transition means, onl
 are redacted here, once, from every text a record or event receives; observers hear of an event only after the
 transaction that wrote it committed, and one that raises is dropped, never the run.
 
-A journal keeps the run's task and attempt records in memory as it writes them (it is their only writer while its
-session lives), so a transition reads nothing back from the store but the run record, which `orchard cancel`
-writes from another process. A failed transaction drops that copy; the next read reloads it.
+A journal keeps the run's task records, and the attempts it is running, in memory as it writes them (it is their
+only writer while its session lives), so a transition reads nothing back from the store but the run record, which
+`orchard cancel` writes from another process. A failed transaction drops that copy; the next read reloads it.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Journal:
         self._plan: Plan | None = None
         self._agent_seconds: dict[int, float] = {}  # attempt id → its agent's run time, for `attempt.finished`
         self._tasks: dict[str, TaskRecord] | None = None  # the copy described above, loaded on first use
-        self._attempts: dict[int, AttemptRecord] | None = None
+        self._live: dict[int, AttemptRecord] = {}  # attempts started and not finished, by id
 
     # ---- reading ---------------------------------------------------------------------------------------------
     @property
@@ -82,17 +82,13 @@ class Journal:
         return list(self._task_records().values())
 
     def attempts(self, task_id: str | None = None) -> list[AttemptRecord]:
-        return [a for a in self._attempt_records().values() if task_id is None or a.task_id == task_id]
+        return self.records.attempts(self.run_id, task_id)
 
     def _task_records(self) -> dict[str, TaskRecord]:
         if self._tasks is None:
             self._tasks = {t.task_id: t for t in self.records.tasks(self.run_id)}
         return self._tasks
 
-    def _attempt_records(self) -> dict[int, AttemptRecord]:
-        if self._attempts is None:
-            self._attempts = {a.id: a for a in self.records.attempts(self.run_id)}
-        return self._attempts
 
     def open_attempts(self) -> list[AttemptRecord]:
         """Attempts started and never finished: a live one, or one a dead session left."""
@@ -125,7 +121,7 @@ class Journal:
                 yield
         except BaseException:
             del pending[mark:]  # what the failed part journaled never happened
-            self._tasks = self._attempts = None  # nor did what it wrote: read the records again
+            self._tasks, self._live = None, {}  # nor did what it wrote: read the records again
             if outer:
                 self._pending = None
             raise
@@ -164,7 +160,7 @@ class Journal:
             tasks = [TaskRecord(run_id=self.run_id, task_id=t.id, position=i, status=S.PENDING, agent=t.agent,
                                 track=track_of.get(t.id, t.track)) for i, t in enumerate(plan.tasks)]
             self.records.add_run(run, plan, tasks)
-            self._plan, self._tasks, self._attempts = plan, {t.task_id: t for t in tasks}, {}
+            self._plan, self._tasks = plan, {t.task_id: t for t in tasks}
             self._emit(RunStarted(run_id=self.run_id, ts=now, base=base, base_commit=base_commit,
                                   integration_branch=integration_branch, tasks=len(plan.tasks), parallel=parallel))
 
@@ -262,8 +258,8 @@ class Journal:
 
     # ---- attempts ------------------------------------------------------------------------------------------------
     def _attempt(self, attempt_id: int) -> AttemptRecord:
-        attempts = self._attempt_records()
-        return attempts[attempt_id] if attempt_id in attempts else self.records.attempt(attempt_id)
+        live = self._live.get(attempt_id)
+        return live if live is not None else self.records.attempt(attempt_id)
 
     def _save_task(self, task: TaskRecord) -> None:
         self.records.save_task(task)
@@ -271,11 +267,14 @@ class Journal:
 
     def _save_attempt(self, attempt: AttemptRecord) -> None:
         self.records.save_attempt(attempt)
-        self._attempt_records()[attempt.id] = attempt
+        if attempt.finished_at is None:
+            self._live[attempt.id] = attempt
+        else:  # a finished attempt is read again rarely (a retry, the merge): from the store, memory stays bounded
+            self._live.pop(attempt.id, None)
 
     def _add_attempt(self, attempt: AttemptRecord) -> int:
         attempt_id = self.records.add_attempt(attempt)
-        self._attempt_records()[attempt_id] = replace(attempt, id=attempt_id)
+        self._live[attempt_id] = replace(attempt, id=attempt_id)
         return attempt_id
 
     def attempt_started(self, start: AttemptStart) -> int:
