@@ -33,12 +33,14 @@ test: $(STAMP) agents
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+	$(BIN)/python tools/mutants.py
 
 # Benchmarks (docs/performance.md): ratios against baselines measured in the same run; `make bench ARGS=--quick`.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(ARGS)
 
-# Each defence removed in a copy of the tree must make a test fail (tools/mutants.py; about three minutes).
+# Each defence removed in a copy of the tree must make a test fail (tools/mutants.py; about three minutes, also
+# the last step of `make test`).
 mutants: $(STAMP)
 	$(BIN)/python tools/mutants.py
 

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,20 @@ def query(repo: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
             if "no such table" in str(exc):
                 return []
             raise
+
+
+def wait_for(predicate: Callable[[], bool], what: str = "condition", timeout: float = 30.0) -> None:
+    """Poll `predicate` (a rendezvous: a file, a log line, a journal row) until true; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what}: not reached in {timeout:.0f} s"
+        time.sleep(0.02)
+
+
+def merged_tasks(repo: Path, ref: str) -> list[tuple[str, str]]:
+    """(merge commit, task id) of each merge on `ref`'s first-parent line, newest first, by `Orchard-Task` trailer."""
+    log = git(repo, "log", "--first-parent", "--format=%H %(trailers:key=Orchard-Task,valueonly,separator=)", ref)
+    return [(fields[0], fields[1]) for fields in (line.split() for line in log.splitlines()) if len(fields) == 2]
 
 
 def parked_worktrees(repo: Path) -> list[Path]:

@@ -350,3 +350,22 @@ ALLOWED = [
 @pytest.mark.parametrize("mutant", ALLOWED, ids=lambda m: f"{m.rel}:{m.code.splitlines()[0]}")
 def test_checker_allows_what_the_rules_allow(mutant: Mutant) -> None:
     assert violations_from(mutant) == []
+
+
+# The run journal is the only writer of state: the store's write methods are called by its transitions alone.
+RECORD_WRITES = frozenset({"add_run", "save_run", "save_task", "add_attempt", "save_attempt", "add_event"})
+RECORD_WRITERS = frozenset({"core/transitions.py", "store/store.py", "testing/memory.py", "core/journal.py"})
+
+
+def record_writes(source: str) -> list[int]:
+    """Lines that call a `Records` write method (`x.save_task(...)` and the like)."""
+    return [node.lineno for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute) and node.func.attr in RECORD_WRITES]
+
+
+def test_only_the_journal_writes_records() -> None:
+    writers = {rel: lines for rel in MODULES if rel not in RECORD_WRITERS
+               and (lines := record_writes((SRC / rel).read_text()))}
+    assert not writers, f"state written around the journal: {writers}"
+    mutant = (SRC / "runtime/merging.py").read_text() + "\ndef f(ctx):\n    ctx.journal.records.save_task(None)\n"
+    assert record_writes(mutant), "the check must see a write added outside the journal"

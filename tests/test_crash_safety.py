@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from orchard.runtime.lock import live_holder
-from tests.conftest import PYTHON, git, init_repo, parked_worktrees, query, run_processes
+from tests.conftest import PYTHON, git, init_repo, merged_tasks, parked_worktrees, query, run_processes
 from tests.test_engine_acceptance import plan_text, task
 
 SEED = int(os.environ.get("ORCHARD_CRASH_SEED", "20261122"))  # another seed explores other kill moments
@@ -116,9 +116,8 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     for commit in commits:  # no merge commit was lost from the branch
         assert subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", commit, tip]).returncode == 0
     # and none was made twice: a merge a killed session made but never recorded is found, not repeated
-    trailers = git(repo, "log", "--first-parent", "--format=%(trailers:key=Orchard-Task,valueonly,separator=)",
-                   tip).split()
-    assert sorted(trailers) == sorted(merged), f"merge commits per task: {sorted(trailers)}"
+    per_task = sorted(task for _, task in merged_tasks(repo, tip))
+    assert per_task == sorted(merged), f"merge commits per task: {per_task}"
 
     assert run_processes(run_id) == []
     assert len(parked_worktrees(repo)) <= 4  # only reusable worktrees, parked, at most the run's parallel

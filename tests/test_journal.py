@@ -211,3 +211,12 @@ def test_a_version_1_store_is_upgraded_with_the_integration_tip_filled_in(tmp_pa
     migrate(store.conn)  # running it again changes nothing
     assert store.run("old") == run
     store.close()
+
+
+def test_a_store_from_a_newer_orchard_is_refused_not_misread(tmp_path: Path) -> None:
+    db = tmp_path / "newer.db"
+    Store(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(StoreUnreadable, match="newer than this orchard"):
+        Store(db)

@@ -11,29 +11,19 @@ import asyncio
 import signal
 import sqlite3
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import orchard
 from orchard.core.model import Outcome, RunStatus
 from orchard.testing import MemoryStore
-from tests.conftest import PYTHON, Result, git, query, run_orchard, run_processes
+from tests.conftest import PYTHON, Result, git, merged_tasks, query, run_orchard, run_processes, wait_for
 from tests.test_engine_acceptance import plan_text, task
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what}: not reached in {timeout:.0f} s"
-        time.sleep(0.02)
 
 
 def merges_of(repo: Path, run_id: str, task_id: str) -> list[str]:
     """Merge commits on the integration branch's first-parent line that merged `task_id`."""
-    log = git(repo, "log", "--first-parent", "--format=%H %(trailers:key=Orchard-Task,valueonly,separator=)",
-              f"orchard/{run_id}/integration")
-    return [line.split()[0] for line in log.splitlines() if line.split()[1:] == [task_id]]
+    return [commit for commit, task in merged_tasks(repo, f"orchard/{run_id}/integration") if task == task_id]
 
 
 def test_a_killed_session_leaves_its_attempt_closed_as_interrupted_on_resume(
@@ -42,10 +32,10 @@ def test_a_killed_session_leaves_its_attempt_closed_as_interrupted_on_resume(
     proc = subprocess.Popen([PYTHON, "-m", "orchard", "run", str(plan), "--json"], cwd=repo,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: bool(query(repo, "SELECT id FROM runs")), "the run is recorded")
+        wait_for(lambda: bool(query(repo, "SELECT id FROM runs")), "the run is recorded", 60)
         run_id = str(query(repo, "SELECT id FROM runs")[0][0])
         log = repo / ".orchard" / "runs" / run_id / "logs" / "slow.1.log"
-        wait_for(lambda: log.exists() and "ready" in log.read_text(), "the agent is running")  # a ready line
+        wait_for(lambda: log.exists() and "ready" in log.read_text(), "the agent is running", 60)  # a ready line
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -125,7 +115,7 @@ def test_an_internal_error_ends_the_attempt_and_the_retry_goes_on(
     records = MemoryStore()
     records.fail_on("add_attempt")
     plan = write_plan(plan_text(task("t", "@write t.txt t", "    retries: 1\n")))
-    result = asyncio.run(asyncio.wait_for(orchard.run_async(plan, repo=repo, records=records), 60))
+    result = asyncio.run(asyncio.wait_for(orchard.run_async(plan, repo=repo, records=records), 30))
     assert result.status is RunStatus.COMPLETED, result.summary
     finished = [e for _, e in records.events(result.run_id) if e["type"] == "attempt.finished"]
     assert [e["outcome"] for e in finished] == [Outcome.SETUP_FAILED, Outcome.SUCCESS]

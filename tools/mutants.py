@@ -68,7 +68,8 @@ def survives(mutant: Mutant, scratch: Path) -> bool:
     """Apply `mutant` to a copy of the project and run its tests; True if they all still pass."""
     tree = scratch / "tree"
     shutil.rmtree(tree, ignore_errors=True)
-    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".venv", ".tools", ".git", "__pycache__", ".*_cache"))
+    skipped = shutil.ignore_patterns(".venv", ".tools", ".git", "__pycache__", ".*_cache", "results")
+    shutil.copytree(ROOT, tree, ignore=skipped)
     target = tree / mutant.path
     text = target.read_text()
     if text.count(mutant.old) != 1:

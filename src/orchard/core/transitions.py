@@ -35,6 +35,7 @@ from orchard.core.events import (
 from orchard.core.journal import AgentExit, AttemptStart, Counts, Observer, Records, Verdict, VerifyRun
 from orchard.core.model import MergeOutcome, Outcome, Plan, RunStatus, TaskStatus
 from orchard.core.records import AttemptRecord, RunRecord, TaskRecord
+from orchard.core.redact import NO_REDACTION
 from orchard.core.summary import summarize
 
 log = logging.getLogger("orchard")
@@ -42,15 +43,11 @@ S = TaskStatus
 TaskUpdate = Callable[[TaskRecord, float], TaskRecord]
 
 
-def _same(text: str) -> str:
-    return text
-
-
 class Journal:
     """The transitions of one run (`run_id`) over a `Records` store. Used from one thread (the engine's loop)."""
 
     def __init__(self, records: Records, run_id: str, *, clock: Callable[[], float],
-                 redact: Callable[[str], str] = _same) -> None:
+                 redact: Callable[[str], str] = NO_REDACTION) -> None:
         self.records = records
         self.run_id = run_id
         self._clock = clock

@@ -108,6 +108,8 @@ def migrate(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         current = conn.execute("PRAGMA user_version").fetchone()[0]
+        if current > len(MIGRATIONS):  # written by a newer orchard: its rows may mean what this one cannot read
+            raise sqlite3.DatabaseError(f"schema version {current} is newer than this orchard's {len(MIGRATIONS)}")
         for script in MIGRATIONS[current:]:
             for statement in _statements(script):
                 conn.execute(statement)

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,7 +37,7 @@ ATTEMPT_ADDED = ("run_id", "task_id", "number", "agent", "started_at", "worktree
 
 def _column(value: Any) -> Any:
     """A record's field as SQLite stores it (enums as their names, flags as 0/1)."""
-    if isinstance(value, (RunStatus, TaskStatus, Outcome)):
+    if isinstance(value, StrEnum):
         return value.value
     if isinstance(value, bool):
         return int(value)
