@@ -73,13 +73,20 @@ def merged_tasks(repo: Path, ref: str) -> list[tuple[str, str]]:
     return [(fields[0], fields[1]) for fields in (line.split() for line in log.splitlines()) if len(fields) == 2]
 
 
+def own_git(repo: Path) -> Path:
+    """orchard's own repository beside the user's (where task worktrees and task branches live)."""
+    return repo / ".orchard" / "git"
+
+
 def parked_worktrees(repo: Path) -> list[Path]:
-    """The repository's linked worktrees, each checked to be a reusable one parked in `.orchard/pool/` on a detached
-    HEAD (no branch held, nothing of a task's left); anything else linked fails the calling test."""
-    records = git(repo, "worktree", "list", "--porcelain", "-z").split("\0\0")
+    """The linked worktrees of orchard's repository, each checked to be a reusable one parked in `.orchard/pool/` on
+    a detached HEAD (no branch held, nothing of a task's left); anything else linked, or any worktree registered in
+    the user's repository, fails the calling test."""
+    assert git(repo, "worktree", "list", "--porcelain", "-z").count("worktree ") == 1, "a worktree in the user's repo"
+    records = git(own_git(repo), "worktree", "list", "--porcelain", "-z").split("\0\0")
     pool = (repo / ".orchard" / "pool").resolve()
     parked = []
-    for record in records[1:]:  # the first is the user's own checkout
+    for record in records[1:]:  # the first is orchard's bare repository itself
         fields = dict(item.partition(" ")[::2] for item in record.split("\0") if item)
         if "worktree" not in fields:
             continue

@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import PYTHON, Result, git, query, run_orchard
+from tests.conftest import PYTHON, Result, git, own_git, query, run_orchard
 from tests.test_cli import assert_clean_exit, plan_text, run_id_of, task
 
 
@@ -37,7 +37,9 @@ def branches(repo: Path) -> set[str]:
 
 
 def worktree_paths(repo: Path) -> set[Path]:
-    return {Path(line.split(" ", 1)[1]).resolve() for line in git(repo, "worktree", "list", "--porcelain").splitlines()
+    """The worktrees registered in orchard's repository (the user's has only its own checkout)."""
+    return {Path(line.split(" ", 1)[1]).resolve()
+            for line in git(own_git(repo), "worktree", "list", "--porcelain").splitlines()
             if line.startswith("worktree ")}
 
 
@@ -291,8 +293,9 @@ def test_clean_removes_kept_worktrees_and_task_branches(
     assert_clean_exit(everything, 0)
     assert "removed 1 reusable worktree(s)" in everything.out
     assert not kept[first].exists()
-    assert worktree_paths(repo) == {repo.resolve()}
+    assert worktree_paths(repo) == {own_git(repo).resolve()}  # orchard's bare repository alone
     assert branches(repo) == {f"orchard/{first}/integration", f"orchard/{second}/integration"}
+    assert branches(own_git(repo)) == branches(repo)  # task branches gone from orchard's repository too
     assert "worktree" not in git(repo, "worktree", "prune", "--dry-run", "-v")
 
     git(repo, "checkout", "-q", f"orchard/{first}/integration")  # the user is looking at the first results

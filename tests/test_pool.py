@@ -7,13 +7,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Result, git, parked_worktrees, query, run_orchard
+from tests.conftest import Result, git, own_git, parked_worktrees, query, run_orchard
 from tests.test_engine_acceptance import checkout_state, plan_text, task
 
 
 def admin_names(repo: Path) -> set[str]:
     """git's names for the linked worktrees: the directory name each had when it was created (moves keep it)."""
-    admin = repo / ".git" / "worktrees"
+    admin = own_git(repo) / "worktrees"
     return {p.name for p in admin.iterdir()} if admin.is_dir() else set()
 
 

@@ -17,7 +17,6 @@ from orchard.vcs import (
     create_branch,
     delete_branch,
     delete_ref,
-    ensure_excluded,
     find_repo,
     first_parent_log,
     git_version,
@@ -138,23 +137,6 @@ def test_ancestry(repo: Repo) -> None:
     assert not is_ancestor(repo, second, first)
     changed = sh(repo.root, "diff-tree", "-r", "--name-only", "--no-renames", first, second).splitlines()
     assert sorted(changed) == ["a.txt", "new.txt", "renamed.txt"]
-
-
-def test_ensure_excluded_idempotent(repo: Repo) -> None:
-    exclude = repo.git_dir / "info" / "exclude"
-    exclude.unlink(missing_ok=True)
-    exclude.parent.rmdir()
-    ensure_excluded(repo)
-    ensure_excluded(repo)
-    assert exclude.read_text().splitlines().count("/.orchard/") == 1
-    exclude.write_text("# no trailing newline")
-    ensure_excluded(repo)
-    ensure_excluded(repo, "/.other/")
-    ensure_excluded(repo)
-    assert exclude.read_text() == "# no trailing newline\n/.orchard/\n/.other/\n"
-    (repo.root / ".orchard").mkdir()
-    (repo.root / ".orchard" / "x").write_text("x")
-    assert sh(repo.root, "status", "--porcelain") == ""
 
 
 def test_snapshot_sees_changes(repo: Repo) -> None:

@@ -24,9 +24,12 @@ def open_store(ctx: click.Context) -> tuple[Layout, Store]:
     repo = find_repo(repo_dir(ctx).resolve())
     layout = Layout.for_repo(repo.root)
     if not layout.state_db.exists():
-        # In a linked worktree (e.g. a task worktree kept for inspection): the main checkout's runs.
-        main = Layout.for_repo(repo.git_dir.parent)
-        if repo.git_dir.name != ".git" or not main.state_db.exists():
+        # In a task worktree kept for inspection (orchard's repository is `<checkout>/.orchard/git`), or in a linked
+        # worktree of the user's repository: the main checkout's runs.
+        git_dir = repo.git_dir.resolve()
+        own = git_dir.name == "git" and git_dir.parent.name == ".orchard"
+        main = Layout(git_dir.parent) if own else Layout.for_repo(git_dir.parent)
+        if not (own or git_dir.name == ".git") or not main.state_db.exists():
             raise NotRecorded(f"no orchard runs in {repo.root} yet (start one with `orchard run PLAN`)")
         layout = main
     return layout, Store(layout.state_db)

@@ -9,15 +9,15 @@ import signal
 
 import click
 
-from orchard.cli.common import repo_dir, stdout_console
+from orchard.cli.common import stdout_console
 from orchard.cli.inspect_cmds import open_store
 from orchard.core.model import RunStatus
 from orchard.errors import GitError, UsageError
 from orchard.runtime.layout import Layout
 from orchard.runtime.lock import live_holder
 from orchard.runtime.pool import WorktreePool
+from orchard.runtime.publish import integration_ref
 from orchard.vcs import (
-    Repo,
     branch_exists,
     delete_branch,
     find_repo,
@@ -27,6 +27,12 @@ from orchard.vcs import (
     prune_worktrees,
     remove_worktree,
 )
+from orchard.vcs.private import OwnRepository, open_own_repository, publish
+
+
+def own_repository(layout: Layout) -> OwnRepository:
+    """orchard's repository beside the user's one whose `.orchard/` is `layout` (found from any worktree)."""
+    return open_own_repository(find_repo(layout.root.parent), layout.git_dir)
 
 
 @click.command("cancel")
@@ -72,7 +78,7 @@ def clean_cmd(ctx: click.Context, run_id: str | None, all_runs: bool, branches: 
     if run_id and all_runs:
         raise UsageError("give a RUN or --all, not both")
     layout, store = open_store(ctx)
-    repo = find_repo(repo_dir(ctx).resolve())
+    own = own_repository(layout)
     try:
         runs = store.runs() if all_runs else [store.run(run_id)]
         holder = live_holder(layout.lock_file) or {}
@@ -81,32 +87,35 @@ def clean_cmd(ctx: click.Context, run_id: str | None, all_runs: bool, branches: 
             if holder.get("run") == run.id:
                 out.print(f"skipping live run {run.id}")
                 continue
-            removed = _clean_run(repo, layout, run.id, branches)
+            removed = _clean_run(own, layout, run.id, branches)
             out.print(f"run {run.id}: removed {removed[0]} worktree(s), {removed[1]} branch(es)")
         if all_runs and not holder:  # a live run is using the reusable worktrees
-            out.print(f"removed {WorktreePool(repo, layout).trim(0)} reusable worktree(s)")
+            out.print(f"removed {WorktreePool(own.repo, layout).trim(0)} reusable worktree(s)")
     finally:
         store.close()
     return 0
 
 
-def _clean_run(repo: Repo, layout: Layout, run_id: str, branches: bool) -> tuple[int, int]:
-    """Remove one run's worktrees and task branches (and its integration branch with `branches`)."""
+def _clean_run(own: OwnRepository, layout: Layout, run_id: str, branches: bool) -> tuple[int, int]:
+    """Remove one run's worktrees and task branches (and its integration branch with `branches`), in orchard's
+    repository and the user's; counted as the user sees them (the user's copies)."""
     root = layout.worktrees(run_id).resolve()
-    worktrees = [w for w in list_worktrees(repo) if root in w.path.resolve().parents]
+    worktrees = [w for w in list_worktrees(own.repo) if root in w.path.resolve().parents]
     for w in worktrees:
-        remove_worktree(repo, w.path)
-    prune_worktrees(repo)
+        remove_worktree(own.repo, w.path)
+    prune_worktrees(own.repo)
     if root.exists():
         shutil.rmtree(root, ignore_errors=True)
-    names = list_branches(repo, f"orchard/{run_id}/task")
-    if branches:
-        names += [f"orchard/{run_id}/integration"]
     deleted = 0
-    for name in names:
-        with contextlib.suppress(GitError):  # e.g. checked out somewhere: keep it, and do not count it
-            delete_branch(repo, name)
-            deleted += 1
+    for repo in (own.repo, own.user):
+        names = list_branches(repo, f"orchard/{run_id}/task")
+        if branches:
+            names += [f"orchard/{run_id}/integration"]
+        for name in names:
+            with contextlib.suppress(GitError):  # e.g. checked out somewhere: keep it, and do not count it
+                exists = branch_exists(repo, name)
+                delete_branch(repo, name)
+                deleted += exists and repo is own.user
     return len(worktrees), deleted
 
 
@@ -121,11 +130,13 @@ def land_cmd(ctx: click.Context, run_id: str | None) -> int:
         holder = live_holder(layout.lock_file) or {}
         if holder.get("run") == run.id:
             raise UsageError(f"run {run.id} is still live; land it when it has finished")
-        repo = find_repo(repo_dir(ctx).resolve())
-        if not branch_exists(repo, run.base):
+        own = own_repository(layout)
+        if not branch_exists(own.user, run.base):
             raise UsageError(f"run {run.id} started from '{run.base}', which is not a branch; "
                              f"merge {run.integration_branch} yourself")
-        result = land(repo, run.integration_branch, run.base)
+        # orchard's record is what merged: a session that died before publishing it leaves the user's copy behind
+        publish(own, {integration_ref(run.integration_branch): run.integration_tip or run.base_commit})
+        result = land(own.user, run.integration_branch, run.base)
         stdout_console().print(f"landed {run.integration_branch} on {run.base}: {result}")
     finally:
         store.close()

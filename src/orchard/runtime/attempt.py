@@ -73,11 +73,12 @@ async def run_attempt(ctx: RunContext, start: StartAttempt, on_verify: Callable[
     """Run the attempt the scheduler asked for to an outcome."""
     attempt = _new_attempt(ctx, start)
     try:
-        commit = await asyncio.to_thread(_prepare_worktree, ctx, attempt)
+        commit, repaired = await asyncio.to_thread(_prepare_worktree, ctx, attempt)
     except (GitError, OSError) as exc:
         outcome = Outcome.INTERRUPTED if ctx.processes.stopping else Outcome.SETUP_FAILED  # a hard stop kills git
         ctx.journal.attempt_not_started(attempt.task.id, attempt.number, outcome, f"cannot prepare worktree: {exc}")
         return AttemptEnded(attempt.task.id, outcome)
+    note_repaired(ctx, repaired, "before task " + attempt.task.id + " started")
     attempt = replace(attempt, start_commit=commit)
     actx = _agent_context(ctx, attempt)
     adapter = adapter_for(actx.agent.type)
@@ -101,13 +102,23 @@ def _new_attempt(ctx: RunContext, start: StartAttempt) -> Attempt:
                    prompt_file=ctx.layout.prompt_file(ctx.run_id, task.id, start.attempt))
 
 
-def _prepare_worktree(ctx: RunContext, attempt: Attempt) -> str:
-    """A clean worktree on the task branch at the integration tip as it is now (orchard's record, whatever an agent
-    did to the ref); returns that start commit."""
+def _prepare_worktree(ctx: RunContext, attempt: Attempt) -> tuple[str, list[str]]:
+    """orchard's repository as orchard wrote it, then a clean worktree on the task branch at the integration tip as
+    it is now (orchard's record, whatever an agent did to the ref); returns that start commit and what was
+    repaired."""
+    repaired = ctx.own.restore()
     with ctx.integration.lock:
         tip = ctx.integration.tip
     ctx.pool.acquire(attempt.worktree, attempt.branch, tip)
-    return tip
+    return tip, repaired
+
+
+def note_repaired(ctx: RunContext, repaired: list[str], when: str) -> None:
+    """Tell the user what an agent changed in orchard's repository (and orchard put back)."""
+    if repaired:
+        shown = ", ".join(repaired[:8]) + (f" (+{len(repaired) - 8} more)" if len(repaired) > 8 else "")
+        ctx.journal.noted(f"an agent had changed orchard's git directory; restored {when}: {shown}",
+                          level="warning")
 
 
 def _agent_context(ctx: RunContext, attempt: Attempt) -> AttemptContext:
@@ -178,8 +189,10 @@ async def _collect(ctx: RunContext, attempt: Attempt, detail: str) -> Verdict:
             if on_branch != ref:
                 return verdict(Outcome.REJECTED, f"the agent left the worktree on {on_branch or 'a detached HEAD'}, "
                                                  f"not {attempt.branch}")
+            # what git reads when committing (config: filters; info: attributes) is orchard's again first
+            note_repaired(ctx, await asyncio.to_thread(ctx.own.restore), f"after task {attempt.task.id}'s agent")
             await asyncio.to_thread(commit_all, wt, f"orchard: task {attempt.task.id} (attempt {attempt.number})")
-        head = await asyncio.to_thread(tip_descending_from, ctx.repo, ref, attempt.start_commit)
+        head = await asyncio.to_thread(tip_descending_from, ctx.git, ref, attempt.start_commit)
     except GitError as exc:
         if ctx.processes.stopping:  # a hard stop killed git: the attempt is interrupted, not failed
             return verdict(Outcome.INTERRUPTED, f"run interrupted while committing: {exc}")

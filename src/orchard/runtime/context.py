@@ -1,5 +1,5 @@
-"""What every part of a live run shares: the repository, the run's journal, paths, orchard's record of the
-integration tip, and the run's live processes."""
+"""What every part of a live run shares: orchard's repository and the user's, the run's journal, paths, orchard's
+record of the integration tip, and the run's live processes."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from orchard.runtime.layout import Layout, task_branch
 from orchard.runtime.pool import WorktreePool
 from orchard.runtime.process import kill_group
 from orchard.vcs import Repo, kill_running_git
+from orchard.vcs.private import OwnRepository
 
 log = logging.getLogger("orchard")
 
@@ -55,9 +56,12 @@ class LiveProcesses:
 
 @dataclass
 class RunContext:
-    """One session's shared handles. Lives in the engine's event loop thread."""
+    """One session's shared handles. Lives in the engine's event loop thread.
 
-    repo: Repo
+    Everything of a run happens in orchard's own repository (`git`); the user's (`user_repo`) receives published
+    refs and, on request, a land."""
+
+    own: OwnRepository
     layout: Layout
     journal: RunJournal
     integration: Integration
@@ -73,9 +77,18 @@ class RunContext:
     def plan(self) -> Plan:
         return self.journal.plan
 
+    @property
+    def git(self) -> Repo:
+        """orchard's own repository: worktrees, task branches and the integration ref as the merge queue moves it."""
+        return self.own.repo
+
+    @property
+    def user_repo(self) -> Repo:
+        return self.own.user
+
     @functools.cached_property
     def pool(self) -> WorktreePool:
-        return WorktreePool(self.repo, self.layout)
+        return WorktreePool(self.git, self.layout)
 
     def task_branch(self, task_id: str) -> str:
         return task_branch(self.run_id, task_id)

@@ -33,6 +33,7 @@ from orchard.core.scheduler import (
 from orchard.runtime.attempt import run_attempt
 from orchard.runtime.context import RunContext, log
 from orchard.runtime.merging import merge_task, tidy
+from orchard.runtime.publish import Publisher
 
 S = TaskStatus
 
@@ -46,6 +47,7 @@ class Engine:
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.jobs: set[asyncio.Task[None]] = set()
         self.done: RunDone | None = None
+        self.publisher = Publisher(ctx)
 
     def post(self, event: Event) -> None:
         """Thread-safe enough for signal handlers installed with `loop.add_signal_handler`."""
@@ -104,8 +106,9 @@ class Engine:
             log.exception("merge of %s failed unexpectedly", task_id)
             self._internal_error(task_id, exc)
             ended = MergeEnded(task_id, merged=False, error=f"internal error: {exc}")
-        self.post(ended)  # the queue moves on while this job tidies up
+        self.post(ended)  # the queue moves on while this job publishes and tidies up
         if ended.merged:
+            self.publisher.want()
             try:
                 await asyncio.to_thread(tidy, self.ctx, task_id)
             except Exception:  # what is left is removed at the end of the session (`settle`)

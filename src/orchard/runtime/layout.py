@@ -18,8 +18,17 @@ class Layout:
         return Layout(repo_root / ".orchard")
 
     def ensure(self) -> None:
+        """Create the directory, private, and ignored by the user's git without touching their `info/exclude`."""
         self.root.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.root, 0o700)
+        ignore = self.root / ".gitignore"
+        if not ignore.is_file():
+            ignore.write_text("# orchard's own files: never part of the repository\n*\n", encoding="utf-8")
+
+    @property
+    def git_dir(self) -> Path:
+        """orchard's own repository (`vcs.private`): task worktrees, the pool and the merge queue use it."""
+        return self.root / "git"
 
     @property
     def state_db(self) -> Path:

@@ -57,7 +57,7 @@ def _merge_result(ctx: RunContext, task_id: str, head: str | None, empty: bool) 
     """The git side of a merge, in one worker thread: the merge of the result (the commit the successful attempt
     took from its task branch, or the branch as it is now) and what an agent had moved the ref to."""
     if head is None:
-        head = read_ref(ctx.repo, "refs/heads/" + ctx.task_branch(task_id))
+        head = read_ref(ctx.git, "refs/heads/" + ctx.task_branch(task_id))
     if head is None:
         raise GitError(["rev-parse", ctx.task_branch(task_id)], 1, "task branch is missing")
     return _merge(ctx, head, _message(ctx, task_id), empty)
@@ -68,12 +68,13 @@ def _merge(ctx: RunContext, head: str, message: str, maybe_in: bool) -> tuple[Me
     old value does not match), put it back first and merge again."""
     moved, integration = None, ctx.integration
     with integration.lock:
+        ctx.own.restore()  # no merge driver or attribute an agent planted in orchard's repository takes part
         for _ in range(MERGE_TRIES):  # an agent may move the ref between our restore and our update
             try:
-                result = merge_into(ctx.repo, integration.ref, head, message, expected_tip=integration.tip,
+                result = merge_into(ctx.git, integration.ref, head, message, expected_tip=integration.tip,
                                     check_contained=maybe_in)
             except RefMoved:
-                moved = guard(ctx.repo, integration) or moved
+                moved = guard(ctx.git, integration) or moved
                 continue
             if result.status == "merged" and result.commit:
                 integration.tip = result.commit
@@ -87,4 +88,4 @@ def tidy(ctx: RunContext, task_id: str) -> None:
     if worktree.exists():  # parked already unless a crash or a failed release left it
         ctx.pool.discard(worktree)
     with contextlib.suppress(GitError):
-        delete_ref(ctx.repo, "refs/heads/" + ctx.task_branch(task_id))
+        delete_ref(ctx.git, "refs/heads/" + ctx.task_branch(task_id))

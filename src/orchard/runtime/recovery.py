@@ -110,7 +110,7 @@ def reconcile(ctx: RunContext, found: TrustedTip, *, last_seen: float, reset: tu
 def _adopt_merge(ctx: RunContext, task: TaskRecord, found: TrustedTip) -> None:
     """Rule 4 for one task left merging."""
     commit = found.unrecorded.get(task.task_id)
-    if commit is None and task.merged_commit and is_ancestor(ctx.repo, task.merged_commit, found.tip):
+    if commit is None and task.merged_commit and is_ancestor(ctx.git, task.merged_commit, found.tip):
         commit = task.merged_commit
     if commit is not None:
         ctx.journal.merge_recovered(task.task_id, commit=commit, tip=found.tip)
@@ -161,8 +161,8 @@ def settle(ctx: RunContext) -> str | None:
     """At the end of a session: put the integration ref back if an agent moved it, and remove what merged tasks
     left behind (a crash between merging and tidying leaves their worktree or branch)."""
     with ctx.integration.lock:
-        moved = guard(ctx.repo, ctx.integration)
-    branches = set(list_branches(ctx.repo, f"orchard/{ctx.run_id}/task"))
+        moved = guard(ctx.git, ctx.integration)
+    branches = set(list_branches(ctx.git, f"orchard/{ctx.run_id}/task"))
     for task in ctx.journal.tasks():
         leftover = ctx.layout.worktree(ctx.run_id, task.task_id).exists() or ctx.task_branch(task.task_id) in branches
         if task.status is S.MERGED and leftover:

@@ -22,16 +22,28 @@ from orchard.core.model import Plan, RunStatus
 from orchard.core.redact import Redactor
 from orchard.core.scheduler import RunDone
 from orchard.core.transitions import Journal
-from orchard.errors import GitTimeout, UsageError, VcsError
+from orchard.errors import GitError, GitTimeout, UsageError, VcsError
 from orchard.runtime.context import Integration, RunContext
 from orchard.runtime.disk import DiskLimits, collect_worktrees, require_free_space
 from orchard.runtime.engine import Engine
 from orchard.runtime.integration import note_restored
 from orchard.runtime.layout import Layout, integration_branch
 from orchard.runtime.lock import RunLock
+from orchard.runtime.publish import mirror_run
 from orchard.runtime.recovery import check_resettable, reap_orphans, reconcile, settle, trusted_tip
 from orchard.store import Store
-from orchard.vcs import Repo, create_branch, ensure_excluded, find_repo, head_ref, land, require_git, resolve_commit
+from orchard.vcs import (
+    Repo,
+    create_branch,
+    find_repo,
+    head_ref,
+    land,
+    list_worktrees,
+    remove_worktree,
+    require_git,
+    resolve_commit,
+)
+from orchard.vcs.private import OwnRepository, open_own_repository
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,6 @@ def open_repo(path: str | Path | None) -> tuple[Repo, Layout]:
     repo = find_repo(Path(path or ".").resolve())
     layout = Layout.for_repo(repo.root)
     layout.ensure()
-    ensure_excluded(repo, "/.orchard/")
     return repo, layout
 
 
@@ -75,49 +86,62 @@ def new_run_id() -> str:
 
 
 @contextlib.contextmanager
-def _session(repo_path: str | Path | None, options: Options) -> Iterator[tuple[Repo, Layout, Records, DiskLimits]]:
-    """The repository, its records and limits for one session; the records are closed after if orchard opened them."""
+def _session(repo_path: str | Path | None,
+             options: Options) -> Iterator[tuple[OwnRepository, Layout, Records, DiskLimits]]:
+    """orchard's repository beside the user's, the records and limits for one session; the records are closed
+    after if orchard opened them."""
     repo, layout = open_repo(repo_path)
     limits = options.limits or DiskLimits.parse(None, None)
     require_free_space(repo.root, limits)
+    own = open_own_repository(repo, layout.git_dir)
+    _forget_legacy_worktrees(repo, layout)
     if options.records is not None:
-        yield repo, layout, options.records, limits
+        yield own, layout, options.records, limits
         return
     store = Store(layout.state_db)
     try:
-        yield repo, layout, store, limits
+        yield own, layout, store, limits
     finally:
         store.close()
 
 
-def _context(repo: Repo, layout: Layout, journal: Journal, *, tip: str, width: int) -> RunContext:
-    """The session's shared handles; agents' own working files (aider's `.aider*`) never reach a commit."""
-    if any(a.type == "aider" for a in journal.plan.agents.values()):
-        ensure_excluded(repo, ".aider*")
-    return RunContext(repo, layout, journal, Integration("refs/heads/" + integration_branch(journal.run_id), tip),
+def _forget_legacy_worktrees(repo: Repo, layout: Layout) -> None:
+    """Worktrees an orchard before its own repository registered in the user's repository: removed, so the user's
+    `git worktree list` holds only their own (orchard's repository makes new ones)."""
+    root = layout.root.resolve()
+    for worktree in list_worktrees(repo):
+        if root in worktree.path.resolve().parents:
+            with contextlib.suppress(GitError, OSError):
+                remove_worktree(repo, worktree.path)
+
+
+def _context(own: OwnRepository, layout: Layout, journal: Journal, *, tip: str, width: int) -> RunContext:
+    """The session's shared handles."""
+    return RunContext(own, layout, journal, Integration("refs/heads/" + integration_branch(journal.run_id), tip),
                       redactor=redactor_for(journal.plan), width=width)
 
 
 async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int | None = None,
                     base: str | None = None, options: Options = Options()) -> RunResult:
     """Create the integration branch at the base and run the plan to the end."""
-    with _session(repo_path, options) as (repo, layout, records, limits):
+    with _session(repo_path, options) as (own, layout, records, limits):
         run_id = new_run_id()
         lock = RunLock(layout.lock_file)
         lock.acquire(run_id)
         try:
-            collected = collect_worktrees(repo, layout, limits, run_id)
-            branch, head = head_ref(repo)
+            collected = collect_worktrees(own.repo, layout, limits, run_id)
+            branch, head = head_ref(own.user)
             base_name = base or plan.base or branch or head
-            base_commit = resolve_commit(repo, base_name)
+            base_commit = resolve_commit(own.user, base_name)
             width = parallel or plan.parallel
             journal = open_journal(records, run_id, plan=plan, observers=options.observers)
             # recorded first: a kill between the two leaves a run to resume (whose guard creates the branch), never
             # an integration branch nothing knows about
             journal.run_started(plan=plan, base=base_name, base_commit=base_commit,
                                 integration_branch=integration_branch(run_id), parallel=width, pid=os.getpid())
-            create_branch(repo, integration_branch(run_id), base_commit)
-            ctx = _context(repo, layout, journal, tip=base_commit, width=width)
+            create_branch(own.repo, integration_branch(run_id), base_commit)
+            ctx = _context(own, layout, journal, tip=base_commit, width=width)
+            await asyncio.to_thread(mirror_run, ctx)  # the user sees the run's branch from the start
             note_collected(ctx, collected)
             return await _drive(ctx, Engine(ctx, width), options, limits)
         finally:
@@ -130,18 +154,18 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
 
     `reset` names tasks to try afresh (`orchard retry`): they and the tasks they blocked go back to pending.
     """
-    with _session(repo_path, options) as (repo, layout, records, limits):
+    with _session(repo_path, options) as (own, layout, records, limits):
         run = records.run(run_id)
         lock = RunLock(layout.lock_file)
         lock.acquire(run.id)
         try:
-            collected = collect_worktrees(repo, layout, limits, run.id)
+            collected = collect_worktrees(own.repo, layout, limits, run.id)
             journal = open_journal(records, run.id, observers=options.observers)
             _check_resumable(journal, reset)
             last_seen = journal.last_event_ts() or time.time()  # when the dead session last did anything
-            found = trusted_tip(repo, run, "refs/heads/" + run.integration_branch)
+            found = trusted_tip(own.repo, run, "refs/heads/" + run.integration_branch)
             journal.run_resumed(pid=os.getpid(), integration_tip=found.tip)
-            ctx = _context(repo, layout, journal, tip=found.tip, width=run.parallel)
+            ctx = _context(own, layout, journal, tip=found.tip, width=run.parallel)
             note_collected(ctx, collected)
             if reaped := reap_orphans(journal):
                 journal.noted(f"killed {reaped} leftover process(es) of the previous session", level="warning")
@@ -181,7 +205,7 @@ async def _drive(ctx: RunContext, engine: Engine, options: Options, limits: Disk
     """Run the engine with signal handling, then record and report the end."""
     with _signals(engine, ctx):
         done = await engine.run()
-        await _tidy(ctx, limits)
+        await _tidy(ctx, engine, limits)
     status = final_status(ctx, done)
     refused = await _land(ctx) if options.land and status is RunStatus.COMPLETED else None
     summary = ctx.journal.run_finished(status, reason=done.reason)
@@ -190,12 +214,13 @@ async def _drive(ctx: RunContext, engine: Engine, options: Options, limits: Disk
     return RunResult(ctx.run_id, status, status.exit_code, summary)
 
 
-async def _tidy(ctx: RunContext, limits: DiskLimits) -> None:
-    """Put the ref back and remove what merged tasks left, trim the pool; a hard stop may cut this short (the next
-    session finishes it), never the recording of how the run ended."""
+async def _tidy(ctx: RunContext, engine: Engine, limits: DiskLimits) -> None:
+    """Put the ref back and remove what merged tasks left, publish the run's refs to the user's repository, trim the
+    pool; a hard stop may cut this short (the next session finishes it), never the recording of how the run ended."""
     try:
         if moved := await asyncio.to_thread(settle, ctx):
             note_restored(ctx, moved)
+        await engine.publisher.flush()
         await asyncio.to_thread(ctx.pool.trim, ctx.width if limits.pool_size is None else limits.pool_size)
     except GitTimeout as exc:
         if not ctx.processes.stopping:
@@ -208,7 +233,7 @@ async def _land(ctx: RunContext) -> VcsError | None:
     run's end is recorded."""
     run = ctx.journal.run()
     try:
-        outcome = await asyncio.to_thread(land, ctx.repo, run.integration_branch, run.base)
+        outcome = await asyncio.to_thread(land, ctx.user_repo, run.integration_branch, run.base)
     except VcsError as exc:
         ctx.journal.noted(f"did not land {run.integration_branch} on {run.base}: {exc}", level="warning")
         return exc

@@ -1,9 +1,11 @@
 """The one git runner, repository discovery, the version check and ref helpers.
 
-Every git invocation in orchard goes through `_git`: an argv list (never a shell string), a scrubbed
-environment (no inherited GIT_DIR & co., no terminal prompts, C locale, no optional index locks), stdin
-closed unless input is given, its own process group and a time limit (`ORCHARD_GIT_TIMEOUT`). Unexpected
-failures raise `GitError`; a git that ran too long or was killed by `kill_running_git` raises `GitTimeout`.
+Every git invocation in orchard goes through `_git`: an argv list (never a shell string), an allowlisted
+environment (not orchard's own: no inherited GIT_DIR & co., no credentials, no terminal prompts, C locale, no system
+config or attributes, no replace refs, no optional index locks), hardening `-c` options that a repository's config
+cannot override (no hooks, no fsmonitor, no attributes file, no automatic gc), stdin closed unless input is given,
+its own process group and a time limit (`ORCHARD_GIT_TIMEOUT`). Unexpected failures raise `GitError`; a git that
+ran too long or was killed by `kill_running_git` raises `GitTimeout`.
 """
 
 from __future__ import annotations
@@ -20,23 +22,36 @@ from pathlib import Path
 
 from orchard.errors import EnvironmentProblem, GitError, GitTimeout, RefProblem
 
-# Variables that would redirect git away from the repository we point it at with `-C`.
-_SCRUBBED_ENV = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_COMMON_DIR",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_NAMESPACE",
-    "GIT_PREFIX",
-)
+# What git may see of orchard's environment: what it needs to find itself, the user's own (global) config and an
+# identity. Everything else (GIT_DIR & co. that would redirect it, credentials, GIT_CONFIG_COUNT) stays out.
+_PASSED_ENV = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "TMPDIR", "TZ", "XDG_CONFIG_HOME", "GIT_CONFIG_GLOBAL",
+    "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "GIT_EXEC_PATH",
+})
 _FIXED_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
     "LC_ALL": "C",
     "GIT_OPTIONAL_LOCKS": "0",
     "GIT_MERGE_AUTOEDIT": "no",
+    "GIT_CONFIG_NOSYSTEM": "1",  # /etc/gitconfig is not the user's and not the repository's
+    "GIT_ATTR_NOSYSTEM": "1",
+    "GIT_NO_REPLACE_OBJECTS": "1",  # a planted refs/replace/* would swap the content orchard merges
+    "GIT_PROTOCOL_FROM_USER": "0",
 }
+# Command-line config outranks every file, so a repository's config cannot turn these back on. Hooks point at a
+# path nothing can be created under; filters and merge drivers need a definition in the config orchard owns (its
+# own repository's) and attributes from the tree or orchard's `info/attributes`, never a global attributes file.
+HARDENING = (
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "core.fsmonitor=false",
+    "-c", "core.attributesFile=/dev/null",
+    "-c", "core.untrackedCache=false",
+    "-c", "submodule.recurse=false",
+    "-c", "gc.auto=0",
+    "-c", "maintenance.auto=false",
+    "-c", "protocol.allow=never",
+    "-c", "protocol.file.allow=always",
+)
 _OID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 FALLBACK_IDENT = ("-c", "user.name=orchard", "-c", "user.email=orchard@localhost")
@@ -85,9 +100,9 @@ def _git(
     """Run `git -C <where> <args>`; raise GitError on a non-zero exit when `check`, GitTimeout when it ran past
     `ORCHARD_GIT_TIMEOUT` seconds or was killed by `kill_running_git` (whatever `check` says)."""
     cwd = where.root if isinstance(where, Repo) else where
-    argv = ["-C", str(cwd), *args]
+    argv = ["-C", str(cwd), *args]  # as errors show it; git itself gets the hardening options first
     limit = git_timeout()
-    child = _spawn(argv, input, _git_env(env))
+    child = _spawn([*HARDENING, *argv], input, _git_env(env))
     try:
         out, err = _communicate(child.proc, input, limit, argv)
     finally:
@@ -116,8 +131,8 @@ def git_timeout() -> float:
 
 
 def _git_env(extra: dict[str, str] | None) -> dict[str, str]:
-    """The caller's environment minus what redirects git, plus orchard's fixed settings and `extra`."""
-    full_env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    """The allowlisted part of orchard's environment, plus orchard's fixed settings and `extra`."""
+    full_env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith("LC_")}
     full_env.update(_FIXED_ENV)
     if extra:
         full_env.update(extra)
@@ -426,18 +441,3 @@ def first_parent_log(repo: Repo | Path, old: str, new: str) -> list[tuple[str, s
     if len(fields) % 2 or not all(is_oid(sha) for sha, _ in pairs):
         raise GitError(proc.args[1:], proc.returncode, f"unexpected git log output: {proc.stdout[:200]!r}")
     return [(sha, message.rstrip("\n")) for sha, message in pairs]
-
-
-# --- checkout bookkeeping ----------------------------------------------------------------------------
-
-
-def ensure_excluded(repo: Repo, pattern: str = "/.orchard/") -> None:
-    """Idempotently append `pattern` to `<git_dir>/info/exclude`."""
-    exclude = repo.git_dir / "info" / "exclude"
-    exclude.parent.mkdir(parents=True, exist_ok=True)
-    text = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
-    if pattern in text.splitlines():
-        return
-    sep = "" if not text or text.endswith("\n") else "\n"
-    with exclude.open("a", encoding="utf-8") as fh:
-        fh.write(f"{sep}{pattern}\n")

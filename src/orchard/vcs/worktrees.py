@@ -70,15 +70,18 @@ def is_linked_worktree(repo: Repo, path: Path) -> bool:
     """True if `path` is one of the repository's linked worktrees and git's record of it points back at it.
 
     Read from the files git keeps (no process): a worktree whose `.git` file was rewritten, or that was moved behind
-    git's back, is not one, and running git inside it could reach another worktree's HEAD or index."""
+    git's back, is not one, and running git inside it could reach another worktree's HEAD or index (or, through
+    its `commondir`, another repository)."""
     admin = admin_dir(path)
     if admin is None or admin.resolve().parent != (repo.git_dir / "worktrees").resolve():
         return False
     try:
         back = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
+        common = (admin / (admin / "commondir").read_text(encoding="utf-8").strip()).resolve()
     except (OSError, ValueError):
         return False
-    return back.resolve() == (path / ".git").resolve()
+    # a rewritten `commondir` would point git at another repository's refs and config from inside this worktree
+    return back.resolve() == (path / ".git").resolve() and common == repo.git_dir.resolve()
 
 
 def prune_worktrees(repo: Repo) -> None:
