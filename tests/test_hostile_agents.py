@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orchard
+from orchard.testing import snapshot_repository
 from tests.conftest import git, run_orchard
 from tests.test_engine_acceptance import checkout_state, plan_text, task
 
@@ -89,3 +90,71 @@ def _alive(pid: int) -> bool:
             return fh.read().split(") ", 1)[1][0] != "Z"
     except (ProcessLookupError, OSError):
         return False
+
+
+def _lines(changed: dict[int, str]) -> str:
+    """shared.txt's ten lines with some replaced, as the fake agent's `@write` TEXT (`\\n` for newlines)."""
+    return "\\n".join(changed.get(i, f"line {i}") for i in range(10)) + "\\n"
+
+
+def test_planted_hooks_config_and_attributes_never_run_and_the_users_repository_is_untouched(
+        repo: Path, write_plan: Callable[[str], Path], tmp_path: Path) -> None:
+    """An agent plants every hook, every config key that runs a program, attributes naming them, an exclude of
+    everything, grafts, a shallow boundary and a bogus alternate where its git looks; another moves branches, drops
+    a stash, expires reflogs and prunes. orchard runs none of it, loses no edit, and the user's repository (config,
+    hooks, info, refs, stash, reflogs) is byte for byte as before."""
+    marks, planted = tmp_path / "marks", tmp_path / "planted"
+    (repo / "shared.txt").write_text(_lines({}).replace("\\n", "\n"))
+    git(repo, "add", "shared.txt")
+    git(repo, "commit", "-q", "-m", "shared")
+    (repo / "shared.txt").write_text("the user's stashed edit\n")
+    git(repo, "stash", "-q")
+    # hooks in the user's own repository (theirs, or planted there earlier): orchard's publishing and ref updates there
+    # must not run them either (the trial saw reference-transaction fire 35 times)
+    user_marks = tmp_path / "user-marks"
+    user_marks.mkdir()
+    for hook in ("reference-transaction", "post-checkout", "post-merge", "post-commit", "pre-commit", "post-rewrite",
+                 "pre-auto-gc", "post-index-change"):
+        script = repo / ".git" / "hooks" / hook
+        script.write_text(f'#!/bin/sh\ntouch "{user_marks}/{hook}"\ncat >/dev/null 2>&1\nexit 0\n')
+        script.chmod(0o755)
+    before, checkout = snapshot_repository(repo / ".git"), checkout_state(repo)
+    tasks = (
+        task("vandal", "@git update-ref refs/heads/main HEAD~1\n@write junk.txt j\n@git add junk.txt\n@git stash -q\n"
+                       "@git stash drop -q\n@git reflog expire --expire=now --all\n@git gc -q --prune=now\n"
+                       "@git branch -f main HEAD\n@write vandal.txt v")
+        # plants once the vandal's own git calls are over (they would run what was planted: the agent's own
+        # processes, not orchard's) and its result merged, and runs no git itself afterwards. Without a sandbox an
+        # agent planting while orchard runs git can race orchard's restore (docs/reliability.md); bwrap closes that
+        + task("planter", f"@plant-git {marks}\n@write planter.txt p\n@touch {planted}", "    depends_on: [vandal]\n")
+        # two edits of one file, merged after the planting: a merge driver or a clean filter would lose one
+        + task("top", f"@wait-for {planted}\n@write shared.txt {_lines({0: 'top edit'})}")
+        + task("bottom", f"@wait-for {planted}\n@write shared.txt {_lines({9: 'bottom edit'})}")
+        # starts from the planter's result (its `.gitattributes` names the filter) in orchard's restored repository
+        + task("after", "@write after.txt a", "    depends_on: [planter]\n")
+    )
+    result = orchard.run(write_plan(plan_text(tasks)), repo=repo)
+    assert {k: v["status"] for k, v in statuses(repo).items()} == dict.fromkeys(
+        ("vandal", "planter", "top", "bottom", "after"), "merged")
+    integration = f"orchard/{result.run_id}/integration"
+    shared = git(repo, "show", f"{integration}:shared.txt").splitlines()
+    assert shared[0] == "top edit" and shared[9] == "bottom edit" and shared[1:9] == [f"line {i}" for i in range(1, 9)]
+    assert git(repo, "show", f"{integration}:after.txt") == "a"  # checked out and committed with no filter
+    ran = sorted(p.name for p in marks.iterdir() if p.is_file()) if marks.is_dir() else []
+    assert ran == [], f"planted programs ran: {ran}"
+    assert sorted(p.name for p in user_marks.iterdir()) == [], "the user's hooks ran for orchard"
+    assert snapshot_repository(repo / ".git") == before
+    assert checkout_state(repo) == checkout
+    assert git(repo, "stash", "show", "-p", "stash@{0}").count("the user's stashed edit") == 1
+    repaired = [n for n in notes(repo) if "changed orchard's git directory" in n]
+    # restores happen as the planting goes on (before each merge, commit and attempt): each names the planter among
+    # the agents that were running, and together they name everything planted (gc's `info/refs` is no harm)
+    assert repaired and all("planter" in n for n in repaired), repaired
+    joined = " ".join(repaired)
+    assert all(word in joined for word in ("config", "objects/info/alternates", "shallow", "hooks/post-commit",
+                                           "info/grafts", "info/attributes", "info/exclude")), repaired
+    # the user's own git afterwards runs nothing an agent planted (their own hooks, yes)
+    git(repo, "status", "--short")
+    git(repo, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q", "--allow-empty", "-m", "user's own")
+    assert (user_marks / "post-commit").exists()  # the hooks above are live: only orchard skipped them
+    assert not marks.is_dir() or not any(p.is_file() for p in marks.iterdir())

@@ -83,6 +83,25 @@ def test_agents_get_an_allowlisted_environment(repo: Path, tmp_path: Path) -> No
             assert seen["AWS_SECRET_ACCESS_KEY"] == "very-secret-value"
 
 
+def test_verify_gets_the_allowlisted_environment_and_only_the_secrets_the_plan_passes(
+        repo: Path, tmp_path: Path) -> None:
+    """Agent-written test code runs in verify: orchard's secrets reach it only through `verify_env_pass`."""
+    agents = '  a: {{type: command, command: ["{python}", "{script}"]}}\n'
+    dumper = tmp_path / "verify_dump.py"
+    dumper.write_text("import json, os, pathlib, sys\n"
+                      "pathlib.Path(sys.argv[1]).write_text(json.dumps(dict(os.environ)))\n")
+    outer = {"AWS_SECRET_ACCESS_KEY": "very-secret-value", "DB_PASSWORD": "hunter2", "ANTHROPIC_API_KEY": "sk-ant-x"}
+    for name, extra in (("plain", ""), ("passed", ", verify_env_pass: [DB_PASSWORD]")):
+        dump = tmp_path / f"{name}.json"
+        verify = f'["{PYTHON}", "{dumper}", "{dump}"]'
+        plan = plan_with(tmp_path, agents, f"  - {{id: t, prompt: go, verify: {verify}{extra}}}\n")
+        assert run_orchard("run", str(plan), cwd=repo, env=outer).code == 0
+        seen = json.loads(dump.read_text())
+        assert {"PATH", "HOME"} <= set(seen) and seen["ORCHARD_TASK_ID"] == "t" and seen["ORCHARD_RUN_ID"]
+        assert not {"AWS_SECRET_ACCESS_KEY", "ANTHROPIC_API_KEY"} & set(seen)
+        assert ("DB_PASSWORD" in seen) == (name == "passed")
+
+
 def test_vendor_kinds_see_their_own_variables_only() -> None:
     from orchard.agents.requirements import agent_environment
 

@@ -53,8 +53,19 @@ MUTANTS = (
            'detail="orchestrator stopped",',
            "        for attempt in journal.open_attempts()[:0]:\n            journal.attempt_abandoned(attempt.id, "
            'detail="orchestrator stopped",', ("tests/test_recovery.py",)),
-    Mutant("GIT_DIR from the environment reaches git", "src/orchard/vcs/git.py", '    "GIT_DIR",\n', "",
-           ("tests/test_vcs_runner.py",)),
+    Mutant("git gets orchard's whole environment", "src/orchard/vcs/git.py",
+           'if k in _PASSED_ENV or k.startswith("LC_")}', "}", ("tests/test_vcs_runner.py",)),
+    Mutant("git runs the repository's hooks", "src/orchard/vcs/git.py", '    "-c", "core.hooksPath=/dev/null",\n', "",
+           ("tests/test_hostile_agents.py::test_planted_hooks_config_and_attributes_never_run_and_the_users_"
+            "repository_is_untouched",)),
+    Mutant("an agent's planted config is not undone before its work is committed", "src/orchard/runtime/attempt.py",
+           "            note_repaired(ctx, await asyncio.to_thread(ctx.own.restore),", "            (0,",
+           ("tests/test_hostile_agents.py::test_planted_hooks_config_and_attributes_never_run_and_the_users_"
+            "repository_is_untouched",)),
+    Mutant("verify gets orchard's whole environment", "src/orchard/runtime/attempt.py",
+           'base_env=agent_environment(os.environ, "", task.verify_env_pass),', "base_env=None,",
+           ("tests/test_security.py::test_verify_gets_the_allowlisted_environment_and_only_the_secrets_the_plan_"
+            "passes",)),
     Mutant("migration 2 leaves integration_tip empty", "src/orchard/store/schema.py",
            "    UPDATE runs SET integration_tip = base_commit;", "", ("tests/test_journal.py",)),
     Mutant("no backpressure from the merge queue", "src/orchard/core/scheduler.py",

@@ -27,6 +27,11 @@ Hostile ones, for fault injection:
   @spew MB                 print MB megabytes, binary bytes and one endless line to stdout
   @daemon S                leave a child process behind that sleeps S seconds
   @ignore-term             ignore SIGTERM from then on
+  @plant-git MARKS         plant, in the git directories its worktree's git uses, every hook, the config keys that run
+                           commands (fsmonitor, hooksPath, filters, merge and diff drivers, aliases, pager, editor,
+                           alternateRefsCommand, core.worktree), attributes naming them, an exclude of everything, a
+                           bogus alternate, grafts and a shallow file; each planted program creates MARKS/<what> with
+                           the environment it saw, so a test can tell which ran. Runs no git after planting.
 """
 
 from __future__ import annotations
@@ -126,7 +131,77 @@ def _daemon(rest: str, root: Path) -> None:
     (root.parent / f"{os.environ['ORCHARD_TASK_ID']}.daemon").write_text(str(child.pid))
 
 
+HOOKS = ("applypatch-msg", "pre-applypatch", "post-applypatch", "pre-commit", "pre-merge-commit",
+         "prepare-commit-msg", "commit-msg", "post-commit", "pre-rebase", "post-checkout", "post-merge", "pre-push",
+         "pre-receive", "update", "proc-receive", "post-receive", "post-update", "reference-transaction",
+         "push-to-checkout", "pre-auto-gc", "post-rewrite", "sendemail-validate", "fsmonitor-watchman",
+         "post-index-change")
+
+
+def _plant_git(rest: str, root: Path) -> None:
+    marks = Path(rest.strip())
+    marks.mkdir(parents=True, exist_ok=True)
+    asked = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir", "--git-dir", "HEAD"],
+                           cwd=root, check=True, capture_output=True, text=True).stdout.split()
+    dirs, head = [Path(d) for d in asked[:2]], asked[2]
+    tools = marks / "planted"
+    tools.mkdir(exist_ok=True)
+
+    def program(name: str) -> Path:
+        script = tools / name
+        script.write_text(f'#!/bin/sh\nenv > "{marks}/{name}"\ncat >/dev/null 2>&1\nexit 0\n')
+        script.chmod(0o755)
+        return script
+
+    user_checkout = _orchard_dir(root).parent
+    for git_dir in dict.fromkeys(dirs):
+        (git_dir / "hooks").mkdir(exist_ok=True)
+        for hook in HOOKS:
+            shutil.copy(program(f"hook-{hook}"), git_dir / "hooks" / hook)
+        alt_hooks = tools / "hooks"
+        alt_hooks.mkdir(exist_ok=True)
+        for hook in HOOKS:
+            shutil.copy(program(f"hookspath-{hook}"), alt_hooks / hook)
+        with (git_dir / "config").open("a", encoding="utf-8") as fh:
+            fh.write(f"""[core]
+\tfsmonitor = {program("fsmonitor")}
+\thooksPath = {alt_hooks}
+\tworktree = {user_checkout}
+\talternateRefsCommand = {program("alternate-refs")}
+\tpager = {program("pager")}
+\teditor = {program("editor")}
+\tsshCommand = {program("ssh")}
+[alias]
+\tcommit = !{program("alias-commit")}
+\tstatus = !{program("alias-status")}
+[filter "evil"]
+\tclean = {program("filter-clean")}
+\tsmudge = {program("filter-smudge")}
+\trequired = true
+[merge "evil"]
+\tdriver = {program("merge-driver")} %O %A %B
+[diff "evil"]
+\ttextconv = {program("textconv")}
+\tcommand = {program("diff-command")}
+[diff]
+\texternal = {program("diff-external")}
+[uploadpack]
+\tpackObjectsHook = {program("pack-objects-hook")}
+""")
+        info = git_dir / "info"
+        info.mkdir(exist_ok=True)
+        (info / "attributes").write_text("* filter=evil merge=evil diff=evil\n")
+        (info / "exclude").write_text("*\n")
+        (info / "grafts").write_text(f"{head}\n")  # the start commit without parents
+        (git_dir / "shallow").write_text(f"{head}\n")
+        if (git_dir / "objects").is_dir():  # the common directory
+            with (git_dir / "objects" / "info" / "alternates").open("a", encoding="utf-8") as fh:
+                fh.write(f"{marks}/no-such-objects\n")
+    (root / ".gitattributes").write_text("* filter=evil merge=evil diff=evil\n")
+
+
 HOSTILE: dict[str, Callable[[str, Path], object]] = {
+    "@plant-git": _plant_git,
     "@git": _git,
     "@rmself": lambda rest, root: shutil.rmtree(root),
     "@segv": lambda rest, root: os.kill(os.getpid(), signal.SIGSEGV),

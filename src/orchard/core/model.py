@@ -180,6 +180,8 @@ class Task:
     estimate_s: float = DEFAULT_ESTIMATE_S
     allow_empty: bool = False
     budget_usd: float | None = None  # no new attempt once the task's attempts cost this much
+    # what of orchard's environment the verify command sees beyond the basics (agent-written code runs there)
+    verify_env_pass: str | tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -188,7 +188,8 @@ def env_map(value: Any) -> Mapping[str, str]:
 
 
 def env_pass(value: Any) -> str | tuple[str, ...]:
-    """Which variables of orchard's environment an agent sees: a list of names or "all"."""
+    """Which variables of orchard's environment an agent (or a verify command) sees beyond the basics: a list of
+    names or "all"."""
     if value == "all":
         return "all"
     if isinstance(value, str):
@@ -271,6 +272,7 @@ TASK_COERCERS: Mapping[str, Coercer] = MappingProxyType(
         "estimate": duration,
         "allow_empty": boolean,
         "budget_usd": money,
+        "verify_env_pass": env_pass,
     }
 )
 # Plan-file field name → `Task` keyword.

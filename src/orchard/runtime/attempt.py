@@ -22,7 +22,7 @@ from orchard.core.journal import AgentExit, AttemptStart, Verdict, VerifyRun
 from orchard.core.model import Outcome, Task
 from orchard.core.scheduler import AttemptEnded, StartAttempt
 from orchard.errors import GitError
-from orchard.runtime.context import RunContext
+from orchard.runtime.context import RunContext, note_repaired
 from orchard.runtime.process import Supervision, append_log, run_process
 from orchard.vcs import commit_all, tip_descending_from, worktree_branch
 
@@ -111,14 +111,6 @@ def _prepare_worktree(ctx: RunContext, attempt: Attempt) -> tuple[str, list[str]
         tip = ctx.integration.tip
     ctx.pool.acquire(attempt.worktree, attempt.branch, tip)
     return tip, repaired
-
-
-def note_repaired(ctx: RunContext, repaired: list[str], when: str) -> None:
-    """Tell the user what an agent changed in orchard's repository (and orchard put back)."""
-    if repaired:
-        shown = ", ".join(repaired[:8]) + (f" (+{len(repaired) - 8} more)" if len(repaired) > 8 else "")
-        ctx.journal.noted(f"an agent had changed orchard's git directory; restored {when}: {shown}",
-                          level="warning")
 
 
 def _agent_context(ctx: RunContext, attempt: Attempt) -> AttemptContext:
@@ -210,10 +202,12 @@ async def _verify(ctx: RunContext, attempt: Attempt, collected: Verdict) -> Verd
     assert task.verify is not None
     tail = TailBuffer(lines=40)
     append_log(attempt.log_path, ctx.redactor(f"\n[orchard: verify: {shlex.join(task.verify)}]\n"))
-    exit_info = await run_process(Invocation(task.verify, attempt.worktree), attempt.log_path,
-                                  lambda line, _s: tail.add(line), Supervision(task.timeout_s, None,
-                                                                               ctx.processes.grace_s),
-                                  on_spawn=lambda pid: ctx.processes.started(task.id, pid), redact=ctx.redactor.bytes)
+    exit_info = await run_process(Invocation(task.verify, attempt.worktree, env=_orchard_vars(ctx, attempt)),
+                                  attempt.log_path, lambda line, _s: tail.add(line),
+                                  Supervision(task.timeout_s, None, ctx.processes.grace_s),
+                                  on_spawn=lambda pid: ctx.processes.started(task.id, pid),
+                                  base_env=agent_environment(os.environ, "", task.verify_env_pass),
+                                  redact=ctx.redactor.bytes)
     ctx.processes.ended(task.id)
     passed = exit_info.returncode == 0 and not exit_info.spawn_error
     output = exit_info.spawn_error or tail.text()
@@ -226,3 +220,9 @@ async def _verify(ctx: RunContext, attempt: Attempt, collected: Verdict) -> Verd
     if stopped:
         return verdict(Outcome.INTERRUPTED, "run interrupted during verify", collected.end_commit)
     return verdict(Outcome.VERIFY_FAILED, f"verify failed (exit {exit_info.returncode})", collected.end_commit)
+
+
+def _orchard_vars(ctx: RunContext, attempt: Attempt) -> dict[str, str]:
+    """What a verify command is told of its attempt (the run id also lets a resume find it if orchard dies)."""
+    return {"ORCHARD_RUN_ID": ctx.run_id, "ORCHARD_TASK_ID": attempt.task.id,
+            "ORCHARD_ATTEMPT": str(attempt.number), "ORCHARD_WORKTREE": str(attempt.worktree)}

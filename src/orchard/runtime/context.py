@@ -92,3 +92,14 @@ class RunContext:
 
     def task_branch(self, task_id: str) -> str:
         return task_branch(self.run_id, task_id)
+
+
+def note_repaired(ctx: RunContext, repaired: list[str], when: str) -> None:
+    """Tell the user what an agent changed in orchard's repository (and orchard put back), naming the tasks whose
+    attempts were open: without a sandbox any of their agents could have."""
+    if repaired:
+        shown = ", ".join(repaired[:40]) + (f" (+{len(repaired) - 40} more)" if len(repaired) > 40 else "")
+        # read only now, when something was changed: an attempt is open from its start until its verdict
+        running = ", ".join(sorted({a.task_id for a in ctx.journal.open_attempts()})) or "none"
+        ctx.journal.noted(f"an agent had changed orchard's git directory; restored {when} (tasks with an attempt "
+                          f"open then: {running}): {shown}", level="warning")

@@ -13,7 +13,7 @@ from orchard.core.feedback import conflict_feedback
 from orchard.core.model import MergeOutcome, Outcome
 from orchard.core.scheduler import MergeEnded
 from orchard.errors import GitError, GitTimeout, RefMoved
-from orchard.runtime.context import RunContext
+from orchard.runtime.context import RunContext, note_repaired
 from orchard.runtime.integration import guard, note_restored
 from orchard.vcs import MergeResult, delete_ref, merge_into, read_ref
 
@@ -37,7 +37,7 @@ async def merge_task(ctx: RunContext, task_id: str) -> MergeEnded:
     # one with no recorded commit) can be in the integration branch already
     empty = attempt is None or head == attempt.start_commit
     try:
-        result, moved = await asyncio.to_thread(_merge_result, ctx, task_id, head, empty)
+        result, moved, repaired = await asyncio.to_thread(_merge_result, ctx, task_id, head, empty)
     except GitError as exc:
         if isinstance(exc, GitTimeout) and ctx.processes.stopping:  # a hard stop killed it: no verdict on the result
             ctx.journal.noted(f"the merge of {task_id} was stopped ({exc}); resuming merges it", level="warning")
@@ -46,6 +46,7 @@ async def merge_task(ctx: RunContext, task_id: str) -> MergeEnded:
         return MergeEnded(task_id, merged=False, error=f"merge failed: {exc}")
     if moved:
         note_restored(ctx, moved)
+    note_repaired(ctx, repaired, f"before merging {task_id}")
     outcome = MergeOutcome(result.status)
     ctx.journal.merge_finished(task_id, outcome, commit=result.commit, conflicts=result.conflicts,
                                feedback=conflict_feedback(result.conflicts) if result.conflicts else "",
@@ -53,9 +54,11 @@ async def merge_task(ctx: RunContext, task_id: str) -> MergeEnded:
     return MergeEnded(task_id, merged=outcome is not MergeOutcome.CONFLICT, conflicts=result.conflicts)
 
 
-def _merge_result(ctx: RunContext, task_id: str, head: str | None, empty: bool) -> tuple[MergeResult, str | None]:
+def _merge_result(ctx: RunContext, task_id: str, head: str | None,
+                  empty: bool) -> tuple[MergeResult, str | None, list[str]]:
     """The git side of a merge, in one worker thread: the merge of the result (the commit the successful attempt
-    took from its task branch, or the branch as it is now) and what an agent had moved the ref to."""
+    took from its task branch, or the branch as it is now), what an agent had moved the ref to, and what it had
+    changed in orchard's repository."""
     if head is None:
         head = read_ref(ctx.git, "refs/heads/" + ctx.task_branch(task_id))
     if head is None:
@@ -63,12 +66,12 @@ def _merge_result(ctx: RunContext, task_id: str, head: str | None, empty: bool) 
     return _merge(ctx, head, _message(ctx, task_id), empty)
 
 
-def _merge(ctx: RunContext, head: str, message: str, maybe_in: bool) -> tuple[MergeResult, str | None]:
+def _merge(ctx: RunContext, head: str, message: str, maybe_in: bool) -> tuple[MergeResult, str | None, list[str]]:
     """Merge onto orchard's recorded tip and record the new tip; if an agent moved the ref (the update's expected
     old value does not match), put it back first and merge again."""
     moved, integration = None, ctx.integration
     with integration.lock:
-        ctx.own.restore()  # no merge driver or attribute an agent planted in orchard's repository takes part
+        repaired = ctx.own.restore()  # no merge driver or attribute an agent planted in orchard's repository counts
         for _ in range(MERGE_TRIES):  # an agent may move the ref between our restore and our update
             try:
                 result = merge_into(ctx.git, integration.ref, head, message, expected_tip=integration.tip,
@@ -78,7 +81,7 @@ def _merge(ctx: RunContext, head: str, message: str, maybe_in: bool) -> tuple[Me
                 continue
             if result.status == "merged" and result.commit:
                 integration.tip = result.commit
-            return result, moved
+            return result, moved, repaired
         raise GitError(["update-ref", integration.ref], 1, "the integration branch keeps being moved by an agent")
 
 

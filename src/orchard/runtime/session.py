@@ -23,7 +23,7 @@ from orchard.core.redact import Redactor
 from orchard.core.scheduler import RunDone
 from orchard.core.transitions import Journal
 from orchard.errors import GitError, GitTimeout, UsageError, VcsError
-from orchard.runtime.context import Integration, RunContext
+from orchard.runtime.context import Integration, RunContext, note_repaired
 from orchard.runtime.disk import DiskLimits, collect_worktrees, require_free_space
 from orchard.runtime.engine import Engine
 from orchard.runtime.integration import note_restored
@@ -218,6 +218,8 @@ async def _tidy(ctx: RunContext, engine: Engine, limits: DiskLimits) -> None:
     """Put the ref back and remove what merged tasks left, publish the run's refs to the user's repository, trim the
     pool; a hard stop may cut this short (the next session finishes it), never the recording of how the run ended."""
     try:
+        # a worktree kept for inspection is one the user may run git in: orchard's repository must be its own again
+        note_repaired(ctx, await asyncio.to_thread(ctx.own.restore), "at the end of the session")
         if moved := await asyncio.to_thread(settle, ctx):
             note_restored(ctx, moved)
         await engine.publisher.flush()

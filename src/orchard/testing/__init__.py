@@ -25,7 +25,7 @@ from orchard.testing.agents import (
     codex_provider_args,
     run_agent,
 )
-from orchard.testing.checkout import snapshot_checkout
+from orchard.testing.checkout import snapshot_checkout, snapshot_repository
 from orchard.testing.fake_models import FakeModelServer, RecordedRequest
 from orchard.testing.gemini import (
     GeminiErrorServer,
@@ -78,6 +78,7 @@ __all__ = [
     "run_agent",
     "script_usage",
     "snapshot_checkout",
+    "snapshot_repository",
     "step",
     "stream_error",
     "text",

@@ -24,3 +24,22 @@ def snapshot_checkout(repo_root: Path) -> dict[str, str | None]:
                       "--ignored").stdout,
         "stash": run("stash", "list", "--format=%H").stdout,
     }
+
+
+def snapshot_repository(git_dir: Path, *, skip: str = "refs/heads/orchard/") -> dict[str, str]:
+    """Every file of a git directory an agent could use against its owner (config, hooks, info, refs, packed refs,
+    reflogs, the stash's log) by content hash, minus the refs under `skip` (orchard's published ones) and their
+    reflogs, for "the user's repository is unchanged" assertions."""
+    files: dict[str, str] = {}
+    for top in ("config", "hooks", "info", "refs", "packed-refs", "logs", "HEAD", "commondir", "shallow"):
+        base = git_dir / top
+        found = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else []
+        for path in found:
+            name = path.relative_to(git_dir).as_posix()
+            if name.startswith(skip) or name.startswith("logs/" + skip):
+                continue
+            data = path.read_bytes()
+            if name == "packed-refs":
+                data = b"".join(line for line in data.splitlines(keepends=True) if skip.encode() not in line)
+            files[name] = hashlib.sha256(data).hexdigest()
+    return files

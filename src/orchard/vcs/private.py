@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchard.errors import GitError
@@ -32,6 +33,7 @@ class OwnRepository:
     repo: Repo
     user: Repo
     files: tuple[tuple[str, bytes], ...]  # path relative to the git directory → exact content
+    lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)  # worker threads restore
 
     @property
     def root(self) -> Path:
@@ -40,12 +42,16 @@ class OwnRepository:
     def restore(self) -> list[str]:
         """Put back what is not as orchard wrote it: config, HEAD, info, alternates, hooks, foreign files. Returns
         what was repaired (empty when nothing was touched); a few small reads when nothing was."""
+        with self.lock:
+            return self._restore()
+
+    def _restore(self) -> list[str]:
         repaired = [name for name, content in self.files if _rewrite(self.root / name, content)]
         for name in _FOREIGN:
             if _remove(self.root / name):
                 repaired.append(name)
-        repaired += [f"{folder}/{entry}" for folder, keep in (("hooks", ()), ("info", ("exclude", "attributes")))
-                     for entry in _empty_dir(self.root / folder, keep)]
+        for folder, keep in (("hooks", ()), ("info", ("exclude", "attributes", "refs"))):  # gc writes info/refs
+            repaired += [f"{folder}/{entry}" for entry in _empty_dir(self.root / folder, keep)]
         return repaired
 
 
@@ -105,7 +111,7 @@ def _rewrite(path: Path, content: bytes) -> bool:
     except OSError:
         pass
     _remove(path)
-    tmp = path.with_name(path.name + ".orchard-tmp")
+    tmp = path.with_name(f"{path.name}.orchard-{os.getpid()}")
     tmp.write_bytes(content)
     os.replace(tmp, path)
     return True
