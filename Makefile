@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test agents bench lint typecheck mutants clean
+.PHONY: demo test agents system bench lint typecheck mutants clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ agents:
 	@bash tools/install-agents.sh
 	@bash tools/install-aider.sh
 
+# Distribution packages the tests need: bubblewrap for the agents' sandbox (apt-get as root, else it says how).
+system:
+	@bash tools/install-system.sh
+
 demo: $(STAMP)
 	$(BIN)/orchard demo
 
@@ -29,7 +33,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) agents
+test: $(STAMP) agents system
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q

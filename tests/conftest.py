@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +22,18 @@ import pytest
 
 FAKE_AGENT = Path(__file__).parent / "agents" / "fake_agent.py"
 PYTHON = sys.executable
+
+# Agents run in bubblewrap (`sandbox: auto`), whose /tmp is a private tmpfs: the tests' repositories, scripts and
+# plans live elsewhere so that a sandboxed agent sees them (read-only) as it would see a user's project.
+if Path(tempfile.gettempdir()).resolve().parts[:2] == ("/", "tmp"):
+    _TEST_TMP = Path("/var/tmp") / f"orchard-tests-{os.getuid()}"
+    _TEST_TMP.mkdir(mode=0o700, exist_ok=True)
+    os.environ["TMPDIR"] = str(_TEST_TMP)
+    tempfile.tempdir = None  # `gettempdir` caches its answer
+# The one place the fake agent's rendezvous (`@barrier`, `@touch` of shared markers) may write from inside the
+# sandbox: each agent entry of the tests lists it in `writable`.
+RENDEZVOUS = Path(tempfile.mkdtemp(prefix="orchard-rendezvous-"))
+atexit.register(shutil.rmtree, RENDEZVOUS, ignore_errors=True)
 
 
 def git(repo: Path, *args: str) -> str:
@@ -134,7 +149,9 @@ def repo(tmp_path: Path) -> Path:
 def agent_block(name: str = "fake", max_parallel: int | None = None, extra: str = "") -> str:
     """YAML for a command agent running the scripted fake agent."""
     limit = f", max_parallel: {max_parallel}" if max_parallel else ""
-    return f'  {name}: {{type: command, command: ["{PYTHON}", "{FAKE_AGENT}", "{{prompt_file}}"]{limit}{extra}}}\n'
+    shared = f', env: {{FAKE_AGENT_RENDEZVOUS: "{RENDEZVOUS}"}}, writable: ["{RENDEZVOUS}"]'
+    return (f'  {name}: {{type: command, command: ["{PYTHON}", "{FAKE_AGENT}", "{{prompt_file}}"]{limit}{shared}'
+            f'{extra}}}\n')
 
 
 @pytest.fixture

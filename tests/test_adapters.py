@@ -100,7 +100,7 @@ def test_invocations_are_argv_lists_with_the_prompt_on_stdin(tmp_path: Path) -> 
     assert claude.argv[:5] == ("claude", "-p", "--output-format", "stream-json", "--verbose")
     assert claude.argv[claude.argv.index("--max-turns"):][:2] == ("--max-turns", "5")
     assert "Read,Edit" in claude.argv and claude.argv[-1] == "--bare" and claude.stdin == b"do it"
-    codex = adapter_for("codex").invocation(ctx("codex", tmp_path, sandbox="read-only"))
+    codex = adapter_for("codex").invocation(ctx("codex", tmp_path, codex_sandbox="read-only"))
     assert codex.argv == ("codex", "exec", "--json", "--skip-git-repo-check", "--sandbox", "read-only", "-")
     aider = adapter_for("aider").invocation(ctx("aider", tmp_path, model="gpt-4.1"))
     assert "--no-auto-commits" in aider.argv and aider.argv[-2:] == ("--", "src/app.py")  # literal files join

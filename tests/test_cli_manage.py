@@ -215,7 +215,8 @@ def test_cancel_an_interrupted_run_cancels_its_waiting_tasks(
 def test_cancel_after_the_orchestrator_died_stops_its_leftover_agents(
         orchard: Callable[..., Result], write_plan: Callable[[str], Path], repo: Path,
         leftover_groups: list[int]) -> None:
-    plan = write_plan(SLEEPER)
+    # unconfined: in bubblewrap (`--die-with-parent`) the agent dies with orchard (test_sandbox checks that)
+    plan = write_plan("sandbox: none\n" + SLEEPER)
     with live_run(repo, plan) as (proc, dead_id, dead_group):
         leftover_groups.append(dead_group)
         proc.send_signal(signal.SIGKILL)  # a crash: no chance to stop the agent

@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 
 import orchard
-from tests.conftest import FAKE_AGENT, PYTHON, git
+from tests.conftest import agent_block, git
 from tests.test_engine_acceptance import journal
 
 SETTINGS = f"""parallel: 3
 defaults: {{agent: fake, retries: 0}}
 agents:
-  fake: {{type: command, command: ["{PYTHON}", "{FAKE_AGENT}", "{{prompt_file}}"]}}
-"""
+{agent_block()}"""
 
 
 def test_prompts_directory_with_front_matter(repo: Path, tmp_path: Path) -> None:

@@ -45,7 +45,8 @@ def test_hostile_git_moves_are_contained(repo: Path, write_plan: Callable[[str],
         # deletes its own worktree: nothing to take
         + task("suicide", "@write lost.txt l\n@rmself")
     )
-    result = orchard.run(write_plan(plan_text(tasks)), repo=repo)
+    # unconfined, so that orchard's own defences are what is tested (in bwrap most of these git moves fail outright)
+    result = orchard.run(write_plan("sandbox: none\n" + plan_text(tasks)), repo=repo)
     rows = statuses(repo)
     assert {k: v["status"] for k, v in rows.items()} == {
         "first": "merged", "vandal": "merged", "after": "merged", "switcher": "failed", "sider": "merged",
@@ -66,7 +67,8 @@ def test_crashes_floods_and_daemons(repo: Path, write_plan: Callable[[str], Path
         + task("flood", "@spew 100\n@write flood.txt f")
         + task("daemon", "@daemon 120\n@write daemon.txt d")
     )
-    result = orchard.run(write_plan(plan_text(tasks)), repo=repo)
+    # unconfined: orchard reaps in-group daemons itself (in bwrap the PID namespace ends them: test_sandbox)
+    result = orchard.run(write_plan("sandbox: none\n" + plan_text(tasks)), repo=repo)
     rows = statuses(repo)
     assert rows["segv"]["status"] == "failed" and str(rows["segv"]["error"]).startswith("crashed")
     assert rows["flood"]["status"] == "merged" and rows["daemon"]["status"] == "merged"
@@ -133,7 +135,9 @@ def test_planted_hooks_config_and_attributes_never_run_and_the_users_repository_
         # starts from the planter's result (its `.gitattributes` names the filter) in orchard's restored repository
         + task("after", "@write after.txt a", "    depends_on: [planter]\n")
     )
-    result = orchard.run(write_plan(plan_text(tasks)), repo=repo)
+    # unconfined: in bwrap orchard's config, hooks and info are read-only to agents (test_sandbox); here orchard's
+    # restoring them is what is tested
+    result = orchard.run(write_plan("sandbox: none\n" + plan_text(tasks)), repo=repo)
     assert {k: v["status"] for k, v in statuses(repo).items()} == dict.fromkeys(
         ("vandal", "planter", "top", "bottom", "after"), "merged")
     integration = f"orchard/{result.run_id}/integration"

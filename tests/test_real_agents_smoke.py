@@ -5,6 +5,7 @@ The binaries come from `tools/install-agents.sh` (.tools/agents); when they are 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from orchard.agents.codex import codex_path
 from orchard.testing import (
     AgentRun,
     FakeModelServer,
@@ -74,7 +76,8 @@ def codex(server: FakeModelServer, repo: Path, tmp_path: Path, key: str, *, mode
     home = tmp_path / "codex-home"
     home.mkdir(exist_ok=True)
     argv = codex_argv(binary("codex"), server, model=model)
-    return run_agent(argv, repo, codex_env(home), prompt(key), TIMEOUT, stop_when=stop_when)
+    env = codex_env(home, path=codex_path(argv[0], os.environ["PATH"]))  # codex's own bwrap, not Debian's 0.8
+    return run_agent(argv, repo, env, prompt(key), TIMEOUT, stop_when=stop_when)
 
 
 def assert_did_the_work(repo: Path, server: FakeModelServer, key: str, result: AgentRun) -> None:

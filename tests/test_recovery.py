@@ -28,7 +28,9 @@ def merges_of(repo: Path, run_id: str, task_id: str) -> list[str]:
 
 def test_a_killed_session_leaves_its_attempt_closed_as_interrupted_on_resume(
         repo: Path, write_plan: Callable[[str], Path]) -> None:
-    plan = write_plan(plan_text(task("slow", "@print ready\n@if-attempt 1 @sleep 60\n@write slow.txt s")))
+    # unconfined: a sandboxed agent dies with orchard (`--die-with-parent`); this is the leftover a resume must reap
+    plan = write_plan("sandbox: none\n" + plan_text(task("slow", "@print ready\n@if-attempt 1 @sleep 60\n"
+                                                                    "@write slow.txt s")))
     proc = subprocess.Popen([PYTHON, "-m", "orchard", "run", str(plan), "--json"], cwd=repo,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

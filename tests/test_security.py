@@ -86,7 +86,7 @@ def test_agents_get_an_allowlisted_environment(repo: Path, tmp_path: Path) -> No
 def test_verify_gets_the_allowlisted_environment_and_only_the_secrets_the_plan_passes(
         repo: Path, tmp_path: Path) -> None:
     """Agent-written test code runs in verify: orchard's secrets reach it only through `verify_env_pass`."""
-    agents = '  a: {{type: command, command: ["{python}", "{script}"]}}\n'
+    agents = '  a: {{type: command, command: ["{python}", "{script}"], writable: ["' + str(tmp_path) + '"]}}\n'
     dumper = tmp_path / "verify_dump.py"
     dumper.write_text("import json, os, pathlib, sys\n"
                       "pathlib.Path(sys.argv[1]).write_text(json.dumps(dict(os.environ)))\n")

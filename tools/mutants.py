@@ -62,6 +62,12 @@ MUTANTS = (
            "            note_repaired(ctx, await asyncio.to_thread(ctx.own.restore),", "            (0,",
            ("tests/test_hostile_agents.py::test_planted_hooks_config_and_attributes_never_run_and_the_users_"
             "repository_is_untouched",)),
+    Mutant("the sandbox leaves the file system writable", "src/orchard/runtime/sandbox.py",
+           '"--unshare-pid", "--ro-bind", "/", "/",', '"--unshare-pid", "--bind", "/", "/",',
+           ("tests/test_sandbox.py::test_a_sandboxed_agent_writes_its_worktree_and_nothing_else",)),
+    Mutant("the sandbox shares orchard's PID namespace", "src/orchard/runtime/sandbox.py",
+           '"--die-with-parent", "--unshare-pid", "--ro-bind"', '"--die-with-parent", "--ro-bind"',
+           ("tests/test_sandbox.py::test_every_process_a_sandboxed_attempt_started_dies_with_it",)),
     Mutant("verify gets orchard's whole environment", "src/orchard/runtime/attempt.py",
            'base_env=agent_environment(os.environ, "", task.verify_env_pass),', "base_env=None,",
            ("tests/test_security.py::test_verify_gets_the_allowlisted_environment_and_only_the_secrets_the_plan_"

@@ -14,9 +14,10 @@ Directives, one per line (TEXT may use \\n for newlines):
 Rendezvous, so tests wait for an event instead of sleeping for it (a timeout exits 9 with a message on stderr, so a
 test whose premise did not hold fails clearly instead of hanging):
   @barrier NAME N [S]      wait (at most S seconds, default 60) until N tasks of this run reached barrier NAME: each
-                           leaves a marker in <repo>/.orchard/barriers/<run>/NAME/<task> (a timed-out one withdraws
-                           it). Only for tasks the run starts together (N <= parallel, no dependency between them),
-                           and on the attempts that meet (`@if-attempt 1 @barrier ...` when a retry must not wait)
+                           leaves a marker in $FAKE_AGENT_RENDEZVOUS (else <repo>/.orchard/barriers)/<run>/NAME/<task>
+                           (a timed-out one withdraws it). Only for tasks the run starts together (N <= parallel,
+                           no dependency between them), and on the attempts that meet (`@if-attempt 1 @barrier ...`
+                           when a retry must not wait)
   @touch PATH              create an empty file (parents created); PATH relative to the worktree, or absolute
   @wait-for PATH [S]       wait (at most S seconds, default 60) until PATH exists; PATH may be a glob pattern, then
                            until something matches it
@@ -115,6 +116,15 @@ def _git(rest: str, root: Path) -> None:
     subprocess.run(["git", *shlex.split(filled)], cwd=root, check=False)
 
 
+def _rmself(root: Path) -> None:
+    """Delete the worktree; in a sandbox, where it is a mount point, everything in it."""
+    try:
+        shutil.rmtree(root)
+    except OSError:
+        for entry in root.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
 def _spew(rest: str, root: Path) -> None:
     out = sys.stdout.buffer
     block = b"y" * 1023 + b"\n"
@@ -203,7 +213,7 @@ def _plant_git(rest: str, root: Path) -> None:
 HOSTILE: dict[str, Callable[[str, Path], object]] = {
     "@plant-git": _plant_git,
     "@git": _git,
-    "@rmself": lambda rest, root: shutil.rmtree(root),
+    "@rmself": lambda rest, root: _rmself(root),
     "@segv": lambda rest, root: os.kill(os.getpid(), signal.SIGSEGV),
     "@spew": _spew,
     "@daemon": _daemon,
@@ -231,7 +241,8 @@ def _orchard_dir(root: Path) -> Path:
 
 def _barrier(rest: str, root: Path) -> int | None:
     name, count, timeout = [*rest.split(), str(RENDEZVOUS_TIMEOUT_S)][:3]
-    place = _orchard_dir(root) / "barriers" / os.environ["ORCHARD_RUN_ID"] / name
+    shared = os.environ.get("FAKE_AGENT_RENDEZVOUS")  # writable inside orchard's sandbox, unlike .orchard/
+    place = (Path(shared) if shared else _orchard_dir(root) / "barriers") / os.environ["ORCHARD_RUN_ID"] / name
     place.mkdir(parents=True, exist_ok=True)
     mine = place / os.environ["ORCHARD_TASK_ID"]
     mine.touch()

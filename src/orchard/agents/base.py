@@ -32,6 +32,7 @@ class AttemptContext:
     feedback: str = ""  # only the feedback (what a resumed session needs)
     session_id: str | None = None  # the previous attempt's session, for agents that can resume
     budget_usd: float | None = None  # what is left of the task's budget, for agents that can cap spending
+    confined: bool = False  # runs in orchard's sandbox (an agent with a sandbox of its own may leave it off)
 
 
 @dataclass(frozen=True)

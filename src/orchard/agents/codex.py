@@ -6,6 +6,10 @@ and `turn.failed` / `error` for failures. Codex reports tokens only: cost comes 
 
 from __future__ import annotations
 
+import functools
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 from orchard.agents.base import AttemptContext, AttemptReport, ExitInfo, Invocation, JsonLineParser, Stream
@@ -15,6 +19,27 @@ from orchard.core.model import Outcome
 from orchard.core.pricing import cost_usd, price_for
 
 DEFAULT_MODEL = "gpt-5-codex"
+
+
+@functools.cache
+def bundled_bwrap_dir(binary: str) -> str | None:
+    """The directory of codex's own bubblewrap (`codex-resources/bwrap` in its npm platform package), if any.
+
+    codex prefers a `bwrap` on PATH, and with an older distribution build (Debian 12's 0.8.0) its workspace-write
+    sandbox fails every file write; putting its own first keeps codex's sandbox working where bubblewrap is
+    installed."""
+    found = shutil.which(binary)
+    for parent in Path(found).resolve().parents if found else ():
+        if parent.name == "node_modules":
+            for candidate in sorted(parent.glob("@openai/codex-linux-*/vendor/*/codex-resources/bwrap")):
+                return str(candidate.parent)
+    return None
+
+
+def codex_path(binary: str, path: str) -> str:
+    """`path` with codex's own bubblewrap first (see `bundled_bwrap_dir`)."""
+    bundled = bundled_bwrap_dir(binary)
+    return f"{bundled}{os.pathsep}{path}" if bundled else path
 
 
 class CodexParser(JsonLineParser):
@@ -102,7 +127,9 @@ class CodexAdapter:
         if resume:
             argv += ["resume", str(ctx.session_id)]
         argv += ["--json", "--skip-git-repo-check"]
-        sandbox = str(o("sandbox", "workspace-write"))
+        # inside orchard's sandbox codex's own cannot nest (it needs namespaces of its own), and orchard's is the
+        # stricter: only the worktree is writable there
+        sandbox = str(o("codex_sandbox", "danger-full-access" if ctx.confined else "workspace-write"))
         # `exec resume` has no --sandbox flag (0.169.0): the same setting goes in as a config override
         argv += ["-c", f'sandbox_mode="{sandbox}"'] if resume else ["--sandbox", sandbox]
         if o("model"):
@@ -110,7 +137,8 @@ class CodexAdapter:
         argv += [str(a) for a in o("args", ()) or ()]
         argv.append("-")  # the prompt comes on stdin
         prompt = ctx.feedback if resume else ctx.prompt
-        return Invocation(tuple(argv), ctx.worktree, agent_env(ctx), prompt.encode())
+        env = {**agent_env(ctx), "PATH": codex_path(argv[0], os.environ.get("PATH", os.defpath))}
+        return Invocation(tuple(argv), ctx.worktree, env, prompt.encode())
 
     def parser(self, ctx: AttemptContext) -> CodexParser:
         pricing = ctx.agent.option("pricing")

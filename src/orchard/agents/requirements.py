@@ -24,6 +24,9 @@ class Requirement:
     install: str
     notes: str = ""
     env_prefixes: tuple[str, ...] = ()  # variables this kind may read (the allowlist beyond the basics)
+    # where it keeps its own state, writable inside the sandbox: paths relative to $HOME, or `$VAR` (a directory the
+    # agent's environment names, when it does)
+    state: tuple[str, ...] = ()
 
 
 REQUIREMENTS: dict[str, Requirement] = {
@@ -31,20 +34,22 @@ REQUIREMENTS: dict[str, Requirement] = {
         "claude", "claude", ("--version",), ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"),
         (".claude/.credentials.json",), "npm install -g @anthropic-ai/claude-code",
         "as root, bypassPermissions needs IS_SANDBOX=1 (a container)",
-        ("ANTHROPIC_", "CLAUDE_", "IS_SANDBOX", "DISABLE_", "AWS_", "CLOUD_ML_", "VERTEX_", "GOOGLE_APPLICATION_")),
+        ("ANTHROPIC_", "CLAUDE_", "IS_SANDBOX", "DISABLE_", "AWS_", "CLOUD_ML_", "VERTEX_", "GOOGLE_APPLICATION_"),
+        state=("$CLAUDE_CONFIG_DIR", ".claude", ".claude.json")),
     "codex": Requirement(
         "codex", "codex", ("--version",), ("CODEX_API_KEY", "OPENAI_API_KEY"), (".codex/auth.json",),
-        "npm install -g @openai/codex", env_prefixes=("OPENAI_", "CODEX_", "AZURE_OPENAI_")),
+        "npm install -g @openai/codex", env_prefixes=("OPENAI_", "CODEX_", "AZURE_OPENAI_"),
+        state=("$CODEX_HOME", ".codex")),
     "aider": Requirement(
         "aider", "aider", ("--version",), ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY",
                                            "DEEPSEEK_API_KEY", "OPENROUTER_API_KEY"), (),
         "python -m pip install aider-chat", "reads the key of the model it is given",
         ("AIDER_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_", "DEEPSEEK_", "OPENROUTER_", "GROQ_", "MISTRAL_",
-         "LITELLM_", "OLLAMA_", "AZURE_", "COHERE_", "XAI_", "AWS_", "VERTEX")),
+         "LITELLM_", "OLLAMA_", "AZURE_", "COHERE_", "XAI_", "AWS_", "VERTEX"), state=(".aider",)),
     "gemini": Requirement(
         "gemini", "gemini", ("--version",), ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI"),
         (".gemini/oauth_creds.json",), "npm install -g @google/gemini-cli",
-        env_prefixes=("GEMINI_", "GOOGLE_", "CLOUDSDK_")),
+        env_prefixes=("GEMINI_", "GOOGLE_", "CLOUDSDK_"), state=("$GEMINI_CLI_HOME", ".gemini")),
 }
 
 

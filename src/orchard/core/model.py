@@ -144,19 +144,22 @@ class AgentSpec:
 
 
 # Options each agent kind accepts (beyond `type` and `max_parallel`), for validation and did-you-mean.
-COMMON_AGENT_OPTIONS = frozenset({"env", "env_pass", "fallback", "stall_timeout", "rate_limit_backoff"})
+COMMON_AGENT_OPTIONS = frozenset({"env", "env_pass", "fallback", "stall_timeout", "rate_limit_backoff", "sandbox",
+                                  "network", "writable"})
 _VENDOR = frozenset({"binary", "model", "args"})
 AGENT_KIND_OPTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
     {
         "command": frozenset({"command", "prompt_via"}),
         "claude": _VENDOR | {"max_turns", "permission_mode", "allowed_tools", "resume_session"},
-        "codex": _VENDOR | {"sandbox", "resume_session", "pricing"},
+        "codex": _VENDOR | {"codex_sandbox", "resume_session", "pricing"},
         "aider": _VENDOR | {"edit_format"},
         "gemini": _VENDOR | {"approval_mode", "resume_session", "pricing"},
     }
 )
 CLAUDE_PERMISSION_MODES = ("default", "acceptEdits", "plan", "auto", "dontAsk", "bypassPermissions")
 CODEX_SANDBOXES = ("read-only", "workspace-write", "danger-full-access")
+SANDBOX_MODES = ("auto", "bwrap", "none")  # orchard's own: `runtime.sandbox`
+NETWORK_MODES = ("host", "none")
 GEMINI_APPROVAL_MODES = ("default", "auto_edit", "yolo", "plan")
 PROMPT_VIA = ("file", "stdin", "arg")
 
@@ -196,6 +199,8 @@ class Plan:
     source: str = "<plan>"
     budget_usd: float | None = None  # no new attempt once the run's attempts cost this much
     redact: tuple[str, ...] = ()  # more environment variable names whose values are secrets
+    sandbox: str = "auto"  # SANDBOX_MODES: how agents, verify and setup are confined (an agent may say otherwise)
+    network: str = "host"  # NETWORK_MODES: under bwrap, "none" gives them no network at all
     _index: Mapping[str, Task] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
     # Values derived from this plan (ranks, file conflicts …), filled in once by `core.graph`: a Plan never changes.
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -211,6 +216,8 @@ class Plan:
         source: str = "<plan>",
         budget_usd: float | None = None,
         redact: tuple[str, ...] = (),
+        sandbox: str = "auto",
+        network: str = "host",
     ) -> Plan:
         """Freeze already-validated parts into a Plan (validation lives in `orchard.plan`)."""
         return Plan(
@@ -222,6 +229,8 @@ class Plan:
             source=source,
             budget_usd=budget_usd,
             redact=tuple(redact),
+            sandbox=sandbox,
+            network=network,
             _index=MappingProxyType({t.id: t for t in tasks}),
         )
 

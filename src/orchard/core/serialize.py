@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 from typing import Any
 
-from orchard.core.model import AgentSpec, Plan, Task
+from orchard.core.model import CODEX_SANDBOXES, AgentSpec, Plan, Task
 
 _TASK_FIELDS = {f.name for f in fields(Task)}
 
@@ -26,6 +26,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "parallel": plan.parallel,
         "budget_usd": plan.budget_usd,
         "redact": list(plan.redact),
+        "sandbox": plan.sandbox,
+        "network": plan.network,
         "tracks": {k: list(v) for k, v in plan.tracks.items()},
         "agents": {
             name: {"type": a.type, "max_parallel": a.max_parallel, "options": _plain(a.options)}
@@ -48,10 +50,17 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
     tasks = [Task(**{k: _frozen(v) for k, v in t.items() if k in _TASK_FIELDS}) for t in data["tasks"]]
     agents = {
         name: AgentSpec(name, a["type"], a.get("max_parallel"),
-                        MappingProxyType({k: _frozen(v) for k, v in a.get("options", {}).items()}))
+                        MappingProxyType({_option_name(k, v): _frozen(v) for k, v in a.get("options", {}).items()}))
         for name, a in data["agents"].items()
     }
     return Plan.build(tasks, agents, tracks={k: tuple(v) for k, v in data.get("tracks", {}).items()},
                       base=data.get("base"), parallel=int(data.get("parallel", 4)),
                       source=str(data.get("source", "<plan>")), budget_usd=data.get("budget_usd"),
-                      redact=tuple(data.get("redact", ())))
+                      redact=tuple(data.get("redact", ())), sandbox=str(data.get("sandbox", "auto")),
+                      network=str(data.get("network", "host")))
+
+
+def _option_name(key: str, value: Any) -> str:
+    """An option's name in this version: codex's own `sandbox` (read-only, workspace-write …) is `codex_sandbox` now
+    that `sandbox` is orchard's, in snapshots taken before."""
+    return "codex_sandbox" if key == "sandbox" and value in CODEX_SANDBOXES else key

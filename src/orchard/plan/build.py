@@ -32,6 +32,8 @@ def build(raw: RawPlan) -> Plan:
         source=raw.source,
         budget_usd=settings.budget_usd,
         redact=settings.redact,
+        sandbox=settings.sandbox,
+        network=settings.network,
     )
 
 

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from orchard.core.durations import parse_duration
+from orchard.core.model import CODEX_SANDBOXES, SANDBOX_MODES
 
 Coercer = Callable[[Any], Any]
 
@@ -185,6 +186,23 @@ def env_map(value: Any) -> Mapping[str, str]:
             raise FieldError(f"variable '{key}' must be a string, got {describe(item)}")
         out[key] = str(item)
     return MappingProxyType(out)
+
+
+def sandbox_mode(value: Any) -> str:
+    """orchard's sandbox mode; codex's own sandbox values get a pointer to `codex_sandbox`."""
+    if value in CODEX_SANDBOXES:
+        raise FieldError(f"{show(value)} is a codex sandbox: orchard's `sandbox` is one of {', '.join(SANDBOX_MODES)}; "
+                         "codex's own is `codex_sandbox`")
+    return choice(SANDBOX_MODES, value)
+
+
+def absolute_paths(value: Any) -> tuple[str, ...]:
+    """A list of absolute paths (`~/` expands to the home directory when the run starts)."""
+    paths = string_list(value)
+    for path in paths:
+        if not (path.startswith("/") or path.startswith("~/")) or "\0" in path:
+            raise FieldError(f"expected an absolute path (or one starting with ~/), got {show(path)}")
+    return paths
 
 
 def env_pass(value: Any) -> str | tuple[str, ...]:

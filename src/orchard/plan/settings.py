@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from orchard.core.model import DEFAULT_PARALLEL, AgentSpec
+from orchard.core.model import DEFAULT_PARALLEL, NETWORK_MODES, AgentSpec
 from orchard.plan import fields as f
 from orchard.plan.agents import defined, read_agents
 from orchard.plan.raw import INVALID, Problems, RawPlan
 
-TOP_LEVEL_KEYS = frozenset({"base", "parallel", "budget_usd", "redact", "defaults", "agents", "tracks", "tasks"})
+TOP_LEVEL_KEYS = frozenset({"base", "parallel", "budget_usd", "redact", "sandbox", "network", "defaults", "agents",
+                            "tracks", "tasks"})
 CONFIG_KEYS = TOP_LEVEL_KEYS - {"tasks"}
 _TASKS_HINT = (
     "'tasks' is not allowed here: in a plan directory every .md or .json file is a task "
@@ -27,6 +29,8 @@ class Settings:
     parallel: int = DEFAULT_PARALLEL
     budget_usd: float | None = None
     redact: tuple[str, ...] = ()
+    sandbox: str = "auto"
+    network: str = "host"
     defaults: dict[str, Any] = field(default_factory=dict)  # coerced, by plan field name; no 'agent'
     default_agent: str | None = None
     agents: dict[str, AgentSpec] = field(default_factory=dict)
@@ -48,6 +52,11 @@ def read_settings(raw: RawPlan) -> Settings:
         settings.redact = _valid(problems.coerce(f.string_list, config["redact"], file, field="redact"), ())
     if config.get("budget_usd") is not None:
         settings.budget_usd = _valid(problems.coerce(f.money, config["budget_usd"], file, field="budget_usd"), None)
+    if config.get("sandbox") is not None:
+        settings.sandbox = _valid(problems.coerce(f.sandbox_mode, config["sandbox"], file, field="sandbox"), "auto")
+    if config.get("network") is not None:
+        network = problems.coerce(partial(f.choice, NETWORK_MODES), config["network"], file, field="network")
+        settings.network = _valid(network, "host")
     settings.agents, settings.declared_agents = read_agents(config.get("agents"), file, problems)
     _read_defaults(config.get("defaults"), file, problems, settings)
     return settings

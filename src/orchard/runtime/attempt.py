@@ -24,6 +24,7 @@ from orchard.core.scheduler import AttemptEnded, StartAttempt
 from orchard.errors import GitError
 from orchard.runtime.context import RunContext, note_repaired
 from orchard.runtime.process import Supervision, append_log, run_process
+from orchard.runtime.sandbox import box_for, confine, mode_for, sandboxed_exit
 from orchard.vcs import commit_all, tip_descending_from, worktree_branch
 
 ACTIVITY_INTERVAL_S = 1.0
@@ -125,7 +126,8 @@ def _agent_context(ctx: RunContext, attempt: Attempt) -> AttemptContext:
     return AttemptContext(run_id=ctx.run_id, task=task, attempt=attempt.number, agent=ctx.plan.agents[attempt.agent],
                           worktree=attempt.worktree, prompt=prompt, prompt_file=attempt.prompt_file,
                           feedback=feedback, session_id=sessions[-1] if sessions else None,
-                          budget_usd=attempt.budget_usd)
+                          budget_usd=attempt.budget_usd,
+                          confined=mode_for(ctx.plan, ctx.plan.agents[attempt.agent]) == "bwrap")
 
 
 async def _run_agent(ctx: RunContext, attempt: Attempt, inv: Invocation, parser: OutputParser) -> AttemptReport:
@@ -143,13 +145,16 @@ async def _run_agent(ctx: RunContext, attempt: Attempt, inv: Invocation, parser:
         journal.agent_spawned(attempt.id, pid)
 
     spec = ctx.plan.agents[attempt.agent]
-    append_log(attempt.log_path,
-               ctx.redactor(f"[orchard: attempt {attempt.number} on {attempt.agent}: {shlex.join(inv.argv)}]\n"))
+    box = box_for(ctx, spec, worktree=attempt.worktree, prompt_file=attempt.prompt_file)
+    where = " (in bwrap)" if box else ""
+    append_log(attempt.log_path, ctx.redactor(f"[orchard: attempt {attempt.number} on {attempt.agent}{where}: "
+                                              f"{shlex.join(inv.argv)}]\n"))
     limits = Supervision(task.timeout_s, float(spec.option("stall_timeout", DEFAULT_STALL_S)),
                          ctx.processes.grace_s)
-    exit_info = await run_process(inv, attempt.log_path, on_line, limits, on_spawn=on_spawn,
+    exit_info = await run_process(confine(inv, box), attempt.log_path, on_line, limits, on_spawn=on_spawn,
                                   base_env=agent_environment(os.environ, spec.type, spec.option("env_pass")),
                                   redact=ctx.redactor.bytes)
+    exit_info = sandboxed_exit(exit_info) if box else exit_info
     ctx.processes.ended(task.id)
     report = parser.finish(exit_info)
     journal.agent_exited(attempt.id, AgentExit(
@@ -201,13 +206,16 @@ async def _verify(ctx: RunContext, attempt: Attempt, collected: Verdict) -> Verd
     task = attempt.task
     assert task.verify is not None
     tail = TailBuffer(lines=40)
-    append_log(attempt.log_path, ctx.redactor(f"\n[orchard: verify: {shlex.join(task.verify)}]\n"))
-    exit_info = await run_process(Invocation(task.verify, attempt.worktree, env=_orchard_vars(ctx, attempt)),
-                                  attempt.log_path, lambda line, _s: tail.add(line),
+    box = box_for(ctx, ctx.plan.agents[attempt.agent], worktree=attempt.worktree, prompt_file=None)
+    append_log(attempt.log_path, ctx.redactor(f"\n[orchard: verify{' (in bwrap)' if box else ''}: "
+                                              f"{shlex.join(task.verify)}]\n"))
+    inv = confine(Invocation(task.verify, attempt.worktree, env=_orchard_vars(ctx, attempt)), box)
+    exit_info = await run_process(inv, attempt.log_path, lambda line, _s: tail.add(line),
                                   Supervision(task.timeout_s, None, ctx.processes.grace_s),
                                   on_spawn=lambda pid: ctx.processes.started(task.id, pid),
                                   base_env=agent_environment(os.environ, "", task.verify_env_pass),
                                   redact=ctx.redactor.bytes)
+    exit_info = sandboxed_exit(exit_info) if box else exit_info
     ctx.processes.ended(task.id)
     passed = exit_info.returncode == 0 and not exit_info.spawn_error
     output = exit_info.spawn_error or tail.text()

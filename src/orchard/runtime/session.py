@@ -31,6 +31,7 @@ from orchard.runtime.layout import Layout, integration_branch
 from orchard.runtime.lock import RunLock
 from orchard.runtime.publish import mirror_run
 from orchard.runtime.recovery import check_resettable, reap_orphans, reconcile, settle, trusted_tip
+from orchard.runtime.sandbox import sandbox_warnings
 from orchard.store import Store
 from orchard.vcs import (
     Repo,
@@ -143,6 +144,7 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
             ctx = _context(own, layout, journal, tip=base_commit, width=width)
             await asyncio.to_thread(mirror_run, ctx)  # the user sees the run's branch from the start
             note_collected(ctx, collected)
+            note_sandbox(ctx)
             return await _drive(ctx, Engine(ctx, width), options, limits)
         finally:
             lock.release()
@@ -167,6 +169,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
             journal.run_resumed(pid=os.getpid(), integration_tip=found.tip)
             ctx = _context(own, layout, journal, tip=found.tip, width=run.parallel)
             note_collected(ctx, collected)
+            note_sandbox(ctx)
             if reaped := reap_orphans(journal):
                 journal.noted(f"killed {reaped} leftover process(es) of the previous session", level="warning")
             restored = reconcile(ctx, found, last_seen=last_seen, reset=reset)
@@ -191,6 +194,12 @@ def _check_resumable(journal: Journal, reset: tuple[str, ...]) -> None:
     if not status.resumable or (status is RunStatus.FAILED and not reset and not unfinished):
         raise UsageError(f"run {journal.run_id} is {status}; nothing to resume")
     check_resettable(journal, reset)
+
+
+def note_sandbox(ctx: RunContext) -> None:
+    """Say when `sandbox: auto` leaves agents unconfined on this machine."""
+    for warning in sandbox_warnings(ctx.plan):
+        ctx.journal.noted(warning, level="warning")
 
 
 def note_collected(ctx: RunContext, removed: list[Path]) -> None:

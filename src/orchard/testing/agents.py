@@ -71,10 +71,13 @@ def claude_argv(binary: Path | str, *, model: str = CLAUDE_MODEL, max_turns: int
     return [*argv, *extra]
 
 
-def codex_env(codex_home: Path | str, *, api_key: str = TEST_KEY,
-              base: Mapping[str, str] | None = None) -> dict[str, str]:
+def codex_env(codex_home: Path | str, *, api_key: str = TEST_KEY, base: Mapping[str, str] | None = None,
+              path: str | None = None) -> dict[str, str]:
     """Environment for `codex exec` with its home (config, sessions) in `codex_home` and the key in CODEX_API_KEY."""
-    return {**clean_environ(base), "CODEX_HOME": str(codex_home), "CODEX_API_KEY": api_key}
+    env = {**clean_environ(base), "CODEX_HOME": str(codex_home), "CODEX_API_KEY": api_key}
+    if path is not None:  # e.g. with codex's own bubblewrap first (`orchard.agents.codex.codex_path`)
+        env["PATH"] = path
+    return env
 
 
 def codex_provider_args(server: FakeModelServer, *, name: str = "fake", env_key: str = "CODEX_API_KEY",

@@ -1,0 +1,158 @@
+"""Confining an attempt's processes (the agent, its verify command) with bubblewrap.
+
+Under `sandbox: bwrap` (or `auto` where bwrap works) every process an attempt starts sees the file system
+read-only except: its worktree; its own part of orchard's repository (the worktree's administrative directory, the
+object store, the directory of the run's task branches); a private `/tmp`; the state directories its agent kind
+declares (`~/.claude`, `~/.codex` …) and the paths its entry lists in `writable`. orchard's `.orchard/` (the store,
+the plan snapshot, orchard's repository's config and hooks) and the user's checkout stay read-only. It runs in a PID
+namespace of its own, so everything it started (`setsid` daemons too) dies with it, and dies with orchard
+(`--die-with-parent`). The network is left as it is unless `network: none`.
+
+This module builds argv only; `runtime.process` spawns.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from orchard.agents.base import ExitInfo, Invocation
+from orchard.agents.requirements import REQUIREMENTS
+from orchard.core.model import AgentSpec, Plan
+from orchard.errors import EnvironmentProblem
+from orchard.runtime.context import RunContext
+from orchard.runtime.process import run_briefly
+from orchard.vcs.git import admin_dir
+
+PRIVATE_TMP = "/tmp"  # noqa: S108 - inside the sandbox: a tmpfs of its own, not the host's /tmp
+_IGNORE_TERM = ("env", "--ignore-signal=TERM")  # coreutils 8.31 or newer
+_RESTORE_TERM = ("env", "--default-signal=TERM")
+INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)"
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """Where one attempt's processes may write, and whether they have a network."""
+
+    worktree: Path
+    readable: tuple[Path, ...]  # bound read-only (needed even where the rest of the tree is hidden, e.g. in /tmp)
+    writable: tuple[Path, ...]
+    network: bool = True
+
+
+def mode_for(plan: Plan, agent: AgentSpec) -> str:
+    """The sandbox mode an agent's attempts get: its own `sandbox`, else the plan's (`auto` resolved here)."""
+    mode = str(agent.option("sandbox", plan.sandbox))
+    if mode == "auto":
+        return "bwrap" if bwrap_problem() is None else "none"
+    return mode
+
+
+def network_for(plan: Plan, agent: AgentSpec) -> bool:
+    return str(agent.option("network", plan.network)) != "none"
+
+
+@functools.cache
+def bwrap_problem() -> str | None:
+    """Why bubblewrap cannot confine processes on this machine (None: it can). Asked once per process."""
+    binary = shutil.which("bwrap")
+    if binary is None:
+        return f"bwrap is not installed ({INSTALL_HINT})"
+    probe = run_briefly([*_IGNORE_TERM, binary, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+                         "--unshare-pid", "--die-with-parent", "--", *_RESTORE_TERM, "/bin/sh", "-c", "exit 0"],
+                        timeout_s=10)
+    if probe.returncode != 0:
+        return f"bwrap cannot create a sandbox here: {probe.output or probe.problem or 'exit ' + str(probe.returncode)}"
+    return None
+
+
+def sandbox_warnings(plan: Plan) -> list[str]:
+    """Check the plan's sandbox modes against this machine: an explicit `bwrap` that cannot work is an error; an
+    `auto` that falls back is returned as a warning to record."""
+    wanted = {str(a.option("sandbox", plan.sandbox)) for a in plan.agents.values()}
+    problem = bwrap_problem() if wanted & {"auto", "bwrap"} else None
+    if problem and "bwrap" in wanted:
+        raise EnvironmentProblem(f"sandbox: bwrap was asked for, but {problem}")
+    if problem and "auto" in wanted:
+        return [f"sandbox: auto runs agents unconfined: {problem}"]
+    return []
+
+
+def confined_argv(argv: Sequence[str], box: Confinement) -> tuple[str, ...]:
+    """`argv` run inside bubblewrap with `box`'s view of the file system.
+
+    bubblewrap dies of a SIGTERM (and with it, `--die-with-parent`, the whole sandbox), so a graceful stop would be
+    a kill: it starts with SIGTERM ignored (`env --ignore-signal`) and the agent with it restored, so the TERM a stop
+    sends the process group reaches the agent alone and the grace period holds; a SIGKILL still ends everything."""
+    args = [*_IGNORE_TERM, "bwrap", "--die-with-parent", "--unshare-pid", "--ro-bind", "/", "/", "--dev", "/dev",
+            "--proc", "/proc", "--tmpfs", PRIVATE_TMP]
+    if not box.network:
+        args.append("--unshare-net")
+    for path in _existing(box.readable):
+        args += ["--ro-bind", str(path), str(path)]
+    for path in _existing((*box.writable, box.worktree)):
+        args += ["--bind", str(path), str(path)]
+    return (*args, "--chdir", str(box.worktree.resolve()), "--", *_RESTORE_TERM, *argv)
+
+
+def _existing(paths: Sequence[Path]) -> list[Path]:
+    """Resolved paths that exist, each once, parents before children (a later bind may reopen part of an earlier)."""
+    seen = dict.fromkeys(p.resolve() for p in paths if os.path.lexists(p))
+    return sorted(seen, key=lambda p: len(p.parts))
+
+
+def sandboxed_exit(info: ExitInfo) -> ExitInfo:
+    """bubblewrap reports a child killed by a signal as exit 128 + the signal: give it back as the signal."""
+    code = info.returncode
+    if code is not None and 128 < code <= 128 + 64 and info.signal is None:
+        return replace(info, returncode=None, signal=code - 128)
+    return info
+
+
+def box_for(ctx: RunContext, agent: AgentSpec, *, worktree: Path, prompt_file: Path | None) -> Confinement | None:
+    """The confinement of one attempt's processes under `agent`'s sandbox mode (None: unconfined)."""
+    if mode_for(ctx.plan, agent) != "bwrap":
+        return None
+    own = ctx.own.root
+    admin = admin_dir(worktree)
+    task_refs = own / "refs" / "heads" / "orchard" / ctx.run_id / "task"
+    task_refs.mkdir(parents=True, exist_ok=True)  # packed refs leave no directory behind
+    extra = [Path(os.path.expanduser(p)) for p in agent.option("writable", ()) or ()]
+    for path in extra:
+        path.mkdir(parents=True, exist_ok=True)  # asked for by the plan: it is there to be written
+    state = state_paths(agent)
+    readable = (own, ctx.user_repo.git_dir / "objects", *((prompt_file,) if prompt_file else ()))
+    writable = (*((admin,) if admin else ()), own / "objects", task_refs, *state, *extra)
+    return Confinement(worktree, readable, writable, network_for(ctx.plan, agent))
+
+
+def confine(inv: Invocation, box: Confinement | None) -> Invocation:
+    """`inv` as it runs inside `box` (unchanged without one); temporary files go to the sandbox's private /tmp."""
+    if box is None:
+        return inv
+    return replace(inv, argv=confined_argv(inv.argv, box), env={**inv.env, "TMPDIR": PRIVATE_TMP})
+
+
+def state_paths(agent: AgentSpec) -> list[Path]:
+    """Where an agent of this kind keeps its own state (created if missing, so that a first run on a machine
+    writes into the bound place): its declared paths under $HOME, and directories its environment names."""
+    env = {**os.environ, **dict(agent.option("env", {}) or {})}
+    home = Path(env.get("HOME") or Path.home())
+    need = REQUIREMENTS.get(agent.type)
+    paths = []
+    for entry in need.state if need else ():
+        if entry.startswith("$"):
+            if not env.get(entry[1:]):
+                continue
+            path = Path(env[entry[1:]])
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path = home / entry
+            if not path.exists():
+                path.mkdir(parents=True) if not path.suffix else path.touch()
+        paths.append(path)
+    return paths
