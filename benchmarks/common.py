@@ -207,8 +207,12 @@ def fake_agent_spec(name: str = "fake") -> dict[str, Any]:
 
 
 def copy_agent_command(source: Path) -> list[str]:
-    """The instant agent: one tiny process that writes one file (`cp`) into the worktree's `out/`."""
-    return ["cp", str(source), "{worktree}/out/{task_id}.txt"]
+    """The instant agent: one tiny process that writes one file (`cp` of the worktree's README) into its `out/`.
+
+    The source is in the worktree because a sandboxed agent (`sandbox: auto`) sees scratch directories on /dev/shm or
+    /tmp only where they are bound; `source` (the baseline's copy) has the same few bytes."""
+    del source
+    return ["cp", "README.md", "{worktree}/out/{task_id}.txt"]
 
 
 # ---- timing and resources --------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def assert_clean_exit(result: Result, code: int) -> None:
 
 def run_id_of(result: Result) -> str:
     """The run id announced by a plain-output `orchard run`."""
-    match = re.search(r"run (\d{8}-\d{6}-[0-9a-f]{4}) (started|resumed)", result.out)
+    match = re.search(r"run (\d{8}-\d{6}-[0-9a-f]{12}) (started|resumed)", result.out)
     assert match, result.out
     return match.group(1)
 

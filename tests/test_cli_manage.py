@@ -231,9 +231,17 @@ def test_cancel_after_the_orchestrator_died_stops_its_leftover_agents(
         assert_clean_exit(follow, 0)
         assert time.monotonic() - started < 8, "logs --follow waited on a run nobody is running"
 
+        # another repository's agent that happens to carry the same run id (a collision): never ours to kill
+        foreign = subprocess.Popen([PYTHON, "-c", "import time; time.sleep(60)"], start_new_session=True,
+                                   env={**os.environ, "ORCHARD_RUN_ID": dead_id,
+                                        "ORCHARD_WORKTREE": f"/elsewhere/.orchard/worktrees/{dead_id}/s"})
+        leftover_groups.append(foreign.pid)
         cancel = orchard("cancel", dead_id)
         assert_clean_exit(cancel, 0)
         assert f"run {dead_id} cancelled" in cancel.out
+        assert foreign.poll() is None, "cancel killed another repository's agent with the same run id"
+        foreign.kill()
+        foreign.wait()
         deadline = time.monotonic() + 5
         while group_alive(dead_group) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -68,6 +68,10 @@ MUTANTS = (
     Mutant("the sandbox shares orchard's PID namespace", "src/orchard/runtime/sandbox.py",
            '"--die-with-parent", "--unshare-pid", "--ro-bind"', '"--die-with-parent", "--ro-bind"',
            ("tests/test_sandbox.py::test_every_process_a_sandboxed_attempt_started_dies_with_it",)),
+    Mutant("a kill takes any process with the run's id, whatever its repository", "src/orchard/runtime/recovery.py",
+           'return env.get("ORCHARD_RUN_ID") == run_id and env.get("ORCHARD_WORKTREE", "").startswith(where)',
+           'return env.get("ORCHARD_RUN_ID") == run_id',
+           ("tests/test_cli_manage.py::test_cancel_after_the_orchestrator_died_stops_its_leftover_agents",)),
     Mutant("verify gets orchard's whole environment", "src/orchard/runtime/attempt.py",
            'base_env=agent_environment(os.environ, "", task.verify_env_pass),', "base_env=None,",
            ("tests/test_security.py::test_verify_gets_the_allowlisted_environment_and_only_the_secrets_the_plan_"

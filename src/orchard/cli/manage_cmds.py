@@ -59,7 +59,7 @@ def cancel_cmd(ctx: click.Context, run_id: str | None) -> int:
         from orchard.runtime.recovery import cancel_dead_run
 
         # An orchestrator that died (kill -9, a crash) may have left its agents running: they are stopped too.
-        reaped = cancel_dead_run(journal)
+        reaped = cancel_dead_run(journal, layout.root)
         stopped = f" (stopped {reaped} leftover agent process group(s))" if reaped else ""
         out.print(f"run {run.id} cancelled{stopped}")
     finally:

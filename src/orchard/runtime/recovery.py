@@ -19,6 +19,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -72,22 +73,29 @@ def check_resettable(journal: RunJournal, reset: tuple[str, ...]) -> None:
                          "blocked tasks")
 
 
-def reap_orphans(journal: RunJournal) -> int:
-    """Rule 2: kill the process groups of agents a dead orchestrator left running; returns how many."""
-    run_id = journal.run_id
+def reap_orphans(journal: RunJournal, orchard_dir: Path) -> int:
+    """Rule 2: kill the process groups of agents a dead orchestrator left running; returns how many. A process is
+    this run's only if it carries the run's id and a worktree under this repository's `.orchard/` (`orchard_dir`):
+    another repository's run with the same id is never touched."""
+    run_id, where = journal.run_id, str(orchard_dir) + os.sep
     groups = {a.pgid for a in journal.open_attempts() if a.pgid}
     for proc in psutil.process_iter(["pid"]):
         with contextlib.suppress(psutil.Error, OSError):
-            if proc.environ().get("ORCHARD_RUN_ID") == run_id and proc.pid != os.getpid():
+            if proc.pid != os.getpid() and _ours(proc.environ(), run_id, where):
                 groups.add(os.getpgid(proc.pid))
     return sum(1 for pgid in groups
-               if pgid != os.getpgrp() and _group_belongs_to(pgid, run_id) and kill_group(pgid, signal.SIGKILL))
+               if pgid != os.getpgrp() and _group_belongs_to(pgid, run_id, where)
+               and kill_group(pgid, signal.SIGKILL))
 
 
-def _group_belongs_to(pgid: int, run_id: str) -> bool:
-    """Only kill a recorded group if its leader still carries this run's id (pids can be reused)."""
+def _ours(env: dict[str, str], run_id: str, where: str) -> bool:
+    return env.get("ORCHARD_RUN_ID") == run_id and env.get("ORCHARD_WORKTREE", "").startswith(where)
+
+
+def _group_belongs_to(pgid: int, run_id: str, where: str) -> bool:
+    """Only kill a recorded group if its leader still carries this run's id and repository (pids are reused)."""
     try:
-        return bool(psutil.Process(pgid).environ().get("ORCHARD_RUN_ID") == run_id)
+        return _ours(psutil.Process(pgid).environ(), run_id, where)
     except (psutil.Error, OSError):
         return False
 
@@ -142,10 +150,10 @@ def restored_states(journal: RunJournal) -> dict[str, Restored]:
     return restored
 
 
-def cancel_dead_run(journal: RunJournal) -> int:
+def cancel_dead_run(journal: RunJournal, orchard_dir: Path) -> int:
     """`orchard cancel` of a run no live session holds: its leftover agents killed, open attempts closed, waiting
     tasks cancelled, the run ended cancelled. Returns how many process groups were killed."""
-    reaped = reap_orphans(journal)
+    reaped = reap_orphans(journal, orchard_dir)
     now = time.time()
     with journal.atomic():
         for attempt in journal.open_attempts():

@@ -2,7 +2,8 @@
 
 Under `sandbox: bwrap` (or `auto` where bwrap works) every process an attempt starts sees the file system
 read-only except: its worktree; its own part of orchard's repository (the worktree's administrative directory, the
-object store, the directory of the run's task branches); a private `/tmp`; the state directories its agent kind
+object store, the directory of the run's task branches); a private `/tmp` and `/dev/shm` (the host's are hidden,
+except what is bound); the state directories its agent kind
 declares (`~/.claude`, `~/.codex` …) and the paths its entry lists in `writable`. orchard's `.orchard/` (the store,
 the plan snapshot, orchard's repository's config and hooks) and the user's checkout stay read-only. It runs in a PID
 namespace of its own, so everything it started (`setsid` daemons too) dies with it, and dies with orchard
@@ -29,6 +30,7 @@ from orchard.runtime.process import run_briefly
 from orchard.vcs.git import admin_dir
 
 PRIVATE_TMP = "/tmp"  # noqa: S108 - inside the sandbox: a tmpfs of its own, not the host's /tmp
+PRIVATE_SHM = "/dev/shm"  # noqa: S108 - the same for POSIX shared memory
 _IGNORE_TERM = ("env", "--ignore-signal=TERM")  # coreutils 8.31 or newer
 _RESTORE_TERM = ("env", "--default-signal=TERM")
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)"
@@ -89,7 +91,7 @@ def confined_argv(argv: Sequence[str], box: Confinement) -> tuple[str, ...]:
     a kill: it starts with SIGTERM ignored (`env --ignore-signal`) and the agent with it restored, so the TERM a stop
     sends the process group reaches the agent alone and the grace period holds; a SIGKILL still ends everything."""
     args = [*_IGNORE_TERM, "bwrap", "--die-with-parent", "--unshare-pid", "--ro-bind", "/", "/", "--dev", "/dev",
-            "--proc", "/proc", "--tmpfs", PRIVATE_TMP]
+            "--proc", "/proc", "--tmpfs", PRIVATE_TMP, "--tmpfs", PRIVATE_SHM]
     if not box.network:
         args.append("--unshare-net")
     for path in _existing(box.readable):

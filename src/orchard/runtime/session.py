@@ -83,7 +83,9 @@ def redactor_for(plan: Plan) -> Redactor:
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+    # 48 random bits: two runs started in the same second (on any number of repositories) share an id with a
+    # chance of about one in 10^14; kills check the repository as well (`recovery.reap_orphans`)
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(6)
 
 
 @contextlib.contextmanager
@@ -170,7 +172,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
             ctx = _context(own, layout, journal, tip=found.tip, width=run.parallel)
             note_collected(ctx, collected)
             note_sandbox(ctx)
-            if reaped := reap_orphans(journal):
+            if reaped := reap_orphans(journal, layout.root):
                 journal.noted(f"killed {reaped} leftover process(es) of the previous session", level="warning")
             restored = reconcile(ctx, found, last_seen=last_seen, reset=reset)
             return await _drive(ctx, Engine(ctx, run.parallel, restored), options, limits)
