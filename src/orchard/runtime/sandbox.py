@@ -154,7 +154,9 @@ def state_paths(agent: AgentSpec) -> list[Path]:
             path.mkdir(parents=True, exist_ok=True)
         else:
             path = home / entry
-            if not path.exists():
-                path.mkdir(parents=True) if not path.suffix else path.touch()
+            if not path.exists() and path.suffix == ".json":  # a file the agent rewrites: valid and empty
+                path.write_text("{}\n", encoding="utf-8")
+            elif not path.exists():
+                path.mkdir(parents=True)
         paths.append(path)
     return paths
