@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -162,3 +163,20 @@ def test_planted_hooks_config_and_attributes_never_run_and_the_users_repository_
     git(repo, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q", "--allow-empty", "-m", "user's own")
     assert (user_marks / "post-commit").exists()  # the hooks above are live: only orchard skipped them
     assert not marks.is_dir() or not any(p.is_file() for p in marks.iterdir())
+
+
+def test_a_hanging_verify_is_a_timeout_of_the_attempt_not_an_exit_code(
+        repo: Path, write_plan: Callable[[str], Path]) -> None:
+    """The task's `timeout` bounds the agent and its verify together: an agent that used most of it leaves its
+    verify the rest, and a verify that hangs ends `timeout` (the trial saw "verify failed (exit None)")."""
+    hang = f'["{sys.executable}", "-c", "import time; time.sleep(120)"]'
+    tasks = task("slowpoke", "@sleep 1.5\n@write s.txt s", f"    timeout: 3s\n    verify: {hang}\n")
+    started = time.monotonic()
+    orchard.run(write_plan(plan_text(tasks)), repo=repo)
+    took = time.monotonic() - started
+    row = statuses(repo)["slowpoke"]
+    assert row["status"] == "failed" and "verify timed out" in str(row["error"]), row
+    assert took < 3 + 5 + 10, took  # the timeout and the grace period, not the verify's two minutes
+    with sqlite3.connect(repo / ".orchard" / "state.db") as db:
+        (outcome, duration), = db.execute("SELECT outcome, finished_at - started_at FROM attempts").fetchall()
+    assert outcome == "timeout" and duration < 3 + 5 + 2, duration  # agent and verify within one timeout

@@ -48,6 +48,7 @@ class Attempt:
     prompt_file: Path
     start_commit: str = ""
     id: int = 0
+    deadline: float = 0.0  # monotonic: the task's `timeout` bounds the agent and its verify together
 
 
 class ActivityThrottle:
@@ -80,7 +81,7 @@ async def run_attempt(ctx: RunContext, start: StartAttempt, on_verify: Callable[
         ctx.journal.attempt_not_started(attempt.task.id, attempt.number, outcome, f"cannot prepare worktree: {exc}")
         return AttemptEnded(attempt.task.id, outcome)
     note_repaired(ctx, repaired, "before task " + attempt.task.id + " started")
-    attempt = replace(attempt, start_commit=commit)
+    attempt = replace(attempt, start_commit=commit, deadline=time.monotonic() + attempt.task.timeout_s)
     actx = _agent_context(ctx, attempt)
     adapter = adapter_for(actx.agent.type)
     inv, parser = adapter.invocation(actx), adapter.parser(actx)
@@ -211,7 +212,8 @@ async def _verify(ctx: RunContext, attempt: Attempt, collected: Verdict) -> Verd
                                               f"{shlex.join(task.verify)}]\n"))
     inv = confine(Invocation(task.verify, attempt.worktree, env=_orchard_vars(ctx, attempt)), box)
     exit_info = await run_process(inv, attempt.log_path, lambda line, _s: tail.add(line),
-                                  Supervision(task.timeout_s, None, ctx.processes.grace_s),
+                                  Supervision(max(0.1, attempt.deadline - time.monotonic()), None,
+                                              ctx.processes.grace_s),
                                   on_spawn=lambda pid: ctx.processes.started(task.id, pid),
                                   base_env=agent_environment(os.environ, "", task.verify_env_pass),
                                   redact=ctx.redactor.bytes)
@@ -227,6 +229,9 @@ async def _verify(ctx: RunContext, attempt: Attempt, collected: Verdict) -> Verd
         return collected
     if stopped:
         return verdict(Outcome.INTERRUPTED, "run interrupted during verify", collected.end_commit)
+    if exit_info.timed_out:
+        return verdict(Outcome.TIMEOUT, f"verify timed out: the task's timeout ({task.timeout_s:g}s) bounds the agent "
+                                        "and its verify together", collected.end_commit)
     return verdict(Outcome.VERIFY_FAILED, f"verify failed (exit {exit_info.returncode})", collected.end_commit)
 
 
