@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.conftest import run_orchard
+
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
@@ -43,3 +45,10 @@ def test_demo_on_a_terminal_shows_dashboard_and_summary(tmp_path: Path) -> None:
     files = subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "--name-only", branch], capture_output=True,
                            text=True, check=True).stdout.split()
     assert {"shop/models.py", "shop/api.py", "tests/test_total.py", "CHANGELOG.md"} <= set(files)
+
+
+def test_demo_in_a_place_it_cannot_write_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_orchard("demo", "--dir", "/proc/self", cwd=tmp_path)
+    output = result.out + result.err
+    assert result.code == 2 and "cannot create the demo repository in /proc/self" in output, output
+    assert "Traceback" not in output

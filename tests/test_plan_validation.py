@@ -332,3 +332,22 @@ def test_agent_args_keep_repeated_flags(tmp_path: Path) -> None:
     plan_file = tmp_path / "plan.yaml"
     plan_file.write_text("agents:\n  c: {type: codex, args: [-c, a=1, -c, b=2]}\ntasks:\n  - {id: t, prompt: p}\n")
     assert load(plan_file, tmp_path).agents["c"].option("args") == ("-c", "a=1", "-c", "b=2")
+
+
+@pytest.mark.parametrize(("text", "field", "fragment"), [
+    ("parallel: 99999999999999999999\n", "parallel", "must be at most"),  # the trial's "parallel above 2^63"
+    ("defaults: {estimate: 1e308}\n", "defaults.estimate", "at most 366 days"),
+    ("defaults: {timeout: 1e308}\n", "defaults.timeout", "at most 366 days"),
+    ("defaults: {retries: 9223372036854775808}\n", "defaults.retries", "must be at most"),
+])
+def test_absurd_numbers_are_refused_by_field(tmp_path: Path, text: str, field: str, fragment: str) -> None:
+    problem = only(problems_of(tmp_path, text + 'agents:\n  a: {type: command, command: [echo]}\n'
+                                        "tasks:\n  - {id: t, prompt: go}\n"), fragment)
+    assert problem.field == field
+
+
+def test_a_nul_byte_in_a_command_env_or_verify_is_refused_by_field(tmp_path: Path) -> None:
+    text = ('agents:\n  a: {type: command, command: ["ec\\0ho"], env: {X: "a\\0b"}}\n'
+            'tasks:\n  - {id: t, prompt: go, verify: ["tr\\0ue"]}\n')
+    found = {(p.task or "", p.field) for p in problems_of(tmp_path, text) if "NUL byte" in p.message}
+    assert found == {("", "agents.a.command"), ("", "agents.a.env"), ("t", "verify")}

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from orchard.cli.common import load_plan, progress_output, repo_dir, stdout_console
+from orchard.errors import UsageError
 from orchard.ui.report import summary_text
 
 if TYPE_CHECKING:
@@ -129,7 +130,10 @@ def demo_cmd(directory: Path | None, json_mode: bool) -> int:
     from orchard.runtime.session import start_run
 
     root = directory or Path(tempfile.mkdtemp(prefix="orchard-demo-"))
-    repo, plan_file = make_sample_repo(root)
+    try:
+        repo, plan_file = make_sample_repo(root)
+    except OSError as exc:  # /proc/self, a read-only place, a file in the way
+        raise UsageError(f"cannot create the demo repository in {root}: {exc.strerror or exc}") from None
     from orchard import plan as plan_loader
 
     plan = plan_loader.load(plan_file, repo)

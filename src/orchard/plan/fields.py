@@ -90,12 +90,19 @@ def string_list(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+# Bounds past which a number is a mistake, not a setting: the store keeps 64-bit integers, and no run lasts a year.
+MAX_INTEGER = 2**62
+MAX_DURATION_S = 366 * 86400.0
+
+
 def integer(value: Any, minimum: int | None = None) -> int:
-    """An integer (booleans and floats are refused), optionally at least `minimum`."""
+    """An integer (booleans and floats are refused), optionally at least `minimum`, at most `MAX_INTEGER`."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise FieldError(f"expected an integer, got {describe(value)}")
     if minimum is not None and value < minimum:
         raise FieldError(f"must be at least {minimum}, got {show(value)}")
+    if abs(value) > MAX_INTEGER:
+        raise FieldError(f"must be at most {MAX_INTEGER} in size, got {show(value)}")
     return value
 
 
@@ -118,6 +125,8 @@ def duration(value: Any, positive: bool = False) -> float:
         raise FieldError(f"expected a finite duration, got {show(value)}")
     if positive and seconds <= 0:
         raise FieldError(f"must be longer than zero, got {show(value)}")
+    if seconds > MAX_DURATION_S:
+        raise FieldError(f"must be at most 366 days, got {show(value)}")
     return seconds
 
 
@@ -144,6 +153,8 @@ def extra_args(value: Any) -> tuple[str, ...]:
                 raise FieldError(f"expected a list of strings, found {describe(item)}")
     else:
         raise FieldError(f"expected a list of strings or a command string, got {describe(value)}")
+    if any("\0" in part for part in parts):  # no process can receive one: the spawn would fail, or cut it short
+        raise FieldError("an argument contains a NUL byte")
     return tuple(parts)
 
 
@@ -184,6 +195,8 @@ def env_map(value: Any) -> Mapping[str, str]:
             raise FieldError(f"invalid environment variable name {show(key)}")
         if isinstance(item, bool) or not isinstance(item, str | int | float):
             raise FieldError(f"variable '{key}' must be a string, got {describe(item)}")
+        if "\0" in key or "\0" in str(item):
+            raise FieldError(f"variable {show(key)} contains a NUL byte")
         out[key] = str(item)
     return MappingProxyType(out)
 
