@@ -351,3 +351,13 @@ def test_a_nul_byte_in_a_command_env_or_verify_is_refused_by_field(tmp_path: Pat
             'tasks:\n  - {id: t, prompt: go, verify: ["tr\\0ue"]}\n')
     found = {(p.task or "", p.field) for p in problems_of(tmp_path, text) if "NUL byte" in p.message}
     assert found == {("", "agents.a.command"), ("", "agents.a.env"), ("t", "verify")}
+
+
+def test_an_absurd_parallel_on_the_command_line_is_a_usage_error(tmp_path: Path) -> None:
+    from tests.conftest import init_repo, run_orchard
+
+    repo = init_repo(tmp_path / "repo", {"a.txt": "a\n"})
+    plan = plan_file(tmp_path, 'agents:\n  a: {type: command, command: [echo]}\ntasks:\n  - {id: t, prompt: go}\n')
+    for command in ("run", "plan"):
+        result = run_orchard(command, str(plan), "--parallel", "99999999999999999999", cwd=repo)
+        assert result.code == 2 and "not in the range" in result.err and "Traceback" not in result.err, result.err

@@ -58,7 +58,7 @@ def status_cmd(ctx: click.Context, run_id: str | None, json_mode: bool) -> int:
 @click.command("logs")
 @click.argument("task_id", metavar="TASK")
 @click.option("--run", "run_id", help="The run (default: the latest).")
-@click.option("--attempt", type=click.IntRange(min=1), help="Only this attempt (default: all).")
+@click.option("--attempt", type=click.IntRange(min=1, max=2**62), help="Only this attempt (default: all).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing the latest attempt's log as it grows.")
 @click.pass_context
 def logs_cmd(ctx: click.Context, task_id: str, run_id: str | None, attempt: int | None, follow: bool) -> int:

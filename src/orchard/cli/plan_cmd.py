@@ -40,7 +40,7 @@ def preview(plan: Plan, parallel: int) -> dict[str, Any]:
 
 @click.command("plan")
 @click.argument("plan_path", metavar="PLAN", type=click.Path(path_type=Path))
-@click.option("--parallel", "-j", type=click.IntRange(min=1), help="Tasks at once (default: the plan's).")
+@click.option("--parallel", "-j", type=click.IntRange(min=1, max=2**62), help="Tasks at once (default: the plan's).")
 @click.option("--json", "json_mode", is_flag=True, help="Print the preview as JSON.")
 @click.pass_context
 def plan_cmd(ctx: click.Context, plan_path: Path, parallel: int | None, json_mode: bool) -> int:

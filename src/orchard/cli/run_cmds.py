@@ -25,7 +25,7 @@ land_option = click.option("--land", is_flag=True, help="Merge the integration b
 def disk_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--min-free-disk`, `--max-worktrees-size` and `--pool-size` (defaults: the ORCHARD_* variables, else 1GB,
     20GB and the run's parallel)."""
-    command = click.option("--pool-size", type=click.IntRange(min=0), metavar="N",
+    command = click.option("--pool-size", type=click.IntRange(min=0, max=2**62), metavar="N",
                            help="Reusable worktrees kept between runs (default: the run's parallel).")(command)
     command = click.option("--max-worktrees-size", metavar="SIZE",
                            help="Cap on worktrees kept for inspection or reuse; the oldest go first (default 20GB)."
@@ -67,7 +67,7 @@ def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any
 
 @click.command("run")
 @click.argument("plan_path", metavar="PLAN", type=click.Path(path_type=Path))
-@click.option("--parallel", "-j", type=click.IntRange(min=1), help="Tasks at once (default: the plan's).")
+@click.option("--parallel", "-j", type=click.IntRange(min=1, max=2**62), help="Tasks at once (default: the plan's).")
 @click.option("--base", help="Ref to start from (default: the plan's base, else the current HEAD).")
 @land_option
 @disk_options
