@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 import orchard
 from orchard.testing import snapshot_repository
@@ -180,3 +183,26 @@ def test_a_hanging_verify_is_a_timeout_of_the_attempt_not_an_exit_code(
     with sqlite3.connect(repo / ".orchard" / "state.db") as db:
         (outcome, duration), = db.execute("SELECT outcome, finished_at - started_at FROM attempts").fetchall()
     assert outcome == "timeout" and duration < 3 + 5 + 2, duration  # agent and verify within one timeout
+
+
+def test_a_publish_that_fails_leaves_the_run_recorded_and_land_publishes_again(
+        repo: Path, write_plan: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's copy of the integration branch is a copy: when updating it fails (here every `git fetch` into the
+    user's repository does), the run still ends as it should, says so, and `orchard land` publishes orchard's
+    record before landing."""
+    shim = tmp_path / "bin" / "git"
+    shim.parent.mkdir()
+    real = shutil.which("git")
+    shim.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = fetch ] && {{ echo "fetch refused" >&2; exit 1; }}; done\n'
+                    f'exec "{real}" "$@"\n')
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}{os.pathsep}{os.environ['PATH']}")
+    result = orchard.run(write_plan(plan_text(task("t", "@write t.txt t"))), repo=repo)
+    assert result.status == "completed"
+    assert any("could not bring the run's branches in your repository up to date" in n for n in notes(repo))
+    integration = f"orchard/{result.run_id}/integration"
+    assert "t.txt" not in git(repo, "ls-tree", "--name-only", integration)  # the user's copy is still the base
+    monkeypatch.undo()
+    landed = run_orchard("land", cwd=repo)
+    assert landed.code == 0, landed.out + landed.err
+    assert "t.txt" in git(repo, "ls-tree", "--name-only", "main")

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 
-from orchard.errors import GitError
+from orchard.errors import GitError, GitTimeout
 from orchard.runtime.context import RunContext
 from orchard.vcs.private import publish, ref_values
 
@@ -58,8 +58,22 @@ class Publisher:
         self.hurry.set()
         if self.job is not None:
             await self.job
-        await asyncio.to_thread(mirror_run, self.ctx)
-        self.published = self.ctx.integration.tip
+        if await mirror_or_note(self.ctx):
+            self.published = self.ctx.integration.tip
+
+
+async def mirror_or_note(ctx: RunContext) -> bool:
+    """`mirror_run` in a worker thread; a failure is noted, not raised (the user's refs are copies: the run goes
+    on, its end is recorded, and `orchard land` publishes orchard's record first). False if it failed."""
+    try:
+        await asyncio.to_thread(mirror_run, ctx)
+    except GitError as exc:
+        if isinstance(exc, GitTimeout) and ctx.processes.stopping:
+            raise
+        ctx.journal.noted(f"could not bring the run's branches in your repository up to date: {exc}; orchard's "
+                          "repository has them, and `orchard land` publishes the results", level="warning")
+        return False
+    return True
 
 
 def mirror_run(ctx: RunContext) -> int:

@@ -29,7 +29,7 @@ from orchard.runtime.engine import Engine
 from orchard.runtime.integration import note_restored
 from orchard.runtime.layout import Layout, integration_branch
 from orchard.runtime.lock import RunLock
-from orchard.runtime.publish import mirror_run
+from orchard.runtime.publish import mirror_or_note
 from orchard.runtime.recovery import check_resettable, reap_orphans, reconcile, settle, trusted_tip
 from orchard.runtime.sandbox import sandbox_warnings
 from orchard.store import Store
@@ -144,7 +144,7 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
                                 integration_branch=integration_branch(run_id), parallel=width, pid=os.getpid())
             create_branch(own.repo, integration_branch(run_id), base_commit)
             ctx = _context(own, layout, journal, tip=base_commit, width=width)
-            await asyncio.to_thread(mirror_run, ctx)  # the user sees the run's branch from the start
+            await mirror_or_note(ctx)  # the user sees the run's branch from the start
             note_collected(ctx, collected)
             note_sandbox(ctx)
             return await _drive(ctx, Engine(ctx, width), options, limits)

@@ -162,7 +162,7 @@ def publish(own: OwnRepository, refs: Mapping[str, str | None], *, current: Mapp
     changes = {ref: oid for ref, oid in refs.items() if seen.get(ref) != oid}
     if not changes:
         return 0
-    wanted = sorted({oid for oid in changes.values() if oid})
+    wanted = _missing(user, sorted({oid for oid in changes.values() if oid}))
     if wanted:
         _git(user, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
              "--end-of-options", str(own.root), *wanted)
@@ -178,3 +178,10 @@ def publish(own: OwnRepository, refs: Mapping[str, str | None], *, current: Mapp
         raise GitError(proc.args[1:], proc.returncode, proc.stderr)
     return len(changes)
 
+
+def _missing(repo: Repo, oids: list[str]) -> list[str]:
+    """The objects of `oids` that `repo` does not have (a run's base is there already: nothing to fetch)."""
+    if not oids:
+        return []
+    out = _git(repo, "cat-file", "--batch-check=%(objectname)", input="".join(f"{o}\n" for o in oids)).stdout
+    return [line.split()[0] for line in out.splitlines() if line.endswith(" missing")]
