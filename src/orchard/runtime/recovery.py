@@ -79,13 +79,24 @@ def reap_orphans(journal: RunJournal, orchard_dir: Path) -> int:
     another repository's run with the same id is never touched."""
     run_id, where = journal.run_id, str(orchard_dir) + os.sep
     groups = {a.pgid for a in journal.open_attempts() if a.pgid}
+    ours: dict[int, int] = {}  # pid → its process group, for every live process of this run
     for proc in psutil.process_iter(["pid"]):
         with contextlib.suppress(psutil.Error, OSError):
             if proc.pid != os.getpid() and _ours(proc.environ(), run_id, where):
-                groups.add(os.getpgid(proc.pid))
-    return sum(1 for pgid in groups
-               if pgid != os.getpgrp() and _group_belongs_to(pgid, run_id, where)
-               and kill_group(pgid, signal.SIGKILL))
+                ours[proc.pid] = os.getpgid(proc.pid)
+    groups |= set(ours.values())
+    # a group is killed whole when its leader is ours, or gone with members of ours left (a sandbox whose bwrap
+    # monitor died: the leader's pid cannot be reused while the group lives)
+    killed = sum(1 for pgid in groups
+                 if pgid != os.getpgrp() and (_group_belongs_to(pgid, run_id, where)
+                                              or (pgid in ours.values() and not psutil.pid_exists(pgid)))
+                 and kill_group(pgid, signal.SIGKILL))
+    for pid in ours:  # and any of ours left in a group that was not killed (setsid, a foreign leader)
+        with contextlib.suppress(psutil.Error, OSError):
+            proc = psutil.Process(pid)
+            if _ours(proc.environ(), run_id, where):  # still the process it was (pids are reused)
+                proc.kill()
+    return killed
 
 
 def _ours(env: dict[str, str], run_id: str, where: str) -> bool:
