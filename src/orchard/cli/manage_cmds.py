@@ -16,9 +16,9 @@ from orchard.errors import GitError, UsageError
 from orchard.runtime.layout import Layout
 from orchard.runtime.lock import live_holder
 from orchard.runtime.pool import WorktreePool
-from orchard.runtime.publish import integration_ref
 from orchard.vcs import (
     branch_exists,
+    branch_ref,
     delete_branch,
     find_repo,
     land,
@@ -135,7 +135,7 @@ def land_cmd(ctx: click.Context, run_id: str | None) -> int:
             raise UsageError(f"run {run.id} started from '{run.base}', which is not a branch; "
                              f"merge {run.integration_branch} yourself")
         # orchard's record is what merged: a session that died before publishing it leaves the user's copy behind
-        publish(own, {integration_ref(run.integration_branch): run.integration_tip or run.base_commit})
+        publish(own, {branch_ref(run.integration_branch): run.integration_tip or run.base_commit})
         result = land(own.user, run.integration_branch, run.base)
         stdout_console().print(f"landed {run.integration_branch} on {run.base}: {result}")
     finally:

@@ -24,12 +24,11 @@ INTERVAL_S = 1.0
 class Publisher:
     """The user's copy of one run's integration ref. Lives in the engine's event loop thread."""
 
-    def __init__(self, ctx: RunContext, interval_s: float = INTERVAL_S) -> None:
+    def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self.interval_s = interval_s
         self.published: str | None = None
         self.job: asyncio.Task[None] | None = None
-        self.last_start = -interval_s  # monotonic time the last publish began
+        self.last_start = -INTERVAL_S  # monotonic time the last publish began
         self.hurry = asyncio.Event()  # set by `flush`: no more waiting between publishes
 
     def want(self) -> None:
@@ -39,7 +38,7 @@ class Publisher:
 
     async def _run(self) -> None:
         while (tip := self.ctx.integration.tip) != self.published:
-            if (wait := self.last_start + self.interval_s - time.monotonic()) > 0 and not self.hurry.is_set():
+            if (wait := self.last_start + INTERVAL_S - time.monotonic()) > 0 and not self.hurry.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.hurry.wait(), wait)
                 tip = self.ctx.integration.tip  # merges go on meanwhile: publish the newest
@@ -86,6 +85,3 @@ def mirror_run(ctx: RunContext) -> int:
     refs[ctx.integration.ref] = ctx.integration.tip
     return publish(ctx.own, refs, current=current)
 
-
-def integration_ref(branch: str) -> str:
-    return "refs/heads/" + branch

@@ -6,8 +6,9 @@ object store, the directory of the run's task branches); a private `/tmp` and `/
 except what is bound); the state directories its agent kind
 declares (`~/.claude`, `~/.codex` …) and the paths its entry lists in `writable`. orchard's `.orchard/` (the store,
 the plan snapshot, orchard's repository's config and hooks) and the user's checkout stay read-only. It runs in a PID
-namespace of its own, so everything it started (`setsid` daemons too) dies with it, and dies with orchard
-(`--die-with-parent`). The network is left as it is unless `network: none`.
+namespace of its own, so everything it started (`setsid` daemons too) dies with it, and normally dies with orchard
+(`--die-with-parent`; where bwrap 0.8 leaves it behind, `runtime.recovery.reap_orphans` ends it on the next
+resume or cancel). The network is left as it is unless `network: none`.
 
 This module builds argv only; `runtime.process` spawns.
 """
