@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -215,3 +216,20 @@ def test_an_agents_writable_paths_must_be_absolute(repo: Path, write_plan: Calla
     result = run_orchard("plan", str(write_plan(plan_text(task("t", "go"), agents=agents))), cwd=repo)
     output = result.out + result.err
     assert result.code == 2 and "writable" in output and "absolute" in output, output
+
+
+def test_an_agent_installed_under_tmp_still_runs_in_the_private_tmp(repo: Path, tmp_path: Path) -> None:
+    """The sandbox's /tmp is its own, but a program (or a checkout of orchard) that lives in /tmp stays visible."""
+    place = Path(tempfile.mkdtemp(dir="/tmp", prefix="orchard-agent-"))
+    try:
+        script = place / "agent.py"
+        script.write_text("import pathlib; pathlib.Path('made.txt').write_text('made in the sandbox')\n")
+        plan = tmp_path / "plan.yaml"
+        plan.write_text(f'agents:\n  a: {{type: command, command: ["{PYTHON}", "{script}"]}}\n'
+                        "tasks:\n  - {id: t, prompt: go, retries: 0}\n")
+        result = run_orchard("run", str(plan), cwd=repo)
+        assert result.code == 0, result.out + result.err
+        run = run_orchard("status", "--json", cwd=repo).json()["run"]["id"]
+        assert git(repo, "show", f"orchard/{run}/integration:made.txt") == "made in the sandbox"
+    finally:
+        shutil.rmtree(place, ignore_errors=True)

@@ -95,11 +95,26 @@ def confined_argv(argv: Sequence[str], box: Confinement) -> tuple[str, ...]:
             "--proc", "/proc", "--tmpfs", PRIVATE_TMP, "--tmpfs", PRIVATE_SHM]
     if not box.network:
         args.append("--unshare-net")
-    for path in _existing(box.readable):
+    for path in _existing((*_hidden_roots(argv), *box.readable)):
         args += ["--ro-bind", str(path), str(path)]
     for path in _existing((*box.writable, box.worktree)):
         args += ["--bind", str(path), str(path)]
     return (*args, "--chdir", str(box.worktree.resolve()), "--", *_RESTORE_TERM, *argv)
+
+
+def _hidden_roots(argv: Sequence[str]) -> list[Path]:
+    """The top directories under /tmp or /dev/shm that the command itself lives in (a program, or a script it is
+    given, installed there): bound back read-only, so the private /tmp hides only what the attempt does not run."""
+    found = [shutil.which(argv[0]) or argv[0], *(a for a in argv[1:] if a.startswith("/"))] if argv else []
+    roots = []
+    for text in found:
+        for path in {Path(text), Path(os.path.realpath(text))}:
+            for hidden in (PRIVATE_TMP, PRIVATE_SHM):
+                parts = path.parts
+                top = Path(hidden).parts
+                if path.is_absolute() and parts[:len(top)] == top and len(parts) > len(top) and path.exists():
+                    roots.append(Path(*parts[:len(top) + 1]))
+    return roots
 
 
 def _existing(paths: Sequence[Path]) -> list[Path]:
