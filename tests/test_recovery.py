@@ -17,7 +17,18 @@ from pathlib import Path
 import orchard
 from orchard.core.model import Outcome, RunStatus
 from orchard.testing import MemoryStore
-from tests.conftest import PYTHON, Result, git, merged_tasks, query, run_orchard, run_processes, wait_for
+from tests.conftest import (
+    PYTHON,
+    RENDEZVOUS,
+    Result,
+    git,
+    merged_tasks,
+    own_git,
+    query,
+    run_orchard,
+    run_processes,
+    wait_for,
+)
 from tests.test_engine_acceptance import plan_text, task
 
 
@@ -123,3 +134,46 @@ def test_an_internal_error_ends_the_attempt_and_the_retry_goes_on(
     assert [e["outcome"] for e in finished] == [Outcome.SETUP_FAILED, Outcome.SUCCESS]
     assert finished[0]["detail"] == "internal error: add_attempt failed (injected)"
     assert [a.number for a in records.attempts(result.run_id)] == [2]  # the first never got its record
+
+
+def test_a_journal_rolled_back_past_merges_learns_them_from_git_and_runs_none_again(
+        repo: Path, write_plan: Callable[[str], Path], tmp_path: Path) -> None:
+    """What a power loss can leave: the WAL's last transactions gone, so the journal shows tasks running that git
+    shows merged. Resume trusts git's `Orchard-Task` trailers: nothing merged runs again or is reported failed."""
+    signals = Path(RENDEZVOUS) / tmp_path.name
+    signals.mkdir()
+    started = "@append {sig}/starts-{id} started\n@wait-for {sig}/{go}\n@write {id}.txt {id}"
+    tasks = (task("a", started.format(sig=signals, id="a", go="go"))
+             + task("b", started.format(sig=signals, id="b", go="go"))
+             + task("c", started.format(sig=signals, id="c", go="go2"), "    depends_on: [a, b]\n"))
+    proc = subprocess.Popen([PYTHON, "-m", "orchard", "run", str(write_plan(plan_text(tasks))), "--json"], cwd=repo,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db, snapshot = repo / ".orchard" / "state.db", tmp_path / "before.db"
+    try:
+        wait_for(lambda: all((signals / f"starts-{t}").exists() for t in "ab"), "a and b are running", 60)
+        with sqlite3.connect(db) as live, sqlite3.connect(snapshot) as copy:
+            live.backup(copy)  # the journal as it was before either merged
+        (signals / "go").touch()
+        wait_for(lambda: (signals / "starts-c").exists(), "c started, so a and b merged", 60)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    run_id = str(query(repo, "SELECT id FROM runs")[0][0])
+    merged_before = {t: merges_of(own_git(repo), run_id, t) for t in "ab"}  # the user's copy lags up to 1 s
+    assert all(len(commits) == 1 for commits in merged_before.values()), merged_before
+    for leftover in (db, db.with_name("state.db-wal"), db.with_name("state.db-shm")):
+        leftover.unlink(missing_ok=True)
+    snapshot.rename(db)
+    assert {s for (s,) in query(repo, "SELECT status FROM tasks WHERE task_id IN ('a', 'b')")} == {"running"}
+
+    (signals / "go2").touch()
+    resumed = run_orchard("resume", "--json", cwd=repo)
+    assert resumed.code == 0, resumed.err
+    assert {t: merges_of(own_git(repo), run_id, t) for t in "ab"} == merged_before  # not merged a second time
+    assert [(signals / f"starts-{t}").read_text().count("started") for t in "abc"] == [1, 1, 2]  # c ran again
+    assert query(repo, "SELECT task_id, status FROM tasks ORDER BY task_id") == [
+        ("a", "merged"), ("b", "merged"), ("c", "merged")]
+    recovered = [e["task"] for e in resumed.ndjson()
+                 if e["type"] == "task.status" and e.get("reason") == "merged before the last session stopped"]
+    assert sorted(recovered) == ["a", "b"]
+    assert not [e for e in resumed.ndjson() if e["type"] == "attempt.started" and e["task"] != "c"]

@@ -87,3 +87,30 @@ def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path: Path) -> No
         assert [p.returncode for p in procs] == [0] * 6, errors
         with sqlite3.connect(db) as conn:
             assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_durable_transactions_commit_at_full_synchronous_and_the_others_do_not(tmp_path: Path) -> None:
+    """A power cut may lose an ordinary transaction (recovery makes it good from git) but not a durable one."""
+    store = Store(tmp_path / "state.db")
+
+    def level() -> int:
+        return int(store.conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    normal, full = 1, 2
+    with store.transaction():
+        assert level() == normal
+    with store.transaction(durable=True):
+        assert level() == full
+        with store.transaction():
+            assert level() == full
+    assert level() == normal
+    with store.transaction():  # a durable savepoint in an ordinary transaction: a checkpoint syncs the WAL first,
+        with store.transaction(durable=True):  # then copies it into the database file
+            store.conn.execute("CREATE TABLE durable_part (x)")
+        store.conn.execute("CREATE TABLE ordinary_part (x)")
+    with store.transaction():
+        store.conn.execute("CREATE TABLE later (x)")
+    on_disk = (tmp_path / "state.db").read_bytes()
+    assert b"durable_part" in on_disk and b"ordinary_part" in on_disk
+    assert b"later" not in on_disk  # still only in the WAL: ordinary transactions are not checkpointed
+    store.close()

@@ -79,8 +79,9 @@ class Verdict:
 class Records(Protocol):
     """Where a journal keeps runs, tasks, attempts and events. Writes happen only inside `transaction()`."""
 
-    def transaction(self) -> AbstractContextManager[None]:
-        """One atomic unit; a nested one is a savepoint (its failure undoes only itself)."""
+    def transaction(self, *, durable: bool = False) -> AbstractContextManager[None]:
+        """One atomic unit; a nested one is a savepoint (its failure undoes only itself). A `durable` one survives
+        a power cut once it returns (so does the transaction a durable savepoint is part of)."""
         ...
 
     def add_run(self, run: RunRecord, plan: Plan, tasks: Sequence[TaskRecord]) -> None: ...
@@ -147,8 +148,9 @@ class RunJournal(Protocol):
 
     def subscribe(self, observer: Observer) -> None: ...
 
-    def atomic(self) -> AbstractContextManager[None]:
-        """Group several transitions into one transaction; their events go out after it commits."""
+    def atomic(self, *, durable: bool = False) -> AbstractContextManager[None]:
+        """Group several transitions into one transaction; their events go out after it commits. A `durable` one
+        survives a power cut once it returns."""
         ...
 
     # ---- the run -------------------------------------------------------------------------------------------------

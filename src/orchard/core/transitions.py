@@ -107,14 +107,15 @@ class Journal:
         self._observers.append(observer)
 
     @contextmanager
-    def atomic(self) -> Iterator[None]:
-        """One transaction; nested, a savepoint. Events reach observers once the outermost one commits."""
+    def atomic(self, *, durable: bool = False) -> Iterator[None]:
+        """One transaction; nested, a savepoint. Events reach observers once the outermost one commits. The
+        `durable` ones are those a power cut must not undo: a run's start (its plan) and end, and merges."""
         outer = self._pending is None
         pending: list[OrchardEvent] = [] if self._pending is None else self._pending
         mark = len(pending)
         self._pending = pending
         try:
-            with self.records.transaction():
+            with self.records.transaction(durable=durable):
                 yield
         except BaseException:
             del pending[mark:]  # what the failed part journaled never happened
@@ -148,7 +149,7 @@ class Journal:
     def run_started(self, *, plan: Plan, base: str, base_commit: str, integration_branch: str, parallel: int,
                     pid: int) -> None:
         """A new run: its record, every task pending, orchard's record of the integration tip at the base."""
-        with self.atomic():
+        with self.atomic(durable=True):
             now = self._clock()
             run = RunRecord(id=self.run_id, status=RunStatus.RUNNING, base=base, base_commit=base_commit,
                             integration_branch=integration_branch, plan_source=plan.source, parallel=parallel,
@@ -185,7 +186,7 @@ class Journal:
 
     def run_finished(self, status: RunStatus, *, reason: str) -> dict[str, Any]:
         """The session ended the run so; returns the summary figures it journaled."""
-        with self.atomic():
+        with self.atomic(durable=True):
             now = self._clock()
             self.records.save_run(replace(self.run(), status=status, finished_at=now, reason=self._redact(reason)))
             summary = summarize(self.records, self.run_id, now)
@@ -374,7 +375,7 @@ class Journal:
                        conflicts: tuple[str, ...] = (), feedback: str = "", tip: str | None = None) -> None:
         """The merge queue's verdict on a task: merged (with the new integration tip), a conflict (with the paths
         as feedback for a retry), or a git failure."""
-        with self.atomic():
+        with self.atomic(durable=True):
             task = self.task(task_id)
             if outcome is MergeOutcome.CONFLICT:
                 task = replace(task, conflicts=self._redact(", ".join(conflicts)), feedback=self._redact(feedback))
@@ -388,7 +389,7 @@ class Journal:
 
     def merge_recovered(self, task_id: str, *, commit: str, tip: str) -> None:
         """Recovery found the merge a dead session made (`commit`, on the trusted tip `tip`): the task is merged."""
-        with self.atomic():
+        with self.atomic(durable=True):
             now, task = self._clock(), self.task(task_id)
             if task.merged_commit != commit:  # the session died before journaling the merge itself
                 self._emit(MergeFinished(run_id=self.run_id, ts=now, task=task_id, result=MergeOutcome.MERGED,

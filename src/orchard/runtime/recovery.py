@@ -6,8 +6,10 @@ The rules, in the order `orchard resume` applies them:
 2. Process groups a dead session left running are killed: those its attempts recorded and any process carrying the
    run's `ORCHARD_RUN_ID`, each only while its leader still carries that id (pids are reused).
 3. Attempts the journal shows open are closed as interrupted, at the last moment the dead session was seen.
-4. A task left merging whose merge is on the trusted tip (its recorded merge commit, or a merge commit found in
-   step 1 by its `Orchard-Task` trailer) is merged: it never goes through the queue again.
+4. A task whose merge is on the trusted tip is merged: it never goes through the queue again. That is a task left
+   merging whose recorded merge commit is there, and any task, whatever the journal says of it, with a merge commit
+   found in step 1 by its `Orchard-Task` trailer: git, not the journal, is the record of what merged, so a journal
+   that lost its last transactions (a power loss can roll back SQLite's WAL) does not run merged work again.
 5. Tasks named by `orchard retry`, and what they blocked, start afresh; the others restart from where they were.
 At the end of every session, `settle` puts the ref back if an agent moved it and removes what merged tasks left.
 """
@@ -114,12 +116,12 @@ def _group_belongs_to(pgid: int, run_id: str, where: str) -> bool:
 def reconcile(ctx: RunContext, found: TrustedTip, *, last_seen: float, reset: tuple[str, ...]) -> dict[str, Restored]:
     """Rules 3-5, in one transaction; returns where each task restarts."""
     journal = ctx.journal
-    with journal.atomic():
+    with journal.atomic(durable=True):
         for attempt in journal.open_attempts():
             journal.attempt_abandoned(attempt.id, detail="orchestrator stopped",
                                       finished_at=max(attempt.started_at, last_seen))
         for task in journal.tasks():
-            if task.status is S.MERGING:
+            if task.status is S.MERGING or (task.status is not S.MERGED and task.task_id in found.unrecorded):
                 _adopt_merge(ctx, task, found)
         for task_id in _with_what_they_blocked(journal, reset):
             journal.task_reset(task_id)
@@ -127,7 +129,7 @@ def reconcile(ctx: RunContext, found: TrustedTip, *, last_seen: float, reset: tu
 
 
 def _adopt_merge(ctx: RunContext, task: TaskRecord, found: TrustedTip) -> None:
-    """Rule 4 for one task left merging."""
+    """Rule 4 for one task left merging, or found merged on the tip."""
     commit = found.unrecorded.get(task.task_id)
     if commit is None and task.merged_commit and is_ancestor(ctx.git, task.merged_commit, found.tip):
         commit = task.merged_commit

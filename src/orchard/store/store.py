@@ -67,6 +67,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._savepoints = 0
+        self._sync_after = False  # a durable savepoint asked for its transaction to be synced
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
@@ -83,10 +84,12 @@ class Store:
         self.conn.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, durable: bool = False) -> Iterator[None]:
         """One write transaction (taking the write lock at once); nested, a savepoint that a failure rolls back
-        alone."""
+        alone. A `durable` one is on disk when it returns (`synchronous=FULL`: the WAL is synced at its commit);
+        the others may be lost to a power cut, which recovery makes good from git."""
         if self.conn.in_transaction:
+            self._sync_after = self._sync_after or durable
             self._savepoints += 1
             name = f"sp{self._savepoints}"
             self.conn.execute(f"SAVEPOINT {name}")
@@ -100,13 +103,22 @@ class Store:
                 self._savepoints -= 1
             self.conn.execute(f"RELEASE {name}")
             return
-        self.conn.execute("BEGIN IMMEDIATE")
+        if durable:  # the safety level cannot change inside a transaction
+            self.conn.execute("PRAGMA synchronous=FULL")
+        self._sync_after = False
         try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+            if self._sync_after and not durable:  # a durable part inside: a checkpoint syncs the WAL first
+                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            if durable:
+                self.conn.execute("PRAGMA synchronous=NORMAL")
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:

@@ -71,7 +71,7 @@ class MemoryStore:
         table[key] = value
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, durable: bool = False) -> Iterator[None]:  # memory is never durable
         self._undo.append([])
         try:
             yield
