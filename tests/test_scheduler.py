@@ -105,6 +105,18 @@ def test_merges_are_serialized_and_conflict_retries_then_ends_conflict() -> None
     assert sched.status("y") is S.CONFLICT
 
 
+def test_a_merge_git_could_not_make_fails_the_task_without_a_retry_of_its_agent() -> None:
+    plan = make_plan([{"id": "x", "retries": 3}, {"id": "child", "depends_on": ("x",)}])
+    sched = Scheduler(plan, 2)
+    sched.handle(Kick(), 0)
+    sched.handle(AttemptEnded("x", Outcome.SUCCESS), 1)
+    out = sched.handle(MergeEnded("x", merged=False, error="git error while merging: locked"), 2)
+    assert not starts(out) and sched.status("x") is S.FAILED and sched.status("child") is S.BLOCKED
+    assert [a.reason for a in out if isinstance(a, StatusChanged) and a.task_id == "x"] == [
+        "git error while merging: locked"]
+    assert sched.tasks["x"].failures == 0  # no retry used: the agent's work was not at fault
+
+
 def test_tracks_run_one_at_a_time_in_order() -> None:
     plan = make_plan([{"id": "a2"}, {"id": "a1", "retries": 0}, {"id": "other"}], tracks={"t": ("a1", "a2")})
     sched = Scheduler(plan, 4)

@@ -50,7 +50,7 @@ class MergeEnded:
     task_id: str
     merged: bool
     conflicts: tuple[str, ...] = ()
-    error: str = ""  # a failure that was not a conflict
+    error: str = ""  # a git failure that was not a conflict: the task fails, its agent is not run again
     interrupted: bool = False
 
 
@@ -302,9 +302,12 @@ class Scheduler:
             return
         if ev.interrupted:  # no verdict on the result: it waits, merging, for the next session; no retry used
             return
+        if ev.error:  # git failed, not the agent: running it again would not help, and is no conflict
+            self._finish(ev.task_id, S.FAILED, out, reason=ev.error)
+            return
         st = self.tasks[ev.task_id]
         st.failures += 1
-        reason = ev.error or ("conflict on " + ", ".join(ev.conflicts) if ev.conflicts else "conflict")
+        reason = "conflict on " + ", ".join(ev.conflicts) if ev.conflicts else "conflict"
         if st.failures <= self.plan.task(ev.task_id).retries:
             self._enqueue(ev.task_id, out, reason=f"retry after {reason}")
         else:

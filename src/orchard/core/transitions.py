@@ -372,12 +372,15 @@ class Journal:
 
     # ---- the merge queue -----------------------------------------------------------------------------------------
     def merge_finished(self, task_id: str, outcome: MergeOutcome, *, commit: str | None = None,
-                       conflicts: tuple[str, ...] = (), feedback: str = "", tip: str | None = None) -> None:
+                       conflicts: tuple[str, ...] = (), feedback: str = "", tip: str | None = None,
+                       error: str = "") -> None:
         """The merge queue's verdict on a task: merged (with the new integration tip), a conflict (with the paths
-        as feedback for a retry), or a git failure."""
+        as feedback for a retry), or a git failure (`error`, which becomes the task's)."""
         with self.atomic(durable=True):
             task = self.task(task_id)
-            if outcome is MergeOutcome.CONFLICT:
+            if outcome is MergeOutcome.ERROR:
+                task = replace(task, error=self._redact(error))
+            elif outcome is MergeOutcome.CONFLICT:
                 task = replace(task, conflicts=self._redact(", ".join(conflicts)), feedback=self._redact(feedback))
             elif outcome in (MergeOutcome.MERGED, MergeOutcome.ALREADY):
                 task = replace(task, merged_commit=commit, conflicts="", error="")

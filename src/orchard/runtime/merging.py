@@ -18,11 +18,17 @@ from orchard.runtime.integration import guard, note_restored
 from orchard.vcs import MergeResult, delete_ref, merge_into, read_ref
 
 MERGE_TRIES = 5  # attempts to merge while an agent keeps moving the integration ref
+# a git failure that is not a conflict (a lock, a missing object) is no fault of the agent's: the merge is tried
+# again after these pauses, and then the task fails as a git error without running its agent again
+GIT_ERROR_BACKOFF_S = (0.5, 2.0)
 
 
 def _message(ctx: RunContext, task_id: str) -> str:
+    """The merge commit's message: its title is the task's name or its prompt's first line, unless that holds a
+    secret (checked before the cut to 72 characters, which could split one past recognition): then `task <id>`."""
     task = ctx.plan.task(task_id)
-    title = task.name or (task.prompt.strip().splitlines() or [""])[0][:72]
+    title = task.name or (task.prompt.strip().splitlines() or [""])[0]
+    title = title[:72] if ctx.redactor(title) == title else f"task {task_id}"
     return f"orchard: merge task {task_id}\n\n{title}\n\nOrchard-Run: {ctx.run_id}\nOrchard-Task: {task_id}\n"
 
 
@@ -36,14 +42,20 @@ async def merge_task(ctx: RunContext, task_id: str) -> MergeEnded:
     # checking containment costs a git process in the one-at-a-time queue: only a result that changed nothing (or
     # one with no recorded commit) can be in the integration branch already
     empty = attempt is None or head == attempt.start_commit
-    try:
-        result, moved, repaired = await asyncio.to_thread(_merge_result, ctx, task_id, head, empty)
-    except GitError as exc:
-        if isinstance(exc, GitTimeout) and ctx.processes.stopping:  # a hard stop killed it: no verdict on the result
-            ctx.journal.noted(f"the merge of {task_id} was stopped ({exc}); resuming merges it", level="warning")
-            return MergeEnded(task_id, merged=False, interrupted=True)
-        ctx.journal.merge_finished(task_id, MergeOutcome.ERROR)
-        return MergeEnded(task_id, merged=False, error=f"merge failed: {exc}")
+    for delay in (*GIT_ERROR_BACKOFF_S, None):
+        try:
+            result, moved, repaired = await asyncio.to_thread(_merge_result, ctx, task_id, head, empty)
+            break
+        except GitError as exc:
+            if isinstance(exc, GitTimeout) and ctx.processes.stopping:  # a hard stop killed it: no verdict
+                ctx.journal.noted(f"the merge of {task_id} was stopped ({exc}); resuming merges it", level="warning")
+                return MergeEnded(task_id, merged=False, interrupted=True)
+            if delay is None or ctx.processes.stopping:
+                error = f"git error while merging: {exc}"
+                ctx.journal.merge_finished(task_id, MergeOutcome.ERROR, error=error)
+                return MergeEnded(task_id, merged=False, error=error)
+            ctx.journal.noted(f"merging {task_id} failed ({exc}); trying again in {delay:g} s", level="warning")
+            await asyncio.sleep(delay)
     if moved:
         note_restored(ctx, moved)
     note_repaired(ctx, repaired, f"before merging {task_id}")

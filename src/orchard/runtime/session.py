@@ -44,7 +44,7 @@ from orchard.vcs import (
     require_git,
     resolve_commit,
 )
-from orchard.vcs.private import OwnRepository, open_own_repository
+from orchard.vcs.private import OwnRepository, open_own_repository, remove_stale_locks, user_locks
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,7 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
         lock = RunLock(layout.lock_file)
         lock.acquire(run_id)
         try:
+            unlocked = remove_stale_locks(own)
             collected = collect_worktrees(own.repo, layout, limits, run_id)
             branch, head = head_ref(own.user)
             base_name = base or plan.base or branch or head
@@ -147,6 +148,7 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
             await mirror_or_note(ctx)  # the user sees the run's branch from the start
             note_collected(ctx, collected)
             note_sandbox(ctx)
+            note_locks(ctx, unlocked)
             return await _drive(ctx, Engine(ctx, width), options, limits)
         finally:
             lock.release()
@@ -167,17 +169,31 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
             journal = open_journal(records, run.id, observers=options.observers)
             _check_resumable(journal, reset)
             last_seen = journal.last_event_ts() or time.time()  # when the dead session last did anything
+            reaped = reap_orphans(journal, layout.root)  # first: what is left of the dead session stops writing
+            unlocked = remove_stale_locks(own)
             found = trusted_tip(own.repo, run, "refs/heads/" + run.integration_branch)
             journal.run_resumed(pid=os.getpid(), integration_tip=found.tip)
             ctx = _context(own, layout, journal, tip=found.tip, width=run.parallel)
             note_collected(ctx, collected)
             note_sandbox(ctx)
-            if reaped := reap_orphans(journal, layout.root):
+            if reaped:
                 journal.noted(f"killed {reaped} leftover process(es) of the previous session", level="warning")
+            note_locks(ctx, unlocked)
             restored = reconcile(ctx, found, last_seen=last_seen, reset=reset)
             return await _drive(ctx, Engine(ctx, run.parallel, restored), options, limits)
         finally:
             lock.release()
+
+
+def note_locks(ctx: RunContext, removed: list[str]) -> None:
+    """Say which stale locks orchard removed from its repository, and which in the user's repository stop it from
+    publishing there (the user's to remove: a git of theirs may be running)."""
+    if removed:
+        ctx.journal.noted(f"removed {len(removed)} lock file(s) a killed git left in orchard's repository: "
+                          + ", ".join(removed), level="warning")
+    for path in user_locks(ctx.user_repo):
+        ctx.journal.noted(f"{path} is locked, so orchard cannot update its branches in your repository; if no git "
+                          f"is running there, remove the lock: rm -- '{path}'", level="warning")
 
 
 def open_journal(records: Records, run_id: str, *, plan: Plan | None = None,

@@ -55,6 +55,39 @@ class OwnRepository:
         return repaired
 
 
+def lock_files(git_dir: Path, *, under: tuple[str, ...] = ("",)) -> list[Path]:
+    """The `*.lock` files in `git_dir`, below each of `under` (a directory or one lock file's name); the object
+    store is not searched."""
+    found: list[Path] = []
+    for start in under:
+        top = git_dir / start
+        if top.name.endswith(".lock"):
+            found += [top] if top.is_file() else []
+            continue
+        for root, dirs, files in os.walk(top):
+            if Path(root) == git_dir:
+                dirs[:] = [d for d in dirs if d != "objects"]
+            found += [Path(root) / name for name in files if name.endswith(".lock")]
+    return sorted(found)
+
+
+def remove_stale_locks(own: OwnRepository) -> list[str]:
+    """Remove every lock file in orchard's repository; returns their paths (relative). Only at the start of a
+    session, which holds the run lock: no live git of orchard's can hold them, so each was left by a killed one
+    (and would make every later update of its ref fail)."""
+    removed = []
+    for path in lock_files(own.root):
+        if _remove(path):
+            removed.append(str(path.relative_to(own.root)))
+    return removed
+
+
+def user_locks(user: Repo) -> list[Path]:
+    """Lock files in the user's repository on what orchard writes there (its branches, packed refs): not orchard's
+    to remove, since a git of the user's may hold them, but a publish fails while they are there."""
+    return lock_files(user.git_dir, under=("packed-refs.lock", "refs/heads/orchard"))
+
+
 def open_own_repository(user: Repo, path: Path) -> OwnRepository:
     """orchard's repository at `path` for the user's repository `user`, created if missing and restored."""
     files = _owned_files(user)
