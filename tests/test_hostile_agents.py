@@ -206,3 +206,45 @@ def test_a_publish_that_fails_leaves_the_run_recorded_and_land_publishes_again(
     landed = run_orchard("land", cwd=repo)
     assert landed.code == 0, landed.out + landed.err
     assert "t.txt" in git(repo, "ls-tree", "--name-only", "main")
+
+
+REWRITE_PLAN = """import json, os, pathlib, sqlite3, sys
+db = pathlib.Path(os.environ["ORCHARD_WORKTREE"]).parents[2] / "state.db"
+try:
+    with sqlite3.connect(db) as conn:
+        [(snapshot,)] = conn.execute("SELECT plan_json FROM runs")
+        plan = json.loads(snapshot)
+        injected = [sys.executable, "-c", "import sys; open(sys.argv[1], 'w')", sys.argv[1]]
+        plan["agents"]["fake"]["options"]["command"] = injected
+        conn.execute("UPDATE runs SET plan_json = ?", (json.dumps(plan),))
+    print("rewrote the plan")
+except sqlite3.Error as exc:
+    print(f"could not rewrite the plan: {exc}")
+sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize("sandbox", ["none", "bwrap"])
+def test_a_plan_an_agent_rewrote_in_the_journal_is_never_run(
+        repo: Path, write_plan: Callable[[str], Path], tmp_path: Path, sandbox: str) -> None:
+    """The trial's agent rewrote the recorded plan and `resume` ran the command it injected. In the sandbox it
+    cannot write the journal; outside it, the snapshot's hash no longer matches and orchard refuses the run."""
+    script, mark = tmp_path / "rewrite_plan.py", tmp_path / "injected-command-ran"
+    script.write_text(REWRITE_PLAN)
+    agents = (f'  hostile: {{type: command, command: ["{sys.executable}", "{script}", "{mark}"]}}\n'
+              f'  fake: {{type: command, command: ["{sys.executable}", "-c", "pass"]}}\n')
+    tasks = (task("evil", "rewrite the plan", "    agent: hostile\n")
+             + task("later", "honest work", "    depends_on: [evil]\n"))
+    plan = write_plan(f"sandbox: {sandbox}\n" + plan_text(tasks, agents=agents))
+    first = run_orchard("run", str(plan), cwd=repo)
+    assert first.code == 1
+    log = next((repo / ".orchard" / "runs").glob("*/logs/evil.1.log")).read_text()
+    retried = run_orchard("retry", "evil", cwd=repo)
+    if sandbox == "none":
+        assert "rewrote the plan" in log
+        assert retried.code == 3, retried.out + retried.err
+        assert "was changed after the run started" in retried.err and "Traceback" not in retried.err
+    else:
+        assert "could not rewrite the plan" in log  # the journal is outside the sandbox's writable set
+        assert retried.code == 1  # the hostile agent fails again, and `later` stays blocked
+    assert not mark.exists()

@@ -21,6 +21,8 @@ from orchard.store import Store
 from orchard.store.schema import MIGRATIONS, migrate
 from orchard.testing import InjectedFault, MemoryStore
 from tests.conftest import run_orchard
+from tests.test_engine_acceptance import plan_text
+from tests.test_engine_acceptance import task as task_yaml
 
 S = TaskStatus
 
@@ -220,3 +222,23 @@ def test_a_store_from_a_newer_orchard_is_refused_not_misread(tmp_path: Path) -> 
         conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     with pytest.raises(StoreUnreadable, match="newer than this orchard"):
         Store(db)
+
+
+@pytest.mark.parametrize("damage", ["pages", "plan"])
+def test_a_store_damaged_after_a_run_makes_resume_exit_3_without_a_traceback(
+        repo: Path, write_plan: Callable[[str], Path], damage: str) -> None:
+    plan = write_plan(plan_text(task_yaml("t", "@exit 1")))
+    assert run_orchard("run", str(plan), cwd=repo).code == 1
+    db = repo / ".orchard" / "state.db"
+    if damage == "pages":  # what a bad disk or a half-written copy leaves: the header intact, pages garbage
+        with sqlite3.connect(db) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        data = bytearray(db.read_bytes())
+        data[4096:] = b"\xde\xad" * ((len(data) - 4096) // 2)
+        db.write_bytes(bytes(data))
+    else:  # a snapshot recorded before its hash was (migration 3), then damaged
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE runs SET plan_json = '{\"tasks\": 7}', plan_sha256 = NULL")
+    result = run_orchard("retry", "t", cwd=repo)
+    assert result.code == 3, result.out + result.err
+    assert "state" in result.err and "Traceback" not in result.err

@@ -96,6 +96,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN integration_tip TEXT;
     UPDATE runs SET integration_tip = base_commit;
     """,
+    # 3: the hash of the plan snapshot taken at run start, checked whenever the snapshot is read back.
+    """
+    ALTER TABLE runs ADD COLUMN plan_sha256 TEXT;
+    """,
 )
 
 

@@ -7,6 +7,7 @@ writes, this turns records into rows and back; enums become strings only here. W
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -54,6 +55,10 @@ def _record(cls: Callable[..., R], row: sqlite3.Row, names: frozenset[str]) -> R
     if "cancel_requested" in values:
         values["cancel_requested"] = bool(values["cancel_requested"])
     return cls(**values)
+
+
+def _digest(snapshot: str) -> str:
+    return hashlib.sha256(snapshot.encode()).hexdigest()
 
 
 _RUN_FIELDS = frozenset(f.name for f in fields(RunRecord))
@@ -128,11 +133,12 @@ class Store:
 
     # ---- writes (inside a transaction) -------------------------------------------------------------------------
     def add_run(self, run: RunRecord, plan: Plan, tasks: Sequence[TaskRecord]) -> None:
+        snapshot = json.dumps(plan_to_dict(plan))
         self.conn.execute(
-            "INSERT INTO runs (id, status, base, base_commit, integration_branch, plan_source, plan_json, parallel,"
-            " started_at, pid, integration_tip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (id, status, base, base_commit, integration_branch, plan_source, plan_json, plan_sha256,"
+            " parallel, started_at, pid, integration_tip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run.id, run.status.value, run.base, run.base_commit, run.integration_branch, run.plan_source,
-             json.dumps(plan_to_dict(plan)), run.parallel, run.started_at, run.pid, run.integration_tip),
+             snapshot, _digest(snapshot), run.parallel, run.started_at, run.pid, run.integration_tip),
         )
         self.conn.executemany(
             "INSERT INTO tasks (run_id, task_id, position, status, agent, track) VALUES (?, ?, ?, ?, ?, ?)",
@@ -182,10 +188,19 @@ class Store:
         return [_record(RunRecord, r, _RUN_FIELDS) for r in self._read("SELECT * FROM runs ORDER BY started_at, rowid")]
 
     def plan(self, run_id: str) -> Plan:
-        rows = self._read("SELECT plan_json FROM runs WHERE id = ?", (run_id,))
+        """The plan as the run started it. A snapshot whose hash no longer matches was changed since (by hand, or
+        by an agent that could write here): orchard will not run what it says."""
+        rows = self._read("SELECT plan_json, plan_sha256 FROM runs WHERE id = ?", (run_id,))
         if not rows:
             raise NotRecorded(f"no run '{run_id}' in {self.path}")
-        return plan_from_dict(json.loads(rows[0][0]))
+        snapshot, digest = rows[0]
+        if digest is not None and (not isinstance(snapshot, str) or _digest(snapshot) != digest):
+            raise StoreUnreadable(f"{self.path}: the recorded plan of run {run_id} was changed after the run started"
+                                  " (its hash does not match); orchard will not run it: start a new run instead")
+        try:
+            return plan_from_dict(json.loads(snapshot))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise StoreUnreadable(f"{self.path}: the recorded plan of run {run_id} cannot be read ({exc!r})") from None
 
     def tasks(self, run_id: str) -> list[TaskRecord]:
         rows = self._read("SELECT * FROM tasks WHERE run_id = ? ORDER BY position", (run_id,))
