@@ -1,14 +1,19 @@
-"""Disk limits: a run refuses to start below the free-space threshold; kept worktrees stay under a size cap."""
+"""Disk limits: a run refuses to start below the free-space threshold, stops resumably when the disk fills up;
+kept worktrees stay under a size cap."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from orchard.core.sizes import format_size, parse_size
-from tests.conftest import git, run_orchard
+from tests.conftest import FAKE_AGENT, git, run_orchard
 from tests.test_engine_acceptance import plan_text, task
 
 
@@ -62,3 +67,29 @@ def test_parked_worktrees_count_towards_the_cap(repo: Path, write_plan: Callable
     assert result.code == 0
     notes = [e["text"] for e in result.ndjson() if e["type"] == "run.note"]
     assert any("removed 1 kept worktree" in n and "pool/" in n for n in notes)  # 1.6 MB parked: one had to go
+
+
+def test_a_disk_that_fills_up_mid_run_stops_it_with_exit_3_and_the_resume_loses_nothing(tmp_path: Path) -> None:
+    """The trial's full disk raised again in the error handler and hung orchard for 10 minutes. Here the disk
+    (a 40 MB tmpfs in a mount namespace of bubblewrap's, so no root is needed) fills while three agents work."""
+    bwrap = shutil.which("bwrap")
+    assert bwrap, "bubblewrap is missing: `make system` installs it (apt-get install bubblewrap)"
+    disk, signals = tmp_path / "disk", tmp_path / "signals"
+    disk.mkdir()
+    signals.mkdir()
+    driver = Path(__file__).parent / "agents" / "full_disk_driver.py"
+    proc = subprocess.run([bwrap, "--dev-bind", "/", "/", "--size", str(40_000_000), "--tmpfs", str(disk), "--",
+                           sys.executable, str(driver), str(disk), str(signals), str(FAKE_AGENT)],
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["first_code"] == 3, report
+    assert report["first_s"] < 30, report  # seconds, not the trial's ten minutes
+    assert "full" in report["first_err"] and "orchard resume" in report["first_err"], report["first_err"]
+    assert "Traceback" not in report["first_err"]
+    assert report["resume_code"] == 0, report["resume_err"]
+    assert report["statuses"] == {"a": "merged", "b": "merged", "c": "merged"}
+    assert sorted(report["merges"][:3]) == ["orchard: merge task a", "orchard: merge task b", "orchard: merge task c"]
+    # retries: 0, yet every task merged: the attempts the full disk ended were interrupted, not failed
+    assert {(t, n, o) for t, n, o in report["attempts"] if n == 1} == {(t, 1, "interrupted") for t in "abc"}
+    assert report["starts"] == {"a": 2, "b": 2, "c": 2}

@@ -6,7 +6,8 @@ Stdlib only, so every layer may raise these. Agent failures are *values* (`core.
     ├── UsageError                2   bad command-line usage or arguments
     ├── PlanError                 2   an invalid plan: every problem, each naming file, task and field
     ├── EnvironmentProblem        3   not a git repository, git too old, disk full …
-    │   └── RepoLocked            3   another live run holds the repository
+    │   ├── RepoLocked            3   another live run holds the repository
+    │   └── DiskFull              3   no space left mid-run: the run stopped where a resume picks it up
     ├── StoreError                3   the state store
     │   ├── StoreUnreadable       3   cannot be opened or read (permissions, corruption, a newer schema)
     │   └── NotRecorded           2   no such run, or no such task in it
@@ -76,6 +77,10 @@ class EnvironmentProblem(OrchardError):
 
 class RepoLocked(EnvironmentProblem):
     """Another live orchard run holds the repository."""
+
+
+class DiskFull(EnvironmentProblem):
+    """The file system ran out of space during a run; the run stopped, resumable once space is freed."""
 
 
 class StoreError(OrchardError):

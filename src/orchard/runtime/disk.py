@@ -1,16 +1,17 @@
-"""Disk limits: refuse to start a run below a free-space threshold, and keep the worktrees orchard kept for
-inspection under a size cap by removing the oldest of finished runs first."""
+"""Disk limits: refuse to start a run below a free-space threshold, stop one that runs out of space (resumably), and
+keep the worktrees orchard kept for inspection under a size cap by removing the oldest of finished runs first."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchard.core.sizes import format_size, parse_size
-from orchard.errors import EnvironmentProblem, GitError, UsageError
+from orchard.errors import DiskFull, EnvironmentProblem, GitError, UsageError
 from orchard.runtime.layout import Layout
 from orchard.runtime.pool import WorktreePool
 from orchard.vcs import Repo, prune_worktrees, remove_worktree
@@ -62,6 +63,33 @@ def require_free_space(path: Path, limits: DiskLimits) -> None:
         raise EnvironmentProblem(f"only {format_size(free)} free on the file system of {path}, below the "
                                  f"{format_size(limits.min_free)} a run needs (set --min-free-disk or "
                                  "ORCHARD_MIN_FREE_DISK to change it)")
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE_TEXT = ("No space left on device", "Disk quota exceeded")
+
+
+def out_of_space(exc: BaseException, path: Path, min_free: int) -> DiskFull | None:
+    """The DiskFull a failure amounts to, if it does: the store or a write said so, a git process did, or
+    whatever failed did so while less than `min_free` bytes were left where `path` lives (an agent or a verify
+    that could not write is no fault of theirs)."""
+    if isinstance(exc, DiskFull):
+        return exc
+    said = ((isinstance(exc, OSError) and exc.errno in _NO_SPACE)
+            or (isinstance(exc, GitError) and any(text in exc.stderr for text in _NO_SPACE_TEXT)))
+    return DiskFull(f"no space left on the file system of {path} ({exc})") if said else low_space(path, min_free)
+
+
+def low_space(path: Path, min_free: int) -> DiskFull | None:
+    """DiskFull when less than `min_free` bytes are free where `path` lives."""
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return None
+    if free >= min_free:
+        return None
+    return DiskFull(f"the disk holding {path} is full: {format_size(free)} left, below the "
+                    f"{format_size(min_free)} a run needs")
 
 
 def tree_size(path: Path) -> int:

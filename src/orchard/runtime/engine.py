@@ -30,8 +30,10 @@ from orchard.core.scheduler import (
     TaskState,
     VerifyStarted,
 )
+from orchard.errors import DiskFull
 from orchard.runtime.attempt import run_attempt
 from orchard.runtime.context import RunContext, log
+from orchard.runtime.disk import low_space, out_of_space
 from orchard.runtime.merging import merge_task, tidy
 from orchard.runtime.publish import Publisher
 
@@ -41,13 +43,16 @@ S = TaskStatus
 class Engine:
     """Drives one run (new or resumed) until the scheduler says it is done."""
 
-    def __init__(self, ctx: RunContext, parallel: int, restored: Mapping[str, Restored] | None = None) -> None:
+    def __init__(self, ctx: RunContext, parallel: int, restored: Mapping[str, Restored] | None = None, *,
+                 min_free: int = 0) -> None:
         self.ctx = ctx
         self.sched = Scheduler(ctx.plan, parallel, restored or {})
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.jobs: set[asyncio.Task[None]] = set()
         self.done: RunDone | None = None
         self.publisher = Publisher(ctx)
+        self.min_free = min_free  # below this many free bytes, a failure is the disk's, not the task's
+        self.fatal: DiskFull | None = None  # what ended the session early: nothing more can be recorded
 
     def post(self, event: Event) -> None:
         """Thread-safe enough for signal handlers installed with `loop.add_signal_handler`."""
@@ -67,7 +72,10 @@ class Engine:
                 event = await asyncio.wait_for(self.queue.get(), timeout)
             except TimeoutError:
                 event = Kick()
-            self._apply(self.sched.handle(event, time.time()))
+            try:
+                self._apply(self.sched.handle(event, time.time()))
+            except DiskFull as exc:
+                self._abort(exc)
         if self.jobs:  # tidying up after the last merges; never leave children behind
             await asyncio.gather(*self.jobs, return_exceptions=True)
         return self.done
@@ -94,18 +102,26 @@ class Engine:
         try:
             event: Event = await run_attempt(self.ctx, start, lambda: self.post(VerifyStarted(task_id)))
         except Exception as exc:  # a bug in one attempt must not take the run down
+            if self._out_of_space(exc):
+                return
             log.exception("attempt %s/%d failed unexpectedly", task_id, start.attempt)
             self._internal_error(task_id, exc)
             event = AttemptEnded(task_id, Outcome.SETUP_FAILED)
+        if isinstance(event, AttemptEnded) and event.outcome is not Outcome.SUCCESS and self._low_space():
+            return  # the attempt stays open in the journal: the resume closes it as interrupted, using no retry
         self.post(event)
 
     async def _merge(self, task_id: str) -> None:
         try:
             ended = await merge_task(self.ctx, task_id)
         except Exception as exc:
+            if self._out_of_space(exc):
+                return
             log.exception("merge of %s failed unexpectedly", task_id)
             self._internal_error(task_id, exc)
             ended = MergeEnded(task_id, merged=False, error=f"internal error: {exc}")
+        if ended.error and self._low_space():
+            return  # the task stays merging: the resume merges it
         self.post(ended)  # the queue moves on while this job publishes and tidies up
         if ended.merged:
             self.publisher.want()
@@ -118,8 +134,31 @@ class Engine:
         """Record the bug against the task; if even that fails (the store is gone), the run still goes on."""
         try:
             self.ctx.journal.internal_error(task_id, str(exc) or type(exc).__name__)
-        except Exception:
-            log.exception("recording the internal error of %s failed", task_id)
+        except Exception as again:
+            if not self._out_of_space(again):
+                log.exception("recording the internal error of %s failed", task_id)
+
+    def _out_of_space(self, exc: BaseException) -> bool:
+        """End the session if `exc` means the disk is full; True if it did."""
+        full = out_of_space(exc, self.ctx.layout.root, self.min_free)
+        if full is not None:
+            self._abort(full)
+        return full is not None
+
+    def _low_space(self) -> bool:
+        full = low_space(self.ctx.layout.root, self.min_free)
+        if full is not None:
+            self._abort(full)
+        return full is not None
+
+    def _abort(self, exc: DiskFull) -> None:
+        """Out of space, nothing more can be recorded: kill the agents at once and end the session where a crash
+        would, so `orchard resume` picks it up (open attempts end interrupted, using no retry)."""
+        if self.fatal is None:
+            self.fatal = exc
+            self.ctx.processes.interrupt(hard=True)
+            self.done = RunDone(complete=False, reason="disk full")
+            self.post(Stop("disk full"))  # wakes the loop, which ends on `done`
 
 
 def record_status(journal: RunJournal, change: StatusChanged, state: TaskState, branch: str) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from orchard.core.model import Plan, RunStatus
 from orchard.core.redact import Redactor
 from orchard.core.scheduler import RunDone
 from orchard.core.transitions import Journal
-from orchard.errors import GitError, GitTimeout, UsageError, VcsError
+from orchard.errors import DiskFull, GitError, GitTimeout, OrchardError, UsageError, VcsError
 from orchard.runtime.context import Integration, RunContext, note_repaired
 from orchard.runtime.disk import DiskLimits, collect_worktrees, require_free_space
 from orchard.runtime.engine import Engine
@@ -149,7 +150,7 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
             note_collected(ctx, collected)
             note_sandbox(ctx)
             note_locks(ctx, unlocked)
-            return await _drive(ctx, Engine(ctx, width), options, limits)
+            return await _drive(ctx, Engine(ctx, width, min_free=limits.min_free), options, limits)
         finally:
             lock.release()
 
@@ -180,7 +181,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
                 journal.noted(f"killed {reaped} leftover process(es) of the previous session", level="warning")
             note_locks(ctx, unlocked)
             restored = reconcile(ctx, found, last_seen=last_seen, reset=reset)
-            return await _drive(ctx, Engine(ctx, run.parallel, restored), options, limits)
+            return await _drive(ctx, Engine(ctx, run.parallel, restored, min_free=limits.min_free), options, limits)
         finally:
             lock.release()
 
@@ -232,13 +233,24 @@ async def _drive(ctx: RunContext, engine: Engine, options: Options, limits: Disk
     """Run the engine with signal handling, then record and report the end."""
     with _signals(engine, ctx):
         done = await engine.run()
-        await _tidy(ctx, engine, limits)
+        if engine.fatal is None:
+            await _tidy(ctx, engine, limits)
+    if engine.fatal is not None:
+        raise _stopped_by(ctx, engine.fatal)
     status = final_status(ctx, done)
     refused = await _land(ctx) if options.land and status is RunStatus.COMPLETED else None
     summary = ctx.journal.run_finished(status, reason=done.reason)
     if refused is not None:
         raise refused
     return RunResult(ctx.run_id, status, status.exit_code, summary)
+
+
+def _stopped_by(ctx: RunContext, full: DiskFull) -> DiskFull:
+    """The error a session that ran out of space ends with; the run's end is recorded if there is room left."""
+    with contextlib.suppress(OrchardError, sqlite3.Error, OSError):
+        ctx.journal.run_finished(RunStatus.INTERRUPTED, reason=f"disk full: {full}")
+    return DiskFull(f"{full}. The run stopped, and nothing merged is lost: free some space, then run "
+                    f"`orchard resume {ctx.run_id}`")
 
 
 async def _tidy(ctx: RunContext, engine: Engine, limits: DiskLimits) -> None:

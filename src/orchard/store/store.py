@@ -22,7 +22,7 @@ from orchard.core.events import OrchardEvent
 from orchard.core.model import Outcome, Plan, RunStatus, TaskStatus
 from orchard.core.records import AttemptRecord, RunRecord, TaskRecord
 from orchard.core.serialize import plan_from_dict, plan_to_dict
-from orchard.errors import NotRecorded, StoreUnreadable
+from orchard.errors import DiskFull, NotRecorded, StoreUnreadable
 from orchard.store.schema import migrate
 
 R = TypeVar("R")
@@ -101,13 +101,24 @@ class Store:
             try:
                 yield
             except BaseException:
-                self.conn.execute(f"ROLLBACK TO {name}")
-                self.conn.execute(f"RELEASE {name}")
+                if self.conn.in_transaction:  # a full disk may have rolled the whole transaction back already
+                    self.conn.execute(f"ROLLBACK TO {name}")
+                    self.conn.execute(f"RELEASE {name}")
                 raise
             finally:
                 self._savepoints -= 1
             self.conn.execute(f"RELEASE {name}")
             return
+        try:
+            with self._outermost(durable):
+                yield
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                raise
+            raise DiskFull(f"the disk holding {self.path} is full ({exc})") from exc
+
+    @contextmanager
+    def _outermost(self, durable: bool) -> Iterator[None]:
         if durable:  # the safety level cannot change inside a transaction
             self.conn.execute("PRAGMA synchronous=FULL")
         self._sync_after = False
@@ -115,10 +126,11 @@ class Store:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield
-            except BaseException:
-                self.conn.execute("ROLLBACK")
+                self.conn.execute("COMMIT")
+            except BaseException:  # a commit that failed (a full disk) leaves the transaction open: end it
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
                 raise
-            self.conn.execute("COMMIT")
             if self._sync_after and not durable:  # a durable part inside: a checkpoint syncs the WAL first
                 self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
