@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -217,3 +223,69 @@ def test_conflict_kinds_and_odd_names(repo: Repo, tmp_path: Path) -> None:
     result = merge_into(repo, "integ", other, "m2")
     assert result.status == "conflict"
     assert sorted(result.conflicts) == sorted(["added.txt", "b.txt", odd])
+
+
+def _half_landed(repo: Repo, tmp_path: Path, files: int) -> tuple[str, str, Path]:
+    """What `kill -9` of a land leaves: a move of the checkout from main's tip to the integration tip cut short
+    (some new files written, one created but empty, the index locked, the branch not moved) and its marker.
+    Returns (old, new, marker)."""
+    old = sh(repo.root, "rev-parse", "HEAD")
+    new = task_commit(repo, tmp_path, "big", {"a.txt": "changed\n", **{f"f{i}.txt": f"{i}\n" for i in range(files)}})
+    create_branch(repo, "integ", new)
+    marker = tmp_path / "land.json"
+    marker.write_text(json.dumps({"ref": "refs/heads/main", "old": old, "new": new, "result": "fast-forward",
+                                  "pid": _dead_pid(), "started": time.time() - 5}))
+    for i in range(files // 2):
+        (repo.root / f"f{i}.txt").write_text(f"{i}\n")
+    (repo.root / f"f{files // 2}.txt").write_text("")
+    (repo.root / "a.txt").write_text("changed\n")
+    (repo.root / ".git" / "index.lock").write_text("")
+    return old, new, marker
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_land_killed_half_way_is_finished_by_the_next(repo: Repo, tmp_path: Path) -> None:
+    (repo.root / "mine.txt").write_text("the user's own untracked file\n")
+    _, new, marker = _half_landed(repo, tmp_path, 40)
+    assert land(repo, "integ", "main", marker=marker) == "fast-forward"
+    assert sh(repo.root, "rev-parse", "HEAD") == new
+    assert sh(repo.root, "status", "--porcelain", "--untracked-files=all") == "?? mine.txt"
+    assert not (repo.root / ".git" / "index.lock").exists() and not marker.exists()
+    assert (repo.root / "f39.txt").read_text() == "39\n" and (repo.root / "f20.txt").read_text() == "20\n"
+    assert land(repo, "integ", "main", marker=marker) == "up-to-date"
+
+
+def test_a_half_done_land_with_changes_of_the_users_since_is_left_alone(repo: Repo, tmp_path: Path) -> None:
+    old, _, marker = _half_landed(repo, tmp_path, 10)
+    (repo.root / "b.txt").write_text("the user edited this after the crash\n")
+    (repo.root / "f9.txt").write_text("and wrote this where the land would\n")
+    files = tree_bytes(repo.root, with_git=False)
+    with pytest.raises(LandRefused, match=r"not part of it \(b\.txt, f9\.txt\)"):
+        land(repo, "integ", "main", marker=marker)
+    assert tree_bytes(repo.root, with_git=False) == files and marker.exists()
+    assert sh(repo.root, "rev-parse", "HEAD") == old
+
+
+def test_kill_9_of_a_land_moving_a_big_checkout_then_land_again_leaves_it_clean(repo: Repo, tmp_path: Path) -> None:
+    old = sh(repo.root, "rev-parse", "HEAD")
+    new = task_commit(repo, tmp_path, "big", {f"f{i:04}.txt": f"{i}\n" * 50 for i in range(3000)})
+    create_branch(repo, "integ", new)
+    marker = tmp_path / "land.json"
+    code = ("import sys; from pathlib import Path; from orchard.vcs import find_repo, land; "
+            "land(find_repo(Path(sys.argv[1])), 'integ', 'main', marker=Path(sys.argv[2]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(repo.root), str(marker)], start_new_session=True)
+    while proc.poll() is None and not (repo.root / "f0000.txt").exists():
+        time.sleep(0.001)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: orchard and its git, as an OOM kill or a closed terminal
+    proc.wait()
+    half_done = sh(repo.root, "rev-parse", "HEAD") == old
+    assert land(repo, "integ", "main", marker=marker) == "fast-forward"
+    assert sh(repo.root, "rev-parse", "HEAD") == new
+    assert sh(repo.root, "status", "--porcelain", "--untracked-files=all") == ""
+    assert not (repo.root / ".git" / "index.lock").exists() and not marker.exists()
+    assert half_done, "the kill came after the land had finished: the test did not test the interruption"

@@ -136,7 +136,7 @@ def land_cmd(ctx: click.Context, run_id: str | None) -> int:
                              f"merge {run.integration_branch} yourself")
         # orchard's record is what merged: a session that died before publishing it leaves the user's copy behind
         publish(own, {branch_ref(run.integration_branch): run.integration_tip or run.base_commit})
-        result = land(own.user, run.integration_branch, run.base)
+        result = land(own.user, run.integration_branch, run.base, marker=layout.land_marker)
         stdout_console().print(f"landed {run.integration_branch} on {run.base}: {result}")
     finally:
         store.close()

@@ -38,6 +38,11 @@ class Layout:
     def lock_file(self) -> Path:
         return self.root / "lock"
 
+    @property
+    def land_marker(self) -> Path:
+        """Present while `land` moves the user's checkout (`vcs.land`): a land killed then is finished next time."""
+        return self.root / "land.json"
+
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
 

@@ -274,7 +274,8 @@ async def _land(ctx: RunContext) -> VcsError | None:
     run's end is recorded."""
     run = ctx.journal.run()
     try:
-        outcome = await asyncio.to_thread(land, ctx.user_repo, run.integration_branch, run.base)
+        outcome = await asyncio.to_thread(land, ctx.user_repo, run.integration_branch, run.base,
+                                          marker=ctx.layout.land_marker)
     except VcsError as exc:
         ctx.journal.noted(f"did not land {run.integration_branch} on {run.base}: {exc}", level="warning")
         return exc

@@ -71,13 +71,13 @@ def merge_into(
     merged = merge_trees(repo, tip, source_commit)
     if merged.conflicts:
         return MergeResult("conflict", None, merged.conflicts)
-    new = _commit_tree(repo, merged.tree, (tip, source_commit), message)
+    new = commit_tree(repo, merged.tree, (tip, source_commit), message)
     if not set_ref(repo, ref, new, tip, f"orchard: {message.splitlines()[0] if message else 'merge'}"):
         raise RefMoved(["update-ref", ref, new, tip], 1, f"{ref} moved while merging (expected it at {tip})")
     return MergeResult("merged", new)
 
 
-def _commit_tree(repo: Repo, tree: str, parents: tuple[str, ...], message: str) -> str:
+def commit_tree(repo: Repo, tree: str, parents: tuple[str, ...], message: str) -> str:
     """Write a commit object for `tree` with `parents`, using the configured or fallback identity."""
     parent_args = [arg for p in parents for arg in ("-p", p)]
     ident = commit_ident_args(repo)
