@@ -4,6 +4,7 @@ environment; git calls separate options from refs and paths."""
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import sqlite3
 import stat
@@ -159,3 +160,37 @@ def test_every_git_call_with_refs_or_paths_uses_a_separator() -> None:
                 checked += 1
                 assert "--" in literals or "--end-of-options" in literals, f"{path.name}:{node.lineno}"
     assert checked >= 7  # the test must keep seeing the calls that take refs and paths
+
+
+ENV_HASH = """import hashlib, os, pathlib, sys
+if os.environ["ORCHARD_ATTEMPT"] == "1":
+    sys.exit(1)
+pathlib.Path("token.sha256").write_text(hashlib.sha256(os.environ["DEPLOY_TOKEN"].encode()).hexdigest())
+"""
+
+
+def test_secrets_in_an_agents_env_are_kept_out_of_the_store_and_still_reach_a_resumed_agent(
+        repo: Path, tmp_path: Path) -> None:
+    script = tmp_path / "env_hash.py"
+    script.write_text(ENV_HASH)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f'defaults: {{retries: 0}}\nagents:\n  a: {{type: command, command: ["{PYTHON}", "{script}"], '
+                    f'env: {{DEPLOY_TOKEN: "{TOKEN}", SETTING: plain-value}}}}\ntasks:\n  - {{id: t, prompt: go}}\n')
+    assert run_orchard("run", str(plan), cwd=repo).code == 1
+    orchard_dir = repo / ".orchard"
+    with sqlite3.connect(orchard_dir / "state.db") as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        [(snapshot,)] = db.execute("SELECT plan_json FROM runs")
+    assert TOKEN.encode() not in (orchard_dir / "state.db").read_bytes()
+    env = json.loads(snapshot)["agents"]["a"]["options"]["env"]
+    assert env == {"DEPLOY_TOKEN": "[REDACTED:DEPLOY_TOKEN]", "SETTING": "plain-value"}
+    [kept] = (orchard_dir / "secrets").iterdir()
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600 and TOKEN in kept.read_text()
+
+    assert run_orchard("retry", "t", cwd=repo).code == 0  # the plan read back has the value again
+    expected = hashlib.sha256(TOKEN.encode()).hexdigest()
+    assert git(repo, "show", f"orchard/{last_run(repo)}/integration:token.sha256") == expected
+
+    kept.write_text(kept.read_text().replace(TOKEN, "ghp_" + "x" * 20))  # what an unconfined agent could do
+    refused = run_orchard("resume", cwd=repo)  # the snapshot's hash covers the secrets too
+    assert refused.code == 3 and "was changed after the run started" in refused.err

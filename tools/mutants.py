@@ -82,6 +82,19 @@ MUTANTS = (
            "if self._stopped or len(self._merge_queue) >= self.parallel:", "if self._stopped:",
            ("tests/test_engine_acceptance.py::test_backpressure_no_new_attempt_while_parallel_results_wait_to_merge",
             "tests/test_scheduler.py::test_no_new_attempt_while_parallel_results_wait_to_merge")),
+    Mutant("plain progress lines print agent text as it came", "src/orchard/ui/lines.py",
+           'self.write_line(safe_line(f"{stamp} {who}{message}"))', 'self.write_line(f"{stamp} {who}{message}")',
+           ("tests/test_output_safety.py::test_plain_lines_show_escapes_and_ndjson_stays_exact",
+            "tests/test_output_safety.py::test_a_run_whose_agent_prints_escapes_and_secrets")),
+    Mutant("orchard logs prints escape sequences as they came", "src/orchard/cli/inspect_cmds.py",
+           "out = data if self.raw else safe_text(self.decoder.decode(data, final)).encode()", "out = data",
+           ("tests/test_output_safety.py::test_a_run_whose_agent_prints_escapes_and_secrets",)),
+    Mutant("secrets are redacted by name only, not by format", "src/orchard/core/redact.py",
+           "formats: Iterable[SecretFormat] = FORMATS)", "formats: Iterable[SecretFormat] = ())",
+           ("tests/test_output_safety.py::test_a_run_whose_agent_prints_escapes_and_secrets",)),
+    Mutant("a merge commit's title keeps a secret", "src/orchard/runtime/merging.py",
+           'title = title[:72] if ctx.redactor(title) == title else f"task {task_id}"', "title = title[:72]",
+           ("tests/test_output_safety.py::test_merge_titles_never_carry_a_secret",)),
 )
 
 

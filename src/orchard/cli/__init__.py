@@ -18,6 +18,7 @@ from orchard.cli.inspect_cmds import logs_cmd, status_cmd
 from orchard.cli.manage_cmds import cancel_cmd, clean_cmd, land_cmd
 from orchard.cli.plan_cmd import plan_cmd
 from orchard.cli.run_cmds import demo_cmd, resume_cmd, retry_cmd, run_cmd
+from orchard.core.safe_text import safe_text
 from orchard.errors import OrchardError
 
 
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         code = 2
     except OrchardError as exc:
-        err.print(Text.assemble(("orchard:", "bold red"), f" {exc}"))  # the message is text, never markup
+        # text, never markup; safe: a message may quote git's or an agent's output (a path an agent created)
+        err.print(Text.assemble(("orchard:", "bold red"), f" {safe_text(str(exc))}"))
         code = exc.exit_code
     except KeyboardInterrupt:
         err.print("orchard: interrupted")

@@ -11,6 +11,7 @@ import click
 
 from orchard.agents.requirements import REQUIREMENTS
 from orchard.cli.common import load_plan, stdout_console
+from orchard.core.safe_text import safe_line
 from orchard.errors import EnvironmentProblem
 from orchard.runtime.probe import probe_binary
 from orchard.vcs import git_version, require_git
@@ -65,7 +66,8 @@ def _print(report: dict[str, Any]) -> None:
     out.print(f"git: {git.get('version')} ✓" if git["ok"] else f"git: ✗ {git['problem']}")
     for a in report["agents"]:
         mark = "✓" if a["ok"] else "✗"
-        found = f"{a['version']} ({a['path']})" if a["version"] else f"not usable: {a['problem']}"
+        # what a CLI printed for its version: shown, never obeyed
+        found = safe_line(f"{a['version']} ({a['path']})" if a["version"] else f"not usable: {a['problem']}")
         out.print(f"{a['kind']}: {mark} {found}", soft_wrap=True)
         if a["credentials"]:
             out.print(f"  credentials: {', '.join(a['credentials'])}")

@@ -1,7 +1,11 @@
-"""`orchard status` and `orchard logs`: read-only views of the state store and the attempt logs."""
+"""`orchard status` and `orchard logs`: read-only views of the state store and the attempt logs.
+
+Logs hold what agents printed, escape sequences included: `logs` shows them made visible (`core.safe_text`),
+`logs --raw` writes the bytes as they were recorded (secrets were redacted before they reached the file)."""
 
 from __future__ import annotations
 
+import codecs
 import json
 import sys
 import time
@@ -10,6 +14,7 @@ from pathlib import Path
 import click
 
 from orchard.cli.common import repo_dir, stdout_console
+from orchard.core.safe_text import safe_text
 from orchard.core.summary import summarize
 from orchard.errors import NotRecorded, UsageError
 from orchard.runtime.layout import Layout
@@ -60,9 +65,12 @@ def status_cmd(ctx: click.Context, run_id: str | None, json_mode: bool) -> int:
 @click.option("--run", "run_id", help="The run (default: the latest).")
 @click.option("--attempt", type=click.IntRange(min=1, max=2**62), help="Only this attempt (default: all).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing the latest attempt's log as it grows.")
+@click.option("--raw", is_flag=True, help="The log's bytes exactly as recorded, escape sequences and all.")
 @click.pass_context
-def logs_cmd(ctx: click.Context, task_id: str, run_id: str | None, attempt: int | None, follow: bool) -> int:
-    """Print a task's agent and verify output, attempt by attempt."""
+def logs_cmd(ctx: click.Context, task_id: str, run_id: str | None, attempt: int | None, follow: bool,
+             raw: bool) -> int:
+    """Print a task's agent and verify output, attempt by attempt (control characters shown as `\\x1b` and the
+    like unless --raw)."""
     if follow and attempt is not None:
         raise UsageError("--follow always shows the latest attempt; give --attempt or --follow, not both")
     layout, store = open_store(ctx)
@@ -74,24 +82,51 @@ def logs_cmd(ctx: click.Context, task_id: str, run_id: str | None, attempt: int 
             which = f"no attempt {attempt}" if attempt is not None else "no attempts yet"
             raise UsageError(f"task '{task_id}' of run {run.id} has {which}")
         for a in attempts[:-1] if follow else attempts:
-            _print_log(a.number, Path(a.log_path))
+            _print_log(a.number, Path(a.log_path), raw=raw)
         if follow:
-            _follow(layout, store, run.id, task_id)
+            _follow(layout, store, run.id, task_id, raw=raw)
     finally:
         store.close()
     return 0
 
 
-def _print_log(number: int, path: Path) -> None:
-    click.echo(f"── attempt {number} · {path}")
-    if path.exists():
-        sys.stdout.buffer.write(path.read_bytes())
+class LogOutput:
+    """One log to standard output: the bytes as they are with `raw`, else decoded as UTF-8 (a byte that is not
+    shown as `\\xNN`) with every control character but tab and newline made visible."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, *, raw: bool) -> None:
+        self.raw = raw
+        # incremental: a character split between two reads of a growing log is decoded whole
+        self.decoder = codecs.getincrementaldecoder("utf-8")("backslashreplace")
+
+    def write(self, data: bytes, *, final: bool = False) -> None:
+        out = data if self.raw else safe_text(self.decoder.decode(data, final)).encode()
+        sys.stdout.buffer.write(out)
         sys.stdout.flush()
 
+    def copy(self, path: Path, offset: int = 0) -> int:
+        """Write `path` from `offset` on; the new offset."""
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            while chunk := fh.read(self.CHUNK):
+                offset += len(chunk)
+                self.write(chunk)
+        return offset
 
-def _follow(layout: Layout, store: Store, run_id: str, task_id: str) -> None:
+
+def _print_log(number: int, path: Path, *, raw: bool) -> None:
+    click.echo(f"── attempt {number} · {path}")
+    if path.exists():
+        out = LogOutput(raw=raw)
+        out.copy(path)
+        out.write(b"", final=True)
+
+
+def _follow(layout: Layout, store: Store, run_id: str, task_id: str, *, raw: bool) -> None:
     """Stream the newest attempt's log until the task settles or the run is no longer live."""
-    current, offset = 0, 0
+    current, offset, out = 0, 0, LogOutput(raw=raw)
     while True:
         # Decide whether this is the last pass *before* reading, so output written just before the task
         # settled is still printed.
@@ -100,17 +135,14 @@ def _follow(layout: Layout, store: Store, run_id: str, task_id: str) -> None:
         settled = status.terminal or holder.get("run") != run_id
         attempts = store.attempts(run_id, task_id)
         if attempts and attempts[-1].number != current:
-            current, offset = attempts[-1].number, 0
+            out.write(b"", final=True)
+            current, offset, out = attempts[-1].number, 0, LogOutput(raw=raw)
             click.echo(f"── attempt {current} · {attempts[-1].log_path}")
         if attempts:
             path = Path(attempts[-1].log_path)
             if path.exists():
-                with path.open("rb") as fh:
-                    fh.seek(offset)
-                    chunk = fh.read()
-                offset += len(chunk)
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
+                offset = out.copy(path, offset)
         if settled:
+            out.write(b"", final=True)
             return
         time.sleep(0.3)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, fields
 from typing import Any
 
 from orchard.core.model import CODEX_SANDBOXES, AgentSpec, Plan, Task
+from orchard.core.redact import FORMAT_REDACTOR, SECRET_NAME
 
 _TASK_FIELDS = {f.name for f in fields(Task)}
 
@@ -64,3 +66,27 @@ def _option_name(key: str, value: Any) -> str:
     """An option's name in this version: codex's own `sandbox` (read-only, workspace-write …) is `codex_sandbox` now
     that `sandbox` is orchard's, in snapshots taken before."""
     return "codex_sandbox" if key == "sandbox" and value in CODEX_SANDBOXES else key
+
+
+def split_secrets(snapshot: dict[str, Any], extra_names: Iterable[str] = ()) -> dict[str, dict[str, str]]:
+    """Take the secrets out of a snapshot's agent `env` blocks (a secret-looking name, one the plan's `redact`
+    lists, or a value of a known credential format), leaving `[REDACTED:NAME]`; returns them, by agent and name."""
+    extra, taken = set(extra_names), {}
+    for agent, spec in snapshot.get("agents", {}).items():
+        env = spec.get("options", {}).get("env")
+        if not isinstance(env, dict):
+            continue
+        secret = {name: str(value) for name, value in env.items() if value and (
+            SECRET_NAME.search(name) or name in extra or FORMAT_REDACTOR(str(value)) != str(value))}
+        if secret:
+            env.update({name: f"[REDACTED:{name}]" for name in secret})
+            taken[agent] = secret
+    return taken
+
+
+def restore_secrets(snapshot: dict[str, Any], secrets: dict[str, dict[str, str]]) -> None:
+    """Put back what `split_secrets` took, for the names the snapshot still holds redacted."""
+    for agent, values in secrets.items():
+        env = snapshot.get("agents", {}).get(agent, {}).get("options", {}).get("env")
+        if isinstance(env, dict):
+            env.update({name: value for name, value in values.items() if env.get(name) == f"[REDACTED:{name}]"})

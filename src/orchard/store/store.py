@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from orchard.core.events import OrchardEvent
 from orchard.core.model import Outcome, Plan, RunStatus, TaskStatus
 from orchard.core.records import AttemptRecord, RunRecord, TaskRecord
-from orchard.core.serialize import plan_from_dict, plan_to_dict
+from orchard.core.serialize import plan_from_dict, plan_to_dict, restore_secrets, split_secrets
 from orchard.errors import DiskFull, NotRecorded, StoreUnreadable
 from orchard.store.schema import migrate
 
@@ -57,8 +57,10 @@ def _record(cls: Callable[..., R], row: sqlite3.Row, names: frozenset[str]) -> R
     return cls(**values)
 
 
-def _digest(snapshot: str) -> str:
-    return hashlib.sha256(snapshot.encode()).hexdigest()
+def _digest(snapshot: str, secrets: str = "") -> str:
+    """The hash of a plan snapshot, and of the agents' secrets kept beside the store (changing either is
+    tampering)."""
+    return hashlib.sha256(snapshot.encode() + (b"\0" + secrets.encode() if secrets else b"")).hexdigest()
 
 
 _RUN_FIELDS = frozenset(f.name for f in fields(RunRecord))
@@ -145,12 +147,14 @@ class Store:
 
     # ---- writes (inside a transaction) -------------------------------------------------------------------------
     def add_run(self, run: RunRecord, plan: Plan, tasks: Sequence[TaskRecord]) -> None:
-        snapshot = json.dumps(plan_to_dict(plan))
+        data = plan_to_dict(plan)
+        secrets = split_secrets(data, plan.redact)  # kept beside the store, never in it
+        snapshot, kept = json.dumps(data), self._keep_secrets(run.id, secrets)
         self.conn.execute(
             "INSERT INTO runs (id, status, base, base_commit, integration_branch, plan_source, plan_json, plan_sha256,"
             " parallel, started_at, pid, integration_tip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run.id, run.status.value, run.base, run.base_commit, run.integration_branch, run.plan_source,
-             snapshot, _digest(snapshot), run.parallel, run.started_at, run.pid, run.integration_tip),
+             snapshot, _digest(snapshot, kept), run.parallel, run.started_at, run.pid, run.integration_tip),
         )
         self.conn.executemany(
             "INSERT INTO tasks (run_id, task_id, position, status, agent, track) VALUES (?, ?, ?, ?, ?, ?)",
@@ -206,13 +210,40 @@ class Store:
         if not rows:
             raise NotRecorded(f"no run '{run_id}' in {self.path}")
         snapshot, digest = rows[0]
-        if digest is not None and (not isinstance(snapshot, str) or _digest(snapshot) != digest):
+        kept = self._kept_secrets(run_id)
+        if digest is not None and (not isinstance(snapshot, str) or _digest(snapshot, kept) != digest):
             raise StoreUnreadable(f"{self.path}: the recorded plan of run {run_id} was changed after the run started"
                                   " (its hash does not match); orchard will not run it: start a new run instead")
         try:
-            return plan_from_dict(json.loads(snapshot))
+            data = json.loads(snapshot)
+            restore_secrets(data, json.loads(kept) if kept else {})
+            return plan_from_dict(data)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise StoreUnreadable(f"{self.path}: the recorded plan of run {run_id} cannot be read ({exc!r})") from None
+
+    def _secrets_file(self, run_id: str) -> Path:
+        return self.path.parent / "secrets" / f"{run_id}.json"
+
+    def _keep_secrets(self, run_id: str, secrets: dict[str, dict[str, str]]) -> str:
+        """Write the secrets of a run's agent `env` blocks to a private file beside the store (a resume starts the
+        agents with them); returns what was written, for the snapshot's hash."""
+        if not secrets:
+            return ""
+        text = json.dumps(secrets, sort_keys=True)
+        path = self._secrets_file(run_id)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        return text
+
+    def _kept_secrets(self, run_id: str) -> str:
+        try:
+            return self._secrets_file(run_id).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return ""
+        except OSError as exc:
+            raise StoreUnreadable(f"cannot read the secrets of run {run_id}: {exc}") from None
 
     def tasks(self, run_id: str) -> list[TaskRecord]:
         rows = self._read("SELECT * FROM tasks WHERE run_id = ? ORDER BY position", (run_id,))

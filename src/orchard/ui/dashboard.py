@@ -1,4 +1,7 @@
-"""The live terminal dashboard (rich): a row per active or recent task and a queue line."""
+"""The live terminal dashboard (rich): a row per active or recent task and a queue line.
+
+Agent-derived text goes in as rich `Text` (never parsed as markup) and through `safe_line` (its escape sequences
+shown, not obeyed)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from rich.text import Text
 from orchard.core.durations import format_duration
 from orchard.core.events import OrchardEvent
 from orchard.core.model import TaskStatus
+from orchard.core.safe_text import safe_line
 from orchard.ui.snapshot import Snapshot
 
 S = TaskStatus
@@ -36,14 +40,15 @@ def render(snap: Snapshot, now: float | None = None) -> RenderableType:
         elapsed = format_duration(end - view.attempt_started) if view.attempt_started else ""
         cost = f"${view.cost_usd:.2f}" if view.cost_usd else ""
         # Text, not str: agent output in the activity column must never be read as rich markup.
-        table.add_row(Text(view.id), Text(view.status, style=STYLE.get(view.status, "")), Text(view.agent),
-                      str(view.attempt or ""), elapsed, Text(view.shown_activity()), cost)
+        table.add_row(Text(safe_line(view.id)), Text(view.status, style=STYLE.get(view.status, "")),
+                      Text(safe_line(view.agent)), str(view.attempt or ""), elapsed,
+                      Text(safe_line(view.shown_activity())), cost)
     running = snap.count(lambda s: s in (S.RUNNING, S.VERIFYING))
     waiting = snap.total - len(snap.tasks) + snap.count(lambda s: s.waiting)
     free = max(0, snap.parallel - running)
     failed = snap.count(lambda s: s.failed)
     queue = Text.assemble(
-        ("orchard ", "bold"), (snap.run_id, "dim"),
+        ("orchard ", "bold"), (safe_line(snap.run_id), "dim"),
         f"  waiting {waiting} | running {running} | free {free}",
         f"  ·  merged {snap.count(lambda s: s is S.MERGED)}/{snap.total}",
         (f"  failed {failed}", "red") if failed else "",
@@ -51,7 +56,7 @@ def render(snap: Snapshot, now: float | None = None) -> RenderableType:
         f"  ·  ${snap.cost():.2f}" if snap.cost() else "",
     )
     parts: list[RenderableType] = [queue, table]
-    parts.extend(Text(note, style="yellow") for note in snap.notes)
+    parts.extend(Text(safe_line(note), style="yellow") for note in snap.notes)
     return Group(*parts)
 
 

@@ -1,4 +1,7 @@
-"""Output without a terminal: plain timestamped lines, or NDJSON events (one JSON object per line)."""
+"""Output without a terminal: plain timestamped lines, or NDJSON events (one JSON object per line).
+
+Plain lines show agent text with its control characters made visible (`core.safe_text`); NDJSON stays exact, as
+JSON escapes them itself."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import time
 from typing import TextIO
 
 from orchard.core.events import AgentActivity, OrchardEvent
+from orchard.core.safe_text import safe_line
 
 
 class _LineWriter:
@@ -37,15 +41,17 @@ class _LineWriter:
 
 
 class PlainLines(_LineWriter):
-    """`HH:MM:SS task  message` for everything but the chatty agent activity; one line per event."""
+    """`HH:MM:SS task  message` for everything but the chatty agent activity; one line per event, its lines joined
+    by ` | ` and any other control character (a CR, an escape sequence) shown as its escape."""
 
     def __call__(self, event: OrchardEvent) -> None:
         if isinstance(event, AgentActivity):
             return
         stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
         who = f"{event.task_id:<20} " if event.task_id else ""
-        message = " | ".join(part.strip() for part in event.message().splitlines() if part.strip())
-        self.write_line(f"{stamp} {who}{message}")
+        # split on newlines only: splitlines() would also swallow CR, FF and the like, which must show instead
+        message = " | ".join(part.strip() for part in event.message().split("\n") if part.strip())
+        self.write_line(safe_line(f"{stamp} {who}{message}"))
 
 
 class NdjsonLines(_LineWriter):

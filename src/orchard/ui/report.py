@@ -1,4 +1,7 @@
-"""Run reports: the `status --json` contract, the status table, and the end-of-run summary."""
+"""Run reports: the `status --json` contract, the status table, and the end-of-run summary.
+
+The human views show stored text (task ids, agent names, errors an agent's output wrote) through `core.safe_text`:
+its control characters made visible; the JSON document stays exact."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from orchard.core.events import iso
 from orchard.core.journal import Records
 from orchard.core.model import RunStatus
 from orchard.core.records import AttemptRecord
+from orchard.core.safe_text import safe_line, safe_text
 from orchard.core.summary import summarize
 from orchard.ui.dashboard import STYLE
 
@@ -56,14 +60,16 @@ def status_document(records: Records, run_id: str | None = None) -> dict[str, An
 def status_table(doc: dict[str, Any]) -> RenderableType:
     """A human table of the status document."""
     run = doc["run"]
-    table = Table(title=f"run {run['id']} · {run['status']} · {run['integration_branch']}", title_justify="left",
-                  header_style="bold", box=None)
+    title = Text(safe_line(f"run {run['id']} · {run['status']} · {run['integration_branch']}"), style="table.title")
+    table = Table(title=title, title_justify="left", header_style="bold", box=None)
     for name in ("task", "status", "agent", "tries", "time", "cost", "error"):
         table.add_column(name, overflow="fold" if name == "error" else "ellipsis")
     for t in doc["tasks"]:
-        table.add_row(Text(t["id"]), Text(t["status"], style=STYLE.get(t["status"], "")), Text(t["agent"]),
-                      str(t["attempts"]), format_duration(t["duration_s"]) if t["duration_s"] is not None else "",
-                      f"${t['cost_usd']:.2f}" if t["cost_usd"] else "", Text(t["error"] or ""))  # text, not markup
+        table.add_row(Text(safe_line(t["id"])), Text(t["status"], style=STYLE.get(t["status"], "")),
+                      Text(safe_line(t["agent"])), str(t["attempts"]),
+                      format_duration(t["duration_s"]) if t["duration_s"] is not None else "",
+                      f"${t['cost_usd']:.2f}" if t["cost_usd"] else "",
+                      Text(safe_text(t["error"] or "")))  # Text, not markup
     return table
 
 
@@ -72,7 +78,7 @@ def summary_text(summary: dict[str, Any]) -> RenderableType:
     counts = summary.get("counts", {})
     other = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s != "merged")
     lines = [
-        Text.assemble(("run ", "bold"), summary["run_id"], " ", (summary["status"], _status_style(summary))),
+        Text.assemble(("run ", "bold"), safe_line(summary["run_id"]), " ", (summary["status"], _status_style(summary))),
         Text(f"tasks: {summary['merged']}/{summary['tasks']} merged" + (f", {other}" if other else "")
              + f" · {summary['attempts']} attempts"),
         Text(f"wall {format_duration(summary['wall_s'])} · work {format_duration(summary['work_s'])} · "
@@ -82,7 +88,7 @@ def summary_text(summary: dict[str, Any]) -> RenderableType:
     ]
     agents = summary.get("agents") or {}
     if len(agents) > 1 or any(a["cost_usd"] or a["tokens_in"] for a in agents.values()):
-        lines.extend(Text(f"  {name}: {a['attempts']} attempts · ${a['cost_usd']:.4f} · "
+        lines.extend(Text(f"  {safe_line(name)}: {a['attempts']} attempts · ${a['cost_usd']:.4f} · "
                           f"{a['tokens_in']} in / {a['tokens_out']} out") for name, a in sorted(agents.items()))
     return Group(*lines)
 
