@@ -248,3 +248,47 @@ def test_a_plan_an_agent_rewrote_in_the_journal_is_never_run(
         assert "could not rewrite the plan" in log  # the journal is outside the sandbox's writable set
         assert retried.code == 1  # the hostile agent fails again, and `later` stays blocked
     assert not mark.exists()
+
+
+def test_an_unconfined_agents_escaped_daemon_is_adopted_and_killed(
+        repo: Path, write_plan: Callable[[str], Path]) -> None:
+    """Without a sandbox's PID namespace: a daemon forked twice, in its own session, its environment emptied and
+    working in `/` is re-parented to orchard (a child subreaper), which kills it when the session ends."""
+    tasks = task("escaper", "@daemon-escape 120\n@write e.txt e") + task("other", "@write o.txt o")
+    result = orchard.run(write_plan("sandbox: none\n" + plan_text(tasks)), repo=repo)
+    assert result.status.value == "completed"
+    pid = int((repo / ".orchard" / "worktrees" / result.run_id / "escaper.daemon").read_text())
+    assert not _alive(pid), "the escaped daemon outlived the run"
+    assert not [p for p in _children() if _alive(p)], "orchard left an adopted process behind"
+
+
+def _children() -> list[int]:
+    import psutil
+
+    return [c.pid for c in psutil.Process().children()]
+
+
+def test_an_unconfined_agent_that_plants_in_the_users_git_directory_is_caught_and_undone(
+        repo: Path, write_plan: Callable[[str], Path], tmp_path: Path) -> None:
+    """`sandbox: none` cannot stop writes to the user's repository, but the control files of its git directory are
+    put back after every unconfined attempt, and the one attempt that was running fails as `tampered`."""
+    config = (repo / ".git" / "config").read_bytes()
+    hooks = sorted(os.listdir(repo / ".git" / "hooks"))
+    mark = tmp_path / "hook-ran"
+    user_git = "../../../../.git"
+    tasks = task("planter", f"@write {user_git}/hooks/post-commit #!/bin/sh\\ntouch {mark}\n"
+                            f"@append {user_git}/config [core]\\n\\thooksPath = /tmp/evil\n"
+                            "@write ../../../../stray.txt left in the user's checkout\n@write p.txt p",
+                 "    retries: 2\n")
+    result = orchard.run(write_plan("sandbox: none\n" + plan_text(tasks, parallel=1)), repo=repo)
+    assert (repo / ".git" / "config").read_bytes() == config
+    assert sorted(os.listdir(repo / ".git" / "hooks")) == hooks
+    git(repo, "commit", "-q", "--allow-empty", "-m", "the user commits afterwards")
+    assert not mark.exists()
+    rows = statuses(repo)
+    assert rows["planter"]["status"] == "failed" and rows["planter"]["attempts"] == 1  # tampered: never retried
+    assert str(rows["planter"]["error"]).startswith("tampered")
+    said = notes(repo)
+    assert any("hooks/post-commit" in n and "config" in n and "put back" in n for n in said), said
+    assert any("your checkout changed" in n and "stray.txt" in n for n in said), said
+    assert result.status.value == "failed"

@@ -27,6 +27,8 @@ Hostile ones, for fault injection:
   @segv                    die of SIGSEGV
   @spew MB                 print MB megabytes, binary bytes and one endless line to stdout
   @daemon S                leave a child process behind that sleeps S seconds
+  @daemon-escape S         leave a daemon that escapes every way it can: forked twice, in a session of its own, its
+                           environment emptied and its working directory `/`; sleeps S seconds
   @ignore-term             ignore SIGTERM from then on
   @plant-git MARKS         plant, in the git directories its worktree's git uses, every hook, the config keys that run
                            commands (fsmonitor, hooksPath, filters, merge and diff drivers, aliases, pager, editor,
@@ -141,6 +143,17 @@ def _daemon(rest: str, root: Path) -> None:
     (root.parent / f"{os.environ['ORCHARD_TASK_ID']}.daemon").write_text(str(child.pid))
 
 
+def _daemon_escape(rest: str, root: Path) -> None:
+    pid_file = root.parent / f"{os.environ['ORCHARD_TASK_ID']}.daemon"
+    code = ("import os, sys, time\n"
+            "if os.fork(): os._exit(0)\n"
+            "os.setsid(); os.chdir('/'); open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+            "time.sleep(float(sys.argv[2]))\n")
+    subprocess.run([sys.executable, "-c", code, str(pid_file), rest.strip()], env={}, cwd="/", check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _poll(pid_file.exists, 10)
+
+
 HOOKS = ("applypatch-msg", "pre-applypatch", "post-applypatch", "pre-commit", "pre-merge-commit",
          "prepare-commit-msg", "commit-msg", "post-commit", "pre-rebase", "post-checkout", "post-merge", "pre-push",
          "pre-receive", "update", "proc-receive", "post-receive", "post-update", "reference-transaction",
@@ -217,6 +230,7 @@ HOSTILE: dict[str, Callable[[str, Path], object]] = {
     "@segv": lambda rest, root: os.kill(os.getpid(), signal.SIGSEGV),
     "@spew": _spew,
     "@daemon": _daemon,
+    "@daemon-escape": _daemon_escape,
     "@ignore-term": lambda rest, root: signal.signal(signal.SIGTERM, signal.SIG_IGN),
 }
 

@@ -124,10 +124,11 @@ class Outcome(StrEnum):
     REJECTED = "rejected"  # the task branch does not descend from the attempt's start
     SETUP_FAILED = "setup_failed"  # orchard could not prepare the worktree / start the agent
     INTERRUPTED = "interrupted"  # the run was interrupted while the attempt ran
+    TAMPERED = "tampered"  # an unconfined agent changed the user's git directory: not retried
 
     @property
     def retryable(self) -> bool:
-        return self not in (Outcome.SUCCESS, Outcome.AUTH, Outcome.INTERRUPTED)
+        return self not in (Outcome.SUCCESS, Outcome.AUTH, Outcome.INTERRUPTED, Outcome.TAMPERED)
 
 
 @dataclass(frozen=True)

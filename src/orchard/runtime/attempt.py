@@ -25,6 +25,7 @@ from orchard.errors import GitError
 from orchard.runtime.context import RunContext, note_repaired
 from orchard.runtime.process import Supervision, append_log, run_process
 from orchard.runtime.sandbox import box_for, confine, mode_for, sandboxed_exit
+from orchard.runtime.unconfined import OutsideWatch, changed_entries, of_attempt, reap_adopted
 from orchard.vcs import commit_all, tip_descending_from, worktree_branch
 
 ACTIVITY_INTERVAL_S = 1.0
@@ -88,8 +89,16 @@ async def run_attempt(ctx: RunContext, start: StartAttempt, on_verify: Callable[
     attempt = replace(attempt, id=ctx.journal.attempt_started(AttemptStart(
         task_id=attempt.task.id, number=attempt.number, agent=attempt.agent, branch=attempt.branch,
         worktree=str(attempt.worktree), start_commit=commit, log_path=str(attempt.log_path))))
-    report = await _run_agent(ctx, attempt, inv, parser)
-    result = await _judge(ctx, attempt, report, on_verify)
+    watch = None if actx.confined else ctx.watch
+    before = await asyncio.to_thread(_watch_start, watch, attempt)
+    try:
+        report = await _run_agent(ctx, attempt, inv, parser)
+        result = await _judge(ctx, attempt, report, on_verify)
+    finally:
+        if watch is not None:
+            watch.running.discard(_key(attempt))
+    if watch is not None:
+        result = await asyncio.to_thread(_watch_end, ctx, watch, attempt, before, result)
     if result.outcome is Outcome.SUCCESS:  # the merge works on the commit: the worktree can serve the next task
         await asyncio.to_thread(ctx.pool.release, attempt.worktree, ctx.width)
     ctx.journal.attempt_finished(attempt.id, result)
@@ -233,6 +242,38 @@ async def _verify(ctx: RunContext, attempt: Attempt, collected: Verdict) -> Verd
         return verdict(Outcome.TIMEOUT, f"verify timed out: the task's timeout ({task.timeout_s:g}s) bounds the agent "
                                         "and its verify together", collected.end_commit)
     return verdict(Outcome.VERIFY_FAILED, f"verify failed (exit {exit_info.returncode})", collected.end_commit)
+
+
+def _key(attempt: Attempt) -> str:
+    return f"{attempt.task.id}/{attempt.number}"
+
+
+def _watch_start(watch: OutsideWatch | None, attempt: Attempt) -> str:
+    """An unconfined attempt begins: it is a suspect from now on; the user's checkout as it is."""
+    if watch is None:
+        return ""
+    watch.running.add(_key(attempt))
+    return watch.status()
+
+
+def _watch_end(ctx: RunContext, watch: OutsideWatch, attempt: Attempt, before: str, result: Verdict) -> Verdict:
+    """An unconfined attempt ended: its adopted daemons killed, what it may have changed in the user's repository
+    put back or noted; `tampered` if it changed the git directory and was the only unconfined attempt running."""
+    task_id = attempt.task.id
+    reap_adopted(of_attempt(ctx.run_id, task_id, attempt.number, attempt.worktree))
+    suspects = sorted({_key(attempt), *watch.running})
+    changed = watch.restore()
+    if changed:
+        ctx.journal.noted(f"{', '.join(changed)} in your repository's git directory changed while unconfined "
+                          f"agents ran ({', '.join(suspects)}): put back as it was", level="warning")
+    touched = changed_entries(before, watch.status())
+    if touched:
+        shown = ", ".join(touched[:20]) + (f" (+{len(touched) - 20} more)" if len(touched) > 20 else "")
+        ctx.journal.noted(f"your checkout changed while unconfined agents ran ({', '.join(suspects)}): {shown}",
+                          level="warning")
+    if changed and suspects == [_key(attempt)]:
+        return verdict(Outcome.TAMPERED, f"the agent changed the user's git directory: {', '.join(changed)}")
+    return result
 
 
 def _orchard_vars(ctx: RunContext, attempt: Attempt) -> dict[str, str]:

@@ -32,7 +32,8 @@ from orchard.runtime.layout import Layout, integration_branch
 from orchard.runtime.lock import RunLock
 from orchard.runtime.publish import mirror_or_note
 from orchard.runtime.recovery import check_resettable, reap_orphans, reconcile, settle, trusted_tip
-from orchard.runtime.sandbox import sandbox_warnings
+from orchard.runtime.sandbox import mode_for, sandbox_warnings
+from orchard.runtime.unconfined import OutsideWatch, children, reap_adopted, set_subreaper
 from orchard.store import Store
 from orchard.vcs import (
     Repo,
@@ -231,7 +232,7 @@ def note_collected(ctx: RunContext, removed: list[Path]) -> None:
 
 async def _drive(ctx: RunContext, engine: Engine, options: Options, limits: DiskLimits) -> RunResult:
     """Run the engine with signal handling, then record and report the end."""
-    with _signals(engine, ctx):
+    with _signals(engine, ctx), _unconfined(ctx):
         done = await engine.run()
         if engine.fatal is None:
             await _tidy(ctx, engine, limits)
@@ -243,6 +244,23 @@ async def _drive(ctx: RunContext, engine: Engine, options: Options, limits: Disk
     if refused is not None:
         raise refused
     return RunResult(ctx.run_id, status, status.exit_code, summary)
+
+
+@contextlib.contextmanager
+def _unconfined(ctx: RunContext) -> Iterator[None]:
+    """For a session with agents that run unconfined: orchard adopts their daemons (a subreaper) and watches the
+    user's repository (`runtime.unconfined`); at the end, every adopted process of the run is killed."""
+    if all(mode_for(ctx.plan, spec) == "bwrap" for spec in ctx.plan.agents.values()):
+        yield
+        return
+    ctx.watch = OutsideWatch.start(ctx.user_repo)
+    spare, adopting = children(), set_subreaper(True)
+    try:
+        yield
+    finally:
+        if adopting:  # whatever is still a child now was adopted: an agent's daemon, however it hid
+            reap_adopted(lambda _env, _cwd: True, spare=spare)
+            set_subreaper(False)
 
 
 def _stopped_by(ctx: RunContext, full: DiskFull) -> DiskFull:

@@ -31,6 +31,7 @@ from orchard.vcs.merge import MergeResult, merge_into
 from orchard.vcs.worktrees import (
     WorktreeInfo,
     add_worktree,
+    checkout_status,
     clean_worktree,
     commit_all,
     detach_head,
@@ -52,6 +53,7 @@ __all__ = [
     "add_worktree",
     "branch_exists",
     "branch_ref",
+    "checkout_status",
     "clean_worktree",
     "commit_all",
     "create_branch",

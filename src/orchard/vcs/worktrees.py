@@ -146,6 +146,12 @@ def parse_worktree_list(out: str) -> list[WorktreeInfo]:
     return result
 
 
+def checkout_status(repo: Repo) -> str:
+    """`git status` of a checkout, every untracked file listed and no rename pairing (NUL-separated porcelain v1),
+    to compare before and after."""
+    return _git(repo, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames").stdout
+
+
 def worktree_branch(worktree: Path) -> str | None:
     """The full ref of the branch checked out in `worktree`, or None when its HEAD is detached.
 
