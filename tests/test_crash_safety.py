@@ -1,6 +1,8 @@
-"""Crash safety: the orchestrator is killed with SIGKILL at 20+ random moments of a 30-task run and resumed each time.
+"""Crash safety: the orchestrator's whole process group is killed with SIGKILL at 20+ random moments of a 30-task run
+and resumed each time.
 
-Every time the run must end with each task merged exactly once (no agent start after its merge), no commit lost,
+Every time the run must end with each task merged exactly once (no agent start after its merge, and an agent
+started only for a recorded attempt and at most once for it), no commit lost,
 the same integration tree as an uninterrupted run, no process of a dead orchestrator left, and no orphan worktree,
 task branch or lock.
 """
@@ -14,18 +16,30 @@ import signal
 import sqlite3
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 from orchard.runtime.lock import live_holder
-from tests.conftest import PYTHON, git, init_repo, merged_tasks, parked_worktrees, query, run_processes
+from tests.conftest import (
+    PYTHON,
+    RENDEZVOUS,
+    git,
+    init_repo,
+    merged_tasks,
+    own_git,
+    parked_worktrees,
+    query,
+    run_processes,
+)
 from tests.test_engine_acceptance import plan_text, task
 
 SEED = int(os.environ.get("ORCHARD_CRASH_SEED", "20261122"))  # another seed explores other kill moments
 KILLS = 22
 
 
-def crash_plan() -> str:
-    """30 tasks: chains and fan-in, verify commands, and two tasks that conflict on one line."""
+def crash_plan(starts: Path) -> str:
+    """30 tasks: chains and fan-in, verify commands, and two tasks that conflict on one line; every agent records
+    its start in `starts`."""
     rng = random.Random(SEED)
     tasks = ""
     for i in range(28):
@@ -34,11 +48,13 @@ def crash_plan() -> str:
         if i % 5 == 0:
             check = f"import pathlib; assert pathlib.Path('out/t{i}.txt').exists()"
             extra += f'    verify: ["{PYTHON}", "-c", "{check}"]\n'
-        tasks += task(f"t{i}", f"@sleep {rng.uniform(0.05, 0.35):.2f}\n@write out/t{i}.txt task {i}", extra)
+        tasks += task(f"t{i}", f"@record {starts}\n@sleep {rng.uniform(0.05, 0.35):.2f}\n@write out/t{i}.txt task {i}",
+                      extra)
     # both edit one line: whichever merges second conflicts (when they overlap) and retries on the new tip; an
     # agent that finds the other's line writes both, so the final tree is the same whatever the timing
     for name, other in (("left", "right"), ("right", "left")):
-        tasks += task(name, f"@sleep 0.2\n@unless-contains shared.txt {other} @write shared.txt {name}\n"
+        tasks += task(name, f"@record {starts}\n@sleep 0.2\n"
+                            f"@unless-contains shared.txt {other} @write shared.txt {name}\n"
                             f"@if-contains shared.txt {other} @write shared.txt left\\nright", "    retries: 3\n")
     return plan_text(tasks, parallel=4)
 
@@ -48,8 +64,9 @@ def new_repo(root: Path) -> Path:
 
 
 def orchard_cmd(repo: Path, *args: str) -> subprocess.Popen[bytes]:
+    """orchard in a process group of its own, so a kill can take the whole group (an OOM kill, a closed terminal)."""
     return subprocess.Popen([PYTHON, "-m", "orchard", *args, "--json"], cwd=repo, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def journal(repo: Path) -> list[dict[str, object]]:
@@ -58,11 +75,14 @@ def journal(repo: Path) -> list[dict[str, object]]:
 
 
 def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
-    plan = tmp_path / "plan.yaml"
-    plan.write_text(crash_plan())
+    signals = RENDEZVOUS / tmp_path.name
+    signals.mkdir()
+    reference_plan, plan = tmp_path / "reference.yaml", tmp_path / "plan.yaml"
+    reference_plan.write_text(crash_plan(signals / "reference-starts"))
+    plan.write_text(crash_plan(signals / "starts"))
 
     reference = new_repo(tmp_path / "reference")
-    assert subprocess.run([PYTHON, "-m", "orchard", "run", str(plan), "--json"], cwd=reference,
+    assert subprocess.run([PYTHON, "-m", "orchard", "run", str(reference_plan), "--json"], cwd=reference,
                           capture_output=True, timeout=300).returncode == 0
     ref_run = json.loads(subprocess.run([PYTHON, "-m", "orchard", "status", "--json"], cwd=reference,
                                         capture_output=True, text=True).stdout)["run"]["id"]
@@ -89,7 +109,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
             time.sleep(0.005)
         time.sleep(rng.uniform(0, 0.05))
         if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             kills += 1
         elif proc.returncode == 0:
@@ -108,6 +128,10 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
         elif e["type"] == "attempt.started":
             assert e["task"] not in merged, f"{e['task']} started again after it merged"
     assert len(merged) == 30
+    # an agent ran only for an attempt the journal recorded, and at most once for it
+    started = Counter(tuple(line.split()) for line in (signals / "starts").read_text().splitlines())
+    recorded = {(t, str(n)) for t, n in query(repo, "SELECT task_id, number FROM attempts")}
+    assert [k for k, n in started.items() if n > 1] == [] and set(started) <= recorded
 
     tip = git(repo, "rev-parse", f"orchard/{run_id}/integration").strip()
     assert git(repo, "rev-parse", f"{tip}^{{tree}}").strip() == expected_tree
@@ -124,7 +148,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     worktrees = repo / ".orchard" / "worktrees" / run_id
     assert not worktrees.exists() or not any(worktrees.iterdir())
     assert git(repo, "branch", "--list", f"orchard/{run_id}/task/*").strip() == ""
-    assert not list((repo / ".git").rglob("*.lock"))
+    assert not list((repo / ".git").rglob("*.lock")) and not list(own_git(repo).rglob("*.lock"))
     assert live_holder(repo / ".orchard" / "lock") is None
 
 

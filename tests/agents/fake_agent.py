@@ -19,6 +19,8 @@ test whose premise did not hold fails clearly instead of hanging):
                            no dependency between them), and on the attempts that meet (`@if-attempt 1 @barrier ...`
                            when a retry must not wait)
   @touch PATH              create an empty file (parents created); PATH relative to the worktree, or absolute
+  @record PATH             append "TASK ATTEMPT" (from ORCHARD_TASK_ID, ORCHARD_ATTEMPT) to PATH: which attempts
+                           really started their agent, and how often
   @wait-for PATH [S]       wait (at most S seconds, default 60) until PATH exists; PATH may be a glob pattern, then
                            until something matches it
 Hostile ones, for fault injection:
@@ -143,6 +145,12 @@ def _daemon(rest: str, root: Path) -> None:
     (root.parent / f"{os.environ['ORCHARD_TASK_ID']}.daemon").write_text(str(child.pid))
 
 
+def _append(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(text)
+
+
 def _daemon_escape(rest: str, root: Path) -> None:
     pid_file = root.parent / f"{os.environ['ORCHARD_TASK_ID']}.daemon"
     code = ("import os, sys, time\n"
@@ -230,6 +238,8 @@ HOSTILE: dict[str, Callable[[str, Path], object]] = {
     "@segv": lambda rest, root: os.kill(os.getpid(), signal.SIGSEGV),
     "@spew": _spew,
     "@daemon": _daemon,
+    "@record": lambda rest, root: _append(root / rest.strip(),
+                                          f"{os.environ['ORCHARD_TASK_ID']} {os.environ['ORCHARD_ATTEMPT']}\n"),
     "@daemon-escape": _daemon_escape,
     "@ignore-term": lambda rest, root: signal.signal(signal.SIGTERM, signal.SIG_IGN),
 }
