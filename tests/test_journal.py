@@ -4,7 +4,9 @@ raises is dropped, never the run."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +22,7 @@ from orchard.errors import NotRecorded, StoreUnreadable
 from orchard.store import Store
 from orchard.store.schema import MIGRATIONS, migrate
 from orchard.testing import InjectedFault, MemoryStore
-from tests.conftest import run_orchard
+from tests.conftest import PYTHON, run_orchard
 from tests.test_engine_acceptance import plan_text
 from tests.test_engine_acceptance import task as task_yaml
 
@@ -242,3 +244,23 @@ def test_a_store_damaged_after_a_run_makes_resume_exit_3_without_a_traceback(
     result = run_orchard("retry", "t", cwd=repo)
     assert result.code == 3, result.out + result.err
     assert "state" in result.err and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("command", ["run", "resume", "status", "logs"])
+def test_a_read_only_orchard_directory_is_a_clear_exit_3(
+        repo: Path, write_plan: Callable[[str], Path], command: str) -> None:
+    """Read-only even for root: `.orchard` bind-mounted read-only in a mount namespace of bubblewrap's."""
+    bwrap = shutil.which("bwrap")
+    assert bwrap, "bubblewrap is missing: `make system` installs it (apt-get install bubblewrap)"
+    plan = write_plan(plan_text(task_yaml("t", "@write t.txt t")))
+    assert run_orchard("run", str(plan), cwd=repo).code == 0
+    orchard_dir = repo / ".orchard"
+    before = sorted(str(p) for p in orchard_dir.rglob("*"))
+    args = {"run": ["run", str(plan)], "resume": ["resume"], "status": ["status"], "logs": ["logs", "t"]}[command]
+    proc = subprocess.run([bwrap, "--dev-bind", "/", "/", "--ro-bind", str(orchard_dir), str(orchard_dir),
+                           "--chdir", str(repo), "--", PYTHON, "-m", "orchard", *args],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "not writable" in proc.stderr or "make it writable" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(str(p) for p in orchard_dir.rglob("*")) == before  # nothing lost

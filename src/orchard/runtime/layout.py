@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchard.errors import EnvironmentProblem
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -18,12 +20,17 @@ class Layout:
         return Layout(repo_root / ".orchard")
 
     def ensure(self) -> None:
-        """Create the directory, private, and ignored by the user's git without touching their `info/exclude`."""
-        self.root.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(self.root, 0o700)
-        ignore = self.root / ".gitignore"
-        if not ignore.is_file():
-            ignore.write_text("# orchard's own files: never part of the repository\n*\n", encoding="utf-8")
+        """Create the directory, private, and ignored by the user's git without touching their `info/exclude`;
+        EnvironmentProblem (exit 3) if it cannot be written."""
+        try:
+            self.root.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(self.root, 0o700)
+            ignore = self.root / ".gitignore"
+            if not ignore.is_file():
+                ignore.write_text("# orchard's own files: never part of the repository\n*\n", encoding="utf-8")
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot write {self.root} ({exc.strerror or exc}): orchard keeps its runs "
+                                     "there; make it writable") from None
 
     @property
     def git_dir(self) -> Path:

@@ -85,7 +85,8 @@ class Store:
             migrate(self.conn)
             os.chmod(path, 0o600)
         except (sqlite3.Error, OSError) as exc:
-            raise StoreUnreadable(f"cannot open state store {path}: {exc}") from exc
+            hint = "" if os.access(path.parent, os.W_OK) else f" ({path.parent} is not writable)"
+            raise StoreUnreadable(f"cannot open state store {path}: {exc}{hint}") from exc
 
     def close(self) -> None:
         self.conn.close()
