@@ -30,8 +30,9 @@ class Mutant:
 
 MUTANTS = (
     Mutant("a failed transaction is committed, not rolled back", "src/orchard/store/store.py",
-           '        except BaseException:\n            self.conn.execute("ROLLBACK")',
-           '        except BaseException:\n            self.conn.execute("COMMIT")', ("tests/test_journal.py",)),
+           '                if self.conn.in_transaction:\n                    self.conn.execute("ROLLBACK")',
+           '                if self.conn.in_transaction:\n                    self.conn.execute("COMMIT")',
+           ("tests/test_journal.py",)),
     Mutant("a nested transaction joins the outer one instead of a savepoint", "src/orchard/store/store.py",
            "        if self.conn.in_transaction:\n            self._savepoints += 1",
            "        if self.conn.in_transaction:\n            yield\n            return\n"
@@ -46,8 +47,37 @@ MUTANTS = (
            "        except ZeroDivisionError as exc:  # a bug in one attempt",
            ("tests/test_recovery.py::test_an_internal_error_ends_the_attempt_and_the_retry_goes_on",)),
     Mutant("merges a dead session made are not recognised", "src/orchard/runtime/recovery.py",
-           "            if task.status is S.MERGING:", "            if task.status is S.MERGING and False:",
+           "            if task.status is S.MERGING or (", "            if False and (",
            ("tests/test_recovery.py",)),
+    Mutant("a journal rolled back past merges is believed, not git", "src/orchard/runtime/recovery.py",
+           "task.status is S.MERGING or (task.status is not S.MERGED and task.task_id in found.unrecorded)",
+           "task.status is S.MERGING",
+           ("tests/test_recovery.py::test_a_journal_rolled_back_past_merges_learns_them_from_git_and_runs_none_"
+            "again",)),
+    Mutant("locks a killed git left in orchard's repository stay", "src/orchard/vcs/private.py",
+           "    for path in lock_files(own.root):", "    for path in lock_files(own.root)[:0]:",
+           ("tests/test_git_faults.py::test_locks_a_killed_session_left_in_orchards_repository_are_removed_on_"
+            "resume",)),
+    Mutant("a merge git could not make sends the agent round again", "src/orchard/core/scheduler.py",
+           "        if ev.error:  # git failed", "        if False:  # git failed",
+           ("tests/test_scheduler.py::test_a_merge_git_could_not_make_fails_the_task_without_a_retry_of_its_agent",)),
+    Mutant("the plan snapshot's hash is not checked", "src/orchard/store/store.py",
+           "        if digest is not None and (", "        if False and (",
+           ("tests/test_hostile_agents.py::test_a_plan_an_agent_rewrote_in_the_journal_is_never_run",)),
+    Mutant("an agent's secret env values are stored in state.db", "src/orchard/store/store.py",
+           "        secrets = split_secrets(data, plan.redact)", "        secrets: dict[str, dict[str, str]] = {}",
+           ("tests/test_security.py::test_secrets_in_an_agents_env_are_kept_out_of_the_store_and_still_reach_a_"
+            "resumed_agent",)),
+    Mutant("a land killed half-way is not finished", "src/orchard/vcs/land.py",
+           "    finished = land_interrupted(repo, marker) if marker is not None else None", "    finished = None",
+           ("tests/test_vcs_merge.py::test_a_land_killed_half_way_is_finished_by_the_next",)),
+    Mutant("orchard does not adopt unconfined agents' daemons", "src/orchard/runtime/unconfined.py",
+           "        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)) == 0", "        return False",
+           ("tests/test_hostile_agents.py::test_an_unconfined_agents_escaped_daemon_is_adopted_and_killed",)),
+    Mutant("what an unconfined agent planted in the user's .git stays", "src/orchard/runtime/unconfined.py",
+           "if now.get(name) != self.baseline.get(name))", "if False)",
+           ("tests/test_hostile_agents.py::test_an_unconfined_agent_that_plants_in_the_users_git_directory_is_caught_"
+            "and_undone",)),
     Mutant("attempts a dead session left open stay open", "src/orchard/runtime/recovery.py",
            "        for attempt in journal.open_attempts():\n            journal.attempt_abandoned(attempt.id, "
            'detail="orchestrator stopped",',
