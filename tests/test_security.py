@@ -166,7 +166,9 @@ ENV_HASH = """import hashlib, os, pathlib, sys
 if os.environ["ORCHARD_ATTEMPT"] == "1":
     sys.exit(1)
 pathlib.Path("token.sha256").write_text(hashlib.sha256(os.environ["DEPLOY_TOKEN"].encode()).hexdigest())
+pathlib.Path("prompt-key.txt").write_text(str(sys.argv[2] in pathlib.Path(sys.argv[1]).read_text()))
 """
+PROMPT_KEY = "sk-ant-api03-" + "Q7" * 24  # a credential a user pasted into a prompt
 
 
 def test_secrets_in_an_agents_env_are_kept_out_of_the_store_and_still_reach_a_resumed_agent(
@@ -174,14 +176,18 @@ def test_secrets_in_an_agents_env_are_kept_out_of_the_store_and_still_reach_a_re
     script = tmp_path / "env_hash.py"
     script.write_text(ENV_HASH)
     plan = tmp_path / "plan.yaml"
-    plan.write_text(f'defaults: {{retries: 0}}\nagents:\n  a: {{type: command, command: ["{PYTHON}", "{script}"], '
-                    f'env: {{DEPLOY_TOKEN: "{TOKEN}", SETTING: plain-value}}}}\ntasks:\n  - {{id: t, prompt: go}}\n')
+    command = f'["{PYTHON}", "{script}", "{{prompt_file}}", "{PROMPT_KEY}"]'
+    plan.write_text(f'defaults: {{retries: 0}}\nagents:\n  a: {{type: command, command: {command}, '
+                    f'env: {{DEPLOY_TOKEN: "{TOKEN}", SETTING: plain-value}}}}\n'
+                    f'tasks:\n  - {{id: t, prompt: "deploy with {PROMPT_KEY} please"}}\n')
     assert run_orchard("run", str(plan), cwd=repo).code == 1
     orchard_dir = repo / ".orchard"
     with sqlite3.connect(orchard_dir / "state.db") as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         [(snapshot,)] = db.execute("SELECT plan_json FROM runs")
     assert TOKEN.encode() not in (orchard_dir / "state.db").read_bytes()
+    assert PROMPT_KEY.encode() not in (orchard_dir / "state.db").read_bytes()
+    assert json.loads(snapshot)["tasks"][0]["prompt"] == "deploy with [REDACTED:anthropic-key] please"
     env = json.loads(snapshot)["agents"]["a"]["options"]["env"]
     assert env == {"DEPLOY_TOKEN": "[REDACTED:DEPLOY_TOKEN]", "SETTING": "plain-value"}
     [kept] = (orchard_dir / "secrets").iterdir()
@@ -190,6 +196,7 @@ def test_secrets_in_an_agents_env_are_kept_out_of_the_store_and_still_reach_a_re
     assert run_orchard("retry", "t", cwd=repo).code == 0  # the plan read back has the value again
     expected = hashlib.sha256(TOKEN.encode()).hexdigest()
     assert git(repo, "show", f"orchard/{last_run(repo)}/integration:token.sha256") == expected
+    assert git(repo, "show", f"orchard/{last_run(repo)}/integration:prompt-key.txt") == "True"  # the prompt, whole
 
     kept.write_text(kept.read_text().replace(TOKEN, "ghp_" + "x" * 20))  # what an unconfined agent could do
     refused = run_orchard("resume", cwd=repo)  # the snapshot's hash covers the secrets too

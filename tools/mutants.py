@@ -65,7 +65,7 @@ MUTANTS = (
            "        if digest is not None and (", "        if False and (",
            ("tests/test_hostile_agents.py::test_a_plan_an_agent_rewrote_in_the_journal_is_never_run",)),
     Mutant("an agent's secret env values are stored in state.db", "src/orchard/store/store.py",
-           "        secrets = split_secrets(data, plan.redact)", "        secrets: dict[str, dict[str, str]] = {}",
+           "        secrets = split_secrets(data, plan.redact)", "        secrets: dict[str, str] = {}",
            ("tests/test_security.py::test_secrets_in_an_agents_env_are_kept_out_of_the_store_and_still_reach_a_"
             "resumed_agent",)),
     Mutant("a land killed half-way is not finished", "src/orchard/vcs/land.py",

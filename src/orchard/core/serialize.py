@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import asdict, fields
 from typing import Any
@@ -68,25 +69,42 @@ def _option_name(key: str, value: Any) -> str:
     return "codex_sandbox" if key == "sandbox" and value in CODEX_SANDBOXES else key
 
 
-def split_secrets(snapshot: dict[str, Any], extra_names: Iterable[str] = ()) -> dict[str, dict[str, str]]:
-    """Take the secrets out of a snapshot's agent `env` blocks (a secret-looking name, one the plan's `redact`
-    lists, or a value of a known credential format), leaving `[REDACTED:NAME]`; returns them, by agent and name."""
-    extra, taken = set(extra_names), {}
-    for agent, spec in snapshot.get("agents", {}).items():
-        env = spec.get("options", {}).get("env")
-        if not isinstance(env, dict):
-            continue
-        secret = {name: str(value) for name, value in env.items() if value and (
-            SECRET_NAME.search(name) or name in extra or FORMAT_REDACTOR(str(value)) != str(value))}
-        if secret:
-            env.update({name: f"[REDACTED:{name}]" for name in secret})
-            taken[agent] = secret
+def split_secrets(snapshot: dict[str, Any], extra_names: Iterable[str] = ()) -> dict[str, str]:
+    """Take the secrets out of a snapshot, leaving them redacted: the values in an agent's `env` of secret-looking
+    names or of names the plan's `redact` lists (`[REDACTED:NAME]`), and every credential of a known format in any
+    text (prompts, commands, options). Returns the originals by their place (a JSON list of keys), for
+    `restore_secrets`."""
+    taken: dict[str, str] = {}
+    extra = set(extra_names)
+
+    def walk(node: Any, path: list[Any]) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in list(items):
+            if isinstance(value, str):
+                hidden = _hidden([*path, key], value, extra)
+                if hidden != value:
+                    taken[json.dumps([*path, key])], node[key] = value, hidden
+            else:
+                walk(value, [*path, key])
+
+    walk(snapshot, [])
     return taken
 
 
-def restore_secrets(snapshot: dict[str, Any], secrets: dict[str, dict[str, str]]) -> None:
-    """Put back what `split_secrets` took, for the names the snapshot still holds redacted."""
-    for agent, values in secrets.items():
-        env = snapshot.get("agents", {}).get(agent, {}).get("options", {}).get("env")
-        if isinstance(env, dict):
-            env.update({name: value for name, value in values.items() if env.get(name) == f"[REDACTED:{name}]"})
+def restore_secrets(snapshot: dict[str, Any], secrets: dict[str, str]) -> None:
+    """Put back what `split_secrets` took, where the snapshot still holds it as it was redacted."""
+    for place, original in secrets.items():
+        *path, key = json.loads(place)
+        node: Any = snapshot
+        for step in path:
+            node = node[step] if isinstance(node, dict | list) else None
+        if isinstance(node, dict | list) and node[key] == _hidden([*path, key], original, ()):
+            node[key] = original
+
+
+def _hidden(path: list[Any], value: str, extra: Iterable[str]) -> str:
+    """`value` as the snapshot keeps it at `path`."""
+    named = len(path) == 5 and path[0] == "agents" and path[2:4] == ["options", "env"]
+    if named and value and (SECRET_NAME.search(str(path[4])) or path[4] in extra):
+        return f"[REDACTED:{path[4]}]"
+    return FORMAT_REDACTOR(value)

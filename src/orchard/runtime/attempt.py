@@ -90,7 +90,9 @@ async def run_attempt(ctx: RunContext, start: StartAttempt, on_verify: Callable[
         task_id=attempt.task.id, number=attempt.number, agent=attempt.agent, branch=attempt.branch,
         worktree=str(attempt.worktree), start_commit=commit, log_path=str(attempt.log_path))))
     watch = None if actx.confined else ctx.watch
-    before = await asyncio.to_thread(_watch_start, watch, attempt)
+    if watch is not None:  # an unconfined attempt is a suspect from now on
+        watch.running.add(_key(attempt))
+    before = await asyncio.to_thread(watch.status) if watch is not None else ""
     try:
         report = await _run_agent(ctx, attempt, inv, parser)
         result = await _judge(ctx, attempt, report, on_verify)
@@ -98,7 +100,9 @@ async def run_attempt(ctx: RunContext, start: StartAttempt, on_verify: Callable[
         if watch is not None:
             watch.running.discard(_key(attempt))
     if watch is not None:
-        result = await asyncio.to_thread(_watch_end, ctx, watch, attempt, before, result)
+        suspects = sorted({_key(attempt), *watch.running})
+        changed, touched = await asyncio.to_thread(_outside_changes, ctx, watch, attempt, before)
+        result = _judge_outside(ctx, attempt, suspects, changed, touched, result)
     if result.outcome is Outcome.SUCCESS:  # the merge works on the commit: the worktree can serve the next task
         await asyncio.to_thread(ctx.pool.release, attempt.worktree, ctx.width)
     ctx.journal.attempt_finished(attempt.id, result)
@@ -248,25 +252,21 @@ def _key(attempt: Attempt) -> str:
     return f"{attempt.task.id}/{attempt.number}"
 
 
-def _watch_start(watch: OutsideWatch | None, attempt: Attempt) -> str:
-    """An unconfined attempt begins: it is a suspect from now on; the user's checkout as it is."""
-    if watch is None:
-        return ""
-    watch.running.add(_key(attempt))
-    return watch.status()
+def _outside_changes(ctx: RunContext, watch: OutsideWatch, attempt: Attempt,
+                     before: str) -> tuple[list[str], list[str]]:
+    """After an unconfined attempt (in a worker thread): its adopted daemons killed; what changed in the user's git
+    directory (put back) and in the user's checkout."""
+    reap_adopted(of_attempt(ctx.run_id, attempt.task.id, attempt.number, attempt.worktree))
+    return watch.restore(), changed_entries(before, watch.status())
 
 
-def _watch_end(ctx: RunContext, watch: OutsideWatch, attempt: Attempt, before: str, result: Verdict) -> Verdict:
-    """An unconfined attempt ended: its adopted daemons killed, what it may have changed in the user's repository
-    put back or noted; `tampered` if it changed the git directory and was the only unconfined attempt running."""
-    task_id = attempt.task.id
-    reap_adopted(of_attempt(ctx.run_id, task_id, attempt.number, attempt.worktree))
-    suspects = sorted({_key(attempt), *watch.running})
-    changed = watch.restore()
+def _judge_outside(ctx: RunContext, attempt: Attempt, suspects: list[str], changed: list[str], touched: list[str],
+                   result: Verdict) -> Verdict:
+    """Say what unconfined agents changed outside their worktrees; `tampered` if this attempt changed the user's git
+    directory and was the only unconfined one running."""
     if changed:
         ctx.journal.noted(f"{', '.join(changed)} in your repository's git directory changed while unconfined "
                           f"agents ran ({', '.join(suspects)}): put back as it was", level="warning")
-    touched = changed_entries(before, watch.status())
     if touched:
         shown = ", ".join(touched[:20]) + (f" (+{len(touched) - 20} more)" if len(touched) > 20 else "")
         ctx.journal.noted(f"your checkout changed while unconfined agents ran ({', '.join(suspects)}): {shown}",

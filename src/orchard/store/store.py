@@ -225,9 +225,10 @@ class Store:
     def _secrets_file(self, run_id: str) -> Path:
         return self.path.parent / "secrets" / f"{run_id}.json"
 
-    def _keep_secrets(self, run_id: str, secrets: dict[str, dict[str, str]]) -> str:
-        """Write the secrets of a run's agent `env` blocks to a private file beside the store (a resume starts the
-        agents with them); returns what was written, for the snapshot's hash."""
+    def _keep_secrets(self, run_id: str, secrets: dict[str, str]) -> str:
+        """Write the secrets taken from a run's plan snapshot (agents' `env` values, credentials in prompts) to a
+        private file beside the store, from which a resume reads them back; returns what was written, for the
+        snapshot's hash."""
         if not secrets:
             return ""
         text = json.dumps(secrets, sort_keys=True)
