@@ -23,13 +23,26 @@ import pytest
 FAKE_AGENT = Path(__file__).parent / "agents" / "fake_agent.py"
 PYTHON = sys.executable
 
+
+def _tests_root(system_tmp: Path) -> Path:
+    """Where the tests' temporary files go: `orchard-tests-<uid>` in the temp dir, in /var/tmp when that is under
+    /tmp; for tests run by the tests (their TMPDIR is already `…/orchard-tests-<uid>/tmp`), the same place."""
+    name = f"orchard-tests-{os.getuid()}"
+    if system_tmp.name == "tmp" and system_tmp.parent.name == name:
+        return system_tmp.parent
+    return (Path("/var/tmp") if system_tmp.parts[:2] == ("/", "tmp") else system_tmp) / name
+
+
 # Agents run in bubblewrap (`sandbox: auto`), whose /tmp is a private tmpfs: the tests' repositories, scripts and
 # plans live elsewhere so that a sandboxed agent sees them (read-only) as it would see a user's project.
-if Path(tempfile.gettempdir()).resolve().parts[:2] == ("/", "tmp"):
-    _TEST_TMP = Path("/var/tmp") / f"orchard-tests-{os.getuid()}"
-    _TEST_TMP.mkdir(mode=0o700, exist_ok=True)
-    os.environ["TMPDIR"] = str(_TEST_TMP)
-    tempfile.tempdir = None  # `gettempdir` caches its answer
+_TESTS_ROOT = _tests_root(Path(tempfile.gettempdir()).resolve())
+# What the tests prepare for the agents' own sandboxes (a copy of codex's bubblewrap) lives beside the tests' TMPDIR,
+# not in it: codex's sandbox lets commands write in $TMPDIR and /tmp, and codex runs no bwrap from such places.
+TOOLS = _TESTS_ROOT / "tools"
+for _folder in (_TESTS_ROOT, _TESTS_ROOT / "tmp", TOOLS):
+    _folder.mkdir(mode=0o700, exist_ok=True)
+os.environ["TMPDIR"] = str(_TESTS_ROOT / "tmp")
+tempfile.tempdir = None  # `gettempdir` caches its answer
 # The one place the fake agent's rendezvous (`@barrier`, `@touch` of shared markers) may write from inside the
 # sandbox: each agent entry of the tests lists it in `writable`.
 RENDEZVOUS = Path(tempfile.mkdtemp(prefix="orchard-rendezvous-"))

@@ -7,6 +7,7 @@ The claude and codex transcripts were recorded from the real CLIs against the fa
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from dataclasses import replace
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from orchard.agents import AttemptContext, ExitInfo, OutputParser, adapter_for
+from orchard.agents.codex import bwrap_dir_for, bwrap_problem, codex_path
 from orchard.agents.errors import classify_error, reset_time
 from orchard.core.model import AgentSpec, Outcome, Task
 
@@ -109,6 +111,44 @@ def test_invocations_are_argv_lists_with_the_prompt_on_stdin(tmp_path: Path) -> 
     gemini = adapter_for("gemini").invocation(ctx("gemini", tmp_path))
     assert gemini.argv[:3] == ("gemini", "-p", "do it") and "yolo" in gemini.argv
 
+
+
+def fake_codex(root: Path) -> tuple[str, Path]:
+    """codex as npm installs it under `root`: its launcher, and its platform package's bubblewrap (the directory)."""
+    launcher = root / "node_modules" / ".bin" / "codex"
+    resources = root / "node_modules" / "@openai" / "codex-linux-x64" / "vendor" / "x86_64" / "codex-resources"
+    for folder in (launcher.parent, resources):
+        folder.mkdir(parents=True)
+    for program, text in ((launcher, "#!/bin/sh\n"), (resources / "bwrap", "bubblewrap of this codex build\n")):
+        program.write_text(text)
+        program.chmod(0o755)
+    return str(launcher), resources
+
+
+def test_codex_runs_its_own_bwrap_from_where_its_sandbox_accepts_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """codex skips a `bwrap` on PATH in a place its workspace-write sandbox lets commands write (and takes the next,
+    the distribution's): installed elsewhere, its own goes first as it is; installed there, a copy in the cache."""
+    binary, resources = fake_codex(tmp_path / "npm")
+    cache, inside = tmp_path / "cache", (str(tmp_path / "npm"),)
+    assert codex_path(binary, "/usr/bin", (str(tmp_path / "work"),), cache) == f"{resources}{os.pathsep}/usr/bin"
+    copied = bwrap_dir_for(binary, inside, cache)
+    assert copied is not None and Path(copied).parent == cache
+    bwrap = Path(copied) / "bwrap"
+    assert bwrap.read_bytes() == (resources / "bwrap").read_bytes() and os.access(bwrap, os.X_OK)
+    assert bwrap_dir_for(binary, inside, cache) == copied and bwrap_problem(binary, inside, cache) is None
+    assert bwrap_dir_for(binary, (str(tmp_path),), cache) is None  # the cache is no better: doctor says so
+    assert "install codex elsewhere" in (bwrap_problem(binary, (str(tmp_path),), cache) or "")
+
+    work = tmp_path / "work"
+    in_work, own = fake_codex(work)  # codex installed inside the task's worktree
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    base = replace(ctx("codex", tmp_path, binary=in_work), worktree=work)
+    first = adapter_for("codex").invocation(base).env["PATH"].split(os.pathsep)[0]
+    assert Path(first).parent == tmp_path / "xdg" / "orchard" / "codex-bwrap"
+    confined = adapter_for("codex").invocation(replace(base, confined=True))  # danger-full-access: no bwrap of codex's
+    assert confined.env["PATH"].split(os.pathsep)[0] == str(own)
 
 def test_retries_resume_the_previous_session_with_only_the_feedback(tmp_path: Path) -> None:
     base = ctx("claude", tmp_path)

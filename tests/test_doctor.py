@@ -44,3 +44,26 @@ def test_doctor_with_a_plan_checks_only_its_agents_and_fails_when_unusable(repo:
     report = json.loads(result.out)
     assert [(a["kind"], a["binary"]) for a in report["agents"]] == [("codex", "my-codex")]
     assert "Traceback" not in result.err
+
+
+def test_doctor_says_when_codex_cannot_run_its_own_bubblewrap(repo: Path, tmp_path: Path) -> None:
+    """codex installed in $TMPDIR (its sandbox lets commands write there, so codex skips a bwrap there): fine while
+    orchard's cache for a copy lies elsewhere; with the cache in $TMPDIR too, doctor says what codex will do."""
+    npm = tmp_path / "npm" / "node_modules"
+    resources = npm / "@openai" / "codex-linux-x64" / "vendor" / "x86_64" / "codex-resources"
+    resources.mkdir(parents=True)
+    (npm / ".bin").mkdir()
+    fake_binary(npm / ".bin", "codex", "codex-cli 0.169.0")
+    fake_binary(resources, "bwrap", "bubblewrap 0.11.0")
+    env = {"PATH": f"{npm / '.bin'}:/usr/bin:/bin", "CODEX_API_KEY": "test-key", "TMPDIR": str(tmp_path / "npm")}
+
+    def codex_notes(cache: Path) -> str:
+        result = run_orchard("doctor", "--json", cwd=repo, env={**env, "XDG_CACHE_HOME": str(cache)})
+        assert result.code == 0, result.err
+        codex = next(a for a in json.loads(result.out)["agents"] if a["kind"] == "codex")
+        assert codex["ok"] and codex["version"] == "codex-cli 0.169.0"
+        return str(codex["notes"])
+
+    assert codex_notes(tmp_path / "cache") == ""
+    notes = codex_notes(tmp_path / "npm" / "cache")
+    assert str(resources) in notes and "every file write fails" in notes and "install codex elsewhere" in notes

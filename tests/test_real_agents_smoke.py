@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchard.agents.codex import codex_path
+from orchard.agents.codex import codex_path, workspace_write_roots
 from orchard.testing import (
     AgentRun,
     FakeModelServer,
@@ -34,7 +34,7 @@ from orchard.testing import (
 )
 from orchard.testing.agents import INSTALL_HINT
 from orchard.testing.script import Script
-from tests.conftest import init_repo
+from tests.conftest import TOOLS, init_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60.0  # wall clock per CLI run; a healthy run takes about a second
@@ -76,8 +76,10 @@ def codex(server: FakeModelServer, repo: Path, tmp_path: Path, key: str, *, mode
     home = tmp_path / "codex-home"
     home.mkdir(exist_ok=True)
     argv = codex_argv(binary("codex"), server, model=model)
-    env = codex_env(home, path=codex_path(argv[0], os.environ["PATH"]))  # codex's own bwrap, not Debian's 0.8
-    return run_agent(argv, repo, env, prompt(key), TIMEOUT, stop_when=stop_when)
+    # codex's own bwrap, not Debian's 0.8: from its install, or from a copy in TOOLS where the checkout is under
+    # /tmp (a place codex's sandbox lets commands write, so codex would skip it)
+    path = codex_path(argv[0], os.environ["PATH"], workspace_write_roots(repo, os.environ), cache=TOOLS / "codex-bwrap")
+    return run_agent(argv, repo, codex_env(home, path=path), prompt(key), TIMEOUT, stop_when=stop_when)
 
 
 def assert_did_the_work(repo: Path, server: FakeModelServer, key: str, result: AgentRun) -> None:

@@ -101,12 +101,21 @@ def aider_binary() -> Path:
     return path
 
 
-def fast_retries(folder: Path, seconds: float = 0.5) -> Path:
-    """A launcher running the pinned aider with its retry budget cut to `seconds` (see the module docstring)."""
+def fast_retries(seconds: float = 0.5) -> Path:
+    """A launcher running the pinned aider with its retry budget cut to `seconds` (see the module docstring).
+
+    It lives beside aider's venv, not in the test's temp dir: its `#!` names the venv's python, and orchard's
+    sandbox (whose /tmp is private) binds back the part of /tmp a command lives in, not its interpreter's, so with
+    the checkout under /tmp a launcher elsewhere could not start ("No such file or directory")."""
     aider_binary()
-    path = folder / "aider-fast-retries"
-    path.write_text(LAUNCHER.format(python=VENV / "bin" / "python", seconds=seconds))
-    path.chmod(0o755)
+    path = VENV.parent / "launchers" / f"retries-{seconds}s" / "aider-fast-retries"
+    text = LAUNCHER.format(python=VENV / "bin" / "python", seconds=seconds)
+    if not (path.is_file() and path.read_text() == text):  # written once, atomically: tests may run side by side
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.with_name(f".{path.name}.{os.getpid()}")
+        staged.write_text(text)
+        staged.chmod(0o755)
+        staged.replace(path)
     return path
 
 
@@ -166,7 +175,7 @@ def smoke(name: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], 
     key = f"aider-{name}"
     prompt_file = base / "prompt.md"
     prompt_file.write_text(PROMPT.format(key=key))
-    binary = fast_retries(base) if name == "rate_limit" else aider_binary()
+    binary = fast_retries() if name == "rate_limit" else aider_binary()
     invocation = adapter_for("aider").invocation(context(binary, prompt_file, repo, ("notes.txt",)))
     with FakeModelServer({key: script}) as server:
         added = {**aider_env(server, base / "home"), **invocation.env}
@@ -321,7 +330,7 @@ def test_rate_limit_pauses_then_merges_after_the_limit_resets(
     seen = recover_when_paused.seen
 
     tasks = [{"id": "busy", "prompt": "Write later.txt. [[script:busy]]"}]
-    agent = entry(server, tmp_path / "aider-home", binary=str(fast_retries(tmp_path)))
+    agent = entry(server, tmp_path / "aider-home", binary=str(fast_retries()))
     result = orchard.run(write_plan(tmp_path, agent, tasks), repo=repo, on_event=recover_when_paused)
     assert result.exit_code == 0, status(repo)
     assert "paused" in seen and seen[-1] == "merged"

@@ -6,9 +6,13 @@ and `turn.failed` / `error` for failures. Codex reports tokens only: cost comes 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import os
 import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ from orchard.core.model import Outcome
 from orchard.core.pricing import cost_usd, price_for
 
 DEFAULT_MODEL = "gpt-5-codex"
+SLASH_TMP = "/tmp"  # noqa: S108 - a place codex's workspace-write sandbox lets commands write, not a file we make
 
 
 @functools.cache
@@ -36,10 +41,83 @@ def bundled_bwrap_dir(binary: str) -> str | None:
     return None
 
 
-def codex_path(binary: str, path: str) -> str:
-    """`path` with codex's own bubblewrap first (see `bundled_bwrap_dir`)."""
+def workspace_write_roots(worktree: Path | str | None, env: Mapping[str, str]) -> tuple[str, ...]:
+    """Where codex's `workspace-write` sandbox lets the commands it runs write (0.169.0's defaults): its working
+    directory (the worktree, when known), /tmp and the $TMPDIR of `env` (codex's environment). Extra
+    `writable_roots` in codex's config are not read."""
+    tmpdir = env.get("TMPDIR")
+    return (*((str(worktree),) if worktree else ()), SLASH_TMP, *((tmpdir,) if tmpdir else ()))
+
+
+def default_bwrap_cache() -> Path:
+    """Where orchard keeps copies of codex's bubblewrap: `$XDG_CACHE_HOME/orchard/codex-bwrap` (~/.cache/…)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "orchard" / "codex-bwrap"
+
+
+def bwrap_dir_for(binary: str, writable: Sequence[str] = (), cache: Path | None = None) -> str | None:
+    """The directory to put first on codex's PATH so that its sandbox runs codex's own bubblewrap, or None.
+
+    codex skips a `bwrap` on PATH that lies where its sandbox lets commands write (`writable`: a command could
+    replace it) and takes the next one, usually the distribution's. Its own directory serves when it lies outside
+    those places (an npm install); otherwise (codex installed under /tmp, $TMPDIR or the worktree) a copy in
+    `cache` (default `default_bwrap_cache()`) serves, made once per codex build, if the cache lies outside them."""
     bundled = bundled_bwrap_dir(binary)
-    return f"{bundled}{os.pathsep}{path}" if bundled else path
+    if bundled is None or not _inside(bundled, writable):
+        return bundled
+    cache = cache or default_bwrap_cache()
+    return None if _inside(str(cache), writable) else _copied_bwrap(Path(bundled) / "bwrap", cache)
+
+
+def bwrap_problem(binary: str, writable: Sequence[str], cache: Path | None = None) -> str | None:
+    """Why codex's sandbox will not run codex's own bubblewrap (see `bwrap_dir_for`), or None; makes no copy."""
+    bundled = bundled_bwrap_dir(binary)
+    cache = cache or default_bwrap_cache()
+    if bundled is None or not _inside(bundled, writable) or not _inside(str(cache), writable):
+        return None
+    return (f"codex's own bubblewrap ({bundled}) and orchard's cache for a copy of it ({cache}) both lie where "
+            f"codex's workspace-write sandbox lets commands write ({', '.join(writable)}), so codex will not run it "
+            "and uses the next `bwrap` on PATH (with bubblewrap 0.8.0, as in Debian 12, every file write fails): "
+            "install codex elsewhere or set XDG_CACHE_HOME to a directory outside those")
+
+
+def codex_path(binary: str, path: str, writable: Sequence[str] = (), cache: Path | None = None) -> str:
+    """`path` with codex's own bubblewrap first, from where codex's sandbox will run it (see `bwrap_dir_for`)."""
+    first = bwrap_dir_for(binary, writable, cache)
+    return f"{first}{os.pathsep}{path}" if first else path
+
+
+def _inside(path: str, roots: Sequence[str]) -> bool:
+    """Whether `path` (symlinks resolved, as codex resolves them) is one of `roots` or below one."""
+    real = Path(os.path.realpath(path))
+    return any(real.is_relative_to(os.path.realpath(root)) for root in roots)
+
+
+@functools.cache
+def _copied_bwrap(source: Path, cache: Path) -> str | None:
+    """The directory of a copy of `source` at `cache/<its SHA-256, 16 hex>/bwrap`, written atomically unless an
+    identical copy is there (concurrent orchards may write it at once); None when the cache cannot be written."""
+    data = source.read_bytes()
+    folder = cache / hashlib.sha256(data).hexdigest()[:16]
+    target = folder / "bwrap"
+    with contextlib.suppress(OSError):
+        if target.is_file() and target.read_bytes() == data and os.access(target, os.X_OK):
+            return str(folder)
+    try:
+        folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+        fd, staged = tempfile.mkstemp(dir=folder, prefix=".bwrap-")
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(staged, 0o755)  # noqa: S103 - a program, as codex's own copy is
+        os.replace(staged, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+        return None
+    return str(folder)
 
 
 class CodexParser(JsonLineParser):
@@ -137,7 +215,10 @@ class CodexAdapter:
         argv += [str(a) for a in o("args", ()) or ()]
         argv.append("-")  # the prompt comes on stdin
         prompt = ctx.feedback if resume else ctx.prompt
-        env = {**agent_env(ctx), "PATH": codex_path(argv[0], os.environ.get("PATH", os.defpath))}
+        env = agent_env(ctx)
+        # only workspace-write has places codex refuses to run a bwrap from; the other modes need no move
+        writable = workspace_write_roots(ctx.worktree, {**os.environ, **env}) if sandbox == "workspace-write" else ()
+        env["PATH"] = codex_path(argv[0], os.environ.get("PATH", os.defpath), writable)
         return Invocation(tuple(argv), ctx.worktree, env, prompt.encode())
 
     def parser(self, ctx: AttemptContext) -> CodexParser:

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from orchard.agents.codex import bwrap_problem, workspace_write_roots
 from orchard.agents.requirements import REQUIREMENTS
 from orchard.cli.common import load_plan, stdout_console
 from orchard.core.safe_text import safe_line
@@ -24,10 +25,17 @@ def agent_report(kind: str, binary: str) -> dict[str, Any]:
     env = [name for name in need.credential_env if os.environ.get(name)]
     home = Path.home()
     files = [name for name in need.credential_files if (home / name).is_file()]
+    notes = "; ".join(note for note in (need.notes, _sandbox_note(kind, binary)) if note)
     return {"kind": kind, "binary": binary, "path": probe.path, "version": probe.version, "problem": probe.problem,
             "credentials": env + [f"~/{f}" for f in files], "needs_one_of": list(need.credential_env),
-            "install": need.install, "notes": need.notes,
+            "install": need.install, "notes": notes,
             "ok": probe.version is not None and bool(env or files)}
+
+
+def _sandbox_note(kind: str, binary: str) -> str | None:
+    """What keeps an agent's own sandbox from working here, as far as it can be told before a run (codex: whether
+    it will run its own bubblewrap; the worktree, also writable in its sandbox, is not known yet)."""
+    return bwrap_problem(binary, workspace_write_roots(None, os.environ)) if kind == "codex" else None
 
 
 def git_report() -> dict[str, Any]:
