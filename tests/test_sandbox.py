@@ -233,3 +233,22 @@ def test_an_agent_installed_under_tmp_still_runs_in_the_private_tmp(repo: Path, 
         assert git(repo, "show", f"orchard/{run}/integration:made.txt") == "made in the sandbox"
     finally:
         shutil.rmtree(place, ignore_errors=True)
+
+
+def test_a_script_whose_interpreter_is_under_tmp_still_runs_in_the_private_tmp(repo: Path, tmp_path: Path) -> None:
+    """A launcher script elsewhere whose `#!` interpreter lives in /tmp (a tool's virtualenv there)."""
+    place = Path(tempfile.mkdtemp(dir="/tmp", prefix="orchard-interpreter-"))
+    try:
+        (place / "python").symlink_to(PYTHON)
+        launcher = tmp_path / "launch-agent"
+        launcher.write_text(f"#!{place / 'python'}\nimport pathlib; pathlib.Path('made.txt').write_text('made')\n")
+        launcher.chmod(0o755)
+        plan = tmp_path / "plan.yaml"
+        plan.write_text(f'agents:\n  a: {{type: command, command: ["{launcher}"]}}\n'
+                        "tasks:\n  - {id: t, prompt: go, retries: 0}\n")
+        result = run_orchard("run", str(plan), cwd=repo)
+        assert result.code == 0, result.out + result.err
+        run = run_orchard("status", "--json", cwd=repo).json()["run"]["id"]
+        assert git(repo, "show", f"orchard/{run}/integration:made.txt") == "made"
+    finally:
+        shutil.rmtree(place, ignore_errors=True)

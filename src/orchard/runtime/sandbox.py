@@ -103,9 +103,11 @@ def confined_argv(argv: Sequence[str], box: Confinement) -> tuple[str, ...]:
 
 
 def _hidden_roots(argv: Sequence[str]) -> list[Path]:
-    """The top directories under /tmp or /dev/shm that the command itself lives in (a program, or a script it is
-    given, installed there): bound back read-only, so the private /tmp hides only what the attempt does not run."""
-    found = [shutil.which(argv[0]) or argv[0], *(a for a in argv[1:] if a.startswith("/"))] if argv else []
+    """The top directories under /tmp or /dev/shm that the command itself lives in (a program, the interpreter its
+    `#!` line names, or a script it is given, installed there): bound back read-only, so the private /tmp hides only
+    what the attempt does not run."""
+    program = shutil.which(argv[0]) or argv[0] if argv else ""
+    found = [program, *_interpreter(program), *(a for a in argv[1:] if a.startswith("/"))] if argv else []
     roots = []
     for text in found:
         for path in {Path(text), Path(os.path.realpath(text))}:
@@ -115,6 +117,19 @@ def _hidden_roots(argv: Sequence[str]) -> list[Path]:
                 if path.is_absolute() and parts[:len(top)] == top and len(parts) > len(top) and path.exists():
                     roots.append(Path(*parts[:len(top) + 1]))
     return roots
+
+
+def _interpreter(program: str) -> list[str]:
+    """The interpreter a script's `#!` line names (with `/usr/bin/env NAME`, NAME found on PATH), if any."""
+    try:
+        with open(program, "rb") as fh:
+            line = fh.readline(256)
+    except OSError:
+        return []
+    words = line[2:].decode(errors="replace").split() if line.startswith(b"#!") else []
+    if words and os.path.basename(words[0]) == "env":
+        words = [shutil.which(w) or w for w in words[1:] if not w.startswith("-")][:1]
+    return [w for w in words[:1] if w.startswith("/")]
 
 
 def _existing(paths: Sequence[Path]) -> list[Path]:
