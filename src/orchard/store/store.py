@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
@@ -57,6 +58,22 @@ def _record(cls: Callable[..., R], row: sqlite3.Row, names: frozenset[str]) -> R
     return cls(**values)
 
 
+WAL_TRIES = 200  # 10 ms apart: two seconds for the other openers of a new store to finish
+
+
+def _enter_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. Changing the journal mode does not wait for the busy timeout: while another process creates
+    the same new store it fails at once with "database is locked", so it is tried again, a bounded number of times."""
+    for attempt in range(WAL_TRIES):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or attempt == WAL_TRIES - 1:
+                raise
+            time.sleep(0.01)
+
+
 def _digest(snapshot: str, secrets: str = "") -> str:
     """The hash of a plan snapshot, and of the agents' secrets kept beside the store (changing either is
     tampering)."""
@@ -79,7 +96,7 @@ class Store:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
             self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            _enter_wal(self.conn)
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA busy_timeout=30000")
             migrate(self.conn)
