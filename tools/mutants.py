@@ -34,9 +34,8 @@ MUTANTS = (
            '                if self.conn.in_transaction:\n                    self.conn.execute("COMMIT")',
            ("tests/test_journal.py",)),
     Mutant("a nested transaction joins the outer one instead of a savepoint", "src/orchard/store/store.py",
-           "        if self.conn.in_transaction:\n            self._savepoints += 1",
-           "        if self.conn.in_transaction:\n            yield\n            return\n"
-           "            self._savepoints += 1",
+           "        if self.conn.in_transaction:\n            self._sync_after = self._sync_after or durable\n",
+           "        if self.conn.in_transaction:\n            yield\n            return\n",
            ("tests/test_journal.py",)),
     Mutant("an observer's exception propagates", "src/orchard/core/transitions.py",
            "                    observer(event)\n                except Exception:",
