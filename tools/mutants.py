@@ -67,6 +67,11 @@ MUTANTS = (
            "        secrets = split_secrets(data, plan.redact)", "        secrets: dict[str, str] = {}",
            ("tests/test_security.py::test_secrets_in_an_agents_env_are_kept_out_of_the_store_and_still_reach_a_"
             "resumed_agent",)),
+    Mutant("files an environment included stay in the history of an agent that committed them",
+           "src/orchard/runtime/attempt.py",
+           "    committed = paths_changed(ctx.git, attempt.start_commit, head, attempt.included)",
+           "    committed: list[str] = []",
+           ("tests/test_environment.py::test_ignored_files_reach_every_worktree_as_they_are_and_never_a_commit",)),
     Mutant("a land killed half-way is not finished", "src/orchard/vcs/land.py",
            "    finished = land_interrupted(repo, marker) if marker is not None else None", "    finished = None",
            ("tests/test_vcs_merge.py::test_a_land_killed_half_way_is_finished_by_the_next",)),

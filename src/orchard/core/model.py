@@ -166,6 +166,24 @@ PROMPT_VIA = ("file", "stdin", "arg")
 
 
 @dataclass(frozen=True)
+class Environment:
+    """What a task's worktree gets besides the tracked files (`environment:` of a plan; a task's own overrides any
+    part). `include`: git-ignore patterns of untracked files copied from the user's checkout (never committed)."""
+
+    include: tuple[str, ...] = ()
+    setup: tuple[tuple[str, ...], ...] = ()
+    setup_inputs: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
+    teardown: tuple[tuple[str, ...], ...] = ()
+    setup_timeout_s: float = 600.0
+    env: tuple[tuple[str, str], ...] = ()  # (name, value) pairs: a frozen, JSON-able mapping
+    ports: int = 0
+
+
+NO_ENVIRONMENT = Environment()
+
+
+@dataclass(frozen=True)
 class Task:
     """One unit of work for one agent. `prompt` is the resolved text (inline or read from `prompt_file`)."""
 
@@ -186,6 +204,7 @@ class Task:
     budget_usd: float | None = None  # no new attempt once the task's attempts cost this much
     # what of orchard's environment the verify command sees beyond the basics (agent-written code runs there)
     verify_env_pass: str | tuple[str, ...] = ()
+    environment: Environment | None = None  # the task's own, merged over the plan's; None: the plan's
 
 
 @dataclass(frozen=True)
@@ -202,6 +221,7 @@ class Plan:
     redact: tuple[str, ...] = ()  # more environment variable names whose values are secrets
     sandbox: str = "auto"  # SANDBOX_MODES: how agents, verify and setup are confined (an agent may say otherwise)
     network: str = "host"  # NETWORK_MODES: under bwrap, "none" gives them no network at all
+    environment: Environment = NO_ENVIRONMENT
     _index: Mapping[str, Task] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
     # Values derived from this plan (ranks, file conflicts …), filled in once by `core.graph`: a Plan never changes.
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -219,6 +239,7 @@ class Plan:
         redact: tuple[str, ...] = (),
         sandbox: str = "auto",
         network: str = "host",
+        environment: Environment = NO_ENVIRONMENT,
     ) -> Plan:
         """Freeze already-validated parts into a Plan (validation lives in `orchard.plan`)."""
         return Plan(
@@ -232,11 +253,16 @@ class Plan:
             redact=tuple(redact),
             sandbox=sandbox,
             network=network,
+            environment=environment,
             _index=MappingProxyType({t.id: t for t in tasks}),
         )
 
     def task(self, task_id: str) -> Task:
         return self._index[task_id]
+
+    def environment_of(self, task_id: str) -> Environment:
+        """The environment a task's worktree gets: its own, else the plan's."""
+        return self._index[task_id].environment or self.environment
 
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._index

@@ -7,10 +7,11 @@ from collections.abc import Iterable
 from dataclasses import asdict, fields
 from typing import Any
 
-from orchard.core.model import CODEX_SANDBOXES, AgentSpec, Plan, Task
+from orchard.core.model import CODEX_SANDBOXES, NO_ENVIRONMENT, AgentSpec, Environment, Plan, Task
 from orchard.core.redact import FORMAT_REDACTOR, SECRET_NAME
 
 _TASK_FIELDS = {f.name for f in fields(Task)}
+_ENVIRONMENT_FIELDS = {f.name for f in fields(Environment)}
 
 
 def _plain(value: Any) -> Any:
@@ -31,6 +32,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "redact": list(plan.redact),
         "sandbox": plan.sandbox,
         "network": plan.network,
+        "environment": _plain(asdict(plan.environment)),
         "tracks": {k: list(v) for k, v in plan.tracks.items()},
         "agents": {
             name: {"type": a.type, "max_parallel": a.max_parallel, "options": _plain(a.options)}
@@ -50,7 +52,7 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
     """Rebuild the Plan saved by `plan_to_dict`."""
     from types import MappingProxyType
 
-    tasks = [Task(**{k: _frozen(v) for k, v in t.items() if k in _TASK_FIELDS}) for t in data["tasks"]]
+    tasks = [_task(t) for t in data["tasks"]]
     agents = {
         name: AgentSpec(name, a["type"], a.get("max_parallel"),
                         MappingProxyType({_option_name(k, v): _frozen(v) for k, v in a.get("options", {}).items()}))
@@ -60,7 +62,24 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
                       base=data.get("base"), parallel=int(data.get("parallel", 4)),
                       source=str(data.get("source", "<plan>")), budget_usd=data.get("budget_usd"),
                       redact=tuple(data.get("redact", ())), sandbox=str(data.get("sandbox", "auto")),
-                      network=str(data.get("network", "host")))
+                      network=str(data.get("network", "host")),
+                      environment=_environment(data.get("environment")) or NO_ENVIRONMENT)
+
+
+def _task(data: dict[str, Any]) -> Task:
+    values: dict[str, Any] = {k: _frozen(v) for k, v in data.items() if k in _TASK_FIELDS}
+    values["environment"] = _environment(data.get("environment"))
+    return Task(**values)
+
+
+def _environment(data: Any) -> Environment | None:
+    """An Environment from its snapshot (lists back to tuples), None for none."""
+    if not isinstance(data, dict):
+        return None
+    frozen = {k: _frozen(v) for k, v in data.items() if k in _ENVIRONMENT_FIELDS}
+    for key in ("setup", "teardown", "env"):
+        frozen[key] = tuple(tuple(item) for item in frozen.get(key, ()))
+    return Environment(**frozen)
 
 
 def _option_name(key: str, value: Any) -> str:

@@ -34,6 +34,7 @@ def build(raw: RawPlan) -> Plan:
         redact=settings.redact,
         sandbox=settings.sandbox,
         network=settings.network,
+        environment=settings.environment,
     )
 
 

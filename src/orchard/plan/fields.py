@@ -308,7 +308,7 @@ TASK_COERCERS: Mapping[str, Coercer] = MappingProxyType(
 )
 # Plan-file field name → `Task` keyword.
 TASK_KWARG = MappingProxyType({"timeout": "timeout_s", "estimate": "estimate_s"})
-TASK_FIELDS = frozenset({"id", "prompt", "prompt_file", *TASK_COERCERS})
+TASK_FIELDS = frozenset({"id", "prompt", "prompt_file", "environment", *TASK_COERCERS})
 FRONT_MATTER_FIELDS = TASK_FIELDS - {"prompt", "prompt_file"}
-NO_DEFAULT_FIELDS = frozenset({"id", "name", "prompt", "prompt_file", "depends_on"})
+NO_DEFAULT_FIELDS = frozenset({"id", "name", "prompt", "prompt_file", "depends_on", "environment"})
 DEFAULT_FIELDS = TASK_FIELDS - NO_DEFAULT_FIELDS

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from orchard.core.model import DEFAULT_PARALLEL, NETWORK_MODES, AgentSpec
+from orchard.core.model import DEFAULT_PARALLEL, NETWORK_MODES, NO_ENVIRONMENT, AgentSpec, Environment
 from orchard.plan import fields as f
 from orchard.plan.agents import defined, read_agents
+from orchard.plan.environment import read_environment
 from orchard.plan.raw import INVALID, Problems, RawPlan
 
-TOP_LEVEL_KEYS = frozenset({"base", "parallel", "budget_usd", "redact", "sandbox", "network", "defaults", "agents",
-                            "tracks", "tasks"})
+TOP_LEVEL_KEYS = frozenset({"base", "parallel", "budget_usd", "redact", "sandbox", "network", "environment",
+                            "defaults", "agents", "tracks", "tasks"})
 CONFIG_KEYS = TOP_LEVEL_KEYS - {"tasks"}
 _TASKS_HINT = (
     "'tasks' is not allowed here: in a plan directory every .md or .json file is a task "
@@ -31,6 +32,7 @@ class Settings:
     redact: tuple[str, ...] = ()
     sandbox: str = "auto"
     network: str = "host"
+    environment: Environment = NO_ENVIRONMENT
     defaults: dict[str, Any] = field(default_factory=dict)  # coerced, by plan field name; no 'agent'
     default_agent: str | None = None
     agents: dict[str, AgentSpec] = field(default_factory=dict)
@@ -57,6 +59,8 @@ def read_settings(raw: RawPlan) -> Settings:
     if config.get("network") is not None:
         network = problems.coerce(partial(f.choice, NETWORK_MODES), config["network"], file, field="network")
         settings.network = _valid(network, "host")
+    if config.get("environment") is not None:
+        settings.environment = read_environment(config["environment"], file, problems, over=NO_ENVIRONMENT)
     settings.agents, settings.declared_agents = read_agents(config.get("agents"), file, problems)
     _read_defaults(config.get("defaults"), file, problems, settings)
     return settings

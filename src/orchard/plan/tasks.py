@@ -8,6 +8,7 @@ from typing import Any
 from orchard.core.model import DEFAULT_AGENT_NAME, valid_task_id
 from orchard.plan import fields as f
 from orchard.plan.agents import defined
+from orchard.plan.environment import read_environment
 from orchard.plan.raw import INVALID, Problems, RawPlan, RawTask
 from orchard.plan.readers import read_contained
 from orchard.plan.settings import Settings
@@ -46,6 +47,9 @@ def read_task(rt: RawTask, settings: Settings, plan: RawPlan) -> Draft | None:
             coerced = problems.coerce(coercer, rt.data[key], rt.file, tag, key)
             if coerced is not INVALID:
                 values[key] = coerced
+    if rt.data.get("environment") is not None and "environment" in rt.allowed:
+        values["environment"] = read_environment(rt.data["environment"], rt.file, problems,
+                                                 over=settings.environment, task=tag)
     prompt, prompt_file = _read_prompt(rt, plan, tag)
     kwargs: dict[str, Any] = {"id": tag, "prompt": prompt, "prompt_file": prompt_file}
     kwargs.update((f.TASK_KWARG.get(key, key), value) for key, value in values.items())

@@ -23,10 +23,12 @@ from orchard.core.model import Outcome, Task
 from orchard.core.scheduler import AttemptEnded, StartAttempt
 from orchard.errors import GitError
 from orchard.runtime.context import RunContext, note_repaired
+from orchard.runtime.environment import copy_included, included_files
 from orchard.runtime.process import Supervision, append_log, run_process
 from orchard.runtime.sandbox import box_for, confine, mode_for, sandboxed_exit
 from orchard.runtime.unconfined import OutsideWatch, changed_entries, of_attempt, reap_adopted
-from orchard.vcs import commit_all, tip_descending_from, worktree_branch
+from orchard.vcs import commit_all, paths_changed, set_ref, tip_descending_from, tree_without, worktree_branch
+from orchard.vcs.merge import commit_tree
 
 ACTIVITY_INTERVAL_S = 1.0
 DEFAULT_STALL_S = 600.0
@@ -49,6 +51,7 @@ class Attempt:
     prompt_file: Path
     start_commit: str = ""
     id: int = 0
+    included: tuple[str, ...] = ()  # files copied from the user's checkout (`runtime.environment`): never committed
     deadline: float = 0.0  # monotonic: the task's `timeout` bounds the agent and its verify together
 
 
@@ -76,13 +79,14 @@ async def run_attempt(ctx: RunContext, start: StartAttempt, on_verify: Callable[
     """Run the attempt the scheduler asked for to an outcome."""
     attempt = _new_attempt(ctx, start)
     try:
-        commit, repaired = await asyncio.to_thread(_prepare_worktree, ctx, attempt)
+        commit, repaired, included = await asyncio.to_thread(_prepare_worktree, ctx, attempt)
     except (GitError, OSError) as exc:
         outcome = Outcome.INTERRUPTED if ctx.processes.stopping else Outcome.SETUP_FAILED  # a hard stop kills git
         ctx.journal.attempt_not_started(attempt.task.id, attempt.number, outcome, f"cannot prepare worktree: {exc}")
         return AttemptEnded(attempt.task.id, outcome)
     note_repaired(ctx, repaired, "before task " + attempt.task.id + " started")
-    attempt = replace(attempt, start_commit=commit, deadline=time.monotonic() + attempt.task.timeout_s)
+    attempt = replace(attempt, start_commit=commit, included=included,
+                      deadline=time.monotonic() + attempt.task.timeout_s)
     actx = _agent_context(ctx, attempt)
     adapter = adapter_for(actx.agent.type)
     inv, parser = adapter.invocation(actx), adapter.parser(actx)
@@ -117,15 +121,16 @@ def _new_attempt(ctx: RunContext, start: StartAttempt) -> Attempt:
                    prompt_file=ctx.layout.prompt_file(ctx.run_id, task.id, start.attempt))
 
 
-def _prepare_worktree(ctx: RunContext, attempt: Attempt) -> tuple[str, list[str]]:
+def _prepare_worktree(ctx: RunContext, attempt: Attempt) -> tuple[str, list[str], tuple[str, ...]]:
     """orchard's repository as orchard wrote it, then a clean worktree on the task branch at the integration tip as
-    it is now (orchard's record, whatever an agent did to the ref); returns that start commit and what was
-    repaired."""
+    it is now (orchard's record, whatever an agent did to the ref), with the files its environment includes; returns
+    that start commit, what was repaired and what was included."""
     repaired = ctx.own.restore()
     with ctx.integration.lock:
         tip = ctx.integration.tip
     ctx.pool.acquire(attempt.worktree, attempt.branch, tip)
-    return tip, repaired
+    wanted = included_files(ctx.user_repo, ctx.plan.environment_of(attempt.task.id))
+    return tip, repaired, tuple(copy_included(ctx.user_repo, attempt.worktree, wanted))
 
 
 def _agent_context(ctx: RunContext, attempt: Attempt) -> AttemptContext:
@@ -202,8 +207,11 @@ async def _collect(ctx: RunContext, attempt: Attempt, detail: str) -> Verdict:
                                                  f"not {attempt.branch}")
             # what git reads when committing (config: filters; info: attributes) is orchard's again first
             note_repaired(ctx, await asyncio.to_thread(ctx.own.restore), f"after task {attempt.task.id}'s agent")
-            await asyncio.to_thread(commit_all, wt, f"orchard: task {attempt.task.id} (attempt {attempt.number})")
+            await asyncio.to_thread(commit_all, wt, f"orchard: task {attempt.task.id} (attempt {attempt.number})",
+                                    leave_out=attempt.included)
         head = await asyncio.to_thread(tip_descending_from, ctx.git, ref, attempt.start_commit)
+        if head is not None and attempt.included:
+            head = await asyncio.to_thread(_leave_out_included, ctx, attempt, head)
     except GitError as exc:
         if ctx.processes.stopping:  # a hard stop killed git: the attempt is interrupted, not failed
             return verdict(Outcome.INTERRUPTED, f"run interrupted while committing: {exc}")
@@ -213,6 +221,21 @@ async def _collect(ctx: RunContext, attempt: Attempt, detail: str) -> Verdict:
     if head == attempt.start_commit and not attempt.task.allow_empty:
         return verdict(Outcome.NO_CHANGES, "no changes", head)
     return verdict(Outcome.SUCCESS, detail, head)
+
+
+def _leave_out_included(ctx: RunContext, attempt: Attempt, head: str) -> str:
+    """The result without the files the environment included, should the agent have committed them itself: one
+    commit on the start with the result's tree less those files (its own commits would keep them in history)."""
+    committed = paths_changed(ctx.git, attempt.start_commit, head, attempt.included)
+    if not committed:
+        return head
+    tree = tree_without(ctx.git, head, committed)
+    message = (f"orchard: task {attempt.task.id} (attempt {attempt.number})\n\nThe agent's commits, without the "
+               f"environment's files it committed ({len(committed)}).\n")
+    squashed = commit_tree(ctx.git, tree, (attempt.start_commit,), message)
+    if not set_ref(ctx.git, "refs/heads/" + attempt.branch, squashed, head, "orchard: leave environment files out"):
+        raise GitError(["update-ref", attempt.branch], 1, "the task branch moved while orchard left files out")
+    return squashed
 
 
 async def _verify(ctx: RunContext, attempt: Attempt, collected: Verdict) -> Verdict:

@@ -38,10 +38,13 @@ from orchard.vcs.worktrees import (
     is_linked_worktree,
     list_worktrees,
     move_worktree,
+    paths_changed,
     prune_worktrees,
     registered_but_missing,
     remove_worktree,
     reset_worktree,
+    tree_without,
+    untracked_matching,
     worktree_branch,
 )
 
@@ -73,6 +76,7 @@ __all__ = [
     "list_worktrees",
     "merge_into",
     "move_worktree",
+    "paths_changed",
     "prune_worktrees",
     "read_ref",
     "registered_but_missing",
@@ -82,6 +86,8 @@ __all__ = [
     "resolve_commit",
     "set_ref",
     "tip_descending_from",
+    "tree_without",
+    "untracked_matching",
     "validate_branch_name",
     "worktree_branch",
 ]

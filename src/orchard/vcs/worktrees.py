@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +149,38 @@ def parse_worktree_list(out: str) -> list[WorktreeInfo]:
     return result
 
 
+def untracked_matching(repo: Repo, patterns: Sequence[str], pattern_files: Sequence[Path] = ()) -> list[str]:
+    """The untracked files of a checkout (ignored or not) that git-ignore `patterns`, or the patterns in
+    `pattern_files`, name; paths relative to its root."""
+    if not patterns and not pattern_files:
+        return []
+    options = [*(f"--exclude={p}" for p in patterns), *(f"--exclude-from={f}" for f in pattern_files)]
+    out = _git(repo, "ls-files", "-z", "--others", "--ignored", *options).stdout
+    return [path for path in out.split("\0") if path]
+
+
+def paths_changed(repo: Repo, old: str, new: str, paths: Sequence[str]) -> list[str]:
+    """Which of `paths` any commit after `old` up to `new` changed (added and removed again counts)."""
+    if not paths:
+        return []
+    out = _git(repo, "log", "--format=", "--name-only", "--no-renames", "-z", f"{old}..{new}", "--",
+               *(f":(literal){p}" for p in paths)).stdout
+    return sorted({p.strip("\n") for p in out.split("\0") if p.strip("\n")})
+
+
+def tree_without(repo: Repo, commit: str, paths: Sequence[str]) -> str:
+    """The tree of `commit` with `paths` left out (through an index of its own: no checkout touched)."""
+    index = repo.git_dir / f"orchard-index-{os.getpid()}-{threading.get_ident()}"
+    env = {"GIT_INDEX_FILE": str(index)}
+    try:
+        _git(repo, "read-tree", "--end-of-options", commit, env=env)
+        _git(repo, "rm", "--cached", "--quiet", "--ignore-unmatch", "-r", "--", *(f":(literal){p}" for p in paths),
+             env=env)
+        return _git(repo, "write-tree", env=env).stdout.strip()
+    finally:
+        index.unlink(missing_ok=True)
+
+
 def checkout_status(repo: Repo) -> str:
     """`git status` of a checkout, every untracked file listed and no rename pairing (NUL-separated porcelain v1),
     to compare before and after."""
@@ -167,9 +202,13 @@ def worktree_branch(worktree: Path) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def commit_all(worktree: Path, message: str) -> bool:
-    """Stage every change (tracked, and untracked-but-not-ignored) and commit it; False if none."""
+def commit_all(worktree: Path, message: str, *, leave_out: Sequence[str] = ()) -> bool:
+    """Stage every change (tracked, and untracked-but-not-ignored) but the paths in `leave_out`, and commit it;
+    False if none."""
     _git(worktree, "add", "-A")
+    if leave_out:  # unstaged again: naming ignored files in `add` (even to exclude them) is an error
+        _git(worktree, "rm", "--cached", "--quiet", "--ignore-unmatch", "-r", "--",
+             *(f":(literal){path}" for path in leave_out))
     ident = commit_ident_args(worktree)
     proc = _git(worktree, *ident, "commit", "--quiet", "--no-verify", "--no-gpg-sign", "--cleanup=whitespace",
                 "-m", message, check=False)

@@ -1,0 +1,89 @@
+"""A task's environment (`environment:` in a plan; `runtime.environment`): untracked files of the user's checkout
+reach every worktree, and never a commit."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from orchard.core.model import Environment, Plan
+from orchard.core.serialize import plan_from_dict, plan_to_dict
+from orchard.plan import load
+from tests.conftest import PYTHON, git, own_git, run_orchard
+from tests.test_engine_acceptance import plan_text, task
+
+CHECK = ("import os, pathlib; p = pathlib.Path; "
+         "assert p('.env').read_text() == 'TOKEN=local\\\\n'; "
+         "assert p('config/local.dev.json').read_text() == '{}'; "
+         "assert os.readlink('config/local.link.json') == '/etc/hostname'; "
+         "assert p('notes.local').read_text() == 'mine'")
+
+
+def test_ignored_files_reach_every_worktree_as_they_are_and_never_a_commit(
+        repo: Path, write_plan: Callable[[str], Path]) -> None:
+    (repo / ".gitignore").write_text(".env\nconfig/local.*.json\n")
+    git(repo, "commit", "-qam", "ignore local files")
+    (repo / ".env").write_text("TOKEN=local\n")
+    (repo / "config").mkdir()
+    (repo / "config" / "local.dev.json").write_text("{}")
+    os.symlink("/etc/hostname", repo / "config" / "local.link.json")  # points outside: copied as the link
+    (repo / "notes.local").write_text("mine")  # not ignored: orchard must still leave it out of commits
+    (repo / ".worktreeinclude").write_text("config/local.*.json\n")
+    verify = f'    verify: ["{PYTHON}", "-c", "{CHECK}"]\n'
+    tasks = (task("plain", "@write a.txt a", verify)
+             + task("sneaky", "@git add -f .env notes.local config\n@git commit -q -m sneaky\n@write b.txt b", verify))
+    plan = write_plan("environment:\n  include: [.env, notes.local]\n" + plan_text(tasks, parallel=2))
+    result = run_orchard("run", str(plan), cwd=repo)
+    assert result.code == 0, result.out + result.err
+    run = run_orchard("status", "--json", cwd=repo).json()["run"]["id"]
+    integration = f"orchard/{run}/integration"
+    tree = git(own_git(repo), "ls-tree", "-r", "--name-only", integration).split()
+    assert {"a.txt", "b.txt"} <= set(tree)
+    local = {".env", "notes.local", "config/local.dev.json", "config/local.link.json"}
+    assert not local & set(tree)
+    history = git(own_git(repo), "log", "--name-only", "--format=", integration).split()
+    assert not local & set(history), "an included file is in the integration branch's history"
+    subjects = git(own_git(repo), "log", "--format=%s", integration).splitlines()
+    bodies = git(own_git(repo), "log", "--format=%b", integration)
+    # only the agent that committed them itself had its commits replaced; orchard's own commit left them out
+    assert bodies.count("without the environment's files it committed") == 1
+    assert "sneaky" not in subjects  # the agent's own commit is gone from the history
+
+
+def test_a_bad_environment_block_names_file_task_and_field(repo: Path, write_plan: Callable[[str], Path]) -> None:
+    plan = write_plan("environment:\n  include: [../outside]\n  setup: 7\n  ports: -1\n  colour: blue\n"
+                      + plan_text(task("t", "go", "    environment: {setup_timeout: soon, env: {A: [1]}}\n")))
+    result = run_orchard("plan", str(plan), cwd=repo)
+    assert result.code == 2 and "Traceback" not in result.err
+    said = result.out + result.err
+    for field in ("environment.include", "environment.setup", "environment.ports", "environment.colour",
+                  "environment.setup_timeout", "environment.env"):
+        assert field in said, (field, said)
+    assert "task 't'" in said or "'t'" in said
+    assert str(plan) in said
+
+
+def test_a_tasks_environment_overrides_the_plans_and_survives_the_snapshot(write_plan: Callable[[str], Path]) -> None:
+    text = ("environment:\n  include: [.env]\n"
+            "agents:\n  a: {type: command, command: [x]}\n"
+            "tasks:\n  - {id: one, agent: a, prompt: go}\n"
+            "  - {id: two, agent: a, prompt: go, environment: {include: [.env, local.cfg]}}\n")
+    plan = load(write_plan(text))
+    assert plan.environment_of("one").include == (".env",)
+    assert plan.environment_of("two").include == (".env", "local.cfg")
+    again = plan_from_dict(plan_to_dict(plan))
+    assert again.environment == plan.environment and again.environment_of("two") == plan.environment_of("two")
+    full = Environment(include=(".env",), setup=(("make", "deps"),), setup_inputs=("pyproject.toml",), keep=(".venv",),
+                       teardown=(("docker", "compose", "down"),), setup_timeout_s=60.0, env=(("A", "{slot}"),),
+                       ports=10)
+    built = Plan.build(list(plan.tasks), plan.agents, environment=full)
+    assert plan_from_dict(plan_to_dict(built)).environment == full
+
+
+def test_the_parts_of_the_environment_not_carried_out_yet_are_refused_by_name(
+        repo: Path, write_plan: Callable[[str], Path]) -> None:
+    plan = write_plan("environment:\n  setup: [[make, deps]]\n  ports: 10\n" + plan_text(task("t", "go")))
+    result = run_orchard("plan", str(plan), cwd=repo)
+    assert result.code == 2
+    assert "environment.setup" in result.err and "environment.ports" in result.err and "not carried out" in result.err
