@@ -10,7 +10,7 @@ from pathlib import Path
 from orchard.core.model import Environment, Plan
 from orchard.core.serialize import plan_from_dict, plan_to_dict
 from orchard.plan import load
-from tests.conftest import PYTHON, git, own_git, run_orchard
+from tests.conftest import PYTHON, RENDEZVOUS, git, own_git, run_orchard
 from tests.test_engine_acceptance import plan_text, task
 
 CHECK = ("import os, pathlib; p = pathlib.Path; "
@@ -83,7 +83,53 @@ def test_a_tasks_environment_overrides_the_plans_and_survives_the_snapshot(write
 
 def test_the_parts_of_the_environment_not_carried_out_yet_are_refused_by_name(
         repo: Path, write_plan: Callable[[str], Path]) -> None:
-    plan = write_plan("environment:\n  setup: [[make, deps]]\n  ports: 10\n" + plan_text(task("t", "go")))
+    plan = write_plan("environment:\n  keep: [.venv]\n  ports: 10\n" + plan_text(task("t", "go")))
     result = run_orchard("plan", str(plan), cwd=repo)
     assert result.code == 2
-    assert "environment.setup" in result.err and "environment.ports" in result.err and "not carried out" in result.err
+    assert "environment.keep" in result.err and "environment.ports" in result.err and "not carried out" in result.err
+
+
+def _py(code: str) -> str:
+    """A YAML flow-list command running `code` with this Python."""
+    return f'["{PYTHON}", "-c", "{code}"]'
+
+
+def test_setup_runs_before_the_agent_and_what_it_makes_is_never_committed(
+        repo: Path, write_plan: Callable[[str], Path]) -> None:
+    setup = _py("import pathlib; pathlib.Path('.deps').mkdir(); pathlib.Path('.deps/lib.txt').write_text('ok')")
+    check = _py("import pathlib; assert pathlib.Path('.deps/lib.txt').read_text() == 'ok'")
+    plan = write_plan(f"environment:\n  setup: [{setup}]\n"
+                      + plan_text(task("t", "@write t.txt t", f"    verify: {check}\n")))
+    result = run_orchard("run", str(plan), cwd=repo)
+    assert result.code == 0, result.out + result.err
+    run = run_orchard("status", "--json", cwd=repo).json()["run"]["id"]
+    tree = git(own_git(repo), "ls-tree", "-r", "--name-only", f"orchard/{run}/integration").split()
+    assert "t.txt" in tree and not [p for p in tree if p.startswith(".deps")]
+    log = next((repo / ".orchard" / "runs" / run / "logs").glob("t.1.log")).read_text()
+    assert "[orchard: setup" in log
+
+
+def test_a_setup_that_fails_is_tried_once_more_then_fails_the_task_with_its_output(
+        repo: Path, write_plan: Callable[[str], Path]) -> None:
+    setup = _py("import sys; print('pip exploded: no wheel for numpy'); sys.exit(4)")
+    tasks = task("t", "@write t.txt t") + task("child", "@write c.txt c", "    depends_on: [t]\n")
+    plan = write_plan(f"environment:\n  setup: [{setup}]\n" + plan_text(tasks))  # retries: 0
+    result = run_orchard("run", str(plan), cwd=repo)
+    assert result.code == 1
+    rows = {t["id"]: t for t in run_orchard("status", "--json", cwd=repo).json()["tasks"]}
+    assert rows["t"]["status"] == "failed" and rows["t"]["attempts"] == 2  # once more, no retry used
+    assert "pip exploded" in str(rows["t"]["error"]) and "setup failed (exit 4)" in str(rows["t"]["error"])
+    assert rows["child"]["status"] == "blocked"
+
+
+def test_teardown_runs_after_success_a_failed_verify_and_a_timeout(
+        repo: Path, write_plan: Callable[[str], Path], tmp_path: Path) -> None:
+    marks = RENDEZVOUS / tmp_path.name
+    marks.mkdir()
+    teardown = _py(f"import os, pathlib; pathlib.Path('{marks}', os.environ['ORCHARD_TASK_ID']).write_text('down')")
+    failing = _py("import sys; sys.exit(1)")
+    tasks = (task("ok", "@write ok.txt ok") + task("red", "@write red.txt r", f"    verify: {failing}\n")
+             + task("slow", "@sleep 60", "    timeout: 2s\n"))
+    plan = write_plan(f"environment:\n  teardown: [{teardown}]\n" + plan_text(tasks))
+    assert run_orchard("run", str(plan), cwd=repo).code == 1
+    assert sorted(p.name for p in marks.iterdir()) == ["ok", "red", "slow"]

@@ -40,6 +40,7 @@ class AttemptEnded:
     outcome: Outcome
     resume_at: float | None = None
     cost_usd: float = 0.0
+    setup_failed: bool = False  # the environment's setup failed: tried once more without using a retry
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class TaskState:
     status: TaskStatus = S.PENDING
     attempts: int = 0  # attempts started
     failures: int = 0  # failures that used up a retry
+    setup_failures: int = 0  # attempts whose environment setup failed (this session)
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,13 @@ class Scheduler:
             return
         if ev.outcome is Outcome.INTERRUPTED:  # restarted cleanly later; uses up no retry
             self._enqueue(ev.task_id, out, reason="interrupted")
+            return
+        if ev.setup_failed:  # the environment's fault, not the agent's: once more, then the task fails
+            st.setup_failures += 1
+            if st.setup_failures == 1:
+                self._enqueue(ev.task_id, out, reason="setup failed: trying once more (no retry used)")
+            else:
+                self._finish(ev.task_id, S.FAILED, out, reason="setup_failed: twice in a row")
             return
         st.failures += 1
         if self._over_task_budget(ev.task_id):

@@ -23,11 +23,19 @@ from orchard.core.model import Outcome, Task
 from orchard.core.scheduler import AttemptEnded, StartAttempt
 from orchard.errors import GitError
 from orchard.runtime.context import RunContext, note_repaired
-from orchard.runtime.environment import copy_included, included_files
+from orchard.runtime.environment import PhaseResult, copy_included, included_files, run_phase
 from orchard.runtime.process import Supervision, append_log, run_process
 from orchard.runtime.sandbox import box_for, confine, mode_for, sandboxed_exit
 from orchard.runtime.unconfined import OutsideWatch, changed_entries, of_attempt, reap_adopted
-from orchard.vcs import commit_all, paths_changed, set_ref, tip_descending_from, tree_without, worktree_branch
+from orchard.vcs import (
+    commit_all,
+    paths_changed,
+    set_ref,
+    tip_descending_from,
+    tree_without,
+    untracked_tops,
+    worktree_branch,
+)
 from orchard.vcs.merge import commit_tree
 
 ACTIVITY_INTERVAL_S = 1.0
@@ -97,12 +105,23 @@ async def run_attempt(ctx: RunContext, start: StartAttempt, on_verify: Callable[
     if watch is not None:  # an unconfined attempt is a suspect from now on
         watch.running.add(_key(attempt))
     before = await asyncio.to_thread(watch.status) if watch is not None else ""
+    report: AttemptReport | None = None
     try:
-        report = await _run_agent(ctx, attempt, inv, parser)
-        result = await _judge(ctx, attempt, report, on_verify)
+        setup = await _phase(ctx, attempt, "setup")
+        if setup.passed and ctx.plan.environment_of(attempt.task.id).setup:  # what setup made is never committed
+            made = await asyncio.to_thread(untracked_tops, attempt.worktree)
+            attempt = replace(attempt, included=(*attempt.included, *made))
+        if setup.passed:
+            report = await _run_agent(ctx, attempt, inv, parser)
+            result = await _judge(ctx, attempt, report, on_verify)
+        else:
+            result = verdict(Outcome.SETUP_FAILED, setup.detail)
     finally:
         if watch is not None:
             watch.running.discard(_key(attempt))
+        teardown = await _phase(ctx, attempt, "teardown")  # whatever the outcome, a first Ctrl-C too
+        if not teardown.passed:  # recorded and shown, never the attempt's outcome
+            ctx.journal.noted(f"{attempt.task.id} attempt {attempt.number}: {teardown.detail}", level="warning")
     if watch is not None:
         suspects = sorted({_key(attempt), *watch.running})
         changed, touched = await asyncio.to_thread(_outside_changes, ctx, watch, attempt, before)
@@ -110,7 +129,21 @@ async def run_attempt(ctx: RunContext, start: StartAttempt, on_verify: Callable[
     if result.outcome is Outcome.SUCCESS:  # the merge works on the commit: the worktree can serve the next task
         await asyncio.to_thread(ctx.pool.release, attempt.worktree, ctx.width)
     ctx.journal.attempt_finished(attempt.id, result)
-    return AttemptEnded(attempt.task.id, result.outcome, report.resume_at, report.cost_usd)
+    return AttemptEnded(attempt.task.id, result.outcome, report.resume_at if report else None,
+                        report.cost_usd if report else 0.0, setup_failed=not setup.passed)
+
+
+async def _phase(ctx: RunContext, attempt: Attempt, phase: str) -> PhaseResult:
+    """The attempt's environment `setup` or `teardown` (passed when there is none)."""
+    environment = ctx.plan.environment_of(attempt.task.id)
+    commands = environment.setup if phase == "setup" else environment.teardown
+    if not commands:
+        return PhaseResult(True)
+    if phase == "setup":
+        ctx.journal.agent_active(attempt.task.id, attempt.number, f"setup: {shlex.join(commands[0])}")
+    return await run_phase(ctx, phase=phase, commands=commands, task_id=attempt.task.id, agent=attempt.agent,
+                           worktree=attempt.worktree, log_path=attempt.log_path, env=_orchard_vars(ctx, attempt),
+                           timeout_s=environment.setup_timeout_s)
 
 
 def _new_attempt(ctx: RunContext, start: StartAttempt) -> Attempt:

@@ -1,5 +1,6 @@
 """A task's environment in its worktree: the untracked files that `environment.include` and the repository's
-`.worktreeinclude` name (git-ignore syntax) copied from the user's checkout, and kept out of every commit.
+`.worktreeinclude` name (git-ignore syntax) copied from the user's checkout, and kept out of every commit; the
+`setup` commands run before the agent and the `teardown` commands after the attempt, whatever its outcome.
 
 A symlink is copied as the link, never followed; nothing under `.orchard/` is ever copied (orchard's own state and
 the agents' secrets live there); a file the worktree has already (tracked there) is left as it is.
@@ -8,10 +9,18 @@ the agents' secrets live there); a file the worktree has already (tracked there)
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from orchard.agents.base import ExitInfo, Invocation, TailBuffer
+from orchard.agents.requirements import agent_environment
 from orchard.core.model import Environment
+from orchard.runtime.context import RunContext
+from orchard.runtime.process import Supervision, append_log, run_process
+from orchard.runtime.sandbox import box_for, confine, sandboxed_exit
 from orchard.vcs import Repo, untracked_matching
 
 WORKTREEINCLUDE = ".worktreeinclude"  # read by Claude Code, Codex and ccmanager too
@@ -42,3 +51,43 @@ def copy_included(user: Repo, worktree: Path, paths: list[str]) -> list[str]:
             continue
         copied.append(rel)
     return copied
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """How a task's setup or teardown went: `detail` names the command that failed and its output's tail."""
+
+    passed: bool
+    detail: str = ""
+    duration_s: float = 0.0
+
+
+async def run_phase(ctx: RunContext, *, phase: str, commands: tuple[tuple[str, ...], ...], task_id: str, agent: str,
+                    worktree: Path, log_path: Path, env: dict[str, str], timeout_s: float) -> PhaseResult:
+    """Run a phase's commands in order in the worktree (sandboxed like the agent, with the basics of the
+    environment and `env`), logged under a marker, all of them within `timeout_s`; stops at the first failure."""
+    box = box_for(ctx, ctx.plan.agents[agent], worktree=worktree, prompt_file=None)
+    started, tail = time.monotonic(), TailBuffer(lines=40)
+    for argv in commands:
+        tail.lines.clear()  # the tail of the command that fails is the one to show
+        append_log(log_path, ctx.redactor(f"\n[orchard: {phase}{' (in bwrap)' if box else ''}: {shlex.join(argv)}]\n"))
+        left = max(0.1, timeout_s - (time.monotonic() - started))
+        info = await run_process(confine(Invocation(argv, worktree, env=env), box), log_path,
+                                 lambda line, _s: tail.add(line), Supervision(left, None, ctx.processes.grace_s),
+                                 on_spawn=lambda pid: ctx.processes.started(task_id, pid),
+                                 base_env=agent_environment(os.environ, "", ()), redact=ctx.redactor.bytes)
+        info = sandboxed_exit(info) if box else info
+        ctx.processes.ended(task_id)
+        if info.returncode != 0 or info.spawn_error:
+            return PhaseResult(False, f"{phase} failed ({_why(info, timeout_s)}): {shlex.join(argv)}"
+                                      + (f"\n{info.spawn_error or tail.text()}" if info.spawn_error or tail.text()
+                                         else ""), time.monotonic() - started)
+    return PhaseResult(True, "", time.monotonic() - started)
+
+
+def _why(info: ExitInfo, timeout_s: float) -> str:
+    if info.timed_out:
+        return f"timed out after {timeout_s:g}s"
+    if info.spawn_error:
+        return "could not start"
+    return f"exit {info.returncode}" if info.returncode is not None else f"signal {info.signal}"

@@ -45,6 +45,7 @@ from orchard.vcs.worktrees import (
     reset_worktree,
     tree_without,
     untracked_matching,
+    untracked_tops,
     worktree_branch,
 )
 
@@ -88,6 +89,7 @@ __all__ = [
     "tip_descending_from",
     "tree_without",
     "untracked_matching",
+    "untracked_tops",
     "validate_branch_name",
     "worktree_branch",
 ]

@@ -168,6 +168,12 @@ def paths_changed(repo: Repo, old: str, new: str, paths: Sequence[str]) -> list[
     return sorted({p.strip("\n") for p in out.split("\0") if p.strip("\n")})
 
 
+def untracked_tops(worktree: Path) -> list[str]:
+    """The untracked, not ignored files of a worktree, a directory holding only such files named once (`dir/`)."""
+    out = _git(worktree, "ls-files", "-z", "--others", "--exclude-standard", "--directory").stdout
+    return [p for p in out.split("\0") if p]
+
+
 def tree_without(repo: Repo, commit: str, paths: Sequence[str]) -> str:
     """The tree of `commit` with `paths` left out (through an index of its own: no checkout touched)."""
     index = repo.git_dir / f"orchard-index-{os.getpid()}-{threading.get_ident()}"
