@@ -83,10 +83,10 @@ def test_a_tasks_environment_overrides_the_plans_and_survives_the_snapshot(write
 
 def test_the_parts_of_the_environment_not_carried_out_yet_are_refused_by_name(
         repo: Path, write_plan: Callable[[str], Path]) -> None:
-    plan = write_plan("environment:\n  keep: [.venv]\n  ports: 10\n" + plan_text(task("t", "go")))
+    plan = write_plan("environment:\n  env: {A: b}\n  ports: 10\n" + plan_text(task("t", "go")))
     result = run_orchard("plan", str(plan), cwd=repo)
     assert result.code == 2
-    assert "environment.keep" in result.err and "environment.ports" in result.err and "not carried out" in result.err
+    assert "environment.env" in result.err and "environment.ports" in result.err and "not carried out" in result.err
 
 
 def _py(code: str) -> str:
@@ -133,3 +133,38 @@ def test_teardown_runs_after_success_a_failed_verify_and_a_timeout(
     plan = write_plan(f"environment:\n  teardown: [{teardown}]\n" + plan_text(tasks))
     assert run_orchard("run", str(plan), cwd=repo).code == 1
     assert sorted(p.name for p in marks.iterdir()) == ["ok", "red", "slow"]
+
+
+SETUP_RECORD = ("import os, pathlib; pathlib.Path('.venv').mkdir(exist_ok=True); "
+                "pathlib.Path('.venv/marker').write_text('installed'); "
+                "line = os.environ['ORCHARD_TASK_ID'] + ' ' + pathlib.Path('.git').read_text().split()[-1]; "
+                "open('{log}', 'a').write(line + chr(10))")
+
+
+def test_a_reused_worktree_keeps_its_setup_and_runs_it_again_only_when_its_inputs_change(
+        repo: Path, write_plan: Callable[[str], Path], tmp_path: Path) -> None:
+    (repo / "pyproject.toml").write_text("[project]\nname = 'sample'\n")
+    git(repo, "add", "pyproject.toml")
+    git(repo, "commit", "-qm", "a project")
+    runs = RENDEZVOUS / f"{tmp_path.name}-setups"
+    setup = _py(SETUP_RECORD.format(log=runs))
+    installed = _py("import pathlib; assert pathlib.Path('.venv/marker').read_text() == 'installed'")
+    tasks = "".join(task(f"t{i}", f"@write t{i}.txt {i}", f"    verify: {installed}\n") for i in range(6))
+    tasks += task("bump", "@write pyproject.toml [project]\\nname = 'sample'\\nversion = '2'",
+                  f"    depends_on: [{', '.join(f't{i}' for i in range(6))}]\n")
+    tasks += task("after", "@write after.txt a", f"    depends_on: [bump]\n    verify: {installed}\n")
+    plan = write_plan(f"environment:\n  setup: [{setup}]\n  setup_inputs: [pyproject.toml]\n  keep: [.venv]\n"
+                      + plan_text(tasks, parallel=2))
+    result = run_orchard("run", str(plan), cwd=repo)
+    assert result.code == 0, result.out + result.err
+    setups = [line.split() for line in runs.read_text().splitlines()]
+    before_bump = [s for s in setups if s[0].startswith("t")]
+    worktrees = {where for _, where in before_bump}
+    assert len(before_bump) == len(worktrees) < 6, setups  # once per worktree, not once per task
+    assert [s[0] for s in setups].count("after") == 1  # pyproject.toml changed under it: set up again
+    run = run_orchard("status", "--json", cwd=repo).json()["run"]["id"]
+    tree = git(own_git(repo), "ls-tree", "-r", "--name-only", f"orchard/{run}/integration").split()
+    assert not [p for p in tree if p.startswith(".venv")]
+    skipped = sum("[orchard: setup skipped" in log.read_text()
+                  for log in (repo / ".orchard" / "runs" / run / "logs").glob("t*.log"))
+    assert skipped == 6 - len(before_bump)

@@ -72,6 +72,15 @@ MUTANTS = (
            "    committed = paths_changed(ctx.git, attempt.start_commit, head, attempt.included)",
            "    committed: list[str] = []",
            ("tests/test_environment.py::test_ignored_files_reach_every_worktree_as_they_are_and_never_a_commit",)),
+    Mutant("a reused worktree runs its setup every time", "src/orchard/runtime/attempt.py",
+           "    if current is not None and record is not None and record.is_file() and record.read_text() == stamp:",
+           "    if False:",
+           ("tests/test_environment.py::test_a_reused_worktree_keeps_its_setup_and_runs_it_again_only_when_its_"
+            "inputs_change",)),
+    Mutant("a failed setup uses up the task's retries", "src/orchard/core/scheduler.py",
+           "        if ev.setup_failed:  # the environment's fault", "        if False:  # the environment's fault",
+           ("tests/test_environment.py::test_a_setup_that_fails_is_tried_once_more_then_fails_the_task_with_its_"
+            "output",)),
     Mutant("a land killed half-way is not finished", "src/orchard/vcs/land.py",
            "    finished = land_interrupted(repo, marker) if marker is not None else None", "    finished = None",
            ("tests/test_vcs_merge.py::test_a_land_killed_half_way_is_finished_by_the_next",)),

@@ -14,7 +14,7 @@ from orchard.plan.raw import INVALID, Problems
 
 ENVIRONMENT_KEYS = ("include", "setup", "setup_inputs", "keep", "teardown", "setup_timeout", "env", "ports")
 # the keys a run carries out so far; the others are refused by name
-SUPPORTED = ("include", "setup", "teardown", "setup_timeout")
+SUPPORTED = ("include", "setup", "setup_inputs", "keep", "teardown", "setup_timeout")
 MAX_PORTS = 1000  # a block of ports per running task: more would exhaust the range at any real `parallel`
 
 

@@ -23,7 +23,14 @@ from orchard.core.model import Outcome, Task
 from orchard.core.scheduler import AttemptEnded, StartAttempt
 from orchard.errors import GitError
 from orchard.runtime.context import RunContext, note_repaired
-from orchard.runtime.environment import PhaseResult, copy_included, included_files, run_phase
+from orchard.runtime.environment import (
+    PhaseResult,
+    copy_included,
+    included_files,
+    run_phase,
+    setup_fingerprint,
+    setup_record,
+)
 from orchard.runtime.process import Supervision, append_log, run_process
 from orchard.runtime.sandbox import box_for, confine, mode_for, sandboxed_exit
 from orchard.runtime.unconfined import OutsideWatch, changed_entries, of_attempt, reap_adopted
@@ -139,11 +146,27 @@ async def _phase(ctx: RunContext, attempt: Attempt, phase: str) -> PhaseResult:
     commands = environment.setup if phase == "setup" else environment.teardown
     if not commands:
         return PhaseResult(True)
-    if phase == "setup":
-        ctx.journal.agent_active(attempt.task.id, attempt.number, f"setup: {shlex.join(commands[0])}")
-    return await run_phase(ctx, phase=phase, commands=commands, task_id=attempt.task.id, agent=attempt.agent,
-                           worktree=attempt.worktree, log_path=attempt.log_path, env=_orchard_vars(ctx, attempt),
-                           timeout_s=environment.setup_timeout_s)
+    if phase == "teardown":
+        return await run_phase(ctx, phase=phase, commands=commands, task_id=attempt.task.id, agent=attempt.agent,
+                               worktree=attempt.worktree, log_path=attempt.log_path, env=_orchard_vars(ctx, attempt),
+                               timeout_s=environment.setup_timeout_s)
+    found = await asyncio.to_thread(setup_record, ctx, attempt.worktree)
+    record, identity = found if found is not None else (None, "")
+    current = await asyncio.to_thread(setup_fingerprint, attempt.worktree, environment)
+    stamp = f"{identity} {current}"
+    if current is not None and record is not None and record.is_file() and record.read_text() == stamp:
+        append_log(attempt.log_path, "[orchard: setup skipped: its inputs are as when this worktree last ran it]\n")
+        return PhaseResult(True, skipped=True)
+    ctx.journal.agent_active(attempt.task.id, attempt.number, f"setup: {shlex.join(commands[0])}")
+    result = await run_phase(ctx, phase=phase, commands=commands, task_id=attempt.task.id, agent=attempt.agent,
+                             worktree=attempt.worktree, log_path=attempt.log_path, env=_orchard_vars(ctx, attempt),
+                             timeout_s=environment.setup_timeout_s)
+    if record is not None:
+        record.unlink(missing_ok=True)
+        if result.passed and current is not None:
+            record.parent.mkdir(mode=0o700, exist_ok=True)
+            record.write_text(stamp)
+    return result
 
 
 def _new_attempt(ctx: RunContext, start: StartAttempt) -> Attempt:

@@ -90,7 +90,8 @@ class RunContext:
 
     @functools.cached_property
     def pool(self) -> WorktreePool:
-        return WorktreePool(self.git, self.layout)
+        kept = [*self.plan.environment.keep, *(k for t in self.plan.tasks if t.environment for k in t.environment.keep)]
+        return WorktreePool(self.git, self.layout, tuple(dict.fromkeys(kept)))
 
     def task_branch(self, task_id: str) -> str:
         return task_branch(self.run_id, task_id)

@@ -8,7 +8,10 @@ the agents' secrets live there); a file the worktree has already (tracked there)
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import secrets
 import shlex
 import shutil
 import time
@@ -21,7 +24,8 @@ from orchard.core.model import Environment
 from orchard.runtime.context import RunContext
 from orchard.runtime.process import Supervision, append_log, run_process
 from orchard.runtime.sandbox import box_for, confine, sandboxed_exit
-from orchard.vcs import Repo, untracked_matching
+from orchard.vcs import Repo, staged_blobs, untracked_matching
+from orchard.vcs.git import admin_dir
 
 WORKTREEINCLUDE = ".worktreeinclude"  # read by Claude Code, Codex and ccmanager too
 PRIVATE = ".orchard/"
@@ -55,11 +59,36 @@ def copy_included(user: Repo, worktree: Path, paths: list[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class PhaseResult:
-    """How a task's setup or teardown went: `detail` names the command that failed and its output's tail."""
+    """How a task's setup or teardown went: `detail` names the command that failed and its output's tail;
+    `skipped` when a reused worktree's setup is known to be current."""
 
     passed: bool
     detail: str = ""
     duration_s: float = 0.0
+    skipped: bool = False
+
+
+def setup_fingerprint(worktree: Path, environment: Environment) -> str | None:
+    """What a worktree's setup depends on: its commands, `env`, and the content of the `setup_inputs` files at the
+    attempt's start commit; None without `setup_inputs` (setup then runs every time)."""
+    if not environment.setup_inputs:
+        return None
+    inputs = staged_blobs(worktree, environment.setup_inputs)
+    data = json.dumps([environment.setup, environment.env, inputs])
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def setup_record(ctx: RunContext, worktree: Path) -> tuple[Path, str] | None:
+    """Where orchard records the setup fingerprint of a worktree (outside the sandbox's reach), and the identity of
+    that worktree it goes with: a token in its entry in orchard's repository, which moves with it through the pool
+    and goes when it goes (a new worktree under the same name then never counts as set up)."""
+    admin = admin_dir(worktree)
+    if admin is None or not admin.is_dir():
+        return None
+    token = admin / "orchard-worktree-id"
+    if not token.is_file():
+        token.write_text(secrets.token_hex(8))
+    return ctx.layout.root / "setup" / admin.name, token.read_text().strip()
 
 
 async def run_phase(ctx: RunContext, *, phase: str, commands: tuple[tuple[str, ...], ...], task_id: str, agent: str,

@@ -34,9 +34,10 @@ from orchard.vcs.git import ADMIN_LOCK
 class WorktreePool:
     """The parked worktrees of one repository. Methods are called from worker threads."""
 
-    def __init__(self, repo: Repo, layout: Layout) -> None:
+    def __init__(self, repo: Repo, layout: Layout, keep: tuple[str, ...] = ()) -> None:
         self.repo = repo
         self.layout = layout
+        self.keep = keep  # git-ignore patterns of what a reused worktree keeps (`environment.keep`: a `.venv`)
 
     @property
     def root(self) -> Path:
@@ -68,7 +69,7 @@ class WorktreePool:
             return
         try:
             detach_head(path)  # its task branch can then be deleted once merged
-            clean_worktree(path)  # here rather than when it is taken: off the path of the next task's start
+            clean_worktree(path, keep=self.keep)  # here rather than when taken: off the path of the next start
             with ADMIN_LOCK:
                 if len(self.parked()) < capacity:
                     move_worktree(self.repo, path, self.root / secrets.token_hex(6))
@@ -118,7 +119,7 @@ class WorktreePool:
         away) if it is not a sound worktree of this repository."""
         if is_linked_worktree(self.repo, path):
             try:
-                reset_worktree(path, branch, commit, clean=clean)
+                reset_worktree(path, branch, commit, clean=clean, keep=self.keep)
                 return True
             except GitError:
                 pass

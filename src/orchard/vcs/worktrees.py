@@ -174,6 +174,11 @@ def untracked_tops(worktree: Path) -> list[str]:
     return [p for p in out.split("\0") if p]
 
 
+def staged_blobs(worktree: Path, patterns: Sequence[str]) -> str:
+    """`ls-files --stage` of the files matching the glob `patterns` in a worktree's index (its commit's content)."""
+    return _git(worktree, "ls-files", "--stage", "-z", "--", *(f":(glob){p}" for p in patterns)).stdout
+
+
 def tree_without(repo: Repo, commit: str, paths: Sequence[str]) -> str:
     """The tree of `commit` with `paths` left out (through an index of its own: no checkout touched)."""
     index = repo.git_dir / f"orchard-index-{os.getpid()}-{threading.get_ident()}"
@@ -228,7 +233,7 @@ def commit_all(worktree: Path, message: str, *, leave_out: Sequence[str] = ()) -
 
 
 def reset_worktree(worktree: Path, branch: str, commit: str, *, keep_ignored: bool = False,
-                   clean: bool = True) -> None:
+                   clean: bool = True, keep: Sequence[str] = ()) -> None:
     """Reuse `worktree` for a fresh attempt: force branch `branch` to `commit` and delete all leftovers.
 
     Ignored files (build output, node_modules …) are removed too unless `keep_ignored`, so a new attempt
@@ -237,9 +242,10 @@ def reset_worktree(worktree: Path, branch: str, commit: str, *, keep_ignored: bo
     validate_branch_name(worktree, branch)
     _git(worktree, "checkout", "--quiet", "-f", "--no-track", "-B", branch, commit, "--")
     if clean:
-        clean_worktree(worktree, keep_ignored=keep_ignored)
+        clean_worktree(worktree, keep_ignored=keep_ignored, keep=keep)
 
 
-def clean_worktree(worktree: Path, *, keep_ignored: bool = False) -> None:
-    """Delete every untracked file (and ignored one, unless `keep_ignored`) in `worktree`."""
-    _git(worktree, "clean", "-ffd" if keep_ignored else "-ffdx", "--quiet")
+def clean_worktree(worktree: Path, *, keep_ignored: bool = False, keep: Sequence[str] = ()) -> None:
+    """Delete every untracked file (and ignored one, unless `keep_ignored`) in `worktree`, but those the git-ignore
+    patterns `keep` name."""
+    _git(worktree, "clean", "-ffd" if keep_ignored else "-ffdx", "--quiet", *(f"--exclude={p}" for p in keep))
