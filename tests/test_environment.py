@@ -3,6 +3,7 @@ reach every worktree, and never a commit."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -79,14 +80,6 @@ def test_a_tasks_environment_overrides_the_plans_and_survives_the_snapshot(write
                        ports=10)
     built = Plan.build(list(plan.tasks), plan.agents, environment=full)
     assert plan_from_dict(plan_to_dict(built)).environment == full
-
-
-def test_the_parts_of_the_environment_not_carried_out_yet_are_refused_by_name(
-        repo: Path, write_plan: Callable[[str], Path]) -> None:
-    plan = write_plan("environment:\n  env: {A: b}\n  ports: 10\n" + plan_text(task("t", "go")))
-    result = run_orchard("plan", str(plan), cwd=repo)
-    assert result.code == 2
-    assert "environment.env" in result.err and "environment.ports" in result.err and "not carried out" in result.err
 
 
 def _py(code: str) -> str:
@@ -168,3 +161,44 @@ def test_a_reused_worktree_keeps_its_setup_and_runs_it_again_only_when_its_input
     skipped = sum("[orchard: setup skipped" in log.read_text()
                   for log in (repo / ".orchard" / "runs" / run / "logs").glob("t*.log"))
     assert skipped == 6 - len(before_bump)
+
+
+SERVE = """import json, os, pathlib, socket, sys, time
+signals = pathlib.Path(sys.argv[1])
+server = socket.socket()
+server.bind(("127.0.0.1", int(os.environ["ORCHARD_PORT"])))  # EADDRINUSE would end the agent here
+server.listen()
+mine = {k: os.environ[k] for k in ("ORCHARD_SLOT", "ORCHARD_PORT", "ORCHARD_ROOT", "COMPOSE_PROJECT_NAME", "DB")}
+(signals / os.environ["ORCHARD_TASK_ID"]).write_text(json.dumps(mine))
+deadline = time.monotonic() + 30  # up while the others of its wave start theirs
+wave = int(os.environ["ORCHARD_TASK_ID"][1:]) // 3
+while len([p for p in signals.iterdir() if int(p.name[1:]) // 3 == wave]) < 3 and time.monotonic() < deadline:
+    time.sleep(0.02)
+pathlib.Path("served-" + os.environ["ORCHARD_TASK_ID"] + ".txt").write_text("served")
+"""
+
+
+def test_running_tasks_get_distinct_slots_and_port_blocks_and_their_servers_never_clash(
+        repo: Path, write_plan: Callable[[str], Path], tmp_path: Path) -> None:
+    signals = RENDEZVOUS / f"{tmp_path.name}-ports"
+    signals.mkdir()
+    script = tmp_path / "serve.py"
+    script.write_text(SERVE)
+    agents = (f'  fake: {{type: command, command: ["{PYTHON}", "{script}", "{signals}"], '
+              f'writable: ["{RENDEZVOUS}"]}}\n')
+    tasks = "".join(task(f"s{i}", "serve", "" + (
+        "    depends_on: [s0, s1, s2]\n" if i >= 3 else "")) for i in range(6))
+    plan = write_plan('environment:\n  ports: 10\n  env: {DB: "app_{slot}_{task_id}"}\n'
+                      + plan_text(tasks, parallel=3, agents=agents))
+    result = run_orchard("run", str(plan), cwd=repo)
+    assert result.code == 0, result.out + result.err
+    seen = {p.name: json.loads(p.read_text()) for p in signals.iterdir()}
+    assert len(seen) == 6
+    for wave in ({"s0", "s1", "s2"}, {"s3", "s4", "s5"}):  # each wave ran at once (they waited for each other)
+        slots = {seen[t]["ORCHARD_SLOT"] for t in wave}
+        blocks = [range(int(seen[t]["ORCHARD_PORT"]), int(seen[t]["ORCHARD_PORT"]) + 10) for t in wave]
+        assert slots == {"0", "1", "2"}
+        assert all(a is b or not set(a) & set(b) for a in blocks for b in blocks)
+    s0 = seen["s0"]
+    assert s0["ORCHARD_ROOT"] == str(repo) and s0["DB"] == f"app_{s0['ORCHARD_SLOT']}_s0"
+    assert s0["COMPOSE_PROJECT_NAME"].endswith(f"-{s0['ORCHARD_SLOT']}")

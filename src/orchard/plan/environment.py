@@ -13,8 +13,6 @@ from orchard.plan import fields as f
 from orchard.plan.raw import INVALID, Problems
 
 ENVIRONMENT_KEYS = ("include", "setup", "setup_inputs", "keep", "teardown", "setup_timeout", "env", "ports")
-# the keys a run carries out so far; the others are refused by name
-SUPPORTED = ("include", "setup", "setup_inputs", "keep", "teardown", "setup_timeout")
 MAX_PORTS = 1000  # a block of ports per running task: more would exhaust the range at any real `parallel`
 
 
@@ -65,10 +63,7 @@ def read_environment(value: Any, file: str, problems: Problems, *, over: Environ
     problems.check_keys(value, ENVIRONMENT_KEYS, file, task=task, prefix="environment.")
     changes: dict[str, Any] = {}
     for key, (name, coercer) in _COERCERS.items():
-        if key in value and key not in SUPPORTED:  # checked, but refused: a setup that silently did not run is worse
-            problems.add(file, f"not carried out by this version of orchard yet (it does: {', '.join(SUPPORTED)})",
-                         task, f"environment.{key}")
-        elif key in value and value[key] is not None:
+        if key in value and value[key] is not None:
             coerced = problems.coerce(coercer, value[key], file, task, f"environment.{key}")
             if coerced is not INVALID:
                 changes[name] = coerced

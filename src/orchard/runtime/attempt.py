@@ -32,6 +32,7 @@ from orchard.runtime.environment import (
     setup_record,
 )
 from orchard.runtime.process import Supervision, append_log, run_process
+from orchard.runtime.resources import task_variables
 from orchard.runtime.sandbox import box_for, confine, mode_for, sandboxed_exit
 from orchard.runtime.unconfined import OutsideWatch, changed_entries, of_attempt, reap_adopted
 from orchard.vcs import (
@@ -67,6 +68,7 @@ class Attempt:
     start_commit: str = ""
     id: int = 0
     included: tuple[str, ...] = ()  # files copied from the user's checkout (`runtime.environment`): never committed
+    variables: tuple[tuple[str, str], ...] = ()  # its slot, ports and `environment.env` (`runtime.resources`)
     deadline: float = 0.0  # monotonic: the task's `timeout` bounds the agent and its verify together
 
 
@@ -91,8 +93,23 @@ def verdict(outcome: Outcome, detail: str = "", end_commit: str | None = None) -
 
 
 async def run_attempt(ctx: RunContext, start: StartAttempt, on_verify: Callable[[], None]) -> AttemptEnded:
-    """Run the attempt the scheduler asked for to an outcome."""
+    """Run the attempt the scheduler asked for to an outcome, with the task's slot and ports held meanwhile."""
     attempt = _new_attempt(ctx, start)
+    environment = ctx.plan.environment_of(attempt.task.id)
+    slot, port = ctx.resources.acquire(attempt.task.id, environment.ports)
+    try:
+        if environment.ports and port is None:
+            detail = f"no block of {environment.ports} free ports on loopback for the task"
+            ctx.journal.attempt_not_started(attempt.task.id, attempt.number, Outcome.SETUP_FAILED, detail)
+            return AttemptEnded(attempt.task.id, Outcome.SETUP_FAILED)
+        variables = task_variables(run_id=ctx.run_id, task_id=attempt.task.id, root=str(ctx.user_repo.root),
+                                   worktree=str(attempt.worktree), slot=slot, port=port, environment=environment)
+        return await _run(ctx, replace(attempt, variables=tuple(variables.items())), on_verify)
+    finally:
+        ctx.resources.release(attempt.task.id)
+
+
+async def _run(ctx: RunContext, attempt: Attempt, on_verify: Callable[[], None]) -> AttemptEnded:
     try:
         commit, repaired, included = await asyncio.to_thread(_prepare_worktree, ctx, attempt)
     except (GitError, OSError) as exc:
@@ -105,6 +122,7 @@ async def run_attempt(ctx: RunContext, start: StartAttempt, on_verify: Callable[
     actx = _agent_context(ctx, attempt)
     adapter = adapter_for(actx.agent.type)
     inv, parser = adapter.invocation(actx), adapter.parser(actx)
+    inv = replace(inv, env={**inv.env, **dict(attempt.variables)})
     attempt = replace(attempt, id=ctx.journal.attempt_started(AttemptStart(
         task_id=attempt.task.id, number=attempt.number, agent=attempt.agent, branch=attempt.branch,
         worktree=str(attempt.worktree), start_commit=commit, log_path=str(attempt.log_path))))
@@ -358,4 +376,5 @@ def _judge_outside(ctx: RunContext, attempt: Attempt, suspects: list[str], chang
 def _orchard_vars(ctx: RunContext, attempt: Attempt) -> dict[str, str]:
     """What a verify command is told of its attempt (the run id also lets a resume find it if orchard dies)."""
     return {"ORCHARD_RUN_ID": ctx.run_id, "ORCHARD_TASK_ID": attempt.task.id,
-            "ORCHARD_ATTEMPT": str(attempt.number), "ORCHARD_WORKTREE": str(attempt.worktree)}
+            "ORCHARD_ATTEMPT": str(attempt.number), "ORCHARD_WORKTREE": str(attempt.worktree),
+            **dict(attempt.variables)}

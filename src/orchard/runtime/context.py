@@ -15,6 +15,7 @@ from orchard.core.redact import NO_REDACTION, Redactor
 from orchard.runtime.layout import Layout, task_branch
 from orchard.runtime.pool import WorktreePool
 from orchard.runtime.process import kill_group
+from orchard.runtime.resources import TaskResources
 from orchard.runtime.unconfined import OutsideWatch
 from orchard.vcs import Repo, kill_running_git
 from orchard.vcs.private import OwnRepository
@@ -70,6 +71,7 @@ class RunContext:
     width: int = 1  # tasks at once: also how many finished worktrees the pool parks during the run
     processes: LiveProcesses = field(default_factory=LiveProcesses)
     watch: OutsideWatch | None = None  # set when some agent runs unconfined (`runtime.unconfined`)
+    resources: TaskResources = field(default_factory=TaskResources)  # the running tasks' slots and ports
 
     @property
     def run_id(self) -> str:
