@@ -139,6 +139,8 @@ async def _run(ctx: RunContext, attempt: Attempt, on_verify: Callable[[], None])
         if setup.passed:
             report = await _run_agent(ctx, attempt, inv, parser)
             result = await _judge(ctx, attempt, report, on_verify)
+        elif ctx.processes.stopping:  # the interrupt stopped setup: no verdict on the environment
+            result = verdict(Outcome.INTERRUPTED, "run interrupted during setup")
         else:
             result = verdict(Outcome.SETUP_FAILED, setup.detail)
     finally:
@@ -155,7 +157,8 @@ async def _run(ctx: RunContext, attempt: Attempt, on_verify: Callable[[], None])
         await asyncio.to_thread(ctx.pool.release, attempt.worktree, ctx.width)
     ctx.journal.attempt_finished(attempt.id, result)
     return AttemptEnded(attempt.task.id, result.outcome, report.resume_at if report else None,
-                        report.cost_usd if report else 0.0, setup_failed=not setup.passed)
+                        report.cost_usd if report else 0.0, setup_failed=result.outcome is Outcome.SETUP_FAILED
+                        and not setup.passed)
 
 
 async def _phase(ctx: RunContext, attempt: Attempt, phase: str) -> PhaseResult:
