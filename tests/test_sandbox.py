@@ -218,19 +218,24 @@ def test_an_agents_writable_paths_must_be_absolute(repo: Path, write_plan: Calla
     assert result.code == 2 and "writable" in output and "absolute" in output, output
 
 
+def _made_by(repo: Path, tmp_path: Path, command: list[str]) -> str:
+    """Run one task with a command agent `command` (it writes made.txt) and return what it merged."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"agents:\n  a: {{type: command, command: {json.dumps(command)}}}\n"
+                    "tasks:\n  - {id: t, prompt: go, retries: 0}\n")
+    result = run_orchard("run", str(plan), cwd=repo)
+    assert result.code == 0, result.out + result.err
+    run = run_orchard("status", "--json", cwd=repo).json()["run"]["id"]
+    return git(repo, "show", f"orchard/{run}/integration:made.txt")
+
+
 def test_an_agent_installed_under_tmp_still_runs_in_the_private_tmp(repo: Path, tmp_path: Path) -> None:
     """The sandbox's /tmp is its own, but a program (or a checkout of orchard) that lives in /tmp stays visible."""
     place = Path(tempfile.mkdtemp(dir="/tmp", prefix="orchard-agent-"))
     try:
         script = place / "agent.py"
         script.write_text("import pathlib; pathlib.Path('made.txt').write_text('made in the sandbox')\n")
-        plan = tmp_path / "plan.yaml"
-        plan.write_text(f'agents:\n  a: {{type: command, command: ["{PYTHON}", "{script}"]}}\n'
-                        "tasks:\n  - {id: t, prompt: go, retries: 0}\n")
-        result = run_orchard("run", str(plan), cwd=repo)
-        assert result.code == 0, result.out + result.err
-        run = run_orchard("status", "--json", cwd=repo).json()["run"]["id"]
-        assert git(repo, "show", f"orchard/{run}/integration:made.txt") == "made in the sandbox"
+        assert _made_by(repo, tmp_path, [PYTHON, str(script)]) == "made in the sandbox"
     finally:
         shutil.rmtree(place, ignore_errors=True)
 
@@ -243,12 +248,6 @@ def test_a_script_whose_interpreter_is_under_tmp_still_runs_in_the_private_tmp(r
         launcher = tmp_path / "launch-agent"
         launcher.write_text(f"#!{place / 'python'}\nimport pathlib; pathlib.Path('made.txt').write_text('made')\n")
         launcher.chmod(0o755)
-        plan = tmp_path / "plan.yaml"
-        plan.write_text(f'agents:\n  a: {{type: command, command: ["{launcher}"]}}\n'
-                        "tasks:\n  - {id: t, prompt: go, retries: 0}\n")
-        result = run_orchard("run", str(plan), cwd=repo)
-        assert result.code == 0, result.out + result.err
-        run = run_orchard("status", "--json", cwd=repo).json()["run"]["id"]
-        assert git(repo, "show", f"orchard/{run}/integration:made.txt") == "made"
+        assert _made_by(repo, tmp_path, [str(launcher)]) == "made"
     finally:
         shutil.rmtree(place, ignore_errors=True)
