@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from orchard.core.model import Environment, Plan
 from orchard.core.serialize import plan_from_dict, plan_to_dict
 from orchard.plan import load
-from tests.conftest import PYTHON, RENDEZVOUS, git, own_git, run_orchard
+from tests.conftest import PYTHON, RENDEZVOUS, git, own_git, query, run_orchard, wait_for
 from tests.test_engine_acceptance import plan_text, task
 
 CHECK = ("import os, pathlib; p = pathlib.Path; "
@@ -202,3 +204,59 @@ def test_running_tasks_get_distinct_slots_and_port_blocks_and_their_servers_neve
     s0 = seen["s0"]
     assert s0["ORCHARD_ROOT"] == str(repo) and s0["DB"] == f"app_{s0['ORCHARD_SLOT']}_s0"
     assert s0["COMPOSE_PROJECT_NAME"].endswith(f"-{s0['ORCHARD_SLOT']}")
+
+
+def _teardown_marks(marks: Path) -> str:
+    """A teardown writing `<task>.<attempt>` with its slot into `marks` (a rendezvous the sandbox can write)."""
+    return _py(f"import os, pathlib; e = os.environ; pathlib.Path('{marks}', e['ORCHARD_TASK_ID'] + '.' + "
+               f"e['ORCHARD_ATTEMPT']).write_text(e['ORCHARD_SLOT'] + ' ' + e['COMPOSE_PROJECT_NAME'])")
+
+
+def test_teardown_runs_after_a_first_ctrl_c_and_after_a_crash_in_the_resume(
+        repo: Path, write_plan: Callable[[str], Path], tmp_path: Path,
+        background: Callable[..., subprocess.Popen[str]]) -> None:
+    marks, go = RENDEZVOUS / f"{tmp_path.name}-down", RENDEZVOUS / f"{tmp_path.name}-go"
+    marks.mkdir()
+    tasks = task("s", f"@touch started-s\n@wait-for {go} 60\n@write s.txt s")
+    plan = write_plan(f"environment:\n  teardown: [{_teardown_marks(marks)}]\n  ports: 3\n" + plan_text(tasks))
+
+    def running(attempt: int) -> bool:
+        return bool(query(repo, "SELECT 1 FROM attempts WHERE task_id = 's' AND number = ? AND pgid > 0", attempt))
+
+    first = background("run", str(plan))
+    wait_for(lambda: running(1), "attempt 1 of s running")
+    first.send_signal(signal.SIGINT)  # the first Ctrl-C: stop gracefully
+    assert first.wait(timeout=60) == 130
+    assert (marks / "s.1").read_text().startswith("0 orchard-")
+    slot, port = query(repo, "SELECT slot, port FROM attempts WHERE number = 1")[0]
+    assert slot == 0 and port is not None  # the reservation is in the store
+
+    second = background("resume")
+    wait_for(lambda: running(2), "attempt 2 of s running")
+    second.send_signal(signal.SIGKILL)  # a crash: no teardown from the session
+    second.wait(timeout=10)
+    assert not (marks / "s.2").exists()
+    go.touch()
+    resume = run_orchard("resume", cwd=repo)
+    assert resume.code == 0, resume.out + resume.err
+    run = run_orchard("status", "--json", cwd=repo).json()["run"]["id"]
+    assert (marks / "s.2").read_text() == f"0 orchard-{run}-0"  # with the slot attempt 2 had
+    assert (marks / "s.3").exists()  # and the attempt that finished the task
+    events = [json.loads(row[0]) for row in query(repo, "SELECT data FROM events WHERE type = 'teardown.finished'")]
+    assert [(e["attempt"], e["recovered"], e["passed"]) for e in events] == [(1, False, True), (2, True, True),
+                                                                            (3, False, True)]
+
+
+def test_setup_is_journaled_with_its_time_and_the_summary_and_status_give_it_per_task(
+        repo: Path, write_plan: Callable[[str], Path]) -> None:
+    setup = _py("import time; time.sleep(0.3)")
+    plan = write_plan(f"environment:\n  setup: [{setup}]\n" + plan_text(task("t", "@write t.txt t")))
+    assert run_orchard("run", str(plan), cwd=repo).code == 0
+    events = [json.loads(row[0]) for row in query(repo, "SELECT data FROM events WHERE type LIKE 'setup.%'")]
+    assert [e["type"] for e in events] == ["setup.started", "setup.finished"]
+    assert events[0]["command"].endswith("time.sleep(0.3)'") and events[1]["skipped"] is False
+    assert events[1]["duration_s"] >= 0.3
+    row = run_orchard("status", "--json", cwd=repo).json()["tasks"][0]
+    assert row["setup_s"] == round(events[1]["duration_s"], 3)
+    summary = json.loads(query(repo, "SELECT data FROM events WHERE type = 'run.finished'")[0][0])["summary"]
+    assert summary["setup_by_task"] == {"t": row["setup_s"]} and summary["setups"] == 1

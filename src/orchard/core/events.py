@@ -125,6 +125,52 @@ class AttemptFinished(TaskEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SetupStarted(TaskEvent):
+    """The task's environment setup starts in its worktree (before the agent)."""
+
+    type: ClassVar[str] = "setup.started"
+    attempt: int
+    command: str
+
+    def message(self) -> str:
+        return f"setup: {self.command}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetupFinished(TaskEvent):
+    """Setup ended: passed, failed (`detail`), or `skipped` because the reused worktree's setup is current."""
+
+    type: ClassVar[str] = "setup.finished"
+    attempt: int
+    passed: bool
+    duration_s: float
+    skipped: bool = False
+    detail: str = ""
+
+    def message(self) -> str:
+        if self.skipped:
+            return "setup skipped: its inputs are as when this worktree last ran it"
+        return f"setup {'done' if self.passed else 'failed'} ({self.duration_s:.1f}s)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TeardownFinished(TaskEvent):
+    """The environment's teardown ran after the attempt (its failure never changes the attempt's outcome)."""
+
+    type: ClassVar[str] = "teardown.finished"
+    attempt: int
+    passed: bool
+    duration_s: float
+    detail: str = ""
+    recovered: bool = False  # run by `orchard resume` for an attempt a dead session left
+
+    def message(self) -> str:
+        after = " (for the attempt the last session left)" if self.recovered else ""
+        return f"teardown {'done' if self.passed else 'failed'} ({self.duration_s:.1f}s){after}" + (
+            f": {self.detail}" if self.detail and not self.passed else "")
+
+
+@dataclass(frozen=True, kw_only=True)
 class VerifyFinished(TaskEvent):
     type: ClassVar[str] = "verify.finished"
     attempt: int

@@ -39,6 +39,8 @@ class AttemptStart:
     worktree: str
     start_commit: str
     log_path: str
+    slot: int | None = None  # its resources (a resume tears a dead session's attempt down with them)
+    port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,14 @@ class RunJournal(Protocol):
     def agent_exited(self, attempt_id: int, exited: AgentExit) -> None: ...
 
     def agent_active(self, task_id: str, number: int, text: str) -> None: ...
+
+    def setup_started(self, attempt_id: int, command: str) -> None: ...
+
+    def setup_finished(self, attempt_id: int, *, passed: bool, skipped: bool, duration_s: float,
+                       detail: str = "") -> None: ...
+
+    def teardown_finished(self, attempt_id: int, *, passed: bool, duration_s: float, detail: str = "",
+                          recovered: bool = False) -> None: ...
 
     def verify_finished(self, attempt_id: int, run: VerifyRun) -> None: ...
 

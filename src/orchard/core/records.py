@@ -76,3 +76,8 @@ class AttemptRecord:
     tokens_out: int = 0
     cost_usd: float = 0.0
     session_id: str | None = None
+    slot: int | None = None  # the task's slot and first reserved port while the attempt ran (`runtime.resources`)
+    port: int | None = None
+    setup_s: float | None = None  # how long its environment setup took; None when no setup ran
+    setup_skipped: bool = False  # the reused worktree's setup was current
+    teardown_s: float | None = None  # set once its teardown ran (by the session, or by the resume after a crash)

@@ -38,7 +38,19 @@ def summarize(records: Records, run_id: str, now: float) -> dict[str, Any]:
         "tokens_out": sum(a.tokens_out for a in attempts),
         "parallel": run.parallel,
         "agents": _by_agent(attempts, now),
+        **_setup(attempts),
     }
+
+
+def _setup(attempts: Sequence[AttemptRecord]) -> dict[str, Any]:
+    """Environment setup: its total time, per task, and how often a reused worktree's setup was current."""
+    by_task: dict[str, float] = {}
+    for a in attempts:
+        if a.setup_s is not None:
+            by_task[a.task_id] = round(by_task.get(a.task_id, 0.0) + a.setup_s, 3)
+    return {"setup_s": round(sum(by_task.values()), 3), "setup_by_task": by_task,
+            "setups": sum(1 for a in attempts if a.setup_s is not None and not a.setup_skipped),
+            "setups_skipped": sum(1 for a in attempts if a.setup_skipped)}
 
 
 def _by_agent(attempts: Sequence[AttemptRecord], now: float) -> dict[str, dict[str, float | int]]:

@@ -27,7 +27,10 @@ from orchard.core.events import (
     RunFinished,
     RunNote,
     RunStarted,
+    SetupFinished,
+    SetupStarted,
     TaskStatusChanged,
+    TeardownFinished,
     VerifyFinished,
     iso,
     redacted,
@@ -281,7 +284,8 @@ class Journal:
             now = self._clock()
             attempt_id = self._add_attempt(AttemptRecord(
                 id=0, run_id=self.run_id, task_id=start.task_id, number=start.number, agent=start.agent,
-                started_at=now, worktree=start.worktree, start_commit=start.start_commit, log_path=start.log_path))
+                started_at=now, worktree=start.worktree, start_commit=start.start_commit, log_path=start.log_path,
+                slot=start.slot, port=start.port))
             self._emit(AttemptStarted(run_id=self.run_id, ts=now, task=start.task_id, attempt=start.number,
                                       agent=start.agent, branch=start.branch, worktree=start.worktree,
                                       start_commit=start.start_commit))
@@ -305,6 +309,37 @@ class Journal:
         """What the agent is doing now (throttled by the caller: the dashboard shows only the latest)."""
         with self.atomic():
             self._emit(AgentActivity(run_id=self.run_id, ts=self._clock(), task=task_id, attempt=number, text=text))
+
+    def setup_started(self, attempt_id: int, command: str) -> None:
+        """The attempt's environment setup starts (its first command is what the dashboard shows)."""
+        with self.atomic():
+            attempt = self._attempt(attempt_id)
+            self._emit(SetupStarted(run_id=self.run_id, ts=self._clock(), task=attempt.task_id,
+                                    attempt=attempt.number, command=command))
+
+    def setup_finished(self, attempt_id: int, *, passed: bool, skipped: bool, duration_s: float,
+                       detail: str = "") -> None:
+        """Setup ended (or was skipped as current); its time is the attempt's `setup_s`."""
+        with self.atomic():
+            attempt = replace(self._attempt(attempt_id), setup_s=round(duration_s, 3), setup_skipped=skipped)
+            self._save_attempt(attempt)
+            self._emit(SetupFinished(run_id=self.run_id, ts=self._clock(), task=attempt.task_id,
+                                     attempt=attempt.number, passed=passed, skipped=skipped,
+                                     duration_s=duration_s, detail=detail[-2000:]))
+
+    def teardown_finished(self, attempt_id: int, *, passed: bool, duration_s: float, detail: str = "",
+                          recovered: bool = False) -> None:
+        """Teardown ran (in the session, or `recovered` by a resume); a failure is a warning, never the outcome."""
+        with self.atomic():
+            attempt = replace(self._attempt(attempt_id), teardown_s=round(duration_s, 3))
+            self._save_attempt(attempt)
+            now = self._clock()
+            self._emit(TeardownFinished(run_id=self.run_id, ts=now, task=attempt.task_id, attempt=attempt.number,
+                                        passed=passed, duration_s=duration_s, detail=detail[-2000:],
+                                        recovered=recovered))
+            if not passed:
+                self._emit(RunNote(run_id=self.run_id, ts=now, level="warning",
+                                   text=f"{attempt.task_id} attempt {attempt.number}: {detail}"))
 
     def verify_finished(self, attempt_id: int, run: VerifyRun) -> None:
         """The verify command ended; a failure's feedback goes to the next attempt's prompt."""

@@ -69,6 +69,8 @@ class Attempt:
     id: int = 0
     included: tuple[str, ...] = ()  # files copied from the user's checkout (`runtime.environment`): never committed
     variables: tuple[tuple[str, str], ...] = ()  # its slot, ports and `environment.env` (`runtime.resources`)
+    slot: int = 0
+    port: int | None = None
     deadline: float = 0.0  # monotonic: the task's `timeout` bounds the agent and its verify together
 
 
@@ -104,7 +106,7 @@ async def run_attempt(ctx: RunContext, start: StartAttempt, on_verify: Callable[
             return AttemptEnded(attempt.task.id, Outcome.SETUP_FAILED)
         variables = task_variables(run_id=ctx.run_id, task_id=attempt.task.id, root=str(ctx.user_repo.root),
                                    worktree=str(attempt.worktree), slot=slot, port=port, environment=environment)
-        return await _run(ctx, replace(attempt, variables=tuple(variables.items())), on_verify)
+        return await _run(ctx, replace(attempt, variables=tuple(variables.items()), slot=slot, port=port), on_verify)
     finally:
         ctx.resources.release(attempt.task.id)
 
@@ -125,7 +127,8 @@ async def _run(ctx: RunContext, attempt: Attempt, on_verify: Callable[[], None])
     inv = replace(inv, env={**inv.env, **dict(attempt.variables)})
     attempt = replace(attempt, id=ctx.journal.attempt_started(AttemptStart(
         task_id=attempt.task.id, number=attempt.number, agent=attempt.agent, branch=attempt.branch,
-        worktree=str(attempt.worktree), start_commit=commit, log_path=str(attempt.log_path))))
+        worktree=str(attempt.worktree), start_commit=commit, log_path=str(attempt.log_path), slot=attempt.slot,
+        port=attempt.port)))
     watch = None if actx.confined else ctx.watch
     if watch is not None:  # an unconfined attempt is a suspect from now on
         watch.running.add(_key(attempt))
@@ -146,9 +149,7 @@ async def _run(ctx: RunContext, attempt: Attempt, on_verify: Callable[[], None])
     finally:
         if watch is not None:
             watch.running.discard(_key(attempt))
-        teardown = await _phase(ctx, attempt, "teardown")  # whatever the outcome, a first Ctrl-C too
-        if not teardown.passed:  # recorded and shown, never the attempt's outcome
-            ctx.journal.noted(f"{attempt.task.id} attempt {attempt.number}: {teardown.detail}", level="warning")
+        await _phase(ctx, attempt, "teardown")  # whatever the outcome, a first Ctrl-C too; never the outcome
     if watch is not None:
         suspects = sorted({_key(attempt), *watch.running})
         changed, touched = await asyncio.to_thread(_outside_changes, ctx, watch, attempt, before)
@@ -162,32 +163,49 @@ async def _run(ctx: RunContext, attempt: Attempt, on_verify: Callable[[], None])
 
 
 async def _phase(ctx: RunContext, attempt: Attempt, phase: str) -> PhaseResult:
-    """The attempt's environment `setup` or `teardown` (passed when there is none)."""
+    """The attempt's environment `setup` or `teardown` (passed when there is none), journaled with its time."""
     environment = ctx.plan.environment_of(attempt.task.id)
     commands = environment.setup if phase == "setup" else environment.teardown
     if not commands:
         return PhaseResult(True)
     if phase == "teardown":
-        return await run_phase(ctx, phase=phase, commands=commands, task_id=attempt.task.id, agent=attempt.agent,
-                               worktree=attempt.worktree, log_path=attempt.log_path, env=_orchard_vars(ctx, attempt),
-                               timeout_s=environment.setup_timeout_s)
+        result = await _run_phase(ctx, attempt, phase, commands)
+        ctx.journal.teardown_finished(attempt.id, passed=result.passed, duration_s=result.duration_s,
+                                      detail=result.detail)
+        return result
     found = await asyncio.to_thread(setup_record, ctx, attempt.worktree)
     record, identity = found if found is not None else (None, "")
     current = await asyncio.to_thread(setup_fingerprint, attempt.worktree, environment)
     stamp = f"{identity} {current}"
     if current is not None and record is not None and record.is_file() and record.read_text() == stamp:
         append_log(attempt.log_path, "[orchard: setup skipped: its inputs are as when this worktree last ran it]\n")
+        ctx.journal.setup_finished(attempt.id, passed=True, skipped=True, duration_s=0.0)
         return PhaseResult(True, skipped=True)
-    ctx.journal.agent_active(attempt.task.id, attempt.number, f"setup: {shlex.join(commands[0])}")
-    result = await run_phase(ctx, phase=phase, commands=commands, task_id=attempt.task.id, agent=attempt.agent,
-                             worktree=attempt.worktree, log_path=attempt.log_path, env=_orchard_vars(ctx, attempt),
-                             timeout_s=environment.setup_timeout_s)
+    ctx.journal.setup_started(attempt.id, shlex.join(commands[0]))
+    result = await _run_phase(ctx, attempt, phase, commands)
     if record is not None:
         record.unlink(missing_ok=True)
         if result.passed and current is not None:
             record.parent.mkdir(mode=0o700, exist_ok=True)
             record.write_text(stamp)
+    ctx.journal.setup_finished(attempt.id, passed=result.passed, skipped=False, duration_s=result.duration_s,
+                               detail=result.detail)
     return result
+
+
+async def _run_phase(ctx: RunContext, attempt: Attempt, phase: str,
+                     commands: tuple[tuple[str, ...], ...]) -> PhaseResult:
+    environment = ctx.plan.environment_of(attempt.task.id)
+
+    def on_command(index: int, argv: tuple[str, ...]) -> None:
+        if index:  # the first is in `setup.started`; the dashboard shows the command running now
+            ctx.journal.agent_active(attempt.task.id, attempt.number, f"{phase}: {shlex.join(argv)}")
+
+    return await run_phase(ctx, phase=phase, commands=commands, task_id=attempt.task.id, agent=attempt.agent,
+                           worktree=attempt.worktree, log_path=attempt.log_path,
+                           env=attempt_variables(ctx.run_id, attempt.task.id, attempt.number, attempt.worktree,
+                                                 attempt.variables),
+                           timeout_s=environment.setup_timeout_s, on_command=on_command)
 
 
 def _new_attempt(ctx: RunContext, start: StartAttempt) -> Attempt:
@@ -323,7 +341,8 @@ async def _verify(ctx: RunContext, attempt: Attempt, collected: Verdict) -> Verd
     box = box_for(ctx, ctx.plan.agents[attempt.agent], worktree=attempt.worktree, prompt_file=None)
     append_log(attempt.log_path, ctx.redactor(f"\n[orchard: verify{' (in bwrap)' if box else ''}: "
                                               f"{shlex.join(task.verify)}]\n"))
-    inv = confine(Invocation(task.verify, attempt.worktree, env=_orchard_vars(ctx, attempt)), box)
+    env = attempt_variables(ctx.run_id, task.id, attempt.number, attempt.worktree, attempt.variables)
+    inv = confine(Invocation(task.verify, attempt.worktree, env=env), box)
     exit_info = await run_process(inv, attempt.log_path, lambda line, _s: tail.add(line),
                                   Supervision(max(0.1, attempt.deadline - time.monotonic()), None,
                                               ctx.processes.grace_s),
@@ -376,8 +395,9 @@ def _judge_outside(ctx: RunContext, attempt: Attempt, suspects: list[str], chang
     return result
 
 
-def _orchard_vars(ctx: RunContext, attempt: Attempt) -> dict[str, str]:
-    """What a verify command is told of its attempt (the run id also lets a resume find it if orchard dies)."""
-    return {"ORCHARD_RUN_ID": ctx.run_id, "ORCHARD_TASK_ID": attempt.task.id,
-            "ORCHARD_ATTEMPT": str(attempt.number), "ORCHARD_WORKTREE": str(attempt.worktree),
-            **dict(attempt.variables)}
+def attempt_variables(run_id: str, task_id: str, number: int, worktree: Path,
+                      variables: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """What setup, verify and teardown are told of their attempt (the run id also lets a resume find them if
+    orchard dies), with the task's resources."""
+    return {"ORCHARD_RUN_ID": run_id, "ORCHARD_TASK_ID": task_id, "ORCHARD_ATTEMPT": str(number),
+            "ORCHARD_WORKTREE": str(worktree), **dict(variables)}

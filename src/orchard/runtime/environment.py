@@ -15,6 +15,7 @@ import secrets
 import shlex
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,12 +93,15 @@ def setup_record(ctx: RunContext, worktree: Path) -> tuple[Path, str] | None:
 
 
 async def run_phase(ctx: RunContext, *, phase: str, commands: tuple[tuple[str, ...], ...], task_id: str, agent: str,
-                    worktree: Path, log_path: Path, env: dict[str, str], timeout_s: float) -> PhaseResult:
+                    worktree: Path, log_path: Path, env: dict[str, str], timeout_s: float,
+                    on_command: Callable[[int, tuple[str, ...]], None] | None = None) -> PhaseResult:
     """Run a phase's commands in order in the worktree (sandboxed like the agent, with the basics of the
     environment and `env`), logged under a marker, all of them within `timeout_s`; stops at the first failure."""
     box = box_for(ctx, ctx.plan.agents[agent], worktree=worktree, prompt_file=None)
     started, tail = time.monotonic(), TailBuffer(lines=40)
-    for argv in commands:
+    for index, argv in enumerate(commands):
+        if on_command is not None:
+            on_command(index, argv)
         tail.lines.clear()  # the tail of the command that fails is the one to show
         append_log(log_path, ctx.redactor(f"\n[orchard: {phase}{' (in bwrap)' if box else ''}: {shlex.join(argv)}]\n"))
         left = max(0.1, timeout_s - (time.monotonic() - started))

@@ -4,7 +4,8 @@ The rules, in the order `orchard resume` applies them:
 1. The integration tip to trust is orchard's record, or the ref itself when everything it adds since the record is
    this run's own merges (a session died after moving the ref and before recording it).
 2. Process groups a dead session left running are killed: those its attempts recorded and any process carrying the
-   run's `ORCHARD_RUN_ID`, each only while its leader still carries that id (pids are reused).
+   run's `ORCHARD_RUN_ID`, each only while its leader still carries that id (pids are reused). Then each attempt
+   it left open without a teardown gets one, in its worktree, with the slot and ports it had reserved.
 3. Attempts the journal shows open are closed as interrupted, at the last moment the dead session was seen.
 4. A task whose merge is on the trusted tip is merged: it never goes through the queue again. That is a task left
    merging whose recorded merge commit is there, and any task, whatever the journal says of it, with a merge commit
@@ -30,10 +31,13 @@ from orchard.core.model import RunStatus, TaskStatus
 from orchard.core.records import RunRecord, TaskRecord
 from orchard.core.scheduler import Restored
 from orchard.errors import UsageError
+from orchard.runtime.attempt import attempt_variables
 from orchard.runtime.context import RunContext
+from orchard.runtime.environment import PhaseResult, run_phase
 from orchard.runtime.integration import guard
 from orchard.runtime.merging import tidy
 from orchard.runtime.process import kill_group
+from orchard.runtime.resources import task_variables
 from orchard.vcs import Repo, first_parent_log, is_ancestor, list_branches, read_ref
 
 S = TaskStatus
@@ -111,6 +115,33 @@ def _group_belongs_to(pgid: int, run_id: str, where: str) -> bool:
         return _ours(psutil.Process(pgid).environ(), run_id, where)
     except (psutil.Error, OSError):
         return False
+
+
+async def tear_down_left(ctx: RunContext) -> int:
+    """Rule 2, its end: the teardown a dead session owed each attempt it left open (a `docker compose down` for
+    the compose project of the slot that attempt held); returns how many ran. Recorded on the attempt, so a crash
+    of this resume does not run one twice."""
+    ran = 0
+    for attempt in ctx.journal.open_attempts():
+        environment = ctx.plan.environment_of(attempt.task_id)
+        if not environment.teardown or attempt.teardown_s is not None:
+            continue
+        worktree = Path(attempt.worktree)
+        variables = task_variables(run_id=ctx.run_id, task_id=attempt.task_id, root=str(ctx.user_repo.root),
+                                   worktree=attempt.worktree, slot=attempt.slot or 0, port=attempt.port,
+                                   environment=environment)
+        if not worktree.is_dir():
+            result = PhaseResult(False, f"teardown not run: its worktree {worktree} is gone")
+        else:
+            result = await run_phase(
+                ctx, phase="teardown", commands=environment.teardown, task_id=attempt.task_id, agent=attempt.agent,
+                worktree=worktree, log_path=Path(attempt.log_path), timeout_s=environment.setup_timeout_s,
+                env=attempt_variables(ctx.run_id, attempt.task_id, attempt.number, worktree,
+                                      tuple(variables.items())))
+        ctx.journal.teardown_finished(attempt.id, passed=result.passed, duration_s=result.duration_s,
+                                      detail=result.detail, recovered=True)
+        ran += 1
+    return ran
 
 
 def reconcile(ctx: RunContext, found: TrustedTip, *, last_seen: float, reset: tuple[str, ...]) -> dict[str, Restored]:

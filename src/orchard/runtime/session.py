@@ -31,7 +31,14 @@ from orchard.runtime.integration import note_restored
 from orchard.runtime.layout import Layout, integration_branch
 from orchard.runtime.lock import RunLock
 from orchard.runtime.publish import mirror_or_note
-from orchard.runtime.recovery import check_resettable, reap_orphans, reconcile, settle, trusted_tip
+from orchard.runtime.recovery import (
+    check_resettable,
+    reap_orphans,
+    reconcile,
+    settle,
+    tear_down_left,
+    trusted_tip,
+)
 from orchard.runtime.sandbox import mode_for, sandbox_warnings
 from orchard.runtime.unconfined import OutsideWatch, children, reap_adopted, set_subreaper
 from orchard.store import Store
@@ -181,6 +188,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
             if reaped:
                 journal.noted(f"killed {reaped} leftover process(es) of the previous session", level="warning")
             note_locks(ctx, unlocked)
+            await tear_down_left(ctx)
             restored = reconcile(ctx, found, last_seen=last_seen, reset=reset)
             return await _drive(ctx, Engine(ctx, run.parallel, restored, min_free=limits.min_free), options, limits)
         finally:

@@ -100,6 +100,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN plan_sha256 TEXT;
     """,
+    # 4: an attempt's reserved slot and ports (a resume tears down with them) and its setup and teardown times.
+    """
+    ALTER TABLE attempts ADD COLUMN slot INTEGER;
+    ALTER TABLE attempts ADD COLUMN port INTEGER;
+    ALTER TABLE attempts ADD COLUMN setup_s REAL;
+    ALTER TABLE attempts ADD COLUMN setup_skipped INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE attempts ADD COLUMN teardown_s REAL;
+    """,
 )
 
 

@@ -33,8 +33,9 @@ RUN_SAVED = ("status", "finished_at", "pid", "reason", "cancel_requested", "inte
 TASK_SAVED = ("status", "attempts", "failures", "branch", "started_at", "finished_at", "error", "conflicts",
               "merged_commit", "feedback")
 ATTEMPT_SAVED = ("finished_at", "outcome", "exit_code", "signal", "pid", "pgid", "end_commit", "detail", "tokens_in",
-                 "tokens_out", "cost_usd", "session_id")
-ATTEMPT_ADDED = ("run_id", "task_id", "number", "agent", "started_at", "worktree", "start_commit", "log_path")
+                 "tokens_out", "cost_usd", "session_id", "setup_s", "setup_skipped", "teardown_s")
+ATTEMPT_ADDED = ("run_id", "task_id", "number", "agent", "started_at", "worktree", "start_commit", "log_path", "slot",
+                 "port")
 
 
 def _column(value: Any) -> Any:
@@ -53,8 +54,9 @@ def _record(cls: Callable[..., R], row: sqlite3.Row, names: frozenset[str]) -> R
         values["status"] = (RunStatus if cls is RunRecord else TaskStatus)(values["status"])
     if values.get("outcome") is not None:
         values["outcome"] = Outcome(values["outcome"])
-    if "cancel_requested" in values:
-        values["cancel_requested"] = bool(values["cancel_requested"])
+    for flag in ("cancel_requested", "setup_skipped"):
+        if flag in values:
+            values[flag] = bool(values[flag])
     return cls(**values)
 
 

@@ -45,6 +45,8 @@ def status_document(records: Records, run_id: str | None = None) -> dict[str, An
             "cost_usd": round(sum((a.cost_usd for a in attempts), 0.0), 6),
             "tokens_in": sum(a.tokens_in for a in attempts),
             "tokens_out": sum(a.tokens_out for a in attempts),
+            "setup_s": _setup_s(attempts),
+            **_reserved(attempts),
             "error": t.error or None,
         })
     summary = summarize(records, run.id, now)
@@ -55,6 +57,21 @@ def status_document(records: Records, run_id: str | None = None) -> dict[str, An
         "totals": {"cost_usd": summary["cost_usd"], "tokens_in": summary["tokens_in"],
                    "tokens_out": summary["tokens_out"], "agents": summary["agents"]},
     }
+
+
+def _setup_s(attempts: list[AttemptRecord]) -> float | None:
+    """The task's environment setup time over its attempts; None when none ran setup."""
+    times = [a.setup_s for a in attempts if a.setup_s is not None]
+    return round(sum(times), 3) if times else None
+
+
+def _reserved(attempts: list[AttemptRecord]) -> dict[str, int]:
+    """The slot and first port an attempt running now holds (`runtime.resources`)."""
+    live = [a for a in attempts if a.finished_at is None]
+    if not live:
+        return {}
+    held = {"slot": live[-1].slot, "port": live[-1].port}
+    return {k: v for k, v in held.items() if v is not None}
 
 
 def status_table(doc: dict[str, Any]) -> RenderableType:
@@ -86,6 +103,9 @@ def summary_text(summary: dict[str, Any]) -> RenderableType:
              f"of {summary['parallel']} slots"),
         Text(f"cost ${summary['cost_usd']:.4f} · tokens {summary['tokens_in']} in / {summary['tokens_out']} out"),
     ]
+    if summary.get("setups") or summary.get("setups_skipped"):
+        lines.append(Text(f"setup {format_duration(summary['setup_s'])} in {summary['setups']} run(s) · "
+                          f"{summary['setups_skipped']} skipped (the reused worktree's setup was current)"))
     agents = summary.get("agents") or {}
     if len(agents) > 1 or any(a["cost_usd"] or a["tokens_in"] for a in agents.values()):
         lines.extend(Text(f"  {safe_line(name)}: {a['attempts']} attempts · ${a['cost_usd']:.4f} · "

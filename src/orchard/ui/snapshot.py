@@ -16,7 +16,10 @@ from orchard.core.events import (
     RunFinished,
     RunNote,
     RunStarted,
+    SetupFinished,
+    SetupStarted,
     TaskStatusChanged,
+    TeardownFinished,
     VerifyFinished,
 )
 from orchard.core.model import MergeOutcome, Outcome, RunStatus, TaskStatus
@@ -91,7 +94,7 @@ class Snapshot:
             view.cost_usd += event.cost_usd
             view.last_outcome = event.outcome if event.outcome is not Outcome.SUCCESS else view.last_outcome
             view.activity = f"{event.outcome}" + (f": {event.detail}" if event.detail else "")
-        elif isinstance(event, (VerifyFinished, MergeFinished)):
+        elif isinstance(event, (SetupStarted, SetupFinished, TeardownFinished, VerifyFinished, MergeFinished)):
             view.activity = event.message()
             if isinstance(event, MergeFinished) and event.result is MergeOutcome.CONFLICT:
                 view.last_outcome = "conflict"
