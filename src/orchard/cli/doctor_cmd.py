@@ -1,21 +1,27 @@
-"""`orchard doctor`: which agent CLIs are here, their versions, their credentials, and whether git is new enough."""
+"""`orchard doctor`: which agent CLIs are here, their versions, their credentials, whether git is new enough, and
+which include patterns (`.worktreeinclude`, a plan's `environment.include`) name no file to copy."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from orchard.agents.codex import bwrap_problem, workspace_write_roots
 from orchard.agents.requirements import REQUIREMENTS
-from orchard.cli.common import load_plan, stdout_console
+from orchard.cli.common import load_plan, repo_dir, stdout_console
 from orchard.core.safe_text import safe_line
-from orchard.errors import EnvironmentProblem
+from orchard.errors import EnvironmentProblem, OrchardError
 from orchard.runtime.probe import probe_binary
-from orchard.vcs import git_version, require_git
+from orchard.vcs import Repo, find_repo, git_version, require_git, untracked_matching
+
+if TYPE_CHECKING:
+    from orchard.core.model import Plan
+
+PRIVATE = ".orchard/"  # never copied into a worktree (`runtime.environment`)
 
 
 def agent_report(kind: str, binary: str) -> dict[str, Any]:
@@ -38,6 +44,30 @@ def _sandbox_note(kind: str, binary: str) -> str | None:
     return bwrap_problem(binary, workspace_write_roots(None, os.environ)) if kind == "codex" else None
 
 
+def include_warnings(repo: Repo, plan: Plan | None) -> list[dict[str, Any]]:
+    """The include patterns that match no untracked file of the checkout, so that no worktree gets anything by
+    them: each line of `.worktreeinclude`, and the plan's `environment.include` (its own and its tasks')."""
+    from orchard.plan.worktreeinclude import WORKTREEINCLUDE, include_lines
+
+    listed: list[tuple[str, dict[str, Any]]] = [(p, {"file": WORKTREEINCLUDE, "line": n})
+                                                for n, p in include_lines(repo.root)]
+    if plan is not None:
+        own = [plan.environment, *(t.environment for t in plan.tasks if t.environment is not None)]
+        patterns = dict.fromkeys(p for env in own for p in env.include)
+        listed += [(p, {"file": plan.source, "field": "environment.include"}) for p in patterns]
+    return [{**where, "pattern": pattern,
+             "message": f"{pattern!r} matches no untracked file in your checkout: worktrees get nothing by it"}
+            for pattern, where in listed if not pattern.startswith("!") and not _matches(repo, pattern)]
+
+
+def _matches(repo: Repo, pattern: str) -> bool:
+    """Whether an include pattern names a file a worktree would get (a pattern git cannot use counts as one)."""
+    try:
+        return any(not path.startswith(PRIVATE) for path in untracked_matching(repo, [pattern]))
+    except OrchardError:
+        return True
+
+
 def git_report() -> dict[str, Any]:
     try:
         require_git()
@@ -52,20 +82,30 @@ def git_report() -> dict[str, Any]:
 @click.pass_context
 def doctor_cmd(ctx: click.Context, plan_path: Path | None, json_mode: bool) -> int:
     """Check git and the agent CLIs (those a PLAN uses, or all known ones): found, version, credentials."""
-    if plan_path is not None:
-        plan = load_plan(ctx, plan_path)
+    plan = load_plan(ctx, plan_path) if plan_path is not None else None
+    if plan is not None:
         wanted = sorted({(a.type, str(a.option("binary", a.type))) for a in plan.agents.values()
                          if a.type in REQUIREMENTS})
     else:
         wanted = [(kind, need.binary) for kind, need in REQUIREMENTS.items()]
     git, agents = git_report(), [agent_report(kind, binary) for kind, binary in wanted]
-    report: dict[str, Any] = {"git": git, "agents": agents}
+    checkout = _checkout(ctx) if git["ok"] else None
+    warnings = include_warnings(checkout, plan) if checkout is not None else []
+    report: dict[str, Any] = {"git": git, "agents": agents, "warnings": warnings}
     needed_ok = git["ok"] and (plan_path is None or all(a["ok"] for a in agents))
     if json_mode:
         click.echo(json.dumps(report, indent=2))
     else:
         _print(report)
     return 0 if needed_ok else 3
+
+
+def _checkout(ctx: click.Context) -> Repo | None:
+    """The repository the command runs in, if it runs in one."""
+    try:
+        return find_repo(repo_dir(ctx))
+    except OrchardError:
+        return None
 
 
 def _print(report: dict[str, Any]) -> None:
@@ -85,3 +125,6 @@ def _print(report: dict[str, Any]) -> None:
             out.print(f"  install: {a['install']}")
         if a["notes"]:
             out.print(f"  note: {a['notes']}")
+    for warning in report["warnings"]:
+        where = f"line {warning['line']}" if "line" in warning else warning["field"]
+        out.print(safe_line(f"warning: {warning['file']} {where}: {warning['message']}"), soft_wrap=True)

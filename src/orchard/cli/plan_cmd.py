@@ -1,24 +1,31 @@
-"""`orchard plan`: validate a plan and preview it: waves, critical path, estimated makespan, file overlaps."""
+"""`orchard plan`: validate a plan and preview it: waves, critical path, estimated makespan, file overlaps, and the
+environment each task's worktree gets."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import shlex
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 from rich.text import Text
 
-from orchard.cli.common import load_plan, stdout_console
+from orchard.cli.common import load_plan, repo_dir, stdout_console
 from orchard.core.durations import format_duration
+from orchard.core.model import NO_ENVIRONMENT, Environment
+from orchard.core.safe_text import safe_line
+from orchard.errors import OrchardError
+from orchard.vcs import find_repo
 
 if TYPE_CHECKING:
     from orchard.core.model import Plan
 
 
-def preview(plan: Plan, parallel: int) -> dict[str, Any]:
-    """The plan preview as data (the `--json` output)."""
+def preview(plan: Plan, parallel: int, worktreeinclude: Sequence[str] = ()) -> dict[str, Any]:
+    """The plan preview as data (the `--json` output); `worktreeinclude`: the patterns of the repository's
+    `.worktreeinclude`."""
     from orchard.core.graph import critical_path, overlapping_pairs, waves
     from orchard.core.simulate import simulate
 
@@ -35,7 +42,29 @@ def preview(plan: Plan, parallel: int) -> dict[str, Any]:
         "sequential_s": sequential,
         "estimated_speedup": round(sequential / sim.makespan_s, 2) if sim.makespan_s else 0.0,
         "file_overlaps": [list(p) for p in overlapping_pairs(plan)],
+        "environment": environment_view(plan, worktreeinclude),
     }
+
+
+def environment_view(plan: Plan, worktreeinclude: Sequence[str] = ()) -> dict[str, Any] | None:
+    """What each task's worktree gets: the plan's environment, and under `tasks` those of the tasks whose own
+    differs; None when neither the plan nor the repository gives worktrees anything."""
+    tasks = {t.id: _environment_data(t.environment) for t in plan.tasks
+             if t.environment is not None and t.environment != plan.environment}
+    if plan.environment == NO_ENVIRONMENT and not tasks and not worktreeinclude:
+        return None
+    return {**_environment_data(plan.environment), "worktreeinclude": list(worktreeinclude), "tasks": tasks}
+
+
+def _environment_data(env: Environment) -> dict[str, Any]:
+    """One environment as JSON-able data: `env` by names only (its values may be secrets); `source` says where
+    setup and teardown came from."""
+    return {"include": list(env.include), "setup": [list(c) for c in env.setup],
+            "teardown": [list(c) for c in env.teardown],
+            "source": env.source or ("plan" if env.setup or env.teardown else None),
+            "setup_inputs": list(env.setup_inputs), "cached": bool(env.setup and env.setup_inputs),
+            "keep": list(env.keep), "ports": env.ports, "env": [name for name, _ in env.env],
+            "setup_timeout_s": env.setup_timeout_s}
 
 
 @click.command("plan")
@@ -46,7 +75,11 @@ def preview(plan: Plan, parallel: int) -> dict[str, Any]:
 def plan_cmd(ctx: click.Context, plan_path: Path, parallel: int | None, json_mode: bool) -> int:
     """Validate PLAN and show its waves, critical path, estimated makespan and file overlaps."""
     plan = load_plan(ctx, plan_path)
-    data = preview(plan, parallel or plan.parallel)
+    from orchard.plan.worktreeinclude import include_lines
+
+    root = _repo_root(ctx)
+    listed = [pattern for _, pattern in include_lines(root)] if root is not None else []
+    data = preview(plan, parallel or plan.parallel, listed)
     if json_mode:
         click.echo(json.dumps(data, indent=2))
         return 0
@@ -57,6 +90,14 @@ def plan_cmd(ctx: click.Context, plan_path: Path, parallel: int | None, json_mod
     return 0
 
 
+def _repo_root(ctx: click.Context) -> Path | None:
+    """The root of the repository the command runs in, whose `.worktreeinclude` every worktree follows."""
+    try:
+        return find_repo(repo_dir(ctx)).root
+    except OrchardError:
+        return None
+
+
 # A plan of a few dozen tasks prints whole; a 10,000-task plan prints ~200 lines instead of 11,000 overlap pairs
 # nobody reads (rich's per-line cost made those 1.4 s). Cut lists say how much they left out; --json has it all.
 WAVE_IDS_SHOWN = 50
@@ -64,7 +105,11 @@ LINES_SHOWN = 100
 
 
 def text_lines(data: Mapping[str, Any]) -> list[str]:
-    """The human preview after its title line: waves, critical path, makespan, file overlaps."""
+    """The human preview after its title line: waves, critical path, makespan, file overlaps, environment."""
+    return _schedule_lines(data) + environment_lines(data.get("environment"))
+
+
+def _schedule_lines(data: Mapping[str, Any]) -> list[str]:
     waves: list[list[str]] = data["waves"]
     lines = [f"  wave {i + 1}: {_ids(wave)}" for i, wave in enumerate(waves[:LINES_SHOWN])]
     if len(waves) > LINES_SHOWN:
@@ -90,3 +135,57 @@ def _ids(wave: list[str]) -> str:
     if len(wave) <= WAVE_IDS_SHOWN:
         return ", ".join(wave)
     return f"{', '.join(wave[:WAVE_IDS_SHOWN])} … and {len(wave) - WAVE_IDS_SHOWN} more ({len(wave)} tasks)"
+
+
+def environment_lines(view: Mapping[str, Any] | None) -> list[str]:
+    """The environment section: the plan's, then each task whose own differs, as only what differs."""
+    if view is None:
+        return []
+    own = _environment_items(view)
+    parts = list(own.values())
+    if view["worktreeinclude"]:  # after the plan's include patterns, which are added to it
+        parts.insert(1 if "include" in own else 0,
+                     f"include from .worktreeinclude: {', '.join(view['worktreeinclude'])}")
+    lines = ["environment of each task's worktree:",
+             *(f"  {safe_line(part)}" for part in parts or ["nothing beyond the tracked files"])]
+    tasks: dict[str, Any] = view["tasks"]
+    for task_id, env in list(tasks.items())[:LINES_SHOWN]:
+        theirs = _environment_items(env)
+        changed = [theirs.get(key, f"no {key}") for key in {**own, **theirs}
+                   if own.get(key) != theirs.get(key) and (key in theirs or key not in _BELONGS_TO_SETUP)]
+        if changed:
+            lines.append(safe_line(f"  task {task_id}: {'; '.join(changed)}"))
+    if len(tasks) > LINES_SHOWN:
+        lines.append(f"  … and {len(tasks) - LINES_SHOWN} more tasks with their own; --json lists them all")
+    return lines
+
+
+_BELONGS_TO_SETUP = frozenset({"cached", "setup_timeout"})  # said of a task without setup, "no setup" is enough
+
+
+def _environment_items(env: Mapping[str, Any]) -> dict[str, str]:
+    """An environment's parts as one short line each, by key; what it does not set left out."""
+    items: dict[str, str] = {}
+    if env["include"]:
+        items["include"] = f"include: {', '.join(env['include'])}"
+    origin = f" (from {env['source']})" if env["source"] != "plan" else ""
+    if env["setup"]:
+        items["setup"] = f"setup{origin}: {_commands(env['setup'])}"
+        items["cached"] = (f"cached: setup reruns only when {', '.join(env['setup_inputs'])} change"
+                           if env["cached"] else "setup runs before every attempt (no setup_inputs)")
+    if env["teardown"]:
+        items["teardown"] = f"teardown{origin}: {_commands(env['teardown'])}"
+    if (env["setup"] or env["teardown"]) and env["setup_timeout_s"] != NO_ENVIRONMENT.setup_timeout_s:
+        items["setup_timeout"] = f"setup_timeout: {format_duration(env['setup_timeout_s'])}"
+    if env["keep"]:
+        items["keep"] = f"keep: {', '.join(env['keep'])}"
+    if env["ports"]:
+        items["ports"] = f"ports: {env['ports']} per task from $ORCHARD_PORT (also $CONDUCTOR_PORT)"
+    if env["env"]:
+        items["env"] = f"env: {', '.join(env['env'])}"
+    return items
+
+
+def _commands(commands: list[list[str]]) -> str:
+    """Commands run in order, each only after the one before passed."""
+    return " && ".join(shlex.join(argv) for argv in commands)

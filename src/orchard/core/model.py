@@ -178,6 +178,7 @@ class Environment:
     setup_timeout_s: float = 600.0
     env: tuple[tuple[str, str], ...] = ()  # (name, value) pairs: a frozen, JSON-able mapping
     ports: int = 0
+    source: str = ""  # where setup and teardown came from when not the plan: "conductor.json" (`plan.conductor`)
 
 
 NO_ENVIRONMENT = Environment()

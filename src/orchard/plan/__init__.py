@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from orchard.core.model import Plan
 from orchard.errors import PlanError, Problem
 from orchard.plan.build import build, validate_graph
+from orchard.plan.conductor import read_conductor, with_conductor
 from orchard.plan.prompts_dir import read_prompts_dir
 from orchard.plan.raw import RawPlan
 from orchard.plan.workstreams import NOT_WORKSTREAMS, read_workstreams
@@ -22,8 +25,37 @@ FORMATS_HINT = "expected a .yaml/.yml plan file, or a directory of *.json workst
 
 
 def load(path: str | Path, repo_root: str | Path | None = None) -> Plan:
-    """Read, validate and freeze the plan at `path`; raise PlanError listing every problem."""
-    return build(_read(Path(path), repo_root))
+    """Read, validate and freeze the plan at `path`; raise PlanError listing every problem. With `repo_root`, a plan
+    that names no `environment.setup` takes the repository's Conductor scripts (`plan.conductor`)."""
+    raw = _read(Path(path), repo_root)
+    explicit = _environment_keys(raw.config.get("environment"))
+    scripts = None
+    if repo_root is not None and "setup" not in explicit:
+        try:
+            scripts = read_conductor(Path(repo_root))
+        except PlanError as exc:  # reported with the plan's own problems
+            raw.problems.items.extend(exc.problems)
+    plan = build(raw)
+    if scripts is None:
+        return plan
+    return with_conductor(plan, scripts, explicit, _task_environment_keys(raw))
+
+
+def _environment_keys(value: Any) -> frozenset[str]:
+    """The keys an `environment:` mapping sets (a null value sets nothing)."""
+    if not isinstance(value, Mapping):
+        return frozenset()
+    return frozenset(key for key, item in value.items() if isinstance(key, str) and item is not None)
+
+
+def _task_environment_keys(raw: RawPlan) -> dict[str, frozenset[str]]:
+    """By task id, the keys each task's own `environment:` sets."""
+    found = {}
+    for rt in raw.tasks:
+        task_id = rt.data.get("id") if rt.data.get("id") is not None else rt.default_id
+        if isinstance(task_id, str) and "environment" in rt.allowed:
+            found[task_id] = _environment_keys(rt.data.get("environment"))
+    return found
 
 
 def _read(path: Path, repo_root: str | Path | None) -> RawPlan:

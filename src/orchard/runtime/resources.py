@@ -1,7 +1,8 @@
 """What each running task has to itself: a slot (a small integer unique among the tasks running at once, reused
 after) and, when its environment asks for `ports`, a block of that many consecutive TCP ports free on loopback and
 distinct from every other running task's block. They reach every process of the task as `ORCHARD_SLOT`,
-`ORCHARD_PORT` (the block's first), `COMPOSE_PROJECT_NAME` and in `environment.env` as `{slot}` and `{port}`.
+`ORCHARD_PORT` (the block's first, also `CONDUCTOR_PORT`), `COMPOSE_PROJECT_NAME` and in `environment.env` as `{slot}`
+and `{port}`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import socket
 import threading
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
 from orchard.core.model import Environment
 
@@ -66,13 +68,22 @@ def _free(port: int) -> bool:
 
 def task_variables(*, run_id: str, task_id: str, root: str, worktree: str, slot: int, port: int | None,
                    environment: Environment) -> dict[str, str]:
-    """The variables every process of a running task gets: its resources, and `environment.env` filled in."""
+    """The variables every process of a running task gets: its resources, Conductor's names for them (scripts
+    written for Conductor run as they are, whichever file the setup came from), and `environment.env` filled in."""
     values = {"slot": str(slot), "port": str(port or ""), "task_id": task_id, "worktree": worktree}
     found = {"ORCHARD_ROOT": root, "ORCHARD_SLOT": str(slot), "COMPOSE_PROJECT_NAME": f"orchard-{run_id}-{slot}",
-             **({"ORCHARD_PORT": str(port)} if port is not None else {})}
+             **({"ORCHARD_PORT": str(port)} if port is not None else {}), **_conductor_aliases(root, worktree, port)}
     for name, template in environment.env:
         found[name] = _fill(template, values)
     return found
+
+
+def _conductor_aliases(root: str, worktree: str, port: int | None) -> dict[str, str]:
+    """Conductor's variables: the repository, the workspace (its name is the last part of its path, as in
+    Conductor) and the first of its ports."""
+    return {"CONDUCTOR_ROOT_PATH": root, "CONDUCTOR_WORKSPACE_PATH": worktree,
+            "CONDUCTOR_WORKSPACE_NAME": PurePath(worktree).name,
+            **({"CONDUCTOR_PORT": str(port)} if port is not None else {})}
 
 
 def _fill(template: str, values: dict[str, str]) -> str:
