@@ -81,6 +81,13 @@ MUTANTS = (
            "        if ev.setup_failed:  # the environment's fault", "        if False:  # the environment's fault",
            ("tests/test_environment.py::test_a_setup_that_fails_is_tried_once_more_then_fails_the_task_with_its_"
             "output",)),
+    Mutant("a machine over its limits still starts attempts", "src/orchard/core/scheduler.py",
+           "        if self._stopped or self.hold or len(self._merge_queue)",
+           "        if self._stopped or len(self._merge_queue)",
+           ("tests/test_limits.py::test_a_run_held_for_memory_starts_nothing_until_resume_lowers_the_limit",)),
+    Mutant("a resume does not tear down what a crashed session left", "src/orchard/runtime/session.py",
+           "            await tear_down_left(ctx)\n", "",
+           ("tests/test_environment.py::test_teardown_runs_after_a_first_ctrl_c_and_after_a_crash_in_the_resume",)),
     Mutant("a land killed half-way is not finished", "src/orchard/vcs/land.py",
            "    finished = land_interrupted(repo, marker) if marker is not None else None", "    finished = None",
            ("tests/test_vcs_merge.py::test_a_land_killed_half_way_is_finished_by_the_next",)),

@@ -15,6 +15,7 @@ from orchard.ui.report import summary_text
 
 if TYPE_CHECKING:
     from orchard.core.journal import Observer
+    from orchard.core.model import Limits
     from orchard.runtime.disk import DiskLimits
     from orchard.runtime.session import Options, RunResult
 
@@ -24,27 +25,44 @@ land_option = click.option("--land", is_flag=True, help="Merge the integration b
 
 def disk_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--min-free-disk`, `--max-worktrees-size` and `--pool-size` (defaults: the ORCHARD_* variables, else 1GB,
-    20GB and the run's parallel)."""
+    20GB and the run's parallel), and the machine's limits `--max-load` and `--min-free-memory` (over the plan's
+    `limits`); `limits_of` reads them all."""
+    command = click.option("--max-load", type=click.FloatRange(min=0, min_open=True), metavar="LOAD",
+                           help="Start no attempt while the load average per core is above this (e.g. 1.5)."
+                           )(command)
+    command = click.option("--min-free-memory", metavar="SIZE",
+                           help="Start no attempt while less memory than this is available (e.g. 2G).")(command)
     command = click.option("--pool-size", type=click.IntRange(min=0, max=2**62), metavar="N",
                            help="Reusable worktrees kept between runs (default: the run's parallel).")(command)
     command = click.option("--max-worktrees-size", metavar="SIZE",
                            help="Cap on worktrees kept for inspection or reuse; the oldest go first (default 20GB)."
                            )(command)
     return click.option("--min-free-disk", metavar="SIZE",
-                        help="Refuse to start with less free disk than this (default 1GB).")(command)
+                        help="Refuse to start with less free disk than this (default 1GB); set here or in "
+                             "the plan's limits, attempts also wait while less is free.")(command)
 
 
-def limits_of(min_free_disk: str | None, max_worktrees_size: str | None, pool_size: int | None) -> DiskLimits:
+def limits_of(flags: dict[str, Any]) -> tuple[DiskLimits, Limits]:
+    """The disk limits and the machine's limits the flags of `disk_options` give."""
+    from orchard.core.model import Limits
+    from orchard.core.sizes import parse_size
     from orchard.runtime.disk import DiskLimits
 
-    return DiskLimits.parse(min_free_disk, max_worktrees_size, pool_size)
+    memory = flags.get("min_free_memory")
+    try:
+        min_free_memory = parse_size(memory) if memory is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--min-free-memory: {exc}") from None
+    return (DiskLimits.parse(flags.get("min_free_disk"), flags.get("max_worktrees_size"), flags.get("pool_size")),
+            Limits(max_load=flags.get("max_load"), min_free_memory=min_free_memory))
 
 
-def options_of(observers: list[Observer], *, land: bool = False, limits: DiskLimits | None = None) -> Options:
+def options_of(observers: list[Observer], flags: dict[str, Any] | None = None, *, land: bool = False) -> Options:
     """The session options a command's flags give."""
     from orchard.runtime.session import Options
 
-    return Options(observers=tuple(observers), land=land, limits=limits)
+    disk, machine = limits_of(flags or {})
+    return Options(observers=tuple(observers), land=land, limits=disk, machine=machine)
 
 
 def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any, RunResult]]) -> int:
@@ -73,17 +91,16 @@ def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any
 @disk_options
 @json_option
 @click.pass_context
-def run_cmd(ctx: click.Context, *, plan_path: Path, parallel: int | None, base: str | None, land: bool,
-            min_free_disk: str | None, max_worktrees_size: str | None, pool_size: int | None,
-            json_mode: bool) -> int:
+def run_cmd(ctx: click.Context, /, *, plan_path: Path, parallel: int | None, base: str | None, land: bool,
+            json_mode: bool, **flags: Any) -> int:
     """Run every task of PLAN in parallel worktrees and merge the results into an integration branch."""
     from orchard.runtime.session import start_run
 
     plan = load_plan(ctx, plan_path)
     directory = repo_dir(ctx)
-    limits = limits_of(min_free_disk, max_worktrees_size, pool_size)
+    limits_of(flags)  # a bad flag is an error before anything starts
     return _drive(json_mode, lambda obs: start_run(directory, plan, parallel=parallel, base=base,
-                                                   options=options_of(obs, land=land, limits=limits)))
+                                                   options=options_of(obs, flags, land=land)))
 
 
 @click.command("resume")
@@ -92,15 +109,13 @@ def run_cmd(ctx: click.Context, *, plan_path: Path, parallel: int | None, base: 
 @disk_options
 @json_option
 @click.pass_context
-def resume_cmd(ctx: click.Context, *, run_id: str | None, land: bool, min_free_disk: str | None,
-               max_worktrees_size: str | None, pool_size: int | None, json_mode: bool) -> int:
+def resume_cmd(ctx: click.Context, /, *, run_id: str | None, land: bool, json_mode: bool, **flags: Any) -> int:
     """Continue an interrupted run (default: the latest); merged tasks never run again."""
     from orchard.runtime.session import resume_run
 
     directory = repo_dir(ctx)
-    limits = limits_of(min_free_disk, max_worktrees_size, pool_size)
-    return _drive(json_mode, lambda obs: resume_run(directory, run_id, options=options_of(obs, land=land,
-                                                                                          limits=limits)))
+    limits_of(flags)
+    return _drive(json_mode, lambda obs: resume_run(directory, run_id, options=options_of(obs, flags, land=land)))
 
 
 @click.command("retry")
@@ -109,15 +124,15 @@ def resume_cmd(ctx: click.Context, *, run_id: str | None, land: bool, min_free_d
 @disk_options
 @json_option
 @click.pass_context
-def retry_cmd(ctx: click.Context, *, task_ids: tuple[str, ...], run_id: str | None, min_free_disk: str | None,
-              max_worktrees_size: str | None, pool_size: int | None, json_mode: bool) -> int:
+def retry_cmd(ctx: click.Context, /, *, task_ids: tuple[str, ...], run_id: str | None, json_mode: bool,
+              **flags: Any) -> int:
     """Try failed, conflicted or blocked tasks again (with fresh retries), then finish the run."""
     from orchard.runtime.session import resume_run
 
     directory = repo_dir(ctx)
-    limits = limits_of(min_free_disk, max_worktrees_size, pool_size)
+    limits_of(flags)
     return _drive(json_mode, lambda obs: resume_run(directory, run_id, reset=task_ids,
-                                                    options=options_of(obs, limits=limits)))
+                                                    options=options_of(obs, flags)))
 
 
 @click.command("demo")

@@ -212,6 +212,17 @@ class RunNote(OrchardEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RunHeld(OrchardEvent):
+    """New attempts wait for the machine (`reason` names the exceeded limits), or go on again (`reason` "")."""
+
+    type: ClassVar[str] = "run.held"
+    reason: str = ""
+
+    def message(self) -> str:
+        return self.reason or "no longer held: the machine is within its limits"
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunFinished(OrchardEvent):
     type: ClassVar[str] = "run.finished"
     status: RunStatus

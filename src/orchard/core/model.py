@@ -12,6 +12,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from orchard.core.sizes import format_size
+
 DEFAULT_TIMEOUT_S = 30 * 60.0
 DEFAULT_ESTIMATE_S = 10 * 60.0
 DEFAULT_RETRIES = 1
@@ -185,6 +187,42 @@ NO_ENVIRONMENT = Environment()
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What the machine must have left for a new attempt to start (`limits:` of a plan, or CLI flags): load per
+    core at most `max_load`, at least `min_free_memory` bytes available and `min_free_disk` bytes free. None: no
+    such limit. Running attempts are never stopped for them."""
+
+    max_load: float | None = None
+    min_free_memory: int | None = None
+    min_free_disk: int | None = None
+
+    def over(self, other: Limits) -> Limits:
+        """These limits where set, `other`'s elsewhere (a flag over the plan's value)."""
+        return Limits(max_load=other.max_load if self.max_load is None else self.max_load,
+                      min_free_memory=other.min_free_memory if self.min_free_memory is None else self.min_free_memory,
+                      min_free_disk=other.min_free_disk if self.min_free_disk is None else self.min_free_disk)
+
+    def exceeded(self, *, load_per_core: float | None, free_memory: int | None, free_disk: int | None) -> str:
+        """Why a new attempt may not start on a machine in this state ("held: …", every exceeded limit named), or
+        "" (a value not measured exceeds nothing)."""
+        reasons = []
+        if self.max_load is not None and load_per_core is not None and load_per_core > self.max_load:
+            reasons.append(f"load {load_per_core:.2f} per core > {self.max_load:g}")
+        if self.min_free_memory is not None and free_memory is not None and free_memory < self.min_free_memory:
+            reasons.append(f"memory {format_size(free_memory)} free < {format_size(self.min_free_memory)}")
+        if self.min_free_disk is not None and free_disk is not None and free_disk < self.min_free_disk:
+            reasons.append(f"disk {format_size(free_disk)} free < {format_size(self.min_free_disk)}")
+        return "held: " + ", ".join(reasons) if reasons else ""
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.max_load, self.min_free_memory, self.min_free_disk))
+
+
+NO_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
 class Task:
     """One unit of work for one agent. `prompt` is the resolved text (inline or read from `prompt_file`)."""
 
@@ -223,6 +261,7 @@ class Plan:
     sandbox: str = "auto"  # SANDBOX_MODES: how agents, verify and setup are confined (an agent may say otherwise)
     network: str = "host"  # NETWORK_MODES: under bwrap, "none" gives them no network at all
     environment: Environment = NO_ENVIRONMENT
+    limits: Limits = NO_LIMITS
     _index: Mapping[str, Task] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
     # Values derived from this plan (ranks, file conflicts …), filled in once by `core.graph`: a Plan never changes.
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -241,6 +280,7 @@ class Plan:
         sandbox: str = "auto",
         network: str = "host",
         environment: Environment = NO_ENVIRONMENT,
+        limits: Limits = NO_LIMITS,
     ) -> Plan:
         """Freeze already-validated parts into a Plan (validation lives in `orchard.plan`)."""
         return Plan(
@@ -255,6 +295,7 @@ class Plan:
             sandbox=sandbox,
             network=network,
             environment=environment,
+            limits=limits,
             _index=MappingProxyType({t.id: t for t in tasks}),
         )
 

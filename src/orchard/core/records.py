@@ -28,6 +28,7 @@ class RunRecord:
     reason: str = ""
     cancel_requested: bool = False
     integration_tip: str | None = None
+    held: str = ""  # why new attempts wait for the machine (its `limits`), while they do
 
 
 @dataclass(frozen=True, slots=True)

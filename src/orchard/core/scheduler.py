@@ -5,8 +5,9 @@ this same object: they feed it past-tense events and carry out the actions it re
 
 Rules: a task is ready when every dependency merged and its track predecessor finished; among ready tasks the one
 with the longest estimated path to the end starts first, then higher priority, then plan order. Limits: run-wide
-`parallel`, per-agent `max_parallel`, one task per track at a time, and no two tasks with overlapping declared files
-active together. Merges happen one at a time, and while `parallel` results wait for theirs no new attempt starts.
+`parallel`, per-agent `max_parallel`, one task per track at a time, no two tasks with overlapping declared files
+active together, and none starts while the machine is over one of its `limits` (load, memory, disk: `Sampled`).
+Merges happen one at a time, and while `parallel` results wait for theirs no new attempt starts.
 A task that ends without merging blocks its descendants only.
 """
 
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from orchard.core.graph import file_conflicts, ranks
-from orchard.core.model import Outcome, Plan, TaskStatus
+from orchard.core.model import NO_LIMITS, Limits, Outcome, Plan, TaskStatus
 
 S = TaskStatus
 BACKOFF_BASE_S = 60.0
@@ -74,7 +75,17 @@ class Cancel:
     """Cancel every task that is not active or finished."""
 
 
-Event = Kick | AttemptEnded | VerifyStarted | MergeEnded | Stop | Cancel
+@dataclass(frozen=True)
+class Sampled:
+    """What the machine had left when the runtime last looked: load average per core, bytes of memory available,
+    bytes free on the repository's disk (each None when not measured)."""
+
+    load_per_core: float | None = None
+    free_memory: int | None = None
+    free_disk: int | None = None
+
+
+Event = Kick | AttemptEnded | VerifyStarted | MergeEnded | Stop | Cancel | Sampled
 
 
 # ---- actions (outputs) ----------------------------------------------------------------------------------------
@@ -109,7 +120,14 @@ class RunDone:
     reason: str = ""
 
 
-Action = StartAttempt | StartMerge | StatusChanged | RunDone
+@dataclass(frozen=True)
+class HoldChanged:
+    """New attempts are held (`reason` says which limit of the machine is exceeded), or no longer (`reason` "")."""
+
+    reason: str
+
+
+Action = StartAttempt | StartMerge | StatusChanged | RunDone | HoldChanged
 
 
 @dataclass
@@ -139,6 +157,7 @@ class Scheduler:
     plan: Plan
     parallel: int
     restored: Mapping[str, Restored] = field(default_factory=dict)
+    limits: Limits = NO_LIMITS  # the machine's: while one is exceeded (`Sampled`), no new attempt starts
 
     def __post_init__(self) -> None:
         self.parallel = max(1, self.parallel)
@@ -167,6 +186,8 @@ class Scheduler:
         self._held: set[str] = set()  # tasks holding their declared files (active)
         self._agent_paused: dict[str, float] = {}
         self._stopped: str | None = None
+        self.hold = ""  # why new attempts wait for the machine (`Limits.exceeded`), or ""
+        self._kicked = False  # nothing is decided before the first `Kick` (a `Sampled` may come first)
         self._done = False
         self._unfinished = len(self.tasks)
         for task_id, r in self.restored.items():
@@ -218,12 +239,23 @@ class Scheduler:
             if self.tasks[event.task_id].status is S.RUNNING:
                 self._set(event.task_id, S.VERIFYING, out)
         elif isinstance(event, Kick):
+            self._kicked = True
             self._promote_pending(out)
+        elif isinstance(event, Sampled):
+            self._sampled(event, out)
         self._unpause(now, out)
         self._maybe_merge(out)
         self._dispatch(out)
         self._check_done(out)
         return out
+
+    def _sampled(self, sample: Sampled, out: list[Action]) -> None:
+        """Hold new attempts while the machine is over a limit; running ones go on."""
+        reason = self.limits.exceeded(load_per_core=sample.load_per_core, free_memory=sample.free_memory,
+                                      free_disk=sample.free_disk)
+        if reason != self.hold:
+            self.hold = reason
+            out.append(HoldChanged(reason))
 
     def _promote_pending(self, out: list[Action]) -> None:
         """Queue every pending task that is ready; block those whose dependency already ended unmerged."""
@@ -422,7 +454,7 @@ class Scheduler:
         return not (self._conflicts.get(task_id, frozenset()) & self._held)
 
     def _dispatch(self, out: list[Action]) -> None:
-        if self._stopped or len(self._merge_queue) >= self.parallel:
+        if self._stopped or self.hold or len(self._merge_queue) >= self.parallel:
             return  # backpressure: while results wait to merge, new attempts would only lengthen the queue
         i = 0
         while i < len(self._queue) and len(self._running) < self.parallel:
@@ -453,7 +485,7 @@ class Scheduler:
             out.append(StartMerge(self._merging))
 
     def _check_done(self, out: list[Action]) -> None:
-        if self._done or self._running or self._merging or self._merge_queue:
+        if self._done or not self._kicked or self._running or self._merging or self._merge_queue:
             return
         cancelled = self._stopped == "cancelled" and any(t.status is S.CANCELLED for t in self.tasks.values())
         if self._unfinished == 0 and not cancelled:

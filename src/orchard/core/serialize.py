@@ -7,11 +7,12 @@ from collections.abc import Iterable
 from dataclasses import asdict, fields
 from typing import Any
 
-from orchard.core.model import CODEX_SANDBOXES, NO_ENVIRONMENT, AgentSpec, Environment, Plan, Task
+from orchard.core.model import CODEX_SANDBOXES, NO_ENVIRONMENT, AgentSpec, Environment, Limits, Plan, Task
 from orchard.core.redact import FORMAT_REDACTOR, SECRET_NAME
 
 _TASK_FIELDS = {f.name for f in fields(Task)}
 _ENVIRONMENT_FIELDS = {f.name for f in fields(Environment)}
+_LIMIT_FIELDS = {f.name for f in fields(Limits)}
 
 
 def _plain(value: Any) -> Any:
@@ -33,6 +34,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "sandbox": plan.sandbox,
         "network": plan.network,
         "environment": _plain(asdict(plan.environment)),
+        "limits": asdict(plan.limits),
         "tracks": {k: list(v) for k, v in plan.tracks.items()},
         "agents": {
             name: {"type": a.type, "max_parallel": a.max_parallel, "options": _plain(a.options)}
@@ -63,7 +65,8 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
                       source=str(data.get("source", "<plan>")), budget_usd=data.get("budget_usd"),
                       redact=tuple(data.get("redact", ())), sandbox=str(data.get("sandbox", "auto")),
                       network=str(data.get("network", "host")),
-                      environment=_environment(data.get("environment")) or NO_ENVIRONMENT)
+                      environment=_environment(data.get("environment")) or NO_ENVIRONMENT,
+                      limits=Limits(**{k: v for k, v in (data.get("limits") or {}).items() if k in _LIMIT_FIELDS}))
 
 
 def _task(data: dict[str, Any]) -> Task:

@@ -25,6 +25,7 @@ from orchard.core.events import (
     MergeFinished,
     OrchardEvent,
     RunFinished,
+    RunHeld,
     RunNote,
     RunStarted,
     SetupFinished,
@@ -170,7 +171,7 @@ class Journal:
         with self.atomic():
             now, run = self._clock(), self.run()
             self.records.save_run(replace(run, status=RunStatus.RUNNING, pid=pid, finished_at=None,
-                                          cancel_requested=False, integration_tip=integration_tip))
+                                          cancel_requested=False, integration_tip=integration_tip, held=""))
             self._emit(RunStarted(run_id=self.run_id, ts=now, base=run.base, base_commit=run.base_commit,
                                   integration_branch=run.integration_branch, tasks=len(self.plan.tasks),
                                   parallel=run.parallel, resumed=True))
@@ -187,11 +188,18 @@ class Journal:
             self._emit(RunNote(run_id=self.run_id, ts=self._clock(), level="warning",
                                text="cancel requested by `orchard cancel`"))
 
+    def run_held(self, reason: str) -> None:
+        """New attempts wait for the machine (a limit of `limits` is exceeded), or ("") go on again."""
+        with self.atomic():
+            self.records.save_run(replace(self.run(), held=reason))
+            self._emit(RunHeld(run_id=self.run_id, ts=self._clock(), reason=reason))
+
     def run_finished(self, status: RunStatus, *, reason: str) -> dict[str, Any]:
         """The session ended the run so; returns the summary figures it journaled."""
         with self.atomic(durable=True):
             now = self._clock()
-            self.records.save_run(replace(self.run(), status=status, finished_at=now, reason=self._redact(reason)))
+            self.records.save_run(replace(self.run(), status=status, finished_at=now, reason=self._redact(reason),
+                                          held=""))
             summary = summarize(self.records, self.run_id, now)
             self._emit(RunFinished(run_id=self.run_id, ts=now, status=status, summary=summary))
         return summary

@@ -35,6 +35,7 @@ def build(raw: RawPlan) -> Plan:
         sandbox=settings.sandbox,
         network=settings.network,
         environment=settings.environment,
+        limits=settings.limits,
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from orchard.core.durations import parse_duration
 from orchard.core.model import CODEX_SANDBOXES, SANDBOX_MODES
+from orchard.core.sizes import parse_size
 
 Coercer = Callable[[Any], Any]
 
@@ -232,6 +233,29 @@ def money(value: Any) -> float:
     """A non-negative amount of US dollars."""
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != value:
         raise FieldError(f"expected an amount in USD ≥ 0, got {show(value)}")
+    return float(value)
+
+
+def size(value: Any) -> int:
+    """A byte size: a whole number of bytes or a text like `500MB`, `2G`, `1.5GiB`."""
+    if isinstance(value, bool | float):
+        raise FieldError(f"expected a size like 500MB, 2G or 1.5GiB, got {show(value)}")
+    if isinstance(value, int):
+        if value < 0:
+            raise FieldError(f"expected a size ≥ 0, got {show(value)}")
+        return value
+    if not isinstance(value, str):
+        raise FieldError(f"expected a size like 500MB, 2G or 1.5GiB, got {describe(value)}")
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise FieldError(str(exc)) from None
+
+
+def load_per_core(value: Any) -> float:
+    """A load average per core (1.0: every core busy), > 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or value == float("inf"):
+        raise FieldError(f"expected a load per core > 0 such as 1.5, got {show(value)}")
     return float(value)
 
 

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from orchard.core.model import DEFAULT_PARALLEL, NETWORK_MODES, NO_ENVIRONMENT, AgentSpec, Environment
+from orchard.core.model import (
+    DEFAULT_PARALLEL,
+    NETWORK_MODES,
+    NO_ENVIRONMENT,
+    NO_LIMITS,
+    AgentSpec,
+    Environment,
+    Limits,
+)
 from orchard.plan import fields as f
 from orchard.plan.agents import defined, read_agents
 from orchard.plan.environment import read_environment
 from orchard.plan.raw import INVALID, Problems, RawPlan
 
 TOP_LEVEL_KEYS = frozenset({"base", "parallel", "budget_usd", "redact", "sandbox", "network", "environment",
-                            "defaults", "agents", "tracks", "tasks"})
+                            "limits", "defaults", "agents", "tracks", "tasks"})
+LIMIT_KEYS: Mapping[str, Callable[[Any], Any]] = {"max_load": f.load_per_core, "min_free_memory": f.size,
+                                                  "min_free_disk": f.size}
 CONFIG_KEYS = TOP_LEVEL_KEYS - {"tasks"}
 _TASKS_HINT = (
     "'tasks' is not allowed here: in a plan directory every .md or .json file is a task "
@@ -33,6 +43,7 @@ class Settings:
     sandbox: str = "auto"
     network: str = "host"
     environment: Environment = NO_ENVIRONMENT
+    limits: Limits = NO_LIMITS
     defaults: dict[str, Any] = field(default_factory=dict)  # coerced, by plan field name; no 'agent'
     default_agent: str | None = None
     agents: dict[str, AgentSpec] = field(default_factory=dict)
@@ -61,9 +72,22 @@ def read_settings(raw: RawPlan) -> Settings:
         settings.network = _valid(network, "host")
     if config.get("environment") is not None:
         settings.environment = read_environment(config["environment"], file, problems, over=NO_ENVIRONMENT)
+    if config.get("limits") is not None:
+        settings.limits = _read_limits(config["limits"], file, problems)
     settings.agents, settings.declared_agents = read_agents(config.get("agents"), file, problems)
     _read_defaults(config.get("defaults"), file, problems, settings)
     return settings
+
+
+def _read_limits(value: Any, file: str, problems: Problems) -> Limits:
+    """`limits: {max_load, min_free_memory, min_free_disk}`: what must be left for a new attempt to start."""
+    if not isinstance(value, Mapping):
+        problems.add(file, f"expected a mapping of limit → value, got {f.describe(value)}", field="limits")
+        return NO_LIMITS
+    problems.check_keys(value, LIMIT_KEYS, file, prefix="limits.")
+    found = {key: problems.coerce(coercer, value[key], file, field=f"limits.{key}")
+             for key, coercer in LIMIT_KEYS.items() if value.get(key) is not None}
+    return Limits(**{key: v for key, v in found.items() if v is not INVALID})
 
 
 def _read_defaults(value: Any, file: str, problems: Problems, settings: Settings) -> None:

@@ -7,7 +7,7 @@ import contextlib
 import errno
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchard.core.sizes import format_size, parse_size
@@ -28,12 +28,14 @@ class DiskLimits:
     min_free: int
     max_worktrees: int
     pool_size: int | None = None
+    min_free_set: bool = False  # a flag or ORCHARD_MIN_FREE_DISK gave `min_free` (else a plan's `limits` may)
 
     @staticmethod
     def parse(min_free: str | None, max_worktrees: str | None, pool_size: int | None = None) -> DiskLimits:
         """From the CLI / library values, else ORCHARD_MIN_FREE_DISK / ORCHARD_MAX_WORKTREES_SIZE /
         ORCHARD_POOL_SIZE, else defaults."""
         values = []
+        given = bool(min_free or os.environ.get("ORCHARD_MIN_FREE_DISK"))
         for value, env, default, flag in ((min_free, "ORCHARD_MIN_FREE_DISK", DEFAULT_MIN_FREE, "--min-free-disk"),
                                           (max_worktrees, "ORCHARD_MAX_WORKTREES_SIZE", DEFAULT_MAX_WORKTREES,
                                            "--max-worktrees-size")):
@@ -42,7 +44,13 @@ class DiskLimits:
                 values.append(parse_size(text))
             except ValueError as exc:
                 raise UsageError(f"{flag} / {env}: {exc}") from None
-        return DiskLimits(values[0], values[1], _pool_size(pool_size))
+        return DiskLimits(values[0], values[1], _pool_size(pool_size), given)
+
+    def for_plan(self, min_free_disk: int | None) -> DiskLimits:
+        """These limits, with a plan's `limits.min_free_disk` where neither a flag nor the environment set one."""
+        if self.min_free_set or min_free_disk is None:
+            return self
+        return replace(self, min_free=min_free_disk, min_free_set=True)
 
 
 def _pool_size(value: int | None) -> int | None:

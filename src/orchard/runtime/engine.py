@@ -12,12 +12,13 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from orchard.core.journal import Counts, RunJournal
-from orchard.core.model import Outcome, TaskStatus
+from orchard.core.model import NO_LIMITS, Limits, Outcome, TaskStatus
 from orchard.core.scheduler import (
     Action,
     AttemptEnded,
     Cancel,
     Event,
+    HoldChanged,
     Kick,
     MergeEnded,
     Restored,
@@ -34,6 +35,7 @@ from orchard.errors import DiskFull
 from orchard.runtime.attempt import run_attempt
 from orchard.runtime.context import RunContext, log
 from orchard.runtime.disk import low_space, out_of_space
+from orchard.runtime.machine import SAMPLE_INTERVAL_S, sample
 from orchard.runtime.merging import merge_task, tidy
 from orchard.runtime.publish import Publisher
 
@@ -44,9 +46,9 @@ class Engine:
     """Drives one run (new or resumed) until the scheduler says it is done."""
 
     def __init__(self, ctx: RunContext, parallel: int, restored: Mapping[str, Restored] | None = None, *,
-                 min_free: int = 0) -> None:
+                 min_free: int = 0, limits: Limits = NO_LIMITS) -> None:
         self.ctx = ctx
-        self.sched = Scheduler(ctx.plan, parallel, restored or {})
+        self.sched = Scheduler(ctx.plan, parallel, restored or {}, limits)
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.jobs: set[asyncio.Task[None]] = set()
         self.done: RunDone | None = None
@@ -64,7 +66,23 @@ class Engine:
         self.post(Cancel() if cancel else Stop())
 
     async def run(self) -> RunDone:
+        sampler = asyncio.ensure_future(self._sample()) if self.sched.limits.any else None
+        if sampler is not None:  # the first sample before anything starts
+            self.post(await asyncio.to_thread(sample, self.ctx.layout.root))
         self.post(Kick())
+        try:
+            return await self._loop()
+        finally:
+            if sampler is not None:
+                sampler.cancel()
+
+    async def _sample(self) -> None:
+        """Tell the scheduler what the machine has left, every few seconds while the run lasts."""
+        while True:
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+            self.post(await asyncio.to_thread(sample, self.ctx.layout.root))
+
+    async def _loop(self) -> RunDone:
         while self.done is None:
             wake = self.sched.next_wakeup()
             timeout = None if wake is None else max(0.0, wake - time.time())
@@ -89,6 +107,8 @@ class Engine:
                 self._spawn(self._attempt(action))
             elif isinstance(action, StartMerge):
                 self._spawn(self._merge(action.task_id))
+            elif isinstance(action, HoldChanged):
+                self.ctx.journal.run_held(action.reason)
             elif isinstance(action, RunDone):
                 self.done = action
 

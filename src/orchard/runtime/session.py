@@ -14,12 +14,12 @@ import signal
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from orchard.core.journal import Observer, Records
-from orchard.core.model import Plan, RunStatus
+from orchard.core.model import NO_LIMITS, Limits, Plan, RunStatus
 from orchard.core.redact import Redactor
 from orchard.core.scheduler import RunDone
 from orchard.core.transitions import Journal
@@ -68,12 +68,14 @@ class RunResult:
 
 @dataclass(frozen=True)
 class Options:
-    """What a session may be told beyond the plan: progress observers, the records, landing and disk limits."""
+    """What a session may be told beyond the plan: progress observers, the records, landing, disk limits, and the
+    machine's limits given as flags (over the plan's `limits`)."""
 
     observers: tuple[Observer, ...] = ()
     records: Records | None = None  # default: the repository's `.orchard/state.db`
     land: bool = False
     limits: DiskLimits | None = None
+    machine: Limits = NO_LIMITS
 
 
 def open_repo(path: str | Path | None) -> tuple[Repo, Layout]:
@@ -137,6 +139,8 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
                     base: str | None = None, options: Options = Options()) -> RunResult:
     """Create the integration branch at the base and run the plan to the end."""
     with _session(repo_path, options) as (own, layout, records, limits):
+        limits, machine = _limits(plan, options, limits)
+        require_free_space(own.user.root, limits)  # again, should the plan's `limits` ask for more
         run_id = new_run_id()
         lock = RunLock(layout.lock_file)
         lock.acquire(run_id)
@@ -158,7 +162,7 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
             note_collected(ctx, collected)
             note_sandbox(ctx)
             note_locks(ctx, unlocked)
-            return await _drive(ctx, Engine(ctx, width, min_free=limits.min_free), options, limits)
+            return await _drive(ctx, Engine(ctx, width, min_free=limits.min_free, limits=machine), options, limits)
         finally:
             lock.release()
 
@@ -171,6 +175,8 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
     """
     with _session(repo_path, options) as (own, layout, records, limits):
         run = records.run(run_id)
+        limits, machine = _limits(records.plan(run.id), options, limits)
+        require_free_space(own.user.root, limits)
         lock = RunLock(layout.lock_file)
         lock.acquire(run.id)
         try:
@@ -190,9 +196,19 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
             note_locks(ctx, unlocked)
             await tear_down_left(ctx)
             restored = reconcile(ctx, found, last_seen=last_seen, reset=reset)
-            return await _drive(ctx, Engine(ctx, run.parallel, restored, min_free=limits.min_free), options, limits)
+            engine = Engine(ctx, run.parallel, restored, min_free=limits.min_free, limits=machine)
+            return await _drive(ctx, engine, options, limits)
         finally:
             lock.release()
+
+
+def _limits(plan: Plan, options: Options, disk: DiskLimits) -> tuple[DiskLimits, Limits]:
+    """The session's disk limits (a plan's `limits.min_free_disk` where no flag or variable set one; the run is
+    refused below it) and the machine's limits new attempts wait for: flags over the plan's, the disk's only when
+    set somewhere (by default a full disk stops a run, as always, and holds nothing)."""
+    disk = disk.for_plan(plan.limits.min_free_disk)
+    machine = options.machine.over(plan.limits)
+    return disk, replace(machine, min_free_disk=disk.min_free if disk.min_free_set else None)
 
 
 def note_locks(ctx: RunContext, removed: list[str]) -> None:

@@ -100,13 +100,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN plan_sha256 TEXT;
     """,
-    # 4: an attempt's reserved slot and ports (a resume tears down with them) and its setup and teardown times.
+    # 4: an attempt's reserved slot and ports (a resume tears down with them), its setup and teardown times, and why
+    # a run's new attempts wait for the machine.
     """
     ALTER TABLE attempts ADD COLUMN slot INTEGER;
     ALTER TABLE attempts ADD COLUMN port INTEGER;
     ALTER TABLE attempts ADD COLUMN setup_s REAL;
     ALTER TABLE attempts ADD COLUMN setup_skipped INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE attempts ADD COLUMN teardown_s REAL;
+    ALTER TABLE runs ADD COLUMN held TEXT NOT NULL DEFAULT '';
     """,
 )
 

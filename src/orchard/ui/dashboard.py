@@ -54,6 +54,7 @@ def render(snap: Snapshot, now: float | None = None) -> RenderableType:
         (f"  failed {failed}", "red") if failed else "",
         f"  ·  {format_duration(now - snap.started)}",
         f"  ·  ${snap.cost():.2f}" if snap.cost() else "",
+        (f"  ·  {snap.held}", "yellow") if snap.held else "",
     )
     parts: list[RenderableType] = [queue, table]
     parts.extend(Text(safe_line(note), style="yellow") for note in snap.notes)

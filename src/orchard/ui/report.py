@@ -52,7 +52,7 @@ def status_document(records: Records, run_id: str | None = None) -> dict[str, An
     summary = summarize(records, run.id, now)
     return {
         "run": {"id": run.id, "status": run.status, "base": run.base, "integration_branch": run.integration_branch,
-                "started_at": iso(run.started_at), "finished_at": iso(run.finished_at)},
+                "started_at": iso(run.started_at), "finished_at": iso(run.finished_at), "held": run.held or None},
         "tasks": tasks,
         "totals": {"cost_usd": summary["cost_usd"], "tokens_in": summary["tokens_in"],
                    "tokens_out": summary["tokens_out"], "agents": summary["agents"]},
@@ -65,19 +65,18 @@ def _setup_s(attempts: list[AttemptRecord]) -> float | None:
     return round(sum(times), 3) if times else None
 
 
-def _reserved(attempts: list[AttemptRecord]) -> dict[str, int]:
-    """The slot and first port an attempt running now holds (`runtime.resources`)."""
+def _reserved(attempts: list[AttemptRecord]) -> dict[str, int | None]:
+    """The slot and first port an attempt running now holds (`runtime.resources`); None when none runs."""
     live = [a for a in attempts if a.finished_at is None]
-    if not live:
-        return {}
-    held = {"slot": live[-1].slot, "port": live[-1].port}
-    return {k: v for k, v in held.items() if v is not None}
+    return {"slot": live[-1].slot if live else None, "port": live[-1].port if live else None}
 
 
 def status_table(doc: dict[str, Any]) -> RenderableType:
     """A human table of the status document."""
     run = doc["run"]
-    title = Text(safe_line(f"run {run['id']} · {run['status']} · {run['integration_branch']}"), style="table.title")
+    held = f" · {run['held']}" if run.get("held") else ""
+    title = Text(safe_line(f"run {run['id']} · {run['status']} · {run['integration_branch']}{held}"),
+                 style="table.title")
     table = Table(title=title, title_justify="left", header_style="bold", box=None)
     for name in ("task", "status", "agent", "tries", "time", "cost", "error"):
         table.add_column(name, overflow="fold" if name == "error" else "ellipsis")

@@ -14,6 +14,7 @@ from orchard.core.events import (
     MergeFinished,
     OrchardEvent,
     RunFinished,
+    RunHeld,
     RunNote,
     RunStarted,
     SetupFinished,
@@ -58,6 +59,7 @@ class Snapshot:
     notes: list[str] = field(default_factory=list)
     summary: dict[str, Any] | None = None
     status: RunStatus = RunStatus.RUNNING
+    held: str = ""  # why new attempts wait for the machine
 
     def apply(self, event: OrchardEvent) -> None:
         """Fold one event into the snapshot."""
@@ -68,7 +70,10 @@ class Snapshot:
             self.notes = [*self.notes[-2:], event.text]
             return
         if isinstance(event, RunFinished):
-            self.summary, self.status = event.summary, event.status
+            self.summary, self.status, self.held = event.summary, event.status, ""
+            return
+        if isinstance(event, RunHeld):
+            self.held = event.reason
             return
         task_id = event.task_id
         if task_id is None:
