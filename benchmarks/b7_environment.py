@@ -38,63 +38,12 @@ from typing import Any
 import orchard
 from benchmarks.common import PYTHON, Config, EventLog, Result, Target, fmt, git, make_repo, scratch
 from orchard.core.model import AgentSpec, Environment, Plan, Task
+from orchard.testing import pyproject as python_project
+from orchard.testing.pyproject import PIP_QUIET, package_files
 
 TASKS = 16  # per orchard run, and baseline tasks in all (--quick: 8)
 PARALLEL = 4
 DEPENDENCIES = ("b7dep-a", "b7dep-b", "b7dep-c")
-PIP_QUIET = ("-q", "--no-index", "--no-cache-dir", "--disable-pip-version-check")
-
-# A PEP 517 / PEP 660 build backend in stdlib Python: a wheel of the package named like the project, or an editable
-# wheel whose .pth puts the source directory on sys.path.
-BACKEND = '''"""Build backend of the generated packages (PEP 517 and 660), stdlib only."""
-import base64
-import hashlib
-import os
-import pathlib
-import tomllib
-import zipfile
-
-
-def _project():
-    return tomllib.loads(pathlib.Path("pyproject.toml").read_text())["project"]
-
-
-def _wheel(directory, files):
-    project = _project()
-    name = project["name"].replace("-", "_") + "-" + project["version"]
-    info = name + ".dist-info"
-    requires = "".join("Requires-Dist: " + d + "\\n" for d in project.get("dependencies", []))
-    files[info + "/METADATA"] = ("Metadata-Version: 2.1\\nName: " + project["name"] + "\\nVersion: "
-                                 + project["version"] + "\\n" + requires)
-    files[info + "/WHEEL"] = "Wheel-Version: 1.0\\nGenerator: b7\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
-    record = []
-    for path, text in files.items():
-        data = text.encode()
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(path + ",sha256=" + digest + "," + str(len(data)))
-    files[info + "/RECORD"] = "\\n".join(record + [info + "/RECORD,,"]) + "\\n"
-    filename = name + "-py3-none-any.whl"
-    with zipfile.ZipFile(os.path.join(directory, filename), "w") as archive:
-        for path, text in files.items():
-            archive.writestr(path, text)
-    return filename
-
-
-def get_requires_for_build_wheel(config_settings=None):
-    return []
-
-
-get_requires_for_build_editable = get_requires_for_build_wheel
-
-
-def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    package = _project()["name"].replace("-", "_")
-    return _wheel(wheel_directory, {p.as_posix(): p.read_text() for p in sorted(pathlib.Path(package).rglob("*.py"))})
-
-
-def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
-    return _wheel(wheel_directory, {"__editable__." + _project()["name"] + ".pth": os.getcwd() + "\\n"})
-'''
 
 # The agent: records when it started, asks its venv where the project imports from, makes its change.
 AGENT = '''import time
@@ -112,31 +61,9 @@ found = {"started": started, "cwd": os.getcwd(), "venv_ok": probe.returncode == 
 
 
 # ---- the generated project ------------------------------------------------------------------------------------
-def pyproject(name: str, dependencies: tuple[str, ...] = ()) -> str:
-    """A pyproject.toml building through the in-tree backend (no build requirements, so nothing to download)."""
-    deps = ", ".join(f'"{d}"' for d in dependencies)
-    return (f'[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["_build"]\n\n'
-            f'[project]\nname = "{name}"\nversion = "1.0"\ndependencies = [{deps}]\n')
-
-
-def package_files(name: str, body: str, dependencies: tuple[str, ...] = ()) -> dict[str, str]:
-    """The files of one buildable package: pyproject.toml, the backend and `<name>/__init__.py`."""
-    module = name.replace("-", "_")
-    return {"pyproject.toml": pyproject(name, dependencies), "_build/backend.py": BACKEND,
-            f"{module}/__init__.py": body}
-
-
 def build_wheels(sources: Path, into: Path) -> list[str]:
-    """The dependencies' wheels, each generated as a package under `sources` and built by `pip wheel` offline."""
-    into.mkdir(parents=True, exist_ok=True)
-    for dist in DEPENDENCIES:
-        root = sources / dist
-        for path, text in package_files(dist, f"NAME = {dist!r}\n").items():
-            (root / path).parent.mkdir(parents=True, exist_ok=True)
-            (root / path).write_text(text)
-        subprocess.run([PYTHON, "-m", "pip", "wheel", *PIP_QUIET, "--no-deps", "--no-build-isolation",
-                        "-w", str(into), str(root)], check=True, capture_output=True)
-    return sorted(p.name for p in into.glob("*.whl"))
+    """The dependencies' wheels, built offline from generated packages."""
+    return python_project.build_wheels(sources, into, DEPENDENCIES, python=PYTHON)
 
 
 def make_project(root: Path, sources: Path) -> Path:

@@ -106,23 +106,34 @@ def own_git(repo: Path) -> Path:
     return repo / ".orchard" / "git"
 
 
+def task_links(repo: Path) -> dict[Path, Path]:
+    """The pool directory each task's link (`.orchard/worktrees/<run>/<task>`) leads to, by link."""
+    links = repo / ".orchard" / "worktrees"
+    return {link: link.resolve() for run in (links.iterdir() if links.is_dir() else ()) for link in run.iterdir()
+            if link.is_symlink()}
+
+
 def parked_worktrees(repo: Path) -> list[Path]:
-    """The linked worktrees of orchard's repository, each checked to be a reusable one parked in `.orchard/pool/` on
-    a detached HEAD (no branch held, nothing of a task's left); anything else linked, or any worktree registered in
-    the user's repository, fails the calling test."""
+    """The linked worktrees of orchard's repository that no task holds, each checked to be a reusable one parked in
+    `.orchard/pool/` on a detached HEAD (no branch held, nothing of a task's left); a worktree anywhere else, or any
+    worktree registered in the user's repository, fails the calling test."""
     assert git(repo, "worktree", "list", "--porcelain", "-z").count("worktree ") == 1, "a worktree in the user's repo"
     records = git(own_git(repo), "worktree", "list", "--porcelain", "-z").split("\0\0")
     pool = (repo / ".orchard" / "pool").resolve()
+    held = set(task_links(repo).values())
     parked = []
     for record in records[1:]:  # the first is orchard's bare repository itself
         fields = dict(item.partition(" ")[::2] for item in record.split("\0") if item)
         if "worktree" not in fields:
             continue
         path = Path(fields["worktree"])
-        assert path.parent == pool and "detached" in fields, f"a worktree left behind: {fields}"
+        assert path.parent == pool, f"a worktree outside the pool: {fields}"
+        if path in held:  # kept for inspection
+            continue
+        assert "detached" in fields, f"a worktree left behind on a branch: {fields}"
         assert git(path, "status", "--porcelain", "--ignored") == "", f"a parked worktree is not clean: {path}"
         parked.append(path)
-    on_disk = {p.resolve() for p in pool.iterdir()} if pool.is_dir() else set()
+    on_disk = {p.resolve() for p in pool.iterdir()} - held if pool.is_dir() else set()
     assert on_disk == set(parked), f"pool directories git does not know: {on_disk - set(parked)}"
     return parked
 

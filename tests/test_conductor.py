@@ -55,7 +55,7 @@ def test_a_repository_with_only_a_conductor_json_gets_its_setup_and_archive_run_
     ports = sorted(int(port) for port, _ in archived.values())
     assert ports[1] - ports[0] >= 10  # each task had its own block of Conductor's 10
     run = run_orchard("status", "--json", cwd=repo).json()["run"]["id"]
-    assert archived["a"][1].endswith(f"/{run}/a")  # CONDUCTOR_WORKSPACE_PATH: the task's worktree
+    assert Path(archived["a"][1]).parent.name == "pool"  # CONDUCTOR_WORKSPACE_PATH: the task's worktree
     tree = git(own_git(repo), "ls-tree", "-r", "--name-only", f"orchard/{run}/integration").split()
     assert {"a.txt", "b.txt"} <= set(tree) and not [p for p in tree if p.startswith(".deps")]
     log = (repo / ".orchard" / "runs" / run / "logs" / "a.1.log").read_text()
@@ -102,10 +102,10 @@ def test_the_plans_own_setup_and_a_tasks_own_win_over_conductor(
 
 
 def test_every_process_of_a_task_gets_conductors_names_whatever_its_setup() -> None:
-    found = task_variables(run_id="r1", task_id="t", root="/src/app", worktree="/src/app/.orchard/worktrees/r1/t",
+    found = task_variables(run_id="r1", task_id="t", root="/src/app", worktree="/src/app/.orchard/pool/3f2a",
                            slot=2, port=20010, environment=Environment(setup=(("make",),)))
     assert {k: v for k, v in found.items() if k.startswith("CONDUCTOR_")} == {
-        "CONDUCTOR_ROOT_PATH": "/src/app", "CONDUCTOR_WORKSPACE_PATH": "/src/app/.orchard/worktrees/r1/t",
+        "CONDUCTOR_ROOT_PATH": "/src/app", "CONDUCTOR_WORKSPACE_PATH": "/src/app/.orchard/pool/3f2a",
         "CONDUCTOR_WORKSPACE_NAME": "t", "CONDUCTOR_PORT": "20010"}
     assert "CONDUCTOR_PORT" not in task_variables(run_id="r1", task_id="t", root="/a", worktree="/a/w", slot=0,
                                                   port=None, environment=Environment())

@@ -216,8 +216,10 @@ def test_backpressure_no_new_attempt_while_parallel_results_wait_to_merge(
 def _conflict_plan(retries: int) -> str:
     return plan_text(
         task("first", "@write shared.txt from first")
-        # `second` ends after `first` did (whose worktree is parked then), so it merges second and conflicts
-        + task("second", "@if-attempt 1 @wait-for ../../../pool/*\n@unless-feedback @write shared.txt from second\n"
+        # `second` ends after `first` did (whose worktree is parked then: its task link is gone), so it merges
+        # second and conflicts
+        + task("second", "@if-attempt 1 @wait-gone ../../worktrees/*/first\n"
+                         "@unless-feedback @write shared.txt from second\n"
                          "@if-feedback @write shared.txt from first\\nand second",
                f"    retries: {retries}\n"),
     )

@@ -88,7 +88,9 @@ def test_agent_gets_orchard_environment_and_worktree_cwd(repo: Path, write_plan:
     run_id = run_orchard("status", "--json", cwd=repo).json()["run"]["id"]
     data = json.loads(git(repo, "show", f"orchard/{run_id}/integration:env.json"))
     assert data["ORCHARD_RUN_ID"] == run_id and data["ORCHARD_TASK_ID"] == "e" and data["ORCHARD_ATTEMPT"] == "1"
-    assert data["cwd"] == data["ORCHARD_WORKTREE"] and data["cwd"].endswith(f".orchard/worktrees/{run_id}/e")
+    # the worktree's one path for life (`runtime.pool`); the task's link `.orchard/worktrees/<run>/e` led there
+    assert data["cwd"] == data["ORCHARD_WORKTREE"] and Path(data["cwd"]).parent == (repo / ".orchard" / "pool")
+    assert query(repo, "SELECT worktree FROM attempts") == [(data["cwd"],)]
     assert data["prompt"].startswith("report the environment")
     assert ".orchard/runs/" in data["ORCHARD_PROMPT_FILE"]  # outside the worktree: never committed
 

@@ -209,7 +209,7 @@ def test_a_publish_that_fails_leaves_the_run_recorded_and_land_publishes_again(
 
 
 REWRITE_PLAN = """import json, os, pathlib, sqlite3, sys
-db = pathlib.Path(os.environ["ORCHARD_WORKTREE"]).parents[2] / "state.db"
+db = pathlib.Path(os.environ["ORCHARD_ROOT"]) / ".orchard" / "state.db"
 try:
     with sqlite3.connect(db) as conn:
         [(snapshot,)] = conn.execute("SELECT plan_json FROM runs")
@@ -275,10 +275,10 @@ def test_an_unconfined_agent_that_plants_in_the_users_git_directory_is_caught_an
     config = (repo / ".git" / "config").read_bytes()
     hooks = sorted(os.listdir(repo / ".git" / "hooks"))
     mark = tmp_path / "hook-ran"
-    user_git = "../../../../.git"
+    user_git = "../../../.git"  # from .orchard/pool/<id>
     tasks = task("planter", f"@write {user_git}/hooks/post-commit #!/bin/sh\\ntouch {mark}\n"
                             f"@append {user_git}/config [core]\\n\\thooksPath = /tmp/evil\n"
-                            "@write ../../../../stray.txt left in the user's checkout\n@write p.txt p",
+                            "@write ../../../stray.txt left in the user's checkout\n@write p.txt p",
                  "    retries: 2\n")
     result = orchard.run(write_plan("sandbox: none\n" + plan_text(tasks, parallel=1)), repo=repo)
     assert (repo / ".git" / "config").read_bytes() == config

@@ -32,7 +32,7 @@ def test_one_checkout_serves_a_chain_and_nothing_leaks_between_tasks(
              + task("t2", "@derive t1.txt t2.txt two+", "    depends_on: [t1]\n"))
     result = orchard("run", str(write_plan(plan_text(tasks, parallel=1))))
     assert result.code == 0, result.err
-    assert admin_names(repo) == {"t0"}  # created once, for the first task, then reset for the other two
+    assert len(admin_names(repo)) == 1  # created once, for the first task, then reset for the other two
     assert len(parked_worktrees(repo)) == 1
     files = integration_files(repo, orchard)
     assert {"t0.txt", "t1.txt", "t2.txt"} <= files and "leaked.txt" not in files
@@ -50,9 +50,10 @@ def test_the_pool_is_kept_between_runs_up_to_its_size(
     assert orchard("run", str(plan)).code == 0
     first = parked_worktrees(repo)
     assert len(first) == 3  # the run's width
+    made = admin_names(repo)
     assert orchard("run", str(plan), "--pool-size", "1").code == 0
     assert len(parked_worktrees(repo)) == 1
-    assert len(admin_names(repo)) == 1 and admin_names(repo) < {"w0", "w1", "w2"}  # reused, not made anew
+    assert len(admin_names(repo)) == 1 and admin_names(repo) < made  # reused, not made anew
     assert orchard("run", str(plan), "--pool-size", "0").code == 0
     assert parked_worktrees(repo) == [] and admin_names(repo) == set()
 
@@ -91,15 +92,19 @@ def test_a_retry_after_the_agent_deleted_its_own_worktree_gets_a_new_one(
         repo: Path, write_plan: Callable[[str], Path], orchard: Callable[..., Result]) -> None:
     """git still counts the deleted worktree's branch as checked out until the record is pruned."""
     # Both start together (so each has a worktree of its own); the first attempt of s deletes its worktree only once
-    # `other` has parked its own, so the retry takes that one to a path git still records for s.
-    first = f"@if-attempt 1 @barrier start 2\n@if-attempt 1 @wait-for {repo / '.orchard' / 'pool'}/*\n"
+    # `other` has parked its own (its task link is gone), so the retry takes that one while git still records the
+    # deleted one as s's.
+    other_link = repo / ".orchard" / "worktrees" / "*" / "other"
+    first = f"@if-attempt 1 @barrier start 2\n@if-attempt 1 @wait-gone {other_link}\n"
     tasks = (task("other", "@barrier start 2\n@write o.txt o")
              + task("s", first + "@if-attempt 1 @rmself\n@if-attempt 1 @exit 1\n@write s.txt s", "    retries: 1\n"))
     result = orchard("run", str(write_plan(plan_text(tasks, parallel=2))))
     assert result.code == 0, result.out
     assert {"o.txt", "s.txt"} <= integration_files(repo, orchard)
     assert len(parked_worktrees(repo)) <= 2
-    assert admin_names(repo) == {"other"}  # the retry ran in the worktree `other` parked, not in a new one
+    used = dict(query(repo, "SELECT task_id || '.' || number, worktree FROM attempts"))
+    assert used["s.2"] == used["other.1"]  # the retry ran in the worktree `other` parked, not in a new one
+    assert admin_names(repo) == {Path(used["other.1"]).name}  # and git forgot the one the agent deleted
 
 
 def test_a_barrier_that_cannot_be_met_fails_instead_of_hanging(
@@ -121,3 +126,24 @@ def test_pool_size_from_the_environment(repo: Path, write_plan: Callable[[str], 
     assert parked_worktrees(repo) == []
     bad = run_orchard("run", str(plan), cwd=repo, env={"ORCHARD_POOL_SIZE": "lots"})
     assert bad.code == 2 and "ORCHARD_POOL_SIZE" in bad.err and "Traceback" not in bad.err
+
+
+def test_a_task_link_pointed_elsewhere_is_dropped_never_followed(
+        repo: Path, write_plan: Callable[[str], Path], orchard: Callable[..., Result]) -> None:
+    """A task holds its worktree through `.orchard/worktrees/<run>/<task>`; an unconfined agent can point that link
+    anywhere, here at the run's logs. The retry and `orchard clean` drop the link and leave what it led to alone."""
+    plan = write_plan(plan_text(task("k", "@if-attempt 1 @exit 1\n@write k.txt k")))
+    assert orchard("run", str(plan)).code == 1
+    run_id = orchard("status", "--json").json()["run"]["id"]
+    link, logs = repo / ".orchard" / "worktrees" / run_id / "k", repo / ".orchard" / "runs" / run_id
+    kept = link.resolve()
+    assert link.is_symlink() and kept.parent == (repo / ".orchard" / "pool").resolve()
+    link.unlink()
+    link.symlink_to(logs)
+    assert orchard("retry", "k").code == 0
+    assert (logs / "logs" / "k.1.log").is_file()  # the link was not taken for a worktree, nor removed through
+    assert "k.txt" in integration_files(repo, orchard)
+    link.symlink_to(logs)  # and once more, for clean
+    assert orchard("clean", run_id).code == 0
+    assert not link.is_symlink() and (logs / "logs" / "k.1.log").is_file()
+    assert not kept.exists()  # the worktree k held was thrown away, found by git's record, not by the link

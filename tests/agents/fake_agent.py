@@ -23,6 +23,7 @@ test whose premise did not hold fails clearly instead of hanging):
                            really started their agent, and how often
   @wait-for PATH [S]       wait (at most S seconds, default 60) until PATH exists; PATH may be a glob pattern, then
                            until something matches it
+  @wait-gone PATH [S]      wait (at most S seconds, default 60) until nothing is at PATH (a glob pattern too)
 Hostile ones, for fault injection:
   @git ARGS                run git with ARGS (split like a shell; {run} and {task} are filled in)
   @rmself                  delete the agent's own worktree
@@ -142,7 +143,12 @@ def _spew(rest: str, root: Path) -> None:
 def _daemon(rest: str, root: Path) -> None:
     child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({float(rest)})"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    (root.parent / f"{os.environ['ORCHARD_TASK_ID']}.daemon").write_text(str(child.pid))
+    _pid_file(root).write_text(str(child.pid))
+
+
+def _pid_file(root: Path) -> Path:
+    """Where a daemon's pid is left for the test: beside the task's link, `.orchard/worktrees/<run>/<task>.daemon`."""
+    return _orchard_dir(root) / "worktrees" / os.environ["ORCHARD_RUN_ID"] / f"{os.environ['ORCHARD_TASK_ID']}.daemon"
 
 
 def _append(path: Path, text: str) -> None:
@@ -152,7 +158,7 @@ def _append(path: Path, text: str) -> None:
 
 
 def _daemon_escape(rest: str, root: Path) -> None:
-    pid_file = root.parent / f"{os.environ['ORCHARD_TASK_ID']}.daemon"
+    pid_file = _pid_file(root)
     code = ("import os, sys, time\n"
             "if os.fork(): os._exit(0)\n"
             "os.setsid(); os.chdir('/'); open(sys.argv[1], 'w').write(str(os.getpid()))\n"
@@ -256,7 +262,7 @@ def _poll(done: Callable[[], bool], timeout_s: float) -> bool:
 
 
 def _orchard_dir(root: Path) -> Path:
-    """The `.orchard` directory the worktree lives in (`<repo>/.orchard/worktrees/<run>/<task>`)."""
+    """The `.orchard` directory the worktree lives in (`<repo>/.orchard/pool/<id>`)."""
     for parent in root.resolve().parents:
         if parent.name == ".orchard":
             return parent
@@ -295,10 +301,21 @@ def _wait_for(rest: str, root: Path) -> int | None:
     return TIMED_OUT
 
 
+def _wait_gone(rest: str, root: Path) -> int | None:
+    path, _, timeout = rest.partition(" ")
+    pattern = str(root / path)
+    limit = float(timeout or RENDEZVOUS_TIMEOUT_S)
+    if _poll(lambda: not glob.glob(pattern), limit):
+        return None
+    print(f"fake agent: {pattern} was still there after {limit:g} s", file=sys.stderr, flush=True)
+    return TIMED_OUT
+
+
 RENDEZVOUS: dict[str, Callable[[str, Path], int | None]] = {
     "@barrier": _barrier,
     "@touch": _touch,
     "@wait-for": _wait_for,
+    "@wait-gone": _wait_gone,
 }
 
 

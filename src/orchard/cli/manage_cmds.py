@@ -23,9 +23,7 @@ from orchard.vcs import (
     find_repo,
     land,
     list_branches,
-    list_worktrees,
     prune_worktrees,
-    remove_worktree,
 )
 from orchard.vcs.private import OwnRepository, open_own_repository, publish
 
@@ -99,10 +97,8 @@ def clean_cmd(ctx: click.Context, run_id: str | None, all_runs: bool, branches: 
 def _clean_run(own: OwnRepository, layout: Layout, run_id: str, branches: bool) -> tuple[int, int]:
     """Remove one run's worktrees and task branches (and its integration branch with `branches`), in orchard's
     repository and the user's; counted as the user sees them (the user's copies)."""
-    root = layout.worktrees(run_id).resolve()
-    worktrees = [w for w in list_worktrees(own.repo) if root in w.path.resolve().parents]
-    for w in worktrees:
-        remove_worktree(own.repo, w.path)
+    root = layout.worktrees(run_id)
+    worktrees = WorktreePool(own.repo, layout).discard_run(run_id)
     prune_worktrees(own.repo)
     if root.exists():
         shutil.rmtree(root, ignore_errors=True)
@@ -116,7 +112,7 @@ def _clean_run(own: OwnRepository, layout: Layout, run_id: str, branches: bool) 
                 exists = branch_exists(repo, name)
                 delete_branch(repo, name)
                 deleted += exists and repo is own.user
-    return len(worktrees), deleted
+    return worktrees, deleted
 
 
 @click.command("land")

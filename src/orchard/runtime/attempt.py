@@ -62,7 +62,7 @@ class Attempt:
     agent: str
     budget_usd: float | None
     branch: str
-    worktree: Path
+    worktree: Path  # the task's link (`layout.worktree`) until prepared, then the pool directory it leads to
     log_path: Path
     prompt_file: Path
     start_commit: str = ""
@@ -104,23 +104,24 @@ async def run_attempt(ctx: RunContext, start: StartAttempt, on_verify: Callable[
             detail = f"no block of {environment.ports} free ports on loopback for the task"
             ctx.journal.attempt_not_started(attempt.task.id, attempt.number, Outcome.SETUP_FAILED, detail)
             return AttemptEnded(attempt.task.id, Outcome.SETUP_FAILED)
-        variables = task_variables(run_id=ctx.run_id, task_id=attempt.task.id, root=str(ctx.user_repo.root),
-                                   worktree=str(attempt.worktree), slot=slot, port=port, environment=environment)
-        return await _run(ctx, replace(attempt, variables=tuple(variables.items()), slot=slot, port=port), on_verify)
+        return await _run(ctx, replace(attempt, slot=slot, port=port), on_verify)
     finally:
         ctx.resources.release(attempt.task.id)
 
 
 async def _run(ctx: RunContext, attempt: Attempt, on_verify: Callable[[], None]) -> AttemptEnded:
     try:
-        commit, repaired, included = await asyncio.to_thread(_prepare_worktree, ctx, attempt)
+        worktree, commit, repaired, included = await asyncio.to_thread(_prepare_worktree, ctx, attempt)
     except (GitError, OSError) as exc:
         outcome = Outcome.INTERRUPTED if ctx.processes.stopping else Outcome.SETUP_FAILED  # a hard stop kills git
         ctx.journal.attempt_not_started(attempt.task.id, attempt.number, outcome, f"cannot prepare worktree: {exc}")
         return AttemptEnded(attempt.task.id, outcome)
     note_repaired(ctx, repaired, "before task " + attempt.task.id + " started")
-    attempt = replace(attempt, start_commit=commit, included=included,
-                      deadline=time.monotonic() + attempt.task.timeout_s)
+    variables = task_variables(run_id=ctx.run_id, task_id=attempt.task.id, root=str(ctx.user_repo.root),
+                               worktree=str(worktree), slot=attempt.slot, port=attempt.port,
+                               environment=ctx.plan.environment_of(attempt.task.id))
+    attempt = replace(attempt, worktree=worktree, start_commit=commit, included=included,
+                      variables=tuple(variables.items()), deadline=time.monotonic() + attempt.task.timeout_s)
     actx = _agent_context(ctx, attempt)
     adapter = adapter_for(actx.agent.type)
     inv, parser = adapter.invocation(actx), adapter.parser(actx)
@@ -155,7 +156,7 @@ async def _run(ctx: RunContext, attempt: Attempt, on_verify: Callable[[], None])
         changed, touched = await asyncio.to_thread(_outside_changes, ctx, watch, attempt, before)
         result = _judge_outside(ctx, attempt, suspects, changed, touched, result)
     if result.outcome is Outcome.SUCCESS:  # the merge works on the commit: the worktree can serve the next task
-        await asyncio.to_thread(ctx.pool.release, attempt.worktree, ctx.width)
+        await asyncio.to_thread(ctx.pool.release, ctx.layout.worktree(ctx.run_id, attempt.task.id), ctx.width)
     ctx.journal.attempt_finished(attempt.id, result)
     return AttemptEnded(attempt.task.id, result.outcome, report.resume_at if report else None,
                         report.cost_usd if report else 0.0, setup_failed=result.outcome is Outcome.SETUP_FAILED
@@ -216,16 +217,17 @@ def _new_attempt(ctx: RunContext, start: StartAttempt) -> Attempt:
                    prompt_file=ctx.layout.prompt_file(ctx.run_id, task.id, start.attempt))
 
 
-def _prepare_worktree(ctx: RunContext, attempt: Attempt) -> tuple[str, list[str], tuple[str, ...]]:
+def _prepare_worktree(ctx: RunContext, attempt: Attempt) -> tuple[Path, str, list[str], tuple[str, ...]]:
     """orchard's repository as orchard wrote it, then a clean worktree on the task branch at the integration tip as
     it is now (orchard's record, whatever an agent did to the ref), with the files its environment includes; returns
-    that start commit, what was repaired and what was included."""
+    where that worktree really is (the task's link leads there), its start commit, what was repaired and what was
+    included."""
     repaired = ctx.own.restore()
     with ctx.integration.lock:
         tip = ctx.integration.tip
-    ctx.pool.acquire(attempt.worktree, attempt.branch, tip)
+    worktree = ctx.pool.acquire(attempt.worktree, attempt.branch, tip)
     wanted = included_files(ctx.user_repo, ctx.plan.environment_of(attempt.task.id))
-    return tip, repaired, tuple(copy_included(ctx.user_repo, attempt.worktree, wanted))
+    return worktree, tip, repaired, tuple(copy_included(ctx.user_repo, worktree, wanted))
 
 
 def _agent_context(ctx: RunContext, attempt: Attempt) -> AttemptContext:

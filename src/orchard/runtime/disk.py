@@ -14,7 +14,7 @@ from orchard.core.sizes import format_size, parse_size
 from orchard.errors import DiskFull, EnvironmentProblem, GitError, UsageError
 from orchard.runtime.layout import Layout
 from orchard.runtime.pool import WorktreePool
-from orchard.vcs import Repo, prune_worktrees, remove_worktree
+from orchard.vcs import Repo, prune_worktrees
 
 DEFAULT_MIN_FREE = "1GB"
 DEFAULT_MAX_WORKTREES = "20GB"
@@ -114,9 +114,10 @@ def collect_worktrees(repo: Repo, layout: Layout, limits: DiskLimits, keep_run: 
     """Remove kept worktrees of other runs and parked reusable ones, oldest first, until all of them fit under
     `max_worktrees`."""
     base = layout.root / "worktrees"
+    pool = WorktreePool(repo, layout)
     kept = [w for run in base.iterdir() if run.is_dir() and run.name != keep_run
-            for w in run.iterdir() if w.is_dir()] if base.is_dir() else []
-    kept += WorktreePool(repo, layout).parked()
+            for w in run.iterdir() if w.is_dir()] if base.is_dir() else []  # tasks' links, followed
+    kept += pool.parked()
     sizes = {w: tree_size(w) for w in kept}
     total = sum(sizes.values())
     removed = []
@@ -124,7 +125,7 @@ def collect_worktrees(repo: Repo, layout: Layout, limits: DiskLimits, keep_run: 
         if total <= limits.max_worktrees:
             break
         with contextlib.suppress(GitError, OSError):
-            remove_worktree(repo, worktree)
+            pool.discard(worktree)
         if not worktree.exists():
             total -= sizes[worktree]
             removed.append(worktree)

@@ -100,7 +100,7 @@ def _merge(ctx: RunContext, head: str, message: str, maybe_in: bool) -> tuple[Me
 def tidy(ctx: RunContext, task_id: str) -> None:
     """A merged task needs neither its worktree nor its branch (the merge commit keeps its history)."""
     worktree = ctx.layout.worktree(ctx.run_id, task_id)
-    if worktree.exists():  # parked already unless a crash or a failed release left it
+    if worktree.is_symlink() or worktree.exists():  # parked already unless a crash or a failed release left it
         ctx.pool.discard(worktree)
     with contextlib.suppress(GitError):
         delete_ref(ctx.git, "refs/heads/" + ctx.task_branch(task_id))

@@ -216,7 +216,8 @@ def settle(ctx: RunContext) -> str | None:
         moved = guard(ctx.git, ctx.integration)
     branches = set(list_branches(ctx.git, f"orchard/{ctx.run_id}/task"))
     for task in ctx.journal.tasks():
-        leftover = ctx.layout.worktree(ctx.run_id, task.task_id).exists() or ctx.task_branch(task.task_id) in branches
+        link = ctx.layout.worktree(ctx.run_id, task.task_id)
+        leftover = link.is_symlink() or link.exists() or ctx.task_branch(task.task_id) in branches
         if task.status is S.MERGED and leftover:
             tidy(ctx, task.task_id)
     return moved

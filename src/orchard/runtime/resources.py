@@ -11,7 +11,6 @@ import contextlib
 import socket
 import threading
 from dataclasses import dataclass, field
-from pathlib import PurePath
 
 from orchard.core.model import Environment
 
@@ -72,17 +71,17 @@ def task_variables(*, run_id: str, task_id: str, root: str, worktree: str, slot:
     written for Conductor run as they are, whichever file the setup came from), and `environment.env` filled in."""
     values = {"slot": str(slot), "port": str(port or ""), "task_id": task_id, "worktree": worktree}
     found = {"ORCHARD_ROOT": root, "ORCHARD_SLOT": str(slot), "COMPOSE_PROJECT_NAME": f"orchard-{run_id}-{slot}",
-             **({"ORCHARD_PORT": str(port)} if port is not None else {}), **_conductor_aliases(root, worktree, port)}
+             **({"ORCHARD_PORT": str(port)} if port is not None else {}),
+             **_conductor_aliases(root, worktree, task_id, port)}
     for name, template in environment.env:
         found[name] = _fill(template, values)
     return found
 
 
-def _conductor_aliases(root: str, worktree: str, port: int | None) -> dict[str, str]:
-    """Conductor's variables: the repository, the workspace (its name is the last part of its path, as in
-    Conductor) and the first of its ports."""
-    return {"CONDUCTOR_ROOT_PATH": root, "CONDUCTOR_WORKSPACE_PATH": worktree,
-            "CONDUCTOR_WORKSPACE_NAME": PurePath(worktree).name,
+def _conductor_aliases(root: str, worktree: str, task_id: str, port: int | None) -> dict[str, str]:
+    """Conductor's variables: the repository, the workspace (named for the task: the pool directory's name says
+    nothing) and the first of its ports."""
+    return {"CONDUCTOR_ROOT_PATH": root, "CONDUCTOR_WORKSPACE_PATH": worktree, "CONDUCTOR_WORKSPACE_NAME": task_id,
             **({"CONDUCTOR_PORT": str(port)} if port is not None else {})}
 
 
