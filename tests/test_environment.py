@@ -132,7 +132,8 @@ def test_teardown_runs_after_success_a_failed_verify_and_a_timeout(
 
 SETUP_RECORD = ("import os, pathlib; pathlib.Path('.venv').mkdir(exist_ok=True); "
                 "pathlib.Path('.venv/marker').write_text('installed'); "
-                "line = os.environ['ORCHARD_TASK_ID'] + ' ' + pathlib.Path('.git').read_text().split()[-1]; "
+                "line = ' '.join([os.environ['ORCHARD_TASK_ID'], os.environ['ORCHARD_ATTEMPT'], "
+                "pathlib.Path('.git').read_text().split()[-1]]); "
                 "open('{log}', 'a').write(line + chr(10))")
 
 
@@ -153,8 +154,10 @@ def test_a_reused_worktree_keeps_its_setup_and_runs_it_again_only_when_its_input
     result = run_orchard("run", str(plan), cwd=repo)
     assert result.code == 0, result.out + result.err
     setups = [line.split() for line in runs.read_text().splitlines()]
+    # the preflight ran the verify on the base first (attempt 0), in a worktree it set up and parked for t0
+    assert setups[0][:2] == ["t0", "0"]
     before_bump = [s for s in setups if s[0].startswith("t")]
-    worktrees = {where for _, where in before_bump}
+    worktrees = {where for _, _, where in before_bump}
     assert len(before_bump) == len(worktrees) < 6, setups  # once per worktree, not once per task
     assert [s[0] for s in setups].count("after") == 1  # pyproject.toml changed under it: set up again
     run = run_orchard("status", "--json", cwd=repo).json()["run"]["id"]
@@ -162,7 +165,7 @@ def test_a_reused_worktree_keeps_its_setup_and_runs_it_again_only_when_its_input
     assert not [p for p in tree if p.startswith(".venv")]
     skipped = sum("[orchard: setup skipped" in log.read_text()
                   for log in (repo / ".orchard" / "runs" / run / "logs").glob("t*.log"))
-    assert skipped == 6 - len(before_bump)
+    assert skipped == 6 - (len(before_bump) - 1)  # every task but those on a worktree the run made after preflight
 
 
 SERVE = """import json, os, pathlib, socket, sys, time

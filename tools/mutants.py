@@ -94,6 +94,14 @@ MUTANTS = (
            "return is_linked_worktree(self.repo, parked) and worktree_branch(parked) is None",
            "return is_linked_worktree(self.repo, parked)",
            ("tests/test_pool.py::test_a_task_link_pointed_elsewhere_is_dropped_never_followed",)),
+    Mutant("a new run starts its agents without a preflight", "src/orchard/runtime/session.py",
+           "            await run_preflight(ctx)\n", "            pass\n",
+           ("tests/test_preflight.py::test_a_verify_that_cannot_run_on_the_base_stops_the_run_with_exit_3_before_any_"
+            "agent",)),
+    Mutant("a verify red on the base is blamed on the agent", "src/orchard/runtime/attempt.py",
+           "    red = ctx.journal.run().red_on_base(shlex.join(task.verify))", "    red = False",
+           ("tests/test_preflight.py::test_a_verify_red_on_the_base_marks_the_failures_baseline_red_and_not_the_"
+            "agents_fault",)),
     Mutant("a resume does not tear down what a crashed session left", "src/orchard/runtime/session.py",
            "            await tear_down_left(ctx)\n", "",
            ("tests/test_environment.py::test_teardown_runs_after_a_first_ctrl_c_and_after_a_crash_in_the_resume",)),

@@ -91,6 +91,11 @@ def doctor_cmd(ctx: click.Context, plan_path: Path | None, json_mode: bool) -> i
     git, agents = git_report(), [agent_report(kind, binary) for kind, binary in wanted]
     checkout = _checkout(ctx) if git["ok"] else None
     warnings = include_warnings(checkout, plan) if checkout is not None else []
+    if checkout is not None and plan is not None:
+        from orchard.runtime.imports import import_traps
+
+        warnings += [{"file": plan.source, "field": "verify", "message": trap.message()}
+                     for trap in import_traps(checkout.root, plan)]
     report: dict[str, Any] = {"git": git, "agents": agents, "warnings": warnings}
     needed_ok = git["ok"] and (plan_path is None or all(a["ok"] for a in agents))
     if json_mode:

@@ -80,13 +80,19 @@ def plan_cmd(ctx: click.Context, plan_path: Path, parallel: int | None, json_mod
     root = _repo_root(ctx)
     listed = [pattern for _, pattern in include_lines(root)] if root is not None else []
     data = preview(plan, parallel or plan.parallel, listed)
+    from orchard.runtime.imports import import_traps, strict_refusal
+
+    traps = import_traps(root, plan) if root is not None else []
+    data["warnings"] = [trap.message() for trap in traps]
     if json_mode:
         click.echo(json.dumps(data, indent=2))
-        return 0
-    out = stdout_console()
-    out.print(Text.assemble((plan.source, "bold"), f": {data['tasks']} tasks, valid"))
-    for line in text_lines(data):
-        out.print(line, soft_wrap=True)
+    else:
+        out = stdout_console()
+        out.print(Text.assemble((plan.source, "bold"), f": {data['tasks']} tasks, valid"))
+        for line in text_lines(data) + [f"warning: {w}" for w in data["warnings"]]:
+            out.print(line, soft_wrap=True)
+    if traps and plan.preflight == "strict":
+        raise strict_refusal(traps)
     return 0
 
 

@@ -223,6 +223,21 @@ class RunHeld(OrchardEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PreflightChecked(OrchardEvent):
+    """A check before any agent started (`runtime.preflight`): a verify command run on the untouched base."""
+
+    type: ClassVar[str] = "preflight.checked"
+    command: str
+    outcome: str  # passed | red (it failed on the base) | cannot_start (it could not run at all)
+    duration_s: float = 0.0
+    detail: str = ""
+
+    def message(self) -> str:
+        said = {"passed": "passes", "red": "FAILS", "cannot_start": "cannot run"}.get(self.outcome, self.outcome)
+        return f"preflight: verify `{self.command}` {said} on the base ({self.duration_s:.1f}s)"
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunFinished(OrchardEvent):
     type: ClassVar[str] = "run.finished"
     status: RunStatus

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+BASELINE_RED = "baseline_red"  # the mark of a verify failure that was there before the agent (`runtime.preflight`)
 
-def verify_feedback(command: Sequence[str], exit_code: int | None, tail: str) -> str:
-    """Feedback after a failed verify command, with the tail of its output."""
+
+def verify_feedback(command: Sequence[str], exit_code: int | None, tail: str, *, red_on_base: bool = False) -> str:
+    """Feedback after a failed verify command, with the tail of its output; `red_on_base` when the same command
+    failed on the untouched base before any agent ran, which the agent is told rather than blamed for."""
     shown = " ".join(command)
+    before = (f"Note ({BASELINE_RED}): `{shown}` already failed on the base branch before any agent changed anything, "
+              "so some of these failures may not be yours; make sure your own change is right and that you break "
+              "nothing more.\n") if red_on_base else ""
     return (
         f"The previous attempt's changes did not pass the verify command `{shown}` (exit code {exit_code}).\n"
-        f"The end of its output:\n```\n{tail.strip()}\n```\n"
+        f"{before}The end of its output:\n```\n{tail.strip()}\n```\n"
         "Fix the problem so that the verify command passes."
     )
 

@@ -163,6 +163,10 @@ CLAUDE_PERMISSION_MODES = ("default", "acceptEdits", "plan", "auto", "dontAsk", 
 CODEX_SANDBOXES = ("read-only", "workspace-write", "danger-full-access")
 SANDBOX_MODES = ("auto", "bwrap", "none")  # orchard's own: `runtime.sandbox`
 NETWORK_MODES = ("host", "none")
+# `preflight`: what orchard checks before any agent starts (`runtime.preflight`). auto: verify on the base when any
+# task has a verify; check: only where the verify's Python imports the project from; strict: as auto, and that
+# check's warning stops the run
+PREFLIGHT_MODES = ("auto", "check", "verify", "strict", "off")
 GEMINI_APPROVAL_MODES = ("default", "auto_edit", "yolo", "plan")
 PROMPT_VIA = ("file", "stdin", "arg")
 
@@ -262,6 +266,7 @@ class Plan:
     network: str = "host"  # NETWORK_MODES: under bwrap, "none" gives them no network at all
     environment: Environment = NO_ENVIRONMENT
     limits: Limits = NO_LIMITS
+    preflight: str = "auto"  # PREFLIGHT_MODES
     _index: Mapping[str, Task] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
     # Values derived from this plan (ranks, file conflicts …), filled in once by `core.graph`: a Plan never changes.
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -281,6 +286,7 @@ class Plan:
         network: str = "host",
         environment: Environment = NO_ENVIRONMENT,
         limits: Limits = NO_LIMITS,
+        preflight: str = "auto",
     ) -> Plan:
         """Freeze already-validated parts into a Plan (validation lives in `orchard.plan`)."""
         return Plan(
@@ -296,6 +302,7 @@ class Plan:
             network=network,
             environment=environment,
             limits=limits,
+            preflight=preflight,
             _index=MappingProxyType({t.id: t for t in tasks}),
         )
 

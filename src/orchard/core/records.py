@@ -6,6 +6,7 @@ they are serialized (SQL, JSON).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from orchard.core.model import Outcome, RunStatus, TaskStatus
@@ -29,6 +30,11 @@ class RunRecord:
     cancel_requested: bool = False
     integration_tip: str | None = None
     held: str = ""  # why new attempts wait for the machine (its `limits`), while they do
+    baseline_red: str = ""  # JSON list of the verify commands that failed on the base before any agent ran
+
+    def red_on_base(self, verify: str) -> bool:
+        """Whether `verify` (a command as `shlex.join` writes it) failed on the untouched base (`preflight`)."""
+        return bool(self.baseline_red) and verify in json.loads(self.baseline_red)
 
 
 @dataclass(frozen=True, slots=True)

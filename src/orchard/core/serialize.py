@@ -35,6 +35,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "network": plan.network,
         "environment": _plain(asdict(plan.environment)),
         "limits": asdict(plan.limits),
+        "preflight": plan.preflight,
         "tracks": {k: list(v) for k, v in plan.tracks.items()},
         "agents": {
             name: {"type": a.type, "max_parallel": a.max_parallel, "options": _plain(a.options)}
@@ -66,7 +67,8 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
                       redact=tuple(data.get("redact", ())), sandbox=str(data.get("sandbox", "auto")),
                       network=str(data.get("network", "host")),
                       environment=_environment(data.get("environment")) or NO_ENVIRONMENT,
-                      limits=Limits(**{k: v for k, v in (data.get("limits") or {}).items() if k in _LIMIT_FIELDS}))
+                      limits=Limits(**{k: v for k, v in (data.get("limits") or {}).items() if k in _LIMIT_FIELDS}),
+                      preflight=str(data.get("preflight", "auto")))
 
 
 def _task(data: dict[str, Any]) -> Task:

@@ -12,6 +12,7 @@ only writer while its session lives), so a transition reads nothing back from th
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from orchard.core.events import (
     AttemptStarted,
     MergeFinished,
     OrchardEvent,
+    PreflightChecked,
     RunFinished,
     RunHeld,
     RunNote,
@@ -193,6 +195,17 @@ class Journal:
         with self.atomic():
             self.records.save_run(replace(self.run(), held=reason))
             self._emit(RunHeld(run_id=self.run_id, ts=self._clock(), reason=reason))
+
+    def preflight_checked(self, command: str, *, outcome: str, duration_s: float, detail: str = "") -> None:
+        """A verify command ran on the untouched base before any agent; one that failed there is remembered, so the
+        tasks' failures of it say so."""
+        with self.atomic():
+            if outcome == "red":
+                run = self.run()
+                red = json.loads(run.baseline_red) if run.baseline_red else []
+                self.records.save_run(replace(run, baseline_red=json.dumps(sorted({*red, command}))))
+            self._emit(PreflightChecked(run_id=self.run_id, ts=self._clock(), command=command, outcome=outcome,
+                                        duration_s=duration_s, detail=self._redact(detail)))
 
     def run_finished(self, status: RunStatus, *, reason: str) -> dict[str, Any]:
         """The session ended the run so; returns the summary figures it journaled."""

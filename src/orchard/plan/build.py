@@ -36,6 +36,7 @@ def build(raw: RawPlan) -> Plan:
         network=settings.network,
         environment=settings.environment,
         limits=settings.limits,
+        preflight=settings.preflight,
     )
 
 

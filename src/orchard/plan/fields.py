@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from orchard.core.durations import parse_duration
-from orchard.core.model import CODEX_SANDBOXES, SANDBOX_MODES
+from orchard.core.model import CODEX_SANDBOXES, PREFLIGHT_MODES, SANDBOX_MODES
 from orchard.core.sizes import parse_size
 
 Coercer = Callable[[Any], Any]
@@ -200,6 +200,13 @@ def env_map(value: Any) -> Mapping[str, str]:
             raise FieldError(f"variable {show(key)} contains a NUL byte")
         out[key] = str(item)
     return MappingProxyType(out)
+
+
+def preflight_mode(value: Any) -> str:
+    """The plan's `preflight`; YAML reads a bare `off` as false (and `on` as true)."""
+    if isinstance(value, bool):
+        return "auto" if value else "off"
+    return choice(PREFLIGHT_MODES, value)
 
 
 def sandbox_mode(value: Any) -> str:

@@ -22,7 +22,7 @@ from orchard.plan.environment import read_environment
 from orchard.plan.raw import INVALID, Problems, RawPlan
 
 TOP_LEVEL_KEYS = frozenset({"base", "parallel", "budget_usd", "redact", "sandbox", "network", "environment",
-                            "limits", "defaults", "agents", "tracks", "tasks"})
+                            "limits", "preflight", "defaults", "agents", "tracks", "tasks"})
 LIMIT_KEYS: Mapping[str, Callable[[Any], Any]] = {"max_load": f.load_per_core, "min_free_memory": f.size,
                                                   "min_free_disk": f.size}
 CONFIG_KEYS = TOP_LEVEL_KEYS - {"tasks"}
@@ -44,6 +44,7 @@ class Settings:
     network: str = "host"
     environment: Environment = NO_ENVIRONMENT
     limits: Limits = NO_LIMITS
+    preflight: str = "auto"
     defaults: dict[str, Any] = field(default_factory=dict)  # coerced, by plan field name; no 'agent'
     default_agent: str | None = None
     agents: dict[str, AgentSpec] = field(default_factory=dict)
@@ -74,6 +75,9 @@ def read_settings(raw: RawPlan) -> Settings:
         settings.environment = read_environment(config["environment"], file, problems, over=NO_ENVIRONMENT)
     if config.get("limits") is not None:
         settings.limits = _read_limits(config["limits"], file, problems)
+    if config.get("preflight") is not None:
+        preflight = problems.coerce(f.preflight_mode, config["preflight"], file, field="preflight")
+        settings.preflight = _valid(preflight, "auto")
     settings.agents, settings.declared_agents = read_agents(config.get("agents"), file, problems)
     _read_defaults(config.get("defaults"), file, problems, settings)
     return settings

@@ -17,7 +17,7 @@ from pathlib import Path
 from orchard.agents import AttemptContext, AttemptReport, adapter_for
 from orchard.agents.base import Invocation, OutputParser, Stream, TailBuffer
 from orchard.agents.requirements import agent_environment
-from orchard.core.feedback import compose_prompt, failure_feedback, verify_feedback
+from orchard.core.feedback import BASELINE_RED, compose_prompt, failure_feedback, verify_feedback
 from orchard.core.journal import AgentExit, AttemptStart, Verdict, VerifyRun
 from orchard.core.model import Outcome, Task
 from orchard.core.scheduler import AttemptEnded, StartAttempt
@@ -28,8 +28,7 @@ from orchard.runtime.environment import (
     copy_included,
     included_files,
     run_phase,
-    setup_fingerprint,
-    setup_record,
+    setup_stamp,
 )
 from orchard.runtime.process import Supervision, append_log, run_process
 from orchard.runtime.resources import task_variables
@@ -174,21 +173,14 @@ async def _phase(ctx: RunContext, attempt: Attempt, phase: str) -> PhaseResult:
         ctx.journal.teardown_finished(attempt.id, passed=result.passed, duration_s=result.duration_s,
                                       detail=result.detail)
         return result
-    found = await asyncio.to_thread(setup_record, ctx, attempt.worktree)
-    record, identity = found if found is not None else (None, "")
-    current = await asyncio.to_thread(setup_fingerprint, attempt.worktree, environment)
-    stamp = f"{identity} {current}"
-    if current is not None and record is not None and record.is_file() and record.read_text() == stamp:
+    stamp = await asyncio.to_thread(setup_stamp, ctx, attempt.worktree, environment)
+    if stamp.current:
         append_log(attempt.log_path, "[orchard: setup skipped: its inputs are as when this worktree last ran it]\n")
         ctx.journal.setup_finished(attempt.id, passed=True, skipped=True, duration_s=0.0)
         return PhaseResult(True, skipped=True)
     ctx.journal.setup_started(attempt.id, shlex.join(commands[0]))
     result = await _run_phase(ctx, attempt, phase, commands)
-    if record is not None:
-        record.unlink(missing_ok=True)
-        if result.passed and current is not None:
-            record.parent.mkdir(mode=0o700, exist_ok=True)
-            record.write_text(stamp)
+    stamp.save(result.passed)
     ctx.journal.setup_finished(attempt.id, passed=result.passed, skipped=False, duration_s=result.duration_s,
                                detail=result.detail)
     return result
@@ -356,7 +348,9 @@ async def _verify(ctx: RunContext, attempt: Attempt, collected: Verdict) -> Verd
     passed = exit_info.returncode == 0 and not exit_info.spawn_error
     output = exit_info.spawn_error or tail.text()
     stopped = ctx.processes.stopping and not passed
-    feedback = None if passed or stopped else verify_feedback(task.verify, exit_info.returncode, output)
+    red = ctx.journal.run().red_on_base(shlex.join(task.verify))
+    feedback = None if passed or stopped else verify_feedback(task.verify, exit_info.returncode, output,
+                                                              red_on_base=red)
     ctx.journal.verify_finished(attempt.id, VerifyRun(passed=passed, exit_code=exit_info.returncode,
                                                       duration_s=exit_info.duration_s, tail=output, feedback=feedback))
     if passed:
@@ -366,7 +360,8 @@ async def _verify(ctx: RunContext, attempt: Attempt, collected: Verdict) -> Verd
     if exit_info.timed_out:
         return verdict(Outcome.TIMEOUT, f"verify timed out: the task's timeout ({task.timeout_s:g}s) bounds the agent "
                                         "and its verify together", collected.end_commit)
-    return verdict(Outcome.VERIFY_FAILED, f"verify failed (exit {exit_info.returncode})", collected.end_commit)
+    also = f"; {BASELINE_RED}: it failed on the base too" if red else ""
+    return verdict(Outcome.VERIFY_FAILED, f"verify failed (exit {exit_info.returncode}{also})", collected.end_commit)
 
 
 def _key(attempt: Attempt) -> str:

@@ -67,6 +67,38 @@ class PhaseResult:
     detail: str = ""
     duration_s: float = 0.0
     skipped: bool = False
+    exit_code: int | None = None  # of the command that failed
+    started: bool = True  # False when that command could not even be started (not found, not executable)
+
+
+@dataclass(frozen=True)
+class SetupStamp:
+    """A worktree's record of the setup it last ran: `current` when its fingerprint matches (setup can be skipped),
+    `save` after setup ran. Without `setup_inputs` there is no stamp and setup runs every time."""
+
+    record: Path | None
+    stamp: str | None
+
+    @property
+    def current(self) -> bool:
+        return (self.stamp is not None and self.record is not None and self.record.is_file()
+                and self.record.read_text() == self.stamp)
+
+    def save(self, passed: bool) -> None:
+        if self.record is None:
+            return
+        self.record.unlink(missing_ok=True)
+        if passed and self.stamp is not None:
+            self.record.parent.mkdir(mode=0o700, exist_ok=True)
+            self.record.write_text(self.stamp)
+
+
+def setup_stamp(ctx: RunContext, worktree: Path, environment: Environment) -> SetupStamp:
+    """The setup stamp of a worktree for `environment`, as its start commit has the setup inputs."""
+    found = setup_record(ctx, worktree)
+    record, identity = found if found is not None else (None, "")
+    current = setup_fingerprint(worktree, environment)
+    return SetupStamp(record, None if current is None else f"{identity} {current}")
 
 
 def setup_fingerprint(worktree: Path, environment: Environment) -> str | None:
@@ -94,9 +126,11 @@ def setup_record(ctx: RunContext, worktree: Path) -> tuple[Path, str] | None:
 
 async def run_phase(ctx: RunContext, *, phase: str, commands: tuple[tuple[str, ...], ...], task_id: str, agent: str,
                     worktree: Path, log_path: Path, env: dict[str, str], timeout_s: float,
-                    on_command: Callable[[int, tuple[str, ...]], None] | None = None) -> PhaseResult:
+                    on_command: Callable[[int, tuple[str, ...]], None] | None = None,
+                    env_pass: str | tuple[str, ...] = ()) -> PhaseResult:
     """Run a phase's commands in order in the worktree (sandboxed like the agent, with the basics of the
-    environment and `env`), logged under a marker, all of them within `timeout_s`; stops at the first failure."""
+    environment, the variables `env_pass` names and `env`), logged under a marker, all of them within `timeout_s`;
+    stops at the first failure."""
     box = box_for(ctx, ctx.plan.agents[agent], worktree=worktree, prompt_file=None)
     started, tail = time.monotonic(), TailBuffer(lines=40)
     for index, argv in enumerate(commands):
@@ -108,13 +142,14 @@ async def run_phase(ctx: RunContext, *, phase: str, commands: tuple[tuple[str, .
         info = await run_process(confine(Invocation(argv, worktree, env=env), box), log_path,
                                  lambda line, _s: tail.add(line), Supervision(left, None, ctx.processes.grace_s),
                                  on_spawn=lambda pid: ctx.processes.started(task_id, pid),
-                                 base_env=agent_environment(os.environ, "", ()), redact=ctx.redactor.bytes)
+                                 base_env=agent_environment(os.environ, "", env_pass), redact=ctx.redactor.bytes)
         info = sandboxed_exit(info) if box else info
         ctx.processes.ended(task_id)
         if info.returncode != 0 or info.spawn_error:
             return PhaseResult(False, f"{phase} failed ({_why(info, timeout_s)}): {shlex.join(argv)}"
                                       + (f"\n{info.spawn_error or tail.text()}" if info.spawn_error or tail.text()
-                                         else ""), time.monotonic() - started)
+                                         else ""), time.monotonic() - started, exit_code=info.returncode,
+                               started=not info.spawn_error)
     return PhaseResult(True, "", time.monotonic() - started)
 
 

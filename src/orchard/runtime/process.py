@@ -258,12 +258,12 @@ class BriefRun:
     problem: str = ""
 
 
-def run_briefly(argv: Sequence[str], timeout_s: float) -> BriefRun:
+def run_briefly(argv: Sequence[str], timeout_s: float, *, cwd: Path | None = None) -> BriefRun:
     """Run a short command synchronously (a `--version` probe): argv only, stdin closed, its own process group,
     killed whole at the time limit. Never raises for the command's own failures."""
     try:
         proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, errors="replace", start_new_session=True)
+                                text=True, errors="replace", start_new_session=True, cwd=cwd)
     except OSError as exc:
         return BriefRun(None, problem=str(exc))
     try:

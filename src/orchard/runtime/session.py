@@ -27,9 +27,11 @@ from orchard.errors import DiskFull, GitError, GitTimeout, OrchardError, UsageEr
 from orchard.runtime.context import Integration, RunContext, note_repaired
 from orchard.runtime.disk import DiskLimits, collect_worktrees, require_free_space
 from orchard.runtime.engine import Engine
+from orchard.runtime.imports import import_traps, strict_refusal
 from orchard.runtime.integration import note_restored
 from orchard.runtime.layout import Layout, integration_branch
 from orchard.runtime.lock import RunLock
+from orchard.runtime.preflight import run_preflight
 from orchard.runtime.publish import mirror_or_note
 from orchard.runtime.recovery import (
     check_resettable,
@@ -141,6 +143,9 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
     with _session(repo_path, options) as (own, layout, records, limits):
         limits, machine = _limits(plan, options, limits)
         require_free_space(own.user.root, limits)  # again, should the plan's `limits` ask for more
+        traps = import_traps(own.user.root, plan)
+        if traps and plan.preflight == "strict":
+            raise strict_refusal(traps)
         run_id = new_run_id()
         lock = RunLock(layout.lock_file)
         lock.acquire(run_id)
@@ -162,7 +167,10 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
             note_collected(ctx, collected)
             note_sandbox(ctx)
             note_locks(ctx, unlocked)
-            return await _drive(ctx, Engine(ctx, width, min_free=limits.min_free, limits=machine), options, limits)
+            for trap in traps:
+                ctx.journal.noted(trap.message(), level="warning")
+            engine = Engine(ctx, width, min_free=limits.min_free, limits=machine)
+            return await _drive(ctx, engine, options, limits, preflight=True)
         finally:
             lock.release()
 
@@ -254,9 +262,13 @@ def note_collected(ctx: RunContext, removed: list[Path]) -> None:
                           level="warning")
 
 
-async def _drive(ctx: RunContext, engine: Engine, options: Options, limits: DiskLimits) -> RunResult:
-    """Run the engine with signal handling, then record and report the end."""
+async def _drive(ctx: RunContext, engine: Engine, options: Options, limits: DiskLimits, *,
+                 preflight: bool = False) -> RunResult:
+    """Run the engine with signal handling (after the plan's preflight, for a new run), then record and report the
+    end."""
     with _signals(engine, ctx), _unconfined(ctx):
+        if preflight:
+            await run_preflight(ctx)
         done = await engine.run()
         if engine.fatal is None:
             await _tidy(ctx, engine, limits)

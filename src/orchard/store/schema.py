@@ -110,6 +110,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE attempts ADD COLUMN teardown_s REAL;
     ALTER TABLE runs ADD COLUMN held TEXT NOT NULL DEFAULT '';
     """,
+    # 5: the verify commands the preflight found failing on the base, before any agent ran.
+    """
+    ALTER TABLE runs ADD COLUMN baseline_red TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 

@@ -29,7 +29,8 @@ from orchard.store.schema import migrate
 R = TypeVar("R")
 
 # The columns a save writes: everything but the keys and what never changes after the row is added.
-RUN_SAVED = ("status", "finished_at", "pid", "reason", "cancel_requested", "integration_tip", "held")
+RUN_SAVED = ("status", "finished_at", "pid", "reason", "cancel_requested", "integration_tip", "held",
+             "baseline_red")
 TASK_SAVED = ("status", "attempts", "failures", "branch", "started_at", "finished_at", "error", "conflicts",
               "merged_commit", "feedback")
 ATTEMPT_SAVED = ("finished_at", "outcome", "exit_code", "signal", "pid", "pgid", "end_commit", "detail", "tokens_in",

@@ -61,13 +61,21 @@ def get_requires_for_build_wheel(config_settings=None):
 get_requires_for_build_editable = get_requires_for_build_wheel
 
 
-def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+def _base():
+    """Where the package lives: `src/` in a src layout, else the project's root."""
     package = _project()["name"].replace("-", "_")
-    return _wheel(wheel_directory, {p.as_posix(): p.read_text() for p in sorted(pathlib.Path(package).rglob("*.py"))})
+    return pathlib.Path("src") if pathlib.Path("src", package).is_dir() else pathlib.Path(".")
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    base, package = _base(), _project()["name"].replace("-", "_")
+    files = sorted((base / package).rglob("*.py"))
+    return _wheel(wheel_directory, {p.relative_to(base).as_posix(): p.read_text() for p in files})
 
 
 def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
-    return _wheel(wheel_directory, {"__editable__." + _project()["name"] + ".pth": os.getcwd() + "\\n"})
+    where = os.path.abspath(str(_base()))
+    return _wheel(wheel_directory, {"__editable__." + _project()["name"] + ".pth": where + "\\n"})
 '''
 
 
@@ -82,11 +90,12 @@ def pyproject(name: str, dependencies: Iterable[str] = (), scripts: Mapping[str,
 
 
 def package_files(name: str, body: str, dependencies: Iterable[str] = (),
-                  scripts: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The files of one buildable package: pyproject.toml, the backend and `<name>/__init__.py`."""
+                  scripts: Mapping[str, str] | None = None, *, src_layout: bool = False) -> dict[str, str]:
+    """The files of one buildable package: pyproject.toml, the backend and `<name>/__init__.py` (under `src/` in a
+    src layout, where an editable install puts `src/` on sys.path)."""
     module = name.replace("-", "_")
     return {"pyproject.toml": pyproject(name, dependencies, scripts), "_build/backend.py": BACKEND,
-            f"{module}/__init__.py": body}
+            f"{'src/' if src_layout else ''}{module}/__init__.py": body}
 
 
 def write_files(root: Path, files: Mapping[str, str]) -> None:

@@ -179,6 +179,12 @@ def staged_blobs(worktree: Path, patterns: Sequence[str]) -> str:
     return _git(worktree, "ls-files", "--stage", "-z", "--", *(f":(glob){p}" for p in patterns)).stdout
 
 
+def tracked_matching(checkout: Path, patterns: Sequence[str]) -> list[str]:
+    """The tracked files of a checkout that the glob `patterns` name, relative to its root."""
+    out = _git(checkout, "ls-files", "-z", "--", *(f":(glob){p}" for p in patterns)).stdout
+    return [p for p in out.split("\0") if p]
+
+
 def tree_without(repo: Repo, commit: str, paths: Sequence[str]) -> str:
     """The tree of `commit` with `paths` left out (through an index of its own: no checkout touched)."""
     index = repo.git_dir / f"orchard-index-{os.getpid()}-{threading.get_ident()}"

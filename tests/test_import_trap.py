@@ -1,0 +1,60 @@
+"""The editable-install trap (`runtime.imports`): with the project installed editable in the user's own venv, a
+verify run from that venv in a task's worktree would import the package from the user's checkout. `orchard plan`,
+`orchard doctor` and `orchard run` say so with the fix; `preflight: strict` refuses to run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from orchard.testing.pyproject import PIP_QUIET, package_files, write_files
+from tests.conftest import PYTHON, git, init_repo, query, run_orchard
+from tests.test_engine_acceptance import plan_text, task
+
+CALC = "def add(a, b):\n    return a + b\n"
+TEST = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
+
+
+def calc_project(root: Path) -> Path:
+    """A src-layout project `calc` with a test that imports it (only an install puts `src/` on sys.path)."""
+    repo = init_repo(root, {".gitignore": ".venv/\n__pycache__/\n"})
+    write_files(repo, {**package_files("calc", CALC, src_layout=True), "tests/test_calc.py": TEST})
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "calc")
+    return repo
+
+
+def user_venv(where: Path, project: Path) -> Path:
+    """The user's own venv with the project installed editable, as `pip install -e .` in the checkout leaves it."""
+    subprocess.run([PYTHON, "-m", "venv", str(where)], check=True, capture_output=True, timeout=300)
+    subprocess.run([str(where / "bin" / "python"), "-m", "pip", "install", *PIP_QUIET, "--no-build-isolation", "-e",
+                    str(project)], check=True, capture_output=True, timeout=300, cwd=project)
+    return where
+
+
+def activated(venv: Path) -> dict[str, str]:
+    """The environment of a shell with `venv` activated."""
+    return {"PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(venv)}
+
+
+def test_plan_doctor_and_run_warn_of_a_verify_that_imports_the_project_from_the_users_checkout(
+        tmp_path: Path, write_plan: Callable[..., Path]) -> None:
+    repo = calc_project(tmp_path / "calc")
+    env = activated(user_venv(tmp_path / "uservenv", repo))
+    tasks = task("a", "@write notes.txt n", "    verify: [python, -m, pytest, -q]\n")
+    plan = write_plan(plan_text(tasks))
+    shown = run_orchard("plan", str(plan), cwd=repo, env=env)
+    assert shown.code == 0, shown.err
+    expected = f"imports calc from {(repo / 'src' / 'calc' / '__init__.py').resolve()}, outside the task's worktree"
+    assert expected in shown.out and ".venv/bin/pytest" in shown.out  # with the fix
+    assert expected in run_orchard("doctor", str(plan), "--json", cwd=repo, env=env).out
+    strict = run_orchard("run", str(write_plan("preflight: strict\n" + plan_text(tasks), "strict.yaml")), cwd=repo,
+                         env=env)
+    assert strict.code == 2 and expected in strict.err and "Traceback" not in strict.err
+    assert not (repo / ".orchard" / "state.db").exists() or query(repo, "SELECT count(*) FROM runs") == [(0,)]
+    # the same verify from orchard's own Python, where calc is not installed: nothing to warn of
+    clean = run_orchard("plan", str(write_plan(plan_text(task(
+        "a", "@write notes.txt n", f"    verify: [{PYTHON}, -m, pytest, -q]\n")), "clean.yaml")), cwd=repo)
+    assert clean.code == 0 and "outside the task's worktree" not in clean.out
