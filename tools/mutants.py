@@ -102,6 +102,11 @@ MUTANTS = (
            "    red = ctx.journal.run().red_on_base(shlex.join(task.verify))", "    red = False",
            ("tests/test_preflight.py::test_a_verify_red_on_the_base_marks_the_failures_baseline_red_and_not_the_"
             "agents_fault",)),
+    Mutant("a retry's verify runs with the PATH of the shell it came from", "src/orchard/runtime/context.py",
+           "        return {**os.environ, **self.journal.run().recorded_environment()}",
+           "        return dict(os.environ)",
+           ("tests/test_recorded_environment.py::test_a_retry_from_another_shell_verifies_with_the_path_the_run_"
+            "started_with",)),
     Mutant("a resume does not tear down what a crashed session left", "src/orchard/runtime/session.py",
            "            await tear_down_left(ctx)\n", "",
            ("tests/test_environment.py::test_teardown_runs_after_a_first_ctrl_c_and_after_a_crash_in_the_resume",)),

@@ -71,6 +71,15 @@ def agent_environment(environ: Mapping[str, str], kind: str, env_pass: object) -
     return {name: value for name, value in environ.items() if allowed(name)}
 
 
+def recordable_environment(environ: Mapping[str, str], is_secret: Callable[[str], bool]) -> dict[str, str]:
+    """The basics of `environ` a run records at its start, for its setup and verify in every later session (`PATH`
+    above all); proxies (their URLs may hold credentials) and any value that looks like a secret are left out and
+    read live each time."""
+    allowed = _allowlist("", ())
+    return {name: value for name, value in environ.items()
+            if allowed(name) and "proxy" not in name.lower() and not is_secret(value)}
+
+
 @functools.lru_cache(maxsize=64)
 def _allowlist(kind: str, extra: tuple[str, ...]) -> Callable[[str], re.Match[str] | None]:
     """One compiled matcher for every pattern an agent of `kind` may see (the same as `fnmatchcase` on each, once

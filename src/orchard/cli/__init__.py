@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.text import Text
 
 from orchard.cli.doctor_cmd import doctor_cmd
-from orchard.cli.inspect_cmds import logs_cmd, status_cmd
+from orchard.cli.inspect_cmds import logs_cmd, show_cmd, status_cmd
 from orchard.cli.manage_cmds import cancel_cmd, clean_cmd, land_cmd
 from orchard.cli.plan_cmd import plan_cmd
 from orchard.cli.run_cmds import demo_cmd, resume_cmd, retry_cmd, run_cmd
@@ -32,8 +32,8 @@ def cli(ctx: click.Context, directory: Path | None) -> None:
     ctx.obj = directory
 
 
-for command in (plan_cmd, run_cmd, resume_cmd, retry_cmd, status_cmd, logs_cmd, cancel_cmd, clean_cmd, land_cmd,
-                demo_cmd, doctor_cmd):
+for command in (plan_cmd, run_cmd, resume_cmd, retry_cmd, status_cmd, show_cmd, logs_cmd, cancel_cmd, clean_cmd,
+                land_cmd, demo_cmd, doctor_cmd):
     cli.add_command(command)
 
 

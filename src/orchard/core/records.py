@@ -31,6 +31,12 @@ class RunRecord:
     integration_tip: str | None = None
     held: str = ""  # why new attempts wait for the machine (its `limits`), while they do
     baseline_red: str = ""  # JSON list of the verify commands that failed on the base before any agent ran
+    environment: str = ""  # JSON object: the variables (PATH …) at `orchard run`, which setup and verify run with
+
+    def recorded_environment(self) -> dict[str, str]:
+        """The variables recorded at `orchard run` ({} for a run recorded before they were)."""
+        found = json.loads(self.environment) if self.environment else {}
+        return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
     def red_on_base(self, verify: str) -> bool:
         """Whether `verify` (a command as `shlex.join` writes it) failed on the untouched base (`preflight`)."""

@@ -153,13 +153,15 @@ class Journal:
 
     # ---- the run -------------------------------------------------------------------------------------------------
     def run_started(self, *, plan: Plan, base: str, base_commit: str, integration_branch: str, parallel: int,
-                    pid: int) -> None:
-        """A new run: its record, every task pending, orchard's record of the integration tip at the base."""
+                    pid: int, environment: dict[str, str] | None = None) -> None:
+        """A new run: its record (with the variables setup and verify are to run with), every task pending,
+        orchard's record of the integration tip at the base."""
         with self.atomic(durable=True):
             now = self._clock()
             run = RunRecord(id=self.run_id, status=RunStatus.RUNNING, base=base, base_commit=base_commit,
                             integration_branch=integration_branch, plan_source=plan.source, parallel=parallel,
-                            started_at=now, pid=pid, integration_tip=base_commit)
+                            started_at=now, pid=pid, integration_tip=base_commit,
+                            environment=json.dumps(environment, sort_keys=True) if environment else "")
             track_of = {tid: name for name, members in plan.tracks.items() for tid in members}
             tasks = [TaskRecord(run_id=self.run_id, task_id=t.id, position=i, status=S.PENDING, agent=t.agent,
                                 track=track_of.get(t.id, t.track)) for i, t in enumerate(plan.tasks)]

@@ -341,7 +341,7 @@ async def _verify(ctx: RunContext, attempt: Attempt, collected: Verdict) -> Verd
                                   Supervision(max(0.1, attempt.deadline - time.monotonic()), None,
                                               ctx.processes.grace_s),
                                   on_spawn=lambda pid: ctx.processes.started(task.id, pid),
-                                  base_env=agent_environment(os.environ, "", task.verify_env_pass),
+                                  base_env=agent_environment(ctx.environ, "", task.verify_env_pass),
                                   redact=ctx.redactor.bytes)
     exit_info = sandboxed_exit(exit_info) if box else exit_info
     ctx.processes.ended(task.id)

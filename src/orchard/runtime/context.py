@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -89,6 +90,12 @@ class RunContext:
     @property
     def user_repo(self) -> Repo:
         return self.own.user
+
+    @functools.cached_property
+    def environ(self) -> dict[str, str]:
+        """The environment setup, verify and teardown start from: orchard's own, with the variables recorded at
+        `orchard run` over it, so a resume from another shell runs them as the run began."""
+        return {**os.environ, **self.journal.run().recorded_environment()}
 
     @functools.cached_property
     def pool(self) -> WorktreePool:

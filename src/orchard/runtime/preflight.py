@@ -91,7 +91,7 @@ async def _check(ctx: RunContext, check: Check, number: int) -> tuple[str, Phase
         setup = await _set_up(ctx, check, worktree=worktree, log=log, env=env)
         if not setup.passed:
             return "cannot_start", setup
-        missing = _missing_program(check.verify, worktree)
+        missing = _missing_program(check.verify, worktree, ctx.environ.get("PATH", os.defpath))
         if missing:
             return "cannot_start", PhaseResult(False, missing, started=False)
         result = await run_phase(ctx, phase="verify", commands=(check.verify,), task_id=LINK, agent=check.task.agent,
@@ -131,15 +131,15 @@ def _release(ctx: RunContext, link: Path, branch: str) -> None:
         delete_ref(ctx.git, "refs/heads/" + branch)
 
 
-def _missing_program(verify: tuple[str, ...], worktree: Path) -> str:
+def _missing_program(verify: tuple[str, ...], worktree: Path, path: str) -> str:
     """Why the verify's program cannot be found ("" when it can): a path is taken in the worktree, a name on PATH."""
     program = verify[0]
     if "/" in program:
-        path = Path(program) if os.path.isabs(program) else worktree / program
-        if path.is_file() and os.access(path, os.X_OK):
+        where = Path(program) if os.path.isabs(program) else worktree / program
+        if where.is_file() and os.access(where, os.X_OK):
             return ""
         return f"verify `{shlex.join(verify)}`: {program} does not exist (or is not executable) in the worktree"
-    if shutil.which(program, path=os.environ.get("PATH", os.defpath)):
+    if shutil.which(program, path=path):
         return ""
     return f"verify `{shlex.join(verify)}`: {program} is not on PATH"
 

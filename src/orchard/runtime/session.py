@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from orchard.agents.requirements import recordable_environment
 from orchard.core.journal import Observer, Records
 from orchard.core.model import NO_LIMITS, Limits, Plan, RunStatus
 from orchard.core.redact import Redactor
@@ -159,8 +160,10 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
             journal = open_journal(records, run_id, plan=plan, observers=options.observers)
             # recorded first: a kill between the two leaves a run to resume (whose guard creates the branch), never
             # an integration branch nothing knows about
+            redactor = redactor_for(plan)
             journal.run_started(plan=plan, base=base_name, base_commit=base_commit,
-                                integration_branch=integration_branch(run_id), parallel=width, pid=os.getpid())
+                                integration_branch=integration_branch(run_id), parallel=width, pid=os.getpid(),
+                                environment=recordable_environment(os.environ, lambda v: redactor(v) != v))
             create_branch(own.repo, integration_branch(run_id), base_commit)
             ctx = _context(own, layout, journal, tip=base_commit, width=width)
             await mirror_or_note(ctx)  # the user sees the run's branch from the start

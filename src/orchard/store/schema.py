@@ -110,9 +110,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE attempts ADD COLUMN teardown_s REAL;
     ALTER TABLE runs ADD COLUMN held TEXT NOT NULL DEFAULT '';
     """,
-    # 5: the verify commands the preflight found failing on the base, before any agent ran.
+    # 5: the verify commands the preflight found failing on the base, before any agent ran, and the variables at
+    # `orchard run` that setup and verify keep using in every later session.
     """
     ALTER TABLE runs ADD COLUMN baseline_red TEXT NOT NULL DEFAULT '';
+    ALTER TABLE runs ADD COLUMN environment TEXT NOT NULL DEFAULT '';
     """,
 )
 

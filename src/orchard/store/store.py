@@ -173,9 +173,10 @@ class Store:
         snapshot, kept = json.dumps(data), self._keep_secrets(run.id, secrets)
         self.conn.execute(
             "INSERT INTO runs (id, status, base, base_commit, integration_branch, plan_source, plan_json, plan_sha256,"
-            " parallel, started_at, pid, integration_tip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " parallel, started_at, pid, integration_tip, environment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run.id, run.status.value, run.base, run.base_commit, run.integration_branch, run.plan_source,
-             snapshot, _digest(snapshot, kept), run.parallel, run.started_at, run.pid, run.integration_tip),
+             snapshot, _digest(snapshot, kept), run.parallel, run.started_at, run.pid, run.integration_tip,
+             run.environment),
         )
         self.conn.executemany(
             "INSERT INTO tasks (run_id, task_id, position, status, agent, track) VALUES (?, ?, ?, ?, ?, ?)",
