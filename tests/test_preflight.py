@@ -38,6 +38,8 @@ def test_a_verify_that_cannot_run_on_the_base_stops_the_run_with_exit_3_before_a
     assert query(repo, "SELECT status, reason LIKE 'preflight:%' FROM runs") == [("failed", 1)]
     checked = [json.loads(d) for (d,) in query(repo, "SELECT data FROM events WHERE type = 'preflight.checked'")]
     assert [c["outcome"] for c in checked] == ["cannot_start"]
+    again = run_orchard("resume", cwd=repo)  # not past its preflight yet: checked again, still no agent
+    assert again.code == 3 and not started.exists(), again.out + again.err
 
 
 def test_preflight_off_starts_the_agents_whatever_the_verify(

@@ -23,6 +23,7 @@ from orchard.runtime.environment import PhaseResult, copy_included, included_fil
 from orchard.runtime.resources import task_variables
 from orchard.vcs import delete_ref
 
+PREFLIGHT_REASON = "preflight:"  # how the reason of a run its preflight stopped begins
 LINK = ".preflight"  # the preflight's hold on a pooled worktree, beside the tasks' links: no task id starts with "."
 PYTEST_CANNOT_RUN = frozenset({2, 3, 4, 5})  # interrupted (collection errors), internal error, usage, no tests
 SHELL_CANNOT_RUN = frozenset({126, 127})  # not executable, not found
@@ -71,7 +72,7 @@ async def run_preflight(ctx: RunContext) -> None:
             ctx.journal.noted(f"verify `{check.command}` fails on the base, before any agent changed anything; its "
                               f"failures in tasks will say so (baseline_red):\n{result.detail}", level="warning")
         elif outcome == "cannot_start":
-            reason = f"preflight: {result.detail}"
+            reason = f"{PREFLIGHT_REASON} {result.detail}"
             ctx.journal.run_finished(RunStatus.FAILED, reason=reason)
             raise PreflightFailed(f"{reason}\nNo agent was started. Fix the plan's verify or environment (or set "
                                   f"`preflight: off` to skip this check) and run again.")
