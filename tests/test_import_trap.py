@@ -54,6 +54,9 @@ def test_plan_doctor_and_run_warn_of_a_verify_that_imports_the_project_from_the_
                          env=env)
     assert strict.code == 2 and expected in strict.err and "Traceback" not in strict.err
     assert not (repo / ".orchard" / "state.db").exists() or query(repo, "SELECT count(*) FROM runs") == [(0,)]
+    # without strict the run says so at its start; here its preflight then finds no pytest in that venv at all
+    ran = run_orchard("run", str(plan), cwd=repo, env=env)
+    assert expected in ran.out and ran.code == 3 and "No module named pytest" in ran.err, ran.out + ran.err
     # the same verify from orchard's own Python, where calc is not installed: nothing to warn of
     clean = run_orchard("plan", str(write_plan(plan_text(task(
         "a", "@write notes.txt n", f"    verify: [{PYTHON}, -m, pytest, -q]\n")), "clean.yaml")), cwd=repo)

@@ -23,7 +23,7 @@ def _verify(code: str) -> str:
 @pytest.mark.parametrize(("verify", "said"), [
     ("    verify: [no-such-test-runner, -q]\n", "no-such-test-runner is not on PATH"),
     ("    verify: [bin/run-tests]\n", "bin/run-tests does not exist"),
-    (_verify("import no_such_module_anywhere"), "ModuleNotFoundError"),
+    (_verify("import no_such_module_anywhere"), "No module named 'no_such_module_anywhere'"),
 ], ids=["not-on-path", "missing-in-worktree", "import-error"])
 def test_a_verify_that_cannot_run_on_the_base_stops_the_run_with_exit_3_before_any_agent(
         repo: Path, write_plan: Callable[[str], Path], tmp_path: Path, verify: str, said: str) -> None:
@@ -86,8 +86,14 @@ def test_a_plan_with_an_unknown_preflight_is_refused_naming_the_field(
     (("make", "test"), 2, "red"),  # make's failure, not a usage error
     (("sh", "-c", "exit 127"), 127, "cannot_start"),
     (("npm", "test"), 1, "red"),
+    (("python", "-m", "pytest"), 1, "red"),
 ])
 def test_which_failures_on_the_base_mean_the_verify_cannot_run(verify: tuple[str, ...], code: int,
                                                                 expected: str) -> None:
     assert verdict_of(verify, PhaseResult(False, "", exit_code=code)) == expected
     assert verdict_of(verify, PhaseResult(True)) == "passed"
+
+
+def test_a_python_without_the_module_it_runs_cannot_run_the_verify() -> None:
+    missing = PhaseResult(False, "verify failed (exit 1)\n/venv/bin/python: No module named pytest", exit_code=1)
+    assert verdict_of(("python", "-m", "pytest", "-q"), missing) == "cannot_start"

@@ -147,15 +147,15 @@ def _missing_program(verify: tuple[str, ...], worktree: Path, path: str) -> str:
 
 def verdict_of(verify: tuple[str, ...], result: PhaseResult) -> str:
     """passed, red (the tests ran and failed) or cannot_start (they could not run: pytest's exit codes 2-5, a
-    Python that could not open its script or import, a program not found or not executable)."""
+    Python that could not open its script or find a module, a program not found or not executable)."""
     if result.passed:
         return "passed"
     if not result.started or result.exit_code in SHELL_CANNOT_RUN:
         return "cannot_start"
     words = [Path(arg).name for arg in verify[:3]]
+    if words[0].startswith("python") and (result.exit_code == 2 or "No module named" in result.detail):
+        return "cannot_start"  # it could not open its script, or `-m` found no such module (no pytest installed)
     if "pytest" in words or "py.test" in words:
         return "cannot_start" if result.exit_code in PYTEST_CANNOT_RUN else "red"
-    if words[0].startswith("python") and (result.exit_code == 2 or "ModuleNotFoundError" in result.detail):
-        return "cannot_start"
     return "red"
 
