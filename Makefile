@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test agents system bench lint typecheck mutants clean
+.PHONY: demo test agents system wheels bench lint typecheck mutants clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ agents:
 	@bash tools/install-agents.sh
 	@bash tools/install-aider.sh
 
+# Wheels (pytest and its dependencies, pinned in tools/wheels.txt) that the Python sample-project tests install
+# offline into the venvs their tasks' setup makes.
+wheels: $(STAMP)
+	@bash tools/fetch-wheels.sh
+
 # Distribution packages the tests need: bubblewrap for the agents' sandbox (apt-get as root, else it says how).
 system:
 	@bash tools/install-system.sh
@@ -33,7 +38,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) agents system
+test: $(STAMP) agents system wheels
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q

@@ -168,6 +168,27 @@ def test_a_reused_worktree_keeps_its_setup_and_runs_it_again_only_when_its_input
     assert skipped == 6 - (len(before_bump) - 1)  # every task but those on a worktree the run made after preflight
 
 
+
+def test_a_reused_worktree_whose_setup_made_what_keep_does_not_keep_runs_setup_again(
+        repo: Path, write_plan: Callable[[str], Path], tmp_path: Path) -> None:
+    """The setup's fingerprint is unchanged, but the pool's reset removed the `.venv` it made (no `keep`): skipping
+    setup would leave the task without it."""
+    (repo / "pyproject.toml").write_text("[project]\nname = 'sample'\n")
+    (repo / ".gitignore").write_text(".venv/\n__pycache__/\n")
+    git(repo, "add", "pyproject.toml", ".gitignore")
+    git(repo, "commit", "-qm", "a project")
+    runs = RENDEZVOUS / f"{tmp_path.name}-setups"
+    setup = _py(SETUP_RECORD.format(log=runs))
+    installed = _py("import pathlib; assert pathlib.Path('.venv/marker').read_text() == 'installed'")
+    tasks = task("a", "@write a.txt a", f"    verify: {installed}\n")
+    tasks += task("b", "@write b.txt b", f"    depends_on: [a]\n    verify: {installed}\n")
+    plan = write_plan(f"environment:\n  setup: [{setup}]\n  setup_inputs: [pyproject.toml]\n"
+                      + plan_text(tasks, parallel=1))
+    result = run_orchard("run", str(plan), cwd=repo)
+    assert result.code == 0, result.out + result.err
+    assert [line.split()[0] for line in runs.read_text().splitlines()] == ["a", "a", "b"]  # preflight, a, b
+    assert query(repo, "SELECT task_id, setup_skipped FROM attempts ORDER BY id") == [("a", 0), ("b", 0)]
+
 SERVE = """import json, os, pathlib, socket, sys, time
 signals = pathlib.Path(sys.argv[1])
 server = socket.socket()

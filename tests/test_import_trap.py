@@ -12,6 +12,7 @@ from pathlib import Path
 from orchard.testing.pyproject import PIP_QUIET, package_files, write_files
 from tests.conftest import PYTHON, git, init_repo, query, run_orchard
 from tests.test_engine_acceptance import plan_text, task
+from tests.test_python_project import venv_recipe, wheelhouse
 
 CALC = "def add(a, b):\n    return a + b\n"
 TEST = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
@@ -61,3 +62,32 @@ def test_plan_doctor_and_run_warn_of_a_verify_that_imports_the_project_from_the_
     clean = run_orchard("plan", str(write_plan(plan_text(task(
         "a", "@write notes.txt n", f"    verify: [{PYTHON}, -m, pytest, -q]\n")), "clean.yaml")), cwd=repo)
     assert clean.code == 0 and "outside the task's worktree" not in clean.out
+
+
+BREAK = "@write src/calc/__init__.py def add(a, b):\\n    return a - b"
+
+
+def test_the_trap_merges_a_breaking_task_and_the_per_worktree_venv_recipe_fails_it(
+        tmp_path: Path, write_plan: Callable[..., Path]) -> None:
+    wheels = wheelhouse()
+    repo = calc_project(tmp_path / "calc")
+    venv = user_venv(tmp_path / "uservenv", repo)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", *PIP_QUIET, "--find-links", str(wheels),
+                    "pytest"], check=True, capture_output=True, timeout=300)
+    env = activated(venv)
+    trapped = write_plan(plan_text(task("breaks", BREAK, "    verify: [pytest, -q]\n")), "trapped.yaml")
+    ran = run_orchard("run", str(trapped), cwd=repo, env=env, timeout=300)
+    assert "outside the task's worktree" in ran.out  # warned at the start, with the fix
+    # and this is why: the user's pytest tested the user's checkout, so the broken code passed and merged
+    assert ran.code == 0, ran.out + ran.err
+    run_id = run_orchard("show", "--json", cwd=repo).json()["id"]
+    assert "a - b" in git(repo, "show", f"orchard/{run_id}/integration:src/calc/__init__.py")
+    recipe = venv_recipe(wheels).replace("defaults:\n", "defaults:\n  agent: fake\n  retries: 0\n")
+    own = write_plan(recipe + plan_text(task("breaks", BREAK)).replace("defaults: {agent: fake, retries: 0}\n", ""),
+                     "own.yaml")
+    shown = run_orchard("plan", str(own), cwd=repo, env=env)
+    assert shown.code == 0 and "outside the task's worktree" not in shown.out
+    failed = run_orchard("run", str(own), cwd=repo, env=env, timeout=300)
+    assert failed.code == 1, failed.out + failed.err
+    rows = {t["id"]: t for t in run_orchard("status", "--json", cwd=repo).json()["tasks"]}
+    assert rows["breaks"]["status"] == "failed" and "verify failed" in str(rows["breaks"]["error"])

@@ -69,3 +69,74 @@ def test_a_kept_venv_works_in_every_task_the_pooled_worktree_serves(
         assert found["script"]["code"] == 0, (name, found)  # its shebang names the venv where it still is
         assert found["script"]["out"] == f"hello from {worktrees[name]}", (name, found)
         assert found["imports"]["out"] == f"{worktrees[name]}/app/__init__.py", (name, found)
+
+
+WHEELS = Path(__file__).resolve().parent.parent / ".tools" / "wheels"
+
+# The sample project's agent: a module and its test per task; `bump` changes pyproject.toml (the setup input).
+WRITER = """import os, pathlib
+task = os.environ["ORCHARD_TASK_ID"]
+if task == "bump":
+    p = pathlib.Path("pyproject.toml")
+    p.write_text(p.read_text().replace('version = "1.0"', 'version = "1.1"'))
+else:
+    name = task.replace("-", "_")
+    pathlib.Path("src/calc", name + ".py").write_text("def value():\\n    return %d\\n" % len(name))
+    pathlib.Path("tests", "test_" + name + ".py").write_text(
+        "import os\\nimport calc\\nfrom calc import %s as m\\n\\n\\ndef test_value():\\n    assert m.value() == %d\\n"
+        "    assert calc.__file__.startswith(os.getcwd())  # the worktree's code\\n" % (name, len(name)))
+"""
+CALC = "def add(a, b):\n    return a + b\n"
+CALC_TEST = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
+
+
+def wheelhouse() -> Path:
+    """The pinned pytest wheels `make wheels` (part of `make test`) downloads; a clear failure without them."""
+    found = sorted(WHEELS.glob("pytest-*.whl"))
+    assert found, f"no pytest wheel in {WHEELS}: run `make wheels` (or `make test`) to fetch the pinned wheels"
+    return WHEELS
+
+
+def calc_repo(root: Path) -> Path:
+    """A src-layout project `calc` whose tests import it: only an install puts `src/` on sys.path."""
+    repo = init_repo(root, {".gitignore": ".venv/\n__pycache__/\n"})
+    write_files(repo, {**package_files("calc", CALC, src_layout=True), "tests/test_calc.py": CALC_TEST})
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "calc")
+    return repo
+
+
+def venv_recipe(wheels: Path) -> str:
+    """The README's per-worktree venv recipe, offline: pytest from the wheelhouse, the project editable."""
+    setup = [[PYTHON, "-m", "venv", ".venv"],
+             [".venv/bin/python", "-m", "pip", "install", *PIP_QUIET, "--find-links", str(wheels), "pytest"],
+             [".venv/bin/python", "-m", "pip", "install", *PIP_QUIET, "--no-build-isolation", "-e", "."]]
+    return (f"environment:\n  setup: {json.dumps(setup)}\n  setup_inputs: [pyproject.toml]\n  keep: [.venv]\n"
+            f"  setup_timeout: 5m\ndefaults:\n  verify: [.venv/bin/pytest, -q]\n")
+
+
+def test_a_python_project_set_up_once_per_worktree_merges_8_tasks_verified_by_its_own_pytest(
+        tmp_path: Path, write_plan: Callable[[str], Path]) -> None:
+    repo = calc_repo(tmp_path / "calc")
+    names = [f"t{i}" for i in range(6)]
+    tasks = "".join(task(name, "add a module and its test") for name in names)
+    tasks += task("bump", "bump the version", f"    depends_on: [{', '.join(names)}]\n")
+    tasks += task("after-bump", "add a module and its test", "    depends_on: [bump]\n")
+    agents = f'agents:\n  writer: {{type: command, command: ["{PYTHON}", "-c", {json.dumps(WRITER)}]}}\n'
+    recipe = venv_recipe(wheelhouse()).replace("defaults:\n", "defaults:\n  agent: writer\n  retries: 0\n")
+    plan = write_plan(f"parallel: 2\n{recipe}{agents}tasks:\n{tasks}")
+    result = run_orchard("run", str(plan), cwd=repo, timeout=600)
+    assert result.code == 0, result.out + result.err
+    rows = run_orchard("status", "--json", cwd=repo).json()["tasks"]
+    assert sorted(t["id"] for t in rows if t["status"] == "merged") == sorted([*names, "bump", "after-bump"])
+    attempts = query(repo, "SELECT task_id, worktree, setup_skipped FROM attempts ORDER BY id")
+    assert len(attempts) == 8  # no retries: every verify passed first time
+    worktrees = {where for _, where, _ in attempts}
+    ran = [(task_id, where) for task_id, where, skipped in attempts if not skipped]
+    before = [where for task_id, where in ran if task_id != "after-bump"]
+    assert len(before) == len(set(before)) <= len(worktrees)  # set up at most once per worktree, not per task
+    assert ("after-bump" in dict(ran)) and len(ran) <= len(worktrees) + 1  # pyproject.toml changed: again
+    finished = query(repo, "SELECT data FROM events WHERE type = 'setup.finished'")
+    assert sum(not json.loads(d)["skipped"] for (d,) in finished) == len(ran)
+    log = next((repo / ".orchard" / "runs").glob("*/logs/t0.1.log")).read_text()
+    assert "passed" in log  # pytest ran the tests in the worktree's venv

@@ -107,6 +107,10 @@ MUTANTS = (
            "        return dict(os.environ)",
            ("tests/test_recorded_environment.py::test_a_retry_from_another_shell_verifies_with_the_path_the_run_"
             "started_with",)),
+    Mutant("setup is skipped though the pool removed what it made", "src/orchard/runtime/environment.py",
+           "and all(os.path.lexists(self.worktree / p) for p in left)", "and True",
+           ("tests/test_environment.py::test_a_reused_worktree_whose_setup_made_what_keep_does_not_keep_runs_setup_"
+            "again",)),
     Mutant("a resume does not tear down what a crashed session left", "src/orchard/runtime/session.py",
            "            await tear_down_left(ctx)\n", "",
            ("tests/test_environment.py::test_teardown_runs_after_a_first_ctrl_c_and_after_a_crash_in_the_resume",)),

@@ -25,7 +25,7 @@ from orchard.core.model import Environment
 from orchard.runtime.context import RunContext
 from orchard.runtime.process import Supervision, append_log, run_process
 from orchard.runtime.sandbox import box_for, confine, sandboxed_exit
-from orchard.vcs import Repo, staged_blobs, untracked_matching
+from orchard.vcs import Repo, staged_blobs, untracked_entries, untracked_matching
 from orchard.vcs.git import admin_dir
 
 WORKTREEINCLUDE = ".worktreeinclude"  # read by Claude Code, Codex and ccmanager too
@@ -73,16 +73,25 @@ class PhaseResult:
 
 @dataclass(frozen=True)
 class SetupStamp:
-    """A worktree's record of the setup it last ran: `current` when its fingerprint matches (setup can be skipped),
-    `save` after setup ran. Without `setup_inputs` there is no stamp and setup runs every time."""
+    """A worktree's record of the setup it last ran: `current` when its fingerprint matches and everything untracked
+    that setup left (a `.venv`) is still there (setup can be skipped), `save` after setup ran. Without
+    `setup_inputs` there is no stamp and setup runs every time."""
 
+    worktree: Path
     record: Path | None
     stamp: str | None
 
     @property
     def current(self) -> bool:
-        return (self.stamp is not None and self.record is not None and self.record.is_file()
-                and self.record.read_text() == self.stamp)
+        if self.stamp is None or self.record is None or not self.record.is_file():
+            return False
+        try:
+            saved = json.loads(self.record.read_text())
+        except ValueError:
+            return False
+        left = saved.get("left", []) if isinstance(saved, dict) else []
+        # what `keep` did not keep is gone: the setup that made it must run again
+        return saved.get("stamp") == self.stamp and all(os.path.lexists(self.worktree / p) for p in left)
 
     def save(self, passed: bool) -> None:
         if self.record is None:
@@ -90,7 +99,17 @@ class SetupStamp:
         self.record.unlink(missing_ok=True)
         if passed and self.stamp is not None:
             self.record.parent.mkdir(mode=0o700, exist_ok=True)
-            self.record.write_text(self.stamp)
+            left = [p for p in untracked_entries(self.worktree) if not _byproduct(p)]
+            self.record.write_text(json.dumps({"stamp": self.stamp, "left": left}))
+
+
+BYPRODUCT_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
+
+
+def _byproduct(path: str) -> bool:
+    """What running Python or a build leaves that nothing needs again (setup need not run to make it anew)."""
+    parts = [p for p in path.split("/") if p]
+    return bool(parts) and (bool(BYPRODUCT_DIRS & set(parts)) or parts[-1].endswith((".pyc", ".egg-info")))
 
 
 def setup_stamp(ctx: RunContext, worktree: Path, environment: Environment) -> SetupStamp:
@@ -98,7 +117,7 @@ def setup_stamp(ctx: RunContext, worktree: Path, environment: Environment) -> Se
     found = setup_record(ctx, worktree)
     record, identity = found if found is not None else (None, "")
     current = setup_fingerprint(worktree, environment)
-    return SetupStamp(record, None if current is None else f"{identity} {current}")
+    return SetupStamp(worktree, record, None if current is None else f"{identity} {current}")
 
 
 def setup_fingerprint(worktree: Path, environment: Environment) -> str | None:

@@ -174,6 +174,12 @@ def untracked_tops(worktree: Path) -> list[str]:
     return [p for p in out.split("\0") if p]
 
 
+def untracked_entries(worktree: Path) -> list[str]:
+    """Every untracked path of a worktree, ignored ones too, a directory of them named once (`.venv/`)."""
+    out = _git(worktree, "ls-files", "-z", "--others", "--directory").stdout
+    return [p for p in out.split("\0") if p]
+
+
 def staged_blobs(worktree: Path, patterns: Sequence[str]) -> str:
     """`ls-files --stage` of the files matching the glob `patterns` in a worktree's index (its commit's content)."""
     return _git(worktree, "ls-files", "--stage", "-z", "--", *(f":(glob){p}" for p in patterns)).stdout
