@@ -63,6 +63,9 @@ def checks(plan: Plan) -> list[Check]:
 async def run_preflight(ctx: RunContext) -> None:
     """Run every check on the base; raise PreflightFailed (the run recorded failed) at the first that cannot run."""
     for number, check in enumerate(checks(ctx.plan), start=1):
+        ctx.journal.noted(f"preflight: running verify `{check.command}` on the base"
+                          + (", after the environment's setup," if check.environment.setup else "")
+                          + " before any agent starts")
         outcome, result = await _check(ctx, check, number)
         ctx.journal.preflight_checked(check.command, outcome=outcome, duration_s=result.duration_s,
                                       detail=result.detail)
