@@ -5,6 +5,8 @@ tasks' failures of it `baseline_red` instead of blaming their agents."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 
 from orchard.runtime.environment import PhaseResult
 from orchard.runtime.preflight import verdict_of
-from tests.conftest import PYTHON, RENDEZVOUS, query, run_orchard
+from tests.conftest import PYTHON, RENDEZVOUS, query, run_orchard, wait_for
 from tests.test_engine_acceptance import plan_text, task
 
 
@@ -97,3 +99,26 @@ def test_which_failures_on_the_base_mean_the_verify_cannot_run(verify: tuple[str
 def test_a_python_without_the_module_it_runs_cannot_run_the_verify() -> None:
     missing = PhaseResult(False, "verify failed (exit 1)\n/venv/bin/python: No module named pytest", exit_code=1)
     assert verdict_of(("python", "-m", "pytest", "-q"), missing) == "cannot_start"
+
+
+def test_a_preflight_a_crash_cut_short_runs_again_on_resume_before_any_agent(
+        repo: Path, write_plan: Callable[[str], Path], tmp_path: Path,
+        background: Callable[..., subprocess.Popen[str]]) -> None:
+    setting_up, go = RENDEZVOUS / f"{tmp_path.name}-setting-up", RENDEZVOUS / f"{tmp_path.name}-go"
+    agent_ran = RENDEZVOUS / f"{tmp_path.name}-agent-ran"
+    wait = (f"import pathlib, time; pathlib.Path('{setting_up}').touch(); "
+            f"[time.sleep(0.05) for _ in range(1200) if not pathlib.Path('{go}').exists()]")
+    setup = json.dumps([[PYTHON, "-c", wait]])
+    tasks = task("a", f"@touch {agent_ran}\n@write a.txt a", _verify("pass"))
+    plan = write_plan(f"environment:\n  setup: {setup}\n" + plan_text(tasks))
+    first = background("run", str(plan))
+    wait_for(setting_up.exists, "the preflight's setup running")
+    first.send_signal(signal.SIGKILL)  # a crash in the middle of the preflight
+    first.wait(timeout=10)
+    assert not agent_ran.exists()
+    go.touch()
+    resumed = run_orchard("resume", "--json", cwd=repo)
+    assert resumed.code == 0, resumed.out + resumed.err
+    events = [e["type"] for e in resumed.ndjson()]
+    assert "preflight.checked" in events and events.index("preflight.checked") < events.index("attempt.started")
+    assert not list((repo / ".orchard" / "worktrees").glob("*/.preflight"))  # its hold on a worktree is gone

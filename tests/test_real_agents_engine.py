@@ -86,7 +86,7 @@ def test_dependent_plan_edits_merge_and_report_tokens_and_cost(
              {"id": "fix", "prompt": "Fix the greeting in notes.txt. [[script:fix]]", "depends_on": ["create"]},
              {"id": "build", "prompt": "Run the build. [[script:build]]"}]
     result = orchard.run(write_plan(tmp_path, kind, server, tasks), repo=repo)
-    assert result.exit_code == 0, (status(repo), server.problems)
+    assert result.exit_code == 0, ({t: (r["status"], r["error"]) for t, r in status(repo).items()}, server.problems)
     integration = f"orchard/{result.run_id}/integration"
     assert git(repo, "show", f"{integration}:notes.txt") == "hello world\n"
     assert git(repo, "show", f"{integration}:build.txt") == "built\n"

@@ -111,6 +111,9 @@ MUTANTS = (
            "and all(os.path.lexists(self.worktree / p) for p in left)", "and True",
            ("tests/test_environment.py::test_a_reused_worktree_whose_setup_made_what_keep_does_not_keep_runs_setup_"
             "again",)),
+    Mutant("a preflight a crash cut short is not run again", "src/orchard/runtime/preflight.py",
+           "    if ctx.journal.count_events(PreflightChecked.type) < len(checks(ctx.plan)):\n        return True\n", "",
+           ("tests/test_preflight.py::test_a_preflight_a_crash_cut_short_runs_again_on_resume_before_any_agent",)),
     Mutant("a resume does not tear down what a crashed session left", "src/orchard/runtime/session.py",
            "            await tear_down_left(ctx)\n", "",
            ("tests/test_environment.py::test_teardown_runs_after_a_first_ctrl_c_and_after_a_crash_in_the_resume",)),

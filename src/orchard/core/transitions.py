@@ -101,6 +101,10 @@ class Journal:
         """When the journal last recorded anything for this run."""
         return max((ts for _, ts in self.records.event_times(self.run_id)), default=None)
 
+    def count_events(self, event_type: str) -> int:
+        """How many events of `event_type` the run has journaled."""
+        return sum(1 for kind, _ in self.records.event_times(self.run_id) if kind == event_type)
+
     def events(self) -> list[dict[str, Any]]:
         """Every event of the run as its JSON object, in order."""
         return [data for _, data in self.records.events(self.run_id)]

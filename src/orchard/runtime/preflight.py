@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchard.core.events import PreflightChecked
 from orchard.core.model import Environment, Plan, RunStatus, Task
 from orchard.errors import EnvironmentProblem, GitError
 from orchard.runtime.attempt import attempt_variables
@@ -58,6 +59,19 @@ def checks(plan: Plan) -> list[Check]:
             found.setdefault((task.verify, environment, task.verify_env_pass),
                              Check(task.verify, task, environment))
     return list(found.values())
+
+
+def preflight_owed(ctx: RunContext) -> bool:
+    """Whether a resumed run still owes its preflight: its preflight stopped it, or a crash cut it short (fewer
+    checks journaled than the plan has); a leftover hold on a pooled worktree is dropped when it does not."""
+    if ctx.journal.run().reason.startswith(PREFLIGHT_REASON):
+        return True
+    if ctx.journal.count_events(PreflightChecked.type) < len(checks(ctx.plan)):
+        return True
+    link = ctx.layout.worktrees(ctx.run_id) / LINK
+    if link.is_symlink() or link.exists():
+        ctx.pool.discard(link)
+    return False
 
 
 async def run_preflight(ctx: RunContext) -> None:

@@ -32,7 +32,7 @@ from orchard.runtime.imports import import_traps, strict_refusal
 from orchard.runtime.integration import note_restored
 from orchard.runtime.layout import Layout, integration_branch
 from orchard.runtime.lock import RunLock
-from orchard.runtime.preflight import PREFLIGHT_REASON, run_preflight
+from orchard.runtime.preflight import preflight_owed, run_preflight
 from orchard.runtime.publish import mirror_or_note
 from orchard.runtime.recovery import (
     check_resettable,
@@ -208,8 +208,8 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
             await tear_down_left(ctx)
             restored = reconcile(ctx, found, last_seen=last_seen, reset=reset)
             engine = Engine(ctx, run.parallel, restored, min_free=limits.min_free, limits=machine)
-            # a run its preflight stopped has not passed one yet: it runs again before any agent
-            return await _drive(ctx, engine, options, limits, preflight=run.reason.startswith(PREFLIGHT_REASON))
+            owed = preflight_owed(ctx)  # stopped by it, or a crash cut it short
+            return await _drive(ctx, engine, options, limits, preflight=owed)
         finally:
             lock.release()
 
