@@ -9,22 +9,10 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from orchard.testing.pyproject import PIP_QUIET, package_files, write_files
-from tests.conftest import PYTHON, git, init_repo, query, run_orchard
+from orchard.testing.pyproject import PIP_QUIET
+from tests.conftest import PYTHON, git, query, run_orchard
 from tests.test_engine_acceptance import plan_text, task
-from tests.test_python_project import venv_recipe, wheelhouse
-
-CALC = "def add(a, b):\n    return a + b\n"
-TEST = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
-
-
-def calc_project(root: Path) -> Path:
-    """A src-layout project `calc` with a test that imports it (only an install puts `src/` on sys.path)."""
-    repo = init_repo(root, {".gitignore": ".venv/\n__pycache__/\n"})
-    write_files(repo, {**package_files("calc", CALC, src_layout=True), "tests/test_calc.py": TEST})
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "calc")
-    return repo
+from tests.test_python_project import calc_repo, venv_recipe, wheelhouse
 
 
 def user_venv(where: Path, project: Path) -> Path:
@@ -42,7 +30,7 @@ def activated(venv: Path) -> dict[str, str]:
 
 def test_plan_doctor_and_run_warn_of_a_verify_that_imports_the_project_from_the_users_checkout(
         tmp_path: Path, write_plan: Callable[..., Path]) -> None:
-    repo = calc_project(tmp_path / "calc")
+    repo = calc_repo(tmp_path / "calc")
     env = activated(user_venv(tmp_path / "uservenv", repo))
     tasks = task("a", "@write notes.txt n", "    verify: [python, -m, pytest, -q]\n")
     plan = write_plan(plan_text(tasks))
@@ -70,7 +58,7 @@ BREAK = "@write src/calc/__init__.py def add(a, b):\\n    return a - b"
 def test_the_trap_merges_a_breaking_task_and_the_per_worktree_venv_recipe_fails_it(
         tmp_path: Path, write_plan: Callable[..., Path]) -> None:
     wheels = wheelhouse()
-    repo = calc_project(tmp_path / "calc")
+    repo = calc_repo(tmp_path / "calc")
     venv = user_venv(tmp_path / "uservenv", repo)
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", *PIP_QUIET, "--find-links", str(wheels),
                     "pytest"], check=True, capture_output=True, timeout=300)
