@@ -73,8 +73,7 @@ MUTANTS = (
            "    committed: list[str] = []",
            ("tests/test_environment.py::test_ignored_files_reach_every_worktree_as_they_are_and_never_a_commit",)),
     Mutant("a reused worktree runs its setup every time", "src/orchard/runtime/attempt.py",
-           "    if current is not None and record is not None and record.is_file() and record.read_text() == stamp:",
-           "    if False:",
+           "    if stamp.current:", "    if False:",
            ("tests/test_environment.py::test_a_reused_worktree_keeps_its_setup_and_runs_it_again_only_when_its_"
             "inputs_change",)),
     Mutant("a failed setup uses up the task's retries", "src/orchard/core/scheduler.py",
@@ -152,7 +151,7 @@ MUTANTS = (
            'return env.get("ORCHARD_RUN_ID") == run_id',
            ("tests/test_cli_manage.py::test_cancel_after_the_orchestrator_died_stops_its_leftover_agents",)),
     Mutant("verify gets orchard's whole environment", "src/orchard/runtime/attempt.py",
-           'base_env=agent_environment(os.environ, "", task.verify_env_pass),', "base_env=None,",
+           'base_env=agent_environment(ctx.environ, "", task.verify_env_pass),', "base_env=None,",
            ("tests/test_security.py::test_verify_gets_the_allowlisted_environment_and_only_the_secrets_the_plan_"
             "passes",)),
     Mutant("migration 2 leaves integration_tip empty", "src/orchard/store/schema.py",
