@@ -3,7 +3,9 @@ console script, kept (`keep: [.venv]`) through the pool's reuse of the worktree 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,7 +75,10 @@ def test_a_kept_venv_works_in_every_task_the_pooled_worktree_serves(
 
 WHEELS = Path(__file__).resolve().parent.parent / ".tools" / "wheels"
 
-# The sample project's agent: a module and its test per task; `bump` changes pyproject.toml (the setup input).
+# The sample project's agent: a module and its test per task, the test checking that `calc` imports from the
+# worktree's source (through the venv's editable install: not a copy installed in the venv, not another checkout);
+# `bump` changes pyproject.toml (the setup input); the test of `after-bump` also checks that the venv's installed
+# metadata is the bumped one, which only setup run again in its worktree makes it.
 WRITER = """import os, pathlib
 task = os.environ["ORCHARD_TASK_ID"]
 if task == "bump":
@@ -82,10 +87,19 @@ if task == "bump":
 else:
     name = task.replace("-", "_")
     pathlib.Path("src/calc", name + ".py").write_text("def value():\\n    return %d\\n" % len(name))
+    check = "    assert version('calc') == '1.1'\\n" if task == "after-bump" else ""
     pathlib.Path("tests", "test_" + name + ".py").write_text(
-        "import os\\nimport calc\\nfrom calc import %s as m\\n\\n\\ndef test_value():\\n    assert m.value() == %d\\n"
-        "    assert calc.__file__.startswith(os.getcwd())  # the worktree's code\\n" % (name, len(name)))
+        "import os\\nfrom importlib.metadata import version\\n\\nimport calc\\nfrom calc import %s as m\\n\\n\\n"
+        "def test_value():\\n    assert m.value() == %d\\n"
+        "    assert calc.__file__ == os.path.join(os.getcwd(), 'src', 'calc', '__init__.py')\\n%s"
+        % (name, len(name), check))
 """
+# A setup command after the recipe's: one line per setup that really ran, wherever it ran (the preflight's too, which
+# the journal records as no attempt's), with the worktree and the hash of the pyproject.toml it set up.
+TALLY = ("import hashlib, json, os, pathlib, sys\n"
+         "digest = hashlib.sha256(pathlib.Path('pyproject.toml').read_bytes()).hexdigest()\n"
+         "with open(sys.argv[1], 'a') as out:\n"
+         "    out.write(json.dumps({'cwd': os.getcwd(), 'pyproject': digest}) + '\\n')\n")
 CALC = "def add(a, b):\n    return a + b\n"
 CALC_TEST = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
 
@@ -106,37 +120,78 @@ def calc_repo(root: Path) -> Path:
     return repo
 
 
-def venv_recipe(wheels: Path) -> str:
-    """The README's per-worktree venv recipe, offline: pytest from the wheelhouse, the project editable."""
+def venv_recipe(wheels: Path, tally: Path | None = None) -> str:
+    """The README's per-worktree venv recipe, offline: pytest from the wheelhouse, the project editable (and, with
+    `tally`, a line appended to that file by each setup that ran to its end)."""
     setup = [[PYTHON, "-m", "venv", ".venv"],
              [".venv/bin/python", "-m", "pip", "install", *PIP_QUIET, "--find-links", str(wheels), "pytest"],
              [".venv/bin/python", "-m", "pip", "install", *PIP_QUIET, "--no-build-isolation", "-e", "."]]
+    if tally is not None:
+        setup.append([PYTHON, "-c", TALLY, str(tally)])
     return (f"environment:\n  setup: {json.dumps(setup)}\n  setup_inputs: [pyproject.toml]\n  keep: [.venv]\n"
             f"  setup_timeout: 5m\ndefaults:\n  verify: [.venv/bin/pytest, -q]\n")
 
 
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def test_a_python_project_set_up_once_per_worktree_merges_8_tasks_verified_by_its_own_pytest(
         tmp_path: Path, write_plan: Callable[[str], Path]) -> None:
+    """8 tasks at parallel 2, each verified by the real pytest of a venv its worktree's setup made: setup runs once
+    per worktree (a kept `.venv`, unchanged `setup_inputs`), again only where a start commit changed
+    pyproject.toml."""
+    wheels = wheelhouse()
     repo = calc_repo(tmp_path / "calc")
+    # the tests need the install: the project's own tests fail from an interpreter where calc is not installed
+    bare = subprocess.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=repo, capture_output=True,
+                          text=True, timeout=120)
+    assert bare.returncode != 0 and "No module named 'calc'" in bare.stdout, bare.stdout + bare.stderr
+    tally = tmp_path / "tally" / "setups.jsonl"
+    tally.parent.mkdir()
     names = [f"t{i}" for i in range(6)]
     tasks = "".join(task(name, "add a module and its test") for name in names)
     tasks += task("bump", "bump the version", f"    depends_on: [{', '.join(names)}]\n")
     tasks += task("after-bump", "add a module and its test", "    depends_on: [bump]\n")
-    agents = f'agents:\n  writer: {{type: command, command: ["{PYTHON}", "-c", {json.dumps(WRITER)}]}}\n'
-    recipe = venv_recipe(wheelhouse()).replace("defaults:\n", "defaults:\n  agent: writer\n  retries: 0\n")
+    agents = (f'agents:\n  writer: {{type: command, command: ["{PYTHON}", "-c", {json.dumps(WRITER)}], '
+              f'writable: ["{tally.parent}"]}}\n')
+    recipe = venv_recipe(wheels, tally).replace("defaults:\n", "defaults:\n  agent: writer\n  retries: 0\n")
     plan = write_plan(f"parallel: 2\n{recipe}{agents}tasks:\n{tasks}")
     result = run_orchard("run", str(plan), cwd=repo, timeout=600)
     assert result.code == 0, result.out + result.err
     rows = run_orchard("status", "--json", cwd=repo).json()["tasks"]
     assert sorted(t["id"] for t in rows if t["status"] == "merged") == sorted([*names, "bump", "after-bump"])
-    attempts = query(repo, "SELECT task_id, worktree, setup_skipped FROM attempts ORDER BY id")
-    assert len(attempts) == 8  # no retries: every verify passed first time
-    worktrees = {where for _, where, _ in attempts}
-    ran = [(task_id, where) for task_id, where, skipped in attempts if not skipped]
-    before = [where for task_id, where in ran if task_id != "after-bump"]
-    assert len(before) == len(set(before)) <= len(worktrees)  # set up at most once per worktree, not per task
-    assert ("after-bump" in dict(ran)) and len(ran) <= len(worktrees) + 1  # pyproject.toml changed: again
-    finished = query(repo, "SELECT data FROM events WHERE type = 'setup.finished'")
-    assert sum(not json.loads(d)["skipped"] for (d,) in finished) == len(ran)
-    log = next((repo / ".orchard" / "runs").glob("*/logs/t0.1.log")).read_text()
-    assert "passed" in log  # pytest ran the tests in the worktree's venv
+    attempts = query(repo, "SELECT task_id, number, worktree, start_commit, end_commit, setup_skipped, log_path "
+                           "FROM attempts ORDER BY id")
+    assert sorted(a[0] for a in attempts) == sorted([*names, "bump", "after-bump"])  # one attempt each
+    worktrees = {a[2] for a in attempts}
+    # what really ran: no worktree set up twice for the same pyproject.toml, every one a worktree tasks used
+    setups = [json.loads(line) for line in tally.read_text().splitlines()]
+    done = {(s["cwd"], s["pyproject"]) for s in setups}
+    assert len(done) == len(setups) <= len(worktrees) + 1, setups  # once per worktree, once more for the bump
+    assert {cwd for cwd, _ in done} <= worktrees
+    # the journal, attempt by attempt (in the order they started; no two at once in one worktree): setup ran on a
+    # worktree's first use or where pyproject.toml at the start commit differs from the previous attempt's there,
+    # and was skipped otherwise; skipped or not, the venv serving it was set up from that pyproject.toml
+    ran, inputs_before = [], dict[str, str]()
+    for task_id, _, where, start, _, skipped, _ in attempts:
+        inputs = sha256(git(repo, "show", f"{start}:pyproject.toml"))
+        changed = inputs_before.get(where) != inputs  # also on first use: nothing there before
+        if skipped:  # on a first use only where the preflight set the worktree up (the tally has it, below)
+            assert where not in inputs_before or not changed, f"{task_id}: setup skipped, pyproject.toml changed"
+        else:
+            assert changed, f"{task_id}: setup ran again in {where}, pyproject.toml unchanged"
+        assert (where, inputs) in done, (task_id, where)
+        inputs_before[where] = inputs
+        if not skipped:
+            ran.append(task_id)
+    assert "after-bump" in ran and len(ran) <= len(worktrees) + 1, ran
+    start = next(a[3] for a in attempts if a[0] == "after-bump")
+    assert 'version = "1.1"' in git(repo, "show", f"{start}:pyproject.toml")  # the bump is in its start commit
+    assert len(setups) == len(ran) + 1  # and one by the preflight, in the worktree the first task then reused
+    events = [json.loads(d) for (d,) in query(repo, "SELECT data FROM events WHERE type = 'setup.finished'")]
+    assert sorted((e["task"], e["attempt"], e["skipped"]) for e in events) == sorted(
+        (task_id, number, bool(skipped)) for task_id, number, _, _, _, skipped, _ in attempts)
+    for task_id, _, _, _, end, _, log_path in attempts:  # verify ran every test of the task's commit, all passed
+        count = len(git(repo, "ls-tree", "--name-only", f"{end}:tests").split())
+        assert f"\n{count} passed" in Path(log_path).read_text(), (task_id, count)
