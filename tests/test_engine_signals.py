@@ -102,8 +102,9 @@ def test_second_signal_kills_at_once_and_the_run_stays_resumable(
     wait_for(lambda: logged(repo, "stubborn", 1, "ignoring you"))  # printed once its SIGTERM handler is in place
     proc.send_signal(signal.SIGTERM)
     wait_for(lambda: noted(repo, "interrupted by SIGTERM"))  # the run took the signal and passed it on to the agent
-    # The agent ignores SIGTERM and a graceful stop waits for it. That the run did not end is a negative, so it
-    # takes a while to see; load only makes an early end less likely, so this cannot fail on a slow machine.
+    # The agent ignores SIGTERM and a graceful stop waits for it (for the grace period). That the run did not end
+    # is a negative, so it takes a while to see; load only makes an early end less likely, so this cannot fail on a
+    # slow machine.
     watch_until = time.monotonic() + 0.5
     while time.monotonic() < watch_until:
         assert proc.poll() is None, proc.communicate()
@@ -115,6 +116,23 @@ def test_second_signal_kills_at_once_and_the_run_stays_resumable(
     assert "killing agents" in out
     resumed = run_orchard("resume", cwd=repo, timeout=60)
     assert resumed.code == 0, resumed.err
+
+
+def test_a_graceful_stop_kills_an_agent_that_ignores_its_sigterm_after_the_grace_period(
+        repo: Path, write_plan: Callable[[str], Path], background: Callable[..., subprocess.Popen[str]]) -> None:
+    """The TERM of a first Ctrl-C can be lost (an agent ignores it, or it came while bwrap's `env` still ignored
+    it): the stop then kills the agent when the grace period is over instead of waiting for it to end on its own."""
+    tasks = task("stubborn", "@ignore-term\n@print ignoring you\n@if-attempt 1 @sleep 60\n@write s.txt s")
+    proc = background("run", str(write_plan(plan_text(tasks))))
+    wait_for(lambda: logged(repo, "stubborn", 1, "ignoring you"))
+    began = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=40)
+    assert proc.returncode == 130 and time.monotonic() - began < 30, (out, err)
+    assert "killing agents" not in out  # one signal: the graceful stop did it
+    (code, sig), = query(repo, "SELECT exit_code, signal FROM attempts WHERE task_id = 'stubborn'")
+    assert code is None and sig == signal.SIGKILL
+    assert task_status(repo, "stubborn") == "queued"  # interrupted, not failed: resume runs it again
 
 
 def test_a_second_signal_kills_a_merge_in_flight_and_resume_merges_it_once(

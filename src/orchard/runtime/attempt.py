@@ -261,7 +261,7 @@ async def _run_agent(ctx: RunContext, attempt: Attempt, inv: Invocation, parser:
                          ctx.processes.grace_s)
     exit_info = await run_process(confine(inv, box), attempt.log_path, on_line, limits, on_spawn=on_spawn,
                                   base_env=agent_environment(os.environ, spec.type, spec.option("env_pass")),
-                                  redact=ctx.redactor.bytes)
+                                  redact=ctx.redactor.bytes, stop=ctx.processes.stop)
     exit_info = sandboxed_exit(exit_info) if box else exit_info
     ctx.processes.ended(task.id)
     report = parser.finish(exit_info)
@@ -342,7 +342,7 @@ async def _verify(ctx: RunContext, attempt: Attempt, collected: Verdict) -> Verd
                                               ctx.processes.grace_s),
                                   on_spawn=lambda pid: ctx.processes.started(task.id, pid),
                                   base_env=agent_environment(ctx.environ, "", task.verify_env_pass),
-                                  redact=ctx.redactor.bytes)
+                                  redact=ctx.redactor.bytes, stop=ctx.processes.stop)
     exit_info = sandboxed_exit(exit_info) if box else exit_info
     ctx.processes.ended(task.id)
     passed = exit_info.returncode == 0 and not exit_info.spawn_error

@@ -3,6 +3,7 @@ record of the integration tip, and the run's live processes."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -41,6 +42,10 @@ class LiveProcesses:
     groups: dict[str, int] = field(default_factory=dict)
     stopping: bool = False
     grace_s: float = 5.0
+    # Set by the first interrupt. Every agent, setup and verify process watches it (`run_process(stop=)`): SIGTERM,
+    # then SIGKILL after the grace period, so a TERM the child could not act on (one that came while bwrap and its
+    # `env` still ignored it, or before the child existed) cannot leave it running. Teardown does not watch it.
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def started(self, task_id: str, pgid: int) -> None:
         self.groups[task_id] = pgid
@@ -49,11 +54,13 @@ class LiveProcesses:
         self.groups.pop(task_id, None)
 
     def interrupt(self, hard: bool) -> None:
-        """First interrupt: ask agents to stop (SIGTERM); second: kill them, and any git command, at once."""
+        """First interrupt: stop agents (SIGTERM, SIGKILL after the grace period); second: kill them, and any git
+        command, at once. Called in the event loop's thread (the signal handler, the engine)."""
         self.stopping = True
-        for pgid in list(self.groups.values()):
-            kill_group(pgid, signal.SIGKILL if hard else signal.SIGTERM)
+        self.stop.set()
         if hard:  # a graceful stop lets git finish what it does (each call has its own time limit)
+            for pgid in list(self.groups.values()):
+                kill_group(pgid, signal.SIGKILL)
             kill_running_git()
 
 

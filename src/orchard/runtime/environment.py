@@ -161,7 +161,8 @@ async def run_phase(ctx: RunContext, *, phase: str, commands: tuple[tuple[str, .
         info = await run_process(confine(Invocation(argv, worktree, env=env), box), log_path,
                                  lambda line, _s: tail.add(line), Supervision(left, None, ctx.processes.grace_s),
                                  on_spawn=lambda pid: ctx.processes.started(task_id, pid),
-                                 base_env=agent_environment(ctx.environ, "", env_pass), redact=ctx.redactor.bytes)
+                                 base_env=agent_environment(ctx.environ, "", env_pass), redact=ctx.redactor.bytes,
+                                 stop=None if phase == "teardown" else ctx.processes.stop)  # teardown always runs
         info = sandboxed_exit(info) if box else info
         ctx.processes.ended(task_id)
         if info.returncode != 0 or info.spawn_error:
