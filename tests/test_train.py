@@ -10,7 +10,7 @@ from collections.abc import Callable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchard.core.train import Train, Verdict
+from orchard.core.train import Check, Train, Verdict
 
 Fails = Callable[[frozenset[str]], bool]
 
@@ -59,10 +59,9 @@ def test_16_good_results_and_one_culprit_take_at_most_9_checks_not_17() -> None:
     assert train.checks <= 9, train.checks
 
 
-def test_a_culprit_is_blamed_only_after_failing_alone() -> None:
+def test_a_half_whose_sibling_passed_fails_without_a_check_of_its_own() -> None:
     train = Train(batch=4)
-    check = train.next_check()
-    assert check is None
+    assert train.next_check() is None
     for t in ("a", "b", "c", "d"):
         train.add(t)
     first = train.next_check()
@@ -72,14 +71,31 @@ def test_a_culprit_is_blamed_only_after_failing_alone() -> None:
     left = train.next_check()
     assert left is not None and left.tasks == ("a", "b")
     assert train.finished(True).merged == ("a", "b")
-    # ("c", "d") is the failed tree again: split without a check, then "c" alone
+    # ("c", "d") on the new tip is the failed tree again: split without a check, then "c" alone
     single = train.next_check()
     assert single is not None and single.tasks == ("c",)
-    assert train.finished(True).merged == ("c",)
-    last = train.next_check()
-    assert last is not None and last.tasks == ("d",)  # checked alone before it is blamed
-    assert train.finished(False).failed == ("d",)
-    assert train.checks == 4 and train.next_check() is None
+    # tip + a + b + c passed, tip + a + b + c + d failed: "d" is blamed with no check of its own
+    assert train.finished(True) == Verdict(merged=("c",), failed=("d",), inferred=True)
+    assert train.checks == 3 and train.next_check() is None and train.idle
+
+
+def test_a_failing_first_half_sends_the_second_back_to_be_batched_with_what_waits() -> None:
+    train = Train(batch=4)
+    for t in ("a", "b", "c", "d"):
+        train.add(t)
+    assert train.next_check() is not None
+    train.finished(False)
+    for t in ("e", "f"):
+        train.add(t)
+    left = train.next_check()
+    assert left is not None and left.tasks == ("a", "b")
+    assert train.finished(False) == Verdict()  # "c" and "d" are no longer known to fail
+    assert list(train.waiting) == ["c", "d", "e", "f"]  # in queue order, ahead of the later results
+    alone = train.next_check()
+    assert alone is not None and alone.tasks == ("a",)
+    assert train.finished(False) == Verdict(failed=("a",), inferred=False)  # failed alone
+    assert list(train.waiting) == ["b", "c", "d", "e", "f"]  # nothing known of "b" either
+    assert train.next_check() == Check(("b", "c", "d", "e"))
 
 
 def test_a_result_dropped_for_a_conflict_voids_what_was_inferred() -> None:
