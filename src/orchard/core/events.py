@@ -238,6 +238,42 @@ class PreflightChecked(OrchardEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CheckStarted(OrchardEvent):
+    """The gate (`runtime.gate`) began checking a candidate: the integration tip plus `tasks` merged in this order,
+    as `candidate` (a commit the integration branch moves to only if the check passes)."""
+
+    type: ClassVar[str] = "check.started"
+    check: int  # 1, 2 … over the whole run
+    tasks: tuple[str, ...]
+    candidate: str
+    tip: str  # the green tip it builds on
+
+    def message(self) -> str:
+        return f"gate: checking {', '.join(self.tasks)} on {self.tip[:10]} as {self.candidate[:10]}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckFinished(OrchardEvent):
+    """A candidate's check ended: `merged` moved the integration branch (when it passed), `failed` were blamed
+    (`inferred`: their tree with the new tip is one that failed already, so no check of their own ran)."""
+
+    type: ClassVar[str] = "check.finished"
+    check: int
+    tasks: tuple[str, ...]
+    passed: bool
+    duration_s: float = 0.0
+    merged: tuple[str, ...] = field(default_factory=tuple)
+    failed: tuple[str, ...] = field(default_factory=tuple)
+    inferred: bool = False
+    tail: str = ""
+
+    def message(self) -> str:
+        said = "passed" if self.passed else "FAILED"
+        blamed = f"; blamed: {', '.join(self.failed)}" if self.failed else ""
+        return f"gate: check {self.check} of {', '.join(self.tasks)} {said} ({self.duration_s:.1f}s){blamed}"
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunFinished(OrchardEvent):
     type: ClassVar[str] = "run.finished"
     status: RunStatus

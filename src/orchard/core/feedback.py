@@ -32,6 +32,23 @@ def conflict_feedback(paths: Sequence[str]) -> str:
     )
 
 
+INTEGRATION_FAILED = "integration_failed"  # the gate blamed the result (`runtime.gate`)
+
+
+def integration_feedback(command: Sequence[str], tail: str, *, merged_with: Sequence[str]) -> str:
+    """Feedback after the gate blamed a result: its change passed its own verify, but the project's check failed
+    once it was merged with the integration branch (and `merged_with`, results checked in the same candidate)."""
+    shown = " ".join(command)
+    others = f", together with {', '.join(merged_with)}," if merged_with else ""
+    return (
+        f"The previous attempt's changes passed their own verify, but the project's integration check `{shown}` "
+        f"failed when they were merged into the integration branch{others} which holds work other tasks merged "
+        f"meanwhile.\nThe end of its output:\n```\n{tail.strip()}\n```\n"
+        "This attempt starts from the integration tip as it is now. Make your change work with what is there "
+        "(a renamed function, a changed interface), so that the integration check passes."
+    )
+
+
 def failure_feedback(outcome: str, detail: str) -> str:
     """Feedback after an agent failure (non-zero exit, timeout, no changes …)."""
     return f"The previous attempt ended with `{outcome}`: {detail.strip() or 'no detail'}.\nPlease complete the task."

@@ -8,7 +8,7 @@ implementation of the transitions, `core.transitions.Journal`, runs over either.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -148,6 +148,8 @@ class RunJournal(Protocol):
 
     def count_events(self, event_type: str) -> int: ...
 
+    def events(self) -> list[dict[str, Any]]: ...
+
     def summary(self) -> dict[str, Any]: ...
 
     def subscribe(self, observer: Observer) -> None: ...
@@ -229,3 +231,10 @@ class RunJournal(Protocol):
                        error: str = "") -> None: ...
 
     def merge_recovered(self, task_id: str, *, commit: str, tip: str) -> None: ...
+
+    def check_started(self, check: int, *, tasks: tuple[str, ...], candidate: str, tip: str) -> None: ...
+
+    def check_finished(self, check: int, *, tasks: tuple[str, ...], passed: bool, duration_s: float,
+                       merged: Mapping[str, str], failed: tuple[str, ...], inferred: bool = False,
+                       tip: str | None = None, tail: str = "", blamed_for: str = "",
+                       feedback: str = "") -> None: ...

@@ -224,6 +224,18 @@ class Limits:
 
 
 NO_LIMITS = Limits()
+DEFAULT_GATE_TIMEOUT_S = 30 * 60.0
+DEFAULT_GATE_BATCH = 8
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The plan's merge gate (`integration_verify`, `runtime.gate`): results reach the integration branch only in a
+    candidate (the tip plus up to `batch` of them) on which `verify` passed, within `timeout_s`."""
+
+    verify: tuple[str, ...]
+    timeout_s: float = DEFAULT_GATE_TIMEOUT_S
+    batch: int = DEFAULT_GATE_BATCH
 
 
 @dataclass(frozen=True)
@@ -267,6 +279,7 @@ class Plan:
     environment: Environment = NO_ENVIRONMENT
     limits: Limits = NO_LIMITS
     preflight: str = "auto"  # PREFLIGHT_MODES
+    gate: Gate | None = None  # None: each result merges once its own verify passed
     _index: Mapping[str, Task] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
     # Values derived from this plan (ranks, file conflicts …), filled in once by `core.graph`: a Plan never changes.
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -287,6 +300,7 @@ class Plan:
         environment: Environment = NO_ENVIRONMENT,
         limits: Limits = NO_LIMITS,
         preflight: str = "auto",
+        gate: Gate | None = None,
     ) -> Plan:
         """Freeze already-validated parts into a Plan (validation lives in `orchard.plan`)."""
         return Plan(
@@ -303,6 +317,7 @@ class Plan:
             environment=environment,
             limits=limits,
             preflight=preflight,
+            gate=gate,
             _index=MappingProxyType({t.id: t for t in tasks}),
         )
 

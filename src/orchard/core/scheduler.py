@@ -7,7 +7,9 @@ Rules: a task is ready when every dependency merged and its track predecessor fi
 with the longest estimated path to the end starts first, then higher priority, then plan order. Limits: run-wide
 `parallel`, per-agent `max_parallel`, one task per track at a time, no two tasks with overlapping declared files
 active together, and none starts while the machine is over one of its `limits` (load, memory, disk: `Sampled`).
-Merges happen one at a time, and while `parallel` results wait for theirs no new attempt starts.
+Merges happen one at a time, and while `parallel` results wait for theirs no new attempt starts. With the plan's
+gate every result goes to its train at once (`runtime.gate` batches them), a task merges when its candidate passed,
+and new attempts wait while `parallel` plus a batch of results wait.
 A task that ends without merging blocks its descendants only.
 """
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 
 from orchard.core.graph import file_conflicts, ranks
 from orchard.core.model import NO_LIMITS, Limits, Outcome, Plan, TaskStatus
+from orchard.core.spending import Spending
 
 S = TaskStatus
 BACKOFF_BASE_S = 60.0
@@ -54,6 +57,7 @@ class MergeEnded:
     conflicts: tuple[str, ...] = ()
     error: str = ""  # a git failure that was not a conflict: the task fails, its agent is not run again
     interrupted: bool = False
+    gate_failed: bool = False  # the gate blamed it (`integration_failed`): a failure like a failed verify
 
 
 @dataclass(frozen=True)
@@ -176,13 +180,12 @@ class Scheduler:
         self.tasks: dict[str, TaskState] = {t.id: TaskState() for t in self.plan.tasks}
         self._queue: list[tuple[tuple[float, int, int], str]] = []  # sorted QUEUED/PAUSED tasks
         self._merge_queue: deque[str] = deque()
-        self._merging: str | None = None
+        self._merging: set[str] = set()  # one at a time, or every result in the gate's train
         self._running: set[str] = set()  # RUNNING or VERIFYING
         self._agent_running: dict[str, int] = {}
         self._running_agent: dict[str, str] = {}  # task → the agent its live attempt uses
         self._limit_streak: dict[str, int] = {}  # agent → rate limits in a row (for backoff)
-        self._task_spent: dict[str, float] = {}
-        self.spent_usd = 0.0
+        self.spending = Spending(self.plan)
         self._held: set[str] = set()  # tasks holding their declared files (active)
         self._agent_paused: dict[str, float] = {}
         self._stopped: str | None = None
@@ -197,8 +200,7 @@ class Scheduler:
     def _restore(self, task_id: str, r: Restored) -> None:
         st = self.tasks[task_id]
         st.attempts, st.failures = r.attempts, r.failures
-        self._task_spent[task_id] = r.spent_usd
-        self.spent_usd += r.spent_usd
+        self.spending.charge(task_id, r.spent_usd)
         if r.status.terminal:
             st.status = r.status
             self._unfinished -= 1
@@ -271,7 +273,8 @@ class Scheduler:
     def _attempt_ended(self, ev: AttemptEnded, now: float, out: list[Action]) -> None:
         st = self.tasks[ev.task_id]
         agent = self._release_slot(ev.task_id)
-        self._charge(ev.task_id, ev.cost_usd)
+        if self.spending.charge(ev.task_id, ev.cost_usd) and not self._stopped:
+            self._stopped = "budget_exhausted"  # reaching the run's budget stops new work
         if ev.outcome is not Outcome.RATE_LIMITED:
             self._limit_streak.pop(agent, None)
         if ev.outcome is Outcome.SUCCESS:
@@ -294,33 +297,12 @@ class Scheduler:
                 self._finish(ev.task_id, S.FAILED, out, reason="setup_failed: twice in a row")
             return
         st.failures += 1
-        if self._over_task_budget(ev.task_id):
+        if self.spending.over_task_budget(ev.task_id):
             self._finish(ev.task_id, S.FAILED, out, reason=f"{ev.outcome.value}; task budget exhausted")
         elif ev.outcome.retryable and st.failures <= self.plan.task(ev.task_id).retries:
             self._enqueue(ev.task_id, out, reason=f"retry after {ev.outcome.value}")
         else:
             self._finish(ev.task_id, S.FAILED, out, reason=ev.outcome.value)
-
-    def _charge(self, task_id: str, cost: float) -> None:
-        """Add an attempt's cost; reaching the run's budget stops new work."""
-        self._task_spent[task_id] = self._task_spent.get(task_id, 0.0) + cost
-        self.spent_usd += cost
-        budget = self.plan.budget_usd
-        if budget is not None and self.spent_usd >= budget and not self._stopped:
-            self._stopped = "budget_exhausted"
-
-    def _over_task_budget(self, task_id: str) -> bool:
-        budget = self.plan.task(task_id).budget_usd
-        return budget is not None and self._task_spent.get(task_id, 0.0) >= budget
-
-    def _budget_left(self, task_id: str) -> float | None:
-        """The least of what the task and the run may still spend, if either has a budget."""
-        limits = []
-        if (task_budget := self.plan.task(task_id).budget_usd) is not None:
-            limits.append(task_budget - self._task_spent.get(task_id, 0.0))
-        if self.plan.budget_usd is not None:
-            limits.append(self.plan.budget_usd - self.spent_usd)
-        return max(0.0, min(limits)) if limits else None
 
     def _pause_agent(self, agent: str, resume_at: float | None, now: float, out: list[Action]) -> None:
         """Pause an agent until its reset time, else with exponential backoff (doubling from the agent's
@@ -336,7 +318,7 @@ class Scheduler:
                 self._set(waiting, S.PAUSED, out, reason=f"{agent} rate limited")
 
     def _merge_ended(self, ev: MergeEnded, out: list[Action]) -> None:
-        self._merging = None
+        self._merging.discard(ev.task_id)
         self._held.discard(ev.task_id)
         if ev.merged:
             self._finish(ev.task_id, S.MERGED, out)
@@ -349,10 +331,11 @@ class Scheduler:
         st = self.tasks[ev.task_id]
         st.failures += 1
         reason = "conflict on " + ", ".join(ev.conflicts) if ev.conflicts else "conflict"
+        reason = "integration_failed" if ev.gate_failed else reason
         if st.failures <= self.plan.task(ev.task_id).retries:
             self._enqueue(ev.task_id, out, reason=f"retry after {reason}")
         else:
-            self._finish(ev.task_id, S.CONFLICT, out, reason=reason)
+            self._finish(ev.task_id, S.FAILED if ev.gate_failed else S.CONFLICT, out, reason=reason)
 
     def _cancel_waiting(self, out: list[Action]) -> None:
         for task_id, st in self.tasks.items():
@@ -454,7 +437,9 @@ class Scheduler:
         return not (self._conflicts.get(task_id, frozenset()) & self._held)
 
     def _dispatch(self, out: list[Action]) -> None:
-        if self._stopped or self.hold or len(self._merge_queue) >= self.parallel:
+        gate = self.plan.gate
+        waiting = len(self._merge_queue) + (len(self._merging) if gate else 0)
+        if self._stopped or self.hold or waiting >= self.parallel + (gate.batch if gate else 0):
             return  # backpressure: while results wait to merge, new attempts would only lengthen the queue
         i = 0
         while i < len(self._queue) and len(self._running) < self.parallel:
@@ -468,7 +453,7 @@ class Scheduler:
 
     def _start(self, task_id: str, agent: str, out: list[Action]) -> None:
         st = self.tasks[task_id]
-        if self._over_task_budget(task_id):
+        if self.spending.over_task_budget(task_id):
             self._finish(task_id, S.FAILED, out, reason="task budget exhausted")
             return
         st.attempts += 1
@@ -477,12 +462,13 @@ class Scheduler:
         self._held.add(task_id)
         self._agent_running[agent] = self._agent_running.get(agent, 0) + 1
         self._set(task_id, S.RUNNING, out)
-        out.append(StartAttempt(task_id, st.attempts, agent, self._budget_left(task_id)))
+        out.append(StartAttempt(task_id, st.attempts, agent, self.spending.left(task_id)))
 
     def _maybe_merge(self, out: list[Action]) -> None:
-        if self._merging is None and self._merge_queue:
-            self._merging = self._merge_queue.popleft()
-            out.append(StartMerge(self._merging))
+        while self._merge_queue and (self.plan.gate or not self._merging):
+            task_id = self._merge_queue.popleft()
+            self._merging.add(task_id)
+            out.append(StartMerge(task_id))
 
     def _check_done(self, out: list[Action]) -> None:
         if self._done or not self._kicked or self._running or self._merging or self._merge_queue:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, fields
 from typing import Any
 
-from orchard.core.model import CODEX_SANDBOXES, NO_ENVIRONMENT, AgentSpec, Environment, Limits, Plan, Task
+from orchard.core.model import CODEX_SANDBOXES, NO_ENVIRONMENT, AgentSpec, Environment, Gate, Limits, Plan, Task
 from orchard.core.redact import FORMAT_REDACTOR, SECRET_NAME
 
 _TASK_FIELDS = {f.name for f in fields(Task)}
@@ -36,6 +36,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "environment": _plain(asdict(plan.environment)),
         "limits": asdict(plan.limits),
         "preflight": plan.preflight,
+        "gate": _plain(asdict(plan.gate)) if plan.gate else None,
         "tracks": {k: list(v) for k, v in plan.tracks.items()},
         "agents": {
             name: {"type": a.type, "max_parallel": a.max_parallel, "options": _plain(a.options)}
@@ -68,7 +69,13 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
                       network=str(data.get("network", "host")),
                       environment=_environment(data.get("environment")) or NO_ENVIRONMENT,
                       limits=Limits(**{k: v for k, v in (data.get("limits") or {}).items() if k in _LIMIT_FIELDS}),
-                      preflight=str(data.get("preflight", "auto")))
+                      preflight=str(data.get("preflight", "auto")), gate=_gate(data.get("gate")))
+
+
+def _gate(data: Any) -> Gate | None:
+    if not data:
+        return None
+    return Gate(verify=tuple(data["verify"]), timeout_s=float(data["timeout_s"]), batch=int(data["batch"]))
 
 
 def _task(data: dict[str, Any]) -> Task:

@@ -38,6 +38,7 @@ from orchard.core.events import (
     iso,
     redacted,
 )
+from orchard.core.gate_transitions import GateTransitions
 from orchard.core.journal import AgentExit, AttemptStart, Counts, Observer, Records, Verdict, VerifyRun
 from orchard.core.model import MergeOutcome, Outcome, Plan, RunStatus, TaskStatus
 from orchard.core.records import AttemptRecord, RunRecord, TaskRecord
@@ -49,7 +50,7 @@ S = TaskStatus
 TaskUpdate = Callable[[TaskRecord, float], TaskRecord]
 
 
-class Journal:
+class Journal(GateTransitions):
     """The transitions of one run (`run_id`) over a `Records` store. Used from one thread (the engine's loop)."""
 
     def __init__(self, records: Records, run_id: str, *, clock: Callable[[], float],

@@ -37,6 +37,7 @@ def build(raw: RawPlan) -> Plan:
         environment=settings.environment,
         limits=settings.limits,
         preflight=settings.preflight,
+        gate=settings.gate,
     )
 
 

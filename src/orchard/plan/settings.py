@@ -8,12 +8,15 @@ from functools import partial
 from typing import Any
 
 from orchard.core.model import (
+    DEFAULT_GATE_BATCH,
+    DEFAULT_GATE_TIMEOUT_S,
     DEFAULT_PARALLEL,
     NETWORK_MODES,
     NO_ENVIRONMENT,
     NO_LIMITS,
     AgentSpec,
     Environment,
+    Gate,
     Limits,
 )
 from orchard.plan import fields as f
@@ -22,7 +25,9 @@ from orchard.plan.environment import read_environment
 from orchard.plan.raw import INVALID, Problems, RawPlan
 
 TOP_LEVEL_KEYS = frozenset({"base", "parallel", "budget_usd", "redact", "sandbox", "network", "environment",
-                            "limits", "preflight", "defaults", "agents", "tracks", "tasks"})
+                            "limits", "preflight", "integration_verify", "integration_timeout",
+                            "integration_batch", "defaults", "agents", "tracks", "tasks"})
+GATE_KEYS = ("integration_verify", "integration_timeout", "integration_batch")
 LIMIT_KEYS: Mapping[str, Callable[[Any], Any]] = {"max_load": f.load_per_core, "min_free_memory": f.size,
                                                   "min_free_disk": f.size}
 CONFIG_KEYS = TOP_LEVEL_KEYS - {"tasks"}
@@ -45,6 +50,7 @@ class Settings:
     environment: Environment = NO_ENVIRONMENT
     limits: Limits = NO_LIMITS
     preflight: str = "auto"
+    gate: Gate | None = None
     defaults: dict[str, Any] = field(default_factory=dict)  # coerced, by plan field name; no 'agent'
     default_agent: str | None = None
     agents: dict[str, AgentSpec] = field(default_factory=dict)
@@ -78,9 +84,30 @@ def read_settings(raw: RawPlan) -> Settings:
     if config.get("preflight") is not None:
         preflight = problems.coerce(f.preflight_mode, config["preflight"], file, field="preflight")
         settings.preflight = _valid(preflight, "auto")
+    settings.gate = _read_gate(config, file, problems)
     settings.agents, settings.declared_agents = read_agents(config.get("agents"), file, problems)
     _read_defaults(config.get("defaults"), file, problems, settings)
     return settings
+
+
+def _read_gate(config: Mapping[str, Any], file: str, problems: Problems) -> Gate | None:
+    """`integration_verify` (with `integration_timeout` and `integration_batch`): the merge gate, or None."""
+    given = {key: config[key] for key in GATE_KEYS if config.get(key) is not None}
+    if not given:
+        return None
+    verify = problems.coerce(f.verify, given.get("integration_verify"), file, field="integration_verify")
+    timeout = problems.coerce(partial(f.duration, positive=True),
+                              given.get("integration_timeout", DEFAULT_GATE_TIMEOUT_S), file,
+                              field="integration_timeout")
+    batch = problems.coerce(f.at_least(1), given.get("integration_batch", DEFAULT_GATE_BATCH), file,
+                            field="integration_batch")
+    if verify is None:
+        other = next(key for key in GATE_KEYS if key in given)
+        problems.add(file, f"'{other}' needs 'integration_verify', the command that checks each candidate",
+                     field="integration_verify")
+    if INVALID in (verify, timeout, batch) or verify is None:
+        return None
+    return Gate(verify=verify, timeout_s=timeout, batch=batch)
 
 
 def _read_limits(value: Any, file: str, problems: Problems) -> Limits:

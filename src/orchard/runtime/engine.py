@@ -12,7 +12,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from orchard.core.journal import Counts, RunJournal
-from orchard.core.model import NO_LIMITS, Limits, Outcome, TaskStatus
+from orchard.core.model import NO_LIMITS, Limits, MergeOutcome, Outcome, TaskStatus
 from orchard.core.scheduler import (
     Action,
     AttemptEnded,
@@ -31,10 +31,11 @@ from orchard.core.scheduler import (
     TaskState,
     VerifyStarted,
 )
-from orchard.errors import DiskFull
+from orchard.errors import DiskFull, GitError
 from orchard.runtime.attempt import run_attempt
 from orchard.runtime.context import RunContext, log
 from orchard.runtime.disk import low_space, out_of_space
+from orchard.runtime.gate import MergeGate
 from orchard.runtime.machine import SAMPLE_INTERVAL_S, sample
 from orchard.runtime.merging import merge_task, tidy
 from orchard.runtime.publish import Publisher
@@ -55,6 +56,9 @@ class Engine:
         self.publisher = Publisher(ctx)
         self.min_free = min_free  # below this many free bytes, a failure is the disk's, not the task's
         self.fatal: DiskFull | None = None  # what ended the session early: nothing more can be recorded
+        gate = ctx.plan.gate
+        self.gate = None if gate is None else MergeGate(ctx, gate, post=self.post, merged=self._tidy,
+                                                        crashed=self._gate_crashed)
 
     def post(self, event: Event) -> None:
         """Thread-safe enough for signal handlers installed with `loop.add_signal_handler`."""
@@ -105,12 +109,17 @@ class Engine:
                               self.ctx.task_branch(action.task_id))
             elif isinstance(action, StartAttempt):
                 self._spawn(self._attempt(action))
+            elif isinstance(action, StartMerge) and self.gate is not None:
+                self.gate.add(action.task_id)  # the train batches them: checked below, one candidate at a time
             elif isinstance(action, StartMerge):
                 self._spawn(self._merge(action.task_id))
             elif isinstance(action, HoldChanged):
                 self.ctx.journal.run_held(action.reason)
             elif isinstance(action, RunDone):
                 self.done = action
+        check = self.gate.pump() if self.gate is not None else None
+        if check is not None:
+            self._spawn(check)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         job = asyncio.ensure_future(coro)
@@ -144,11 +153,27 @@ class Engine:
             return  # the task stays merging: the resume merges it
         self.post(ended)  # the queue moves on while this job publishes and tidies up
         if ended.merged:
-            self.publisher.want()
-            try:
-                await asyncio.to_thread(tidy, self.ctx, task_id)
-            except Exception:  # what is left is removed at the end of the session (`settle`)
-                log.exception("tidying up after %s failed", task_id)
+            await self._tidy(task_id)
+
+    async def _tidy(self, task_id: str) -> None:
+        """After a merge: publish soon, and free what the task held."""
+        self.publisher.want()
+        try:
+            await asyncio.to_thread(tidy, self.ctx, task_id)
+        except Exception:  # what is left is removed at the end of the session (`settle`)
+            log.exception("tidying up after %s failed", task_id)
+
+    def _gate_crashed(self, task_ids: tuple[str, ...], exc: Exception) -> None:
+        """A check failed in orchard, not in the project: its results fail as a git error would (or the session
+        ends, out of space), and the run goes on."""
+        if self._out_of_space(exc):
+            return
+        if not isinstance(exc, GitError):
+            log.exception("a check of %s failed unexpectedly", ", ".join(task_ids), exc_info=exc)
+        error = f"the gate could not check the result: {exc}"
+        for task_id in task_ids:
+            self.ctx.journal.merge_finished(task_id, MergeOutcome.ERROR, error=error)
+            self.post(MergeEnded(task_id, merged=False, error=error))
 
     def _internal_error(self, task_id: str, exc: Exception) -> None:
         """Record the bug against the task; if even that fails (the store is gone), the run still goes on."""

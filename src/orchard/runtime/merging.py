@@ -23,7 +23,7 @@ MERGE_TRIES = 5  # attempts to merge while an agent keeps moving the integration
 GIT_ERROR_BACKOFF_S = (0.5, 2.0)
 
 
-def _message(ctx: RunContext, task_id: str) -> str:
+def merge_message(ctx: RunContext, task_id: str) -> str:
     """The merge commit's message: its title is the task's name or its prompt's first line, unless that holds a
     secret (checked before the cut to 72 characters, which could split one past recognition): then `task <id>`."""
     task = ctx.plan.task(task_id)
@@ -36,12 +36,7 @@ async def merge_task(ctx: RunContext, task_id: str) -> MergeEnded:
     """Merge the task's result; on a conflict record the paths as feedback for its retry.
 
     Tidying up after a merge is `tidy`'s job, outside the one-at-a-time queue."""
-    attempt = next((a for a in reversed(ctx.journal.attempts(task_id))
-                    if a.outcome is Outcome.SUCCESS and a.end_commit), None)
-    head = attempt.end_commit if attempt else None
-    # checking containment costs a git process in the one-at-a-time queue: only a result that changed nothing (or
-    # one with no recorded commit) can be in the integration branch already
-    empty = attempt is None or head == attempt.start_commit
+    head, empty = recorded_result(ctx, task_id)
     for delay in (*GIT_ERROR_BACKOFF_S, None):
         try:
             result, moved, repaired = await asyncio.to_thread(_merge_result, ctx, task_id, head, empty)
@@ -66,16 +61,31 @@ async def merge_task(ctx: RunContext, task_id: str) -> MergeEnded:
     return MergeEnded(task_id, merged=outcome is not MergeOutcome.CONFLICT, conflicts=result.conflicts)
 
 
+def recorded_result(ctx: RunContext, task_id: str) -> tuple[str | None, bool]:
+    """The commit the task's successful attempt took from its task branch (None if none was recorded), and whether
+    the result may be in the integration branch already: checking containment costs a git process in the
+    one-at-a-time queue, and only a result that changed nothing (or one with no recorded commit) can be."""
+    attempt = next((a for a in reversed(ctx.journal.attempts(task_id))
+                    if a.outcome is Outcome.SUCCESS and a.end_commit), None)
+    head = attempt.end_commit if attempt else None
+    return head, attempt is None or head == attempt.start_commit
+
+
+def result_head(ctx: RunContext, task_id: str, head: str | None) -> str:
+    """`head`, else the task branch as it is now (a result from before end commits were recorded)."""
+    if head is None:
+        head = read_ref(ctx.git, "refs/heads/" + ctx.task_branch(task_id))
+    if head is None:
+        raise GitError(["rev-parse", ctx.task_branch(task_id)], 1, "task branch is missing")
+    return head
+
+
 def _merge_result(ctx: RunContext, task_id: str, head: str | None,
                   empty: bool) -> tuple[MergeResult, str | None, list[str]]:
     """The git side of a merge, in one worker thread: the merge of the result (the commit the successful attempt
     took from its task branch, or the branch as it is now), what an agent had moved the ref to, and what it had
     changed in orchard's repository."""
-    if head is None:
-        head = read_ref(ctx.git, "refs/heads/" + ctx.task_branch(task_id))
-    if head is None:
-        raise GitError(["rev-parse", ctx.task_branch(task_id)], 1, "task branch is missing")
-    return _merge(ctx, head, _message(ctx, task_id), empty)
+    return _merge(ctx, result_head(ctx, task_id, head), merge_message(ctx, task_id), empty)
 
 
 def _merge(ctx: RunContext, head: str, message: str, maybe_in: bool) -> tuple[MergeResult, str | None, list[str]]:

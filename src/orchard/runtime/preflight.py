@@ -7,22 +7,18 @@ were red before their agent instead of blaming it. The worktree is parked set up
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import shlex
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchard.core.events import PreflightChecked
 from orchard.core.model import Environment, Plan, RunStatus, Task
-from orchard.errors import EnvironmentProblem, GitError
-from orchard.runtime.attempt import attempt_variables
+from orchard.errors import EnvironmentProblem
+from orchard.runtime.checkrun import CheckRun, run_check
 from orchard.runtime.context import RunContext
-from orchard.runtime.environment import PhaseResult, copy_included, included_files, run_phase, setup_stamp
-from orchard.runtime.resources import task_variables
-from orchard.vcs import delete_ref
+from orchard.runtime.environment import PhaseResult
 
 PREFLIGHT_REASON = "preflight:"  # how the reason of a run its preflight stopped begins
 LINK = ".preflight"  # the preflight's hold on a pooled worktree, beside the tasks' links: no task id starts with "."
@@ -36,11 +32,14 @@ class PreflightFailed(EnvironmentProblem):
 
 @dataclass(frozen=True)
 class Check:
-    """One distinct verify command and the environment it runs in; `task` is the first task that has it."""
+    """One distinct verify command and the environment it runs in; `task` is the first task that has it. `gate`:
+    it is (also) the plan's `integration_verify`, which must pass on the base, or no candidate ever could."""
 
     verify: tuple[str, ...]
     task: Task
     environment: Environment
+    timeout_s: float
+    gate: bool = False
 
     @property
     def command(self) -> str:
@@ -48,16 +47,22 @@ class Check:
 
 
 def checks(plan: Plan) -> list[Check]:
-    """The distinct (verify, environment, variables passed) of the plan's tasks, in plan order; none when the plan's
-    `preflight` does not ask to run them."""
-    if plan.preflight in ("off", "check") or not any(t.verify for t in plan.tasks):
+    """The distinct (verify, environment, variables passed) of the plan's tasks, in plan order, then the gate's;
+    none when the plan's `preflight` does not ask to run them."""
+    if plan.preflight in ("off", "check"):
         return []
     found: dict[object, Check] = {}
     for task in plan.tasks:
         if task.verify:
             environment = plan.environment_of(task.id)
             found.setdefault((task.verify, environment, task.verify_env_pass),
-                             Check(task.verify, task, environment))
+                             Check(task.verify, task, environment, task.timeout_s))
+    if plan.gate is not None and plan.tasks:
+        first = plan.tasks[0]
+        key = (plan.gate.verify, plan.environment, first.verify_env_pass)
+        same = found.get(key)
+        found[key] = (replace(same, gate=True, timeout_s=max(same.timeout_s, plan.gate.timeout_s)) if same else
+                      Check(plan.gate.verify, first, plan.environment, plan.gate.timeout_s, gate=True))
     return list(found.values())
 
 
@@ -81,14 +86,18 @@ async def run_preflight(ctx: RunContext) -> None:
                           + (", after the environment's setup," if check.environment.setup else "")
                           + " before any agent starts")
         outcome, result = await _check(ctx, check, number)
-        ctx.journal.preflight_checked(check.command, outcome=outcome, duration_s=result.duration_s,
-                                      detail=result.detail)
         if ctx.processes.stopping:
-            return  # interrupted: the engine ends the run as interrupted
+            return  # interrupted: the engine ends the run as interrupted (and the resume checks again)
+        if outcome == "red" and check.gate:
+            outcome, result = "cannot_start", replace(result, detail=(
+                f"integration_verify `{check.command}` fails on the base, before any agent changed anything, so no "
+                f"candidate could pass the gate:\n{result.detail}"))
         if outcome == "red":
             ctx.journal.noted(f"verify `{check.command}` fails on the base, before any agent changed anything; its "
                               f"failures in tasks will say so (baseline_red):\n{result.detail}", level="warning")
-        elif outcome == "cannot_start":
+        ctx.journal.preflight_checked(check.command, outcome=outcome, duration_s=result.duration_s,
+                                      detail=result.detail)
+        if outcome == "cannot_start":
             reason = f"{PREFLIGHT_REASON} {result.detail}"
             ctx.journal.run_finished(RunStatus.FAILED, reason=reason)
             raise PreflightFailed(f"{reason}\nNo agent was started. Fix the plan's verify or environment (or set "
@@ -97,56 +106,15 @@ async def run_preflight(ctx: RunContext) -> None:
 
 async def _check(ctx: RunContext, check: Check, number: int) -> tuple[str, PhaseResult]:
     """Set a pooled worktree at the base up like the task's, run the verify there; the verdict and what happened."""
-    link = ctx.layout.worktrees(ctx.run_id) / LINK
-    branch = f"orchard/{ctx.run_id}/preflight"
     log = ctx.layout.run_dir(ctx.run_id) / "logs" / f"{LINK}.{number}.log"
-    slot, port = ctx.resources.acquire(LINK, check.environment.ports)
-    try:
-        worktree = await asyncio.to_thread(_prepare, ctx, link, branch, check.environment)
-        variables = task_variables(run_id=ctx.run_id, task_id=check.task.id, root=str(ctx.user_repo.root),
-                                   worktree=str(worktree), slot=slot, port=port, environment=check.environment)
-        env = attempt_variables(ctx.run_id, check.task.id, 0, worktree, tuple(variables.items()))
-        setup = await _set_up(ctx, check, worktree=worktree, log=log, env=env)
-        if not setup.passed:
-            return "cannot_start", setup
-        missing = _missing_program(check.verify, worktree, ctx.environ.get("PATH", os.defpath))
-        if missing:
-            return "cannot_start", PhaseResult(False, missing, started=False)
-        result = await run_phase(ctx, phase="verify", commands=(check.verify,), task_id=LINK, agent=check.task.agent,
-                                 worktree=worktree, log_path=log, env=env, timeout_s=check.task.timeout_s,
-                                 env_pass=check.task.verify_env_pass)
-        return verdict_of(check.verify, result), result
-    except (GitError, OSError) as exc:
-        return "cannot_start", PhaseResult(False, f"cannot prepare a worktree for the preflight: {exc}")
-    finally:
-        ctx.resources.release(LINK)
-        await asyncio.to_thread(_release, ctx, link, branch)
-
-
-def _prepare(ctx: RunContext, link: Path, branch: str, environment: Environment) -> Path:
-    worktree = ctx.pool.acquire(link, branch, ctx.integration.tip)
-    copy_included(ctx.user_repo, worktree, included_files(ctx.user_repo, environment))
-    return worktree
-
-
-async def _set_up(ctx: RunContext, check: Check, *, worktree: Path, log: Path, env: dict[str, str]) -> PhaseResult:
-    """The environment's setup, stamped like a task's so the first task on this worktree skips it."""
-    if not check.environment.setup:
-        return PhaseResult(True)
-    stamp = await asyncio.to_thread(setup_stamp, ctx, worktree, check.environment)
-    if stamp.current:
-        return PhaseResult(True, skipped=True)
-    result = await run_phase(ctx, phase="setup", commands=check.environment.setup, task_id=LINK,
-                             agent=check.task.agent, worktree=worktree, log_path=log, env=env,
-                             timeout_s=check.environment.setup_timeout_s)
-    stamp.save(result.passed)
-    return result
-
-
-def _release(ctx: RunContext, link: Path, branch: str) -> None:
-    ctx.pool.release(link, max(ctx.width, 1))
-    with contextlib.suppress(GitError):
-        delete_ref(ctx.git, "refs/heads/" + branch)
+    run = CheckRun(link=LINK, branch=f"orchard/{ctx.run_id}/preflight", commit=ctx.integration.tip,
+                   environment=check.environment, task=check.task, command=check.verify, timeout_s=check.timeout_s,
+                   log=log)
+    path = ctx.environ.get("PATH", os.defpath)
+    outcome = await run_check(ctx, run, precheck=lambda worktree: _missing_program(check.verify, worktree, path))
+    if outcome.stage != "command":
+        return "cannot_start", outcome.result
+    return verdict_of(check.verify, outcome.result), outcome.result
 
 
 def _missing_program(verify: tuple[str, ...], worktree: Path, path: str) -> str:

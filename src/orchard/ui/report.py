@@ -14,6 +14,7 @@ from rich.text import Text
 
 from orchard.core.durations import format_duration
 from orchard.core.events import iso
+from orchard.core.gate_state import gate_figures, task_gate
 from orchard.core.journal import Records
 from orchard.core.model import RunStatus
 from orchard.core.records import AttemptRecord
@@ -29,6 +30,8 @@ def status_document(records: Records, run_id: str | None = None) -> dict[str, An
     for attempt in records.attempts(run.id):
         by_task.setdefault(attempt.task_id, []).append(attempt)
     now = time.time()
+    gated = records.plan(run.id).gate is not None
+    gate = gate_figures(data for _, data in records.events(run.id)) if gated else None
     tasks = []
     for t in records.tasks(run.id):
         attempts = by_task.get(t.task_id, [])
@@ -47,12 +50,14 @@ def status_document(records: Records, run_id: str | None = None) -> dict[str, An
             "tokens_out": sum(a.tokens_out for a in attempts),
             "setup_s": _setup_s(attempts),
             **_reserved(attempts),
+            "gate": task_gate(gate, t.task_id, t.status) if gate else None,
             "error": t.error or None,
         })
     summary = summarize(records, run.id, now)
     return {
         "run": {"id": run.id, "status": run.status, "base": run.base, "integration_branch": run.integration_branch,
-                "started_at": iso(run.started_at), "finished_at": iso(run.finished_at), "held": run.held or None},
+                "started_at": iso(run.started_at), "finished_at": iso(run.finished_at), "held": run.held or None,
+                "checks": gate.as_json() if gate else None},
         "tasks": tasks,
         "totals": {"cost_usd": summary["cost_usd"], "tokens_in": summary["tokens_in"],
                    "tokens_out": summary["tokens_out"], "agents": summary["agents"]},

@@ -375,13 +375,16 @@ def branch_exists(repo: Repo | Path, name: str) -> bool:
     return read_ref(repo, branch_ref(name)) is not None
 
 
-def set_ref(repo: Repo | Path, full_ref: str, new: str, expected_old: str | None, message: str = "orchard") -> bool:
-    """Atomically move `full_ref` to `new` if it is at `expected_old` (None: must not exist).
+def set_ref(repo: Repo | Path, full_ref: str, new: str, expected_old: str | None, message: str = "orchard", *,
+            reflog: bool = False) -> bool:
+    """Atomically move `full_ref` to `new` if it is at `expected_old` (None: must not exist); `reflog`: record the
+    move in the ref's reflog, creating it (git then logs every later move of that ref too).
 
     Returns False when the ref was not at `expected_old` (lost a race); raises GitError otherwise.
     """
     old = expected_old if expected_old is not None else ""
-    proc = _git(repo, "update-ref", "-m", message, "--", full_ref, new, old, check=False)
+    logged = ("--create-reflog",) if reflog else ()
+    proc = _git(repo, "update-ref", *logged, "-m", message, "--", full_ref, new, old, check=False)
     if proc.returncode == 0:
         return True
     if read_ref(repo, full_ref) != expected_old:

@@ -1,0 +1,182 @@
+"""The gated merge train end to end (`runtime.gate`): real git, real pytest as the project's check, the real CLI.
+
+The project is a small Python package whose tests are the check. The semantic conflict: one task renames
+`greet` to `hello`, another adds a caller of `greet`; each passes its own verify, together they fail."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import PYTHON, RENDEZVOUS, git, init_repo, query, run_orchard
+from tests.test_engine_acceptance import plan_text, task
+
+PROJECT = {
+    ".gitignore": "__pycache__/\n*.pyc\n",
+    "pytest.ini": "[pytest]\npythonpath = .\naddopts = -p no:cacheprovider\n",
+    "app/__init__.py": "",
+    "app/lib.py": "def greet():\n    return 'hi'\n",
+    "tests/test_lib.py": "from app.lib import greet\n\n\ndef test_greet():\n    assert greet() == 'hi'\n",
+}
+CHECK = f"[{PYTHON}, -m, pytest, -q]"
+RENAME = ("@write app/lib.py def hello():\\n    return 'hi'\n"
+          "@write tests/test_lib.py from app.lib import hello\\n\\n\\ndef test_hello():\\n    assert hello() == 'hi'")
+
+
+def caller(wait_for: str = "") -> str:
+    """A task adding `shout()`, which calls `greet` (gone after the rename); told by the gate's feedback, it calls
+    `hello` instead. `wait_for`: a glob it waits for first (so the rename reaches the gate before it)."""
+    wait = f"@wait-for {wait_for}\n" if wait_for else ""
+    return (f"{wait}@unless-feedback @write app/extra.py from app.lib import greet\\n\\n\\ndef shout():\\n"
+            "    return greet().upper()\n"
+            "@if-feedback @write app/extra.py from app.lib import hello\\n\\n\\ndef shout():\\n"
+            "    return hello().upper()\n"
+            "@write tests/test_extra.py from app.extra import shout\\n\\n\\ndef test_shout():\\n"
+            "    assert shout() == 'HI'")
+
+
+def project(tmp_path: Path) -> Path:
+    return init_repo(tmp_path / "project", PROJECT)
+
+
+def events(repo: Path, kind: str) -> list[dict[str, Any]]:
+    return [json.loads(d) for (d,) in query(repo, "SELECT data FROM events WHERE type = ? ORDER BY id", kind)]
+
+
+def green(repo: Path, commit: str, where: Path) -> bool:
+    """Whether the project's tests pass on `commit` (its tree unpacked into `where`)."""
+    where.mkdir(parents=True)
+    archive = where / "tree.tar"
+    archive.write_bytes(subprocess.run(["git", "-C", str(repo), "archive", commit], check=True,
+                                       capture_output=True).stdout)
+    with tarfile.open(archive) as tar:
+        tar.extractall(where / "tree", filter="data")
+    return subprocess.run([PYTHON, "-m", "pytest", "-q"], cwd=where / "tree", capture_output=True).returncode == 0
+
+
+def first_parents(repo: Path, ref: str, base: str) -> list[str]:
+    return git(repo, "rev-list", "--first-parent", f"{base}..{ref}").split()
+
+
+def test_without_the_gate_two_changes_that_pass_alone_leave_the_integration_branch_red(
+        tmp_path: Path, write_plan: Callable[[str], Path]) -> None:
+    repo = project(tmp_path)
+    plan = write_plan(f"defaults: {{verify: {CHECK}}}\n" + plan_text(task("rename", RENAME) + task("caller", caller()),
+                                                                      parallel=2))
+    result = run_orchard("run", str(plan), cwd=repo, timeout=180)
+    assert result.code == 0, result.out + result.err  # both passed their own verify and merged
+    run = run_orchard("status", "--json", cwd=repo).json()["run"]
+    assert not green(repo, f"orchard/{run['id']}/integration", tmp_path / "tip")  # and the project is broken
+
+
+def test_the_gate_keeps_the_branch_green_and_the_culprit_fixes_its_change_from_the_feedback(
+        tmp_path: Path, write_plan: Callable[[str], Path]) -> None:
+    repo = project(tmp_path)
+    after_rename = str(repo / ".orchard" / "runs" / "*" / "logs" / ".gate.1.log")  # the rename's check began
+    tasks = (task("rename", RENAME) + task("caller", caller(after_rename), "    retries: 1\n")
+             + task("after", "@write after.txt after", "    depends_on: [rename]\n"))
+    plan = write_plan(f"integration_verify: {CHECK}\ndefaults: {{verify: {CHECK}}}\n" + plan_text(tasks, parallel=2))
+    result = run_orchard("run", str(plan), cwd=repo, timeout=240)
+    assert result.code == 0, result.out + result.err
+    doc = run_orchard("status", "--json", cwd=repo).json()
+    by_id = {t["id"]: t for t in doc["tasks"]}
+    assert {t["status"] for t in doc["tasks"]} == {"merged"}
+    assert by_id["caller"]["attempts"] == 2 and by_id["rename"]["attempts"] == 1
+    assert all(t["gate"] == "passed" for t in doc["tasks"])
+
+    finished = events(repo, "check.finished")
+    verdicts = [(tuple(e["tasks"]), e["passed"], tuple(e["failed"])) for e in finished]
+    assert (("caller",), False, ("caller",)) in verdicts  # blamed alone, on the tip holding the rename
+    assert doc["run"]["checks"]["count"] == len(finished) and doc["run"]["checks"]["failed"] == 1
+    reasons = [json.loads(d)["reason"] for (d,) in query(
+        repo, "SELECT data FROM events WHERE type = 'task.status' AND task_id = 'caller'")]
+    assert "retry after integration_failed" in reasons
+    prompt = next((repo / ".orchard" / "runs" / doc["run"]["id"] / "prompts").glob("caller.2.*")).read_text()
+    assert "integration check" in prompt and "cannot import name 'greet'" in prompt  # the check's output
+
+    # every position the branch held was a candidate that passed; every commit on it is green
+    ref, base = f"orchard/{doc['run']['id']}/integration", git(repo, "rev-parse", "main").strip()
+    passed = {e["candidate"] for e in events(repo, "check.started")
+              if any(f["check"] == e["check"] and f["passed"] for f in finished)}
+    assert git(repo, "rev-parse", ref).strip() in passed
+    commits = first_parents(repo, ref, base)
+    assert len(commits) == 3
+    assert all(green(repo, commit, tmp_path / f"c{i}") for i, commit in enumerate(commits))
+
+    # the dependent started only after its dependency passed the gate
+    (after_started,), = query(repo, "SELECT started_at FROM attempts WHERE task_id = 'after'")
+    (gate_ts,), = query(repo, "SELECT ts FROM events WHERE type = 'check.finished' AND data LIKE ?",
+                        '%"merged": ["rename"%')
+    assert after_started >= gate_ts
+
+
+def check_script(tmp_path: Path, rendezvous: Path, *, hold_first: bool = False, hang_at: int = 0) -> str:
+    """An `integration_verify` failing when the candidate holds `bad.txt`. Each run leaves `check-<n>` in
+    `rendezvous`; with `hold_first` the first waits for `release` there (so results queue up behind it), and run
+    `hang_at` hangs (for a kill to find it checking)."""
+    script = tmp_path / "check.py"
+    script.write_text(
+        "import pathlib, sys, time\n"
+        f"rv = pathlib.Path({str(rendezvous)!r})\n"
+        "n = len(list(rv.glob('check-*'))) + 1\n"
+        "(rv / f'check-{n}').touch()\n"
+        "def wait(name, s):\n"
+        "    end = time.monotonic() + s\n"
+        "    while not (rv / name).exists() and time.monotonic() < end:\n"
+        "        time.sleep(0.05)\n"
+        f"if n == 1 and {hold_first}:\n"
+        "    wait('release', 60)\n"
+        f"if n == {hang_at}:\n"
+        "    wait('never', 120)\n"
+        "bad = pathlib.Path('bad.txt').exists()\n"
+        "print('bad.txt breaks the project' if bad else 'all good')\n"
+        "sys.exit(1 if bad else 0)\n")
+    return f"[{PYTHON}, {script}]"
+
+
+def merged_once(repo: Path, ref: str) -> list[str]:
+    """The tasks merged on `ref`'s first-parent history, by their `Orchard-Task` trailers (repeats kept)."""
+    log = git(repo, "log", "--first-parent", "--format=%(trailers:key=Orchard-Task,valueonly)", ref)
+    return sorted(line for line in log.split() if line)
+
+
+def reflog_positions(repo: Path, run_id: str) -> list[str]:
+    """Every value orchard's integration ref held after its base, from its reflog in orchard's git directory."""
+    out = git(repo / ".orchard" / "git", "reflog", "show", "--format=%H", f"refs/heads/orchard/{run_id}/integration")
+    return out.split()
+
+
+def passed_candidates(repo: Path) -> set[str]:
+    finished = {e["check"]: e["passed"] for e in events(repo, "check.finished")}
+    return {str(e["candidate"]) for e in events(repo, "check.started") if finished.get(e["check"])}
+
+
+def test_16_good_results_and_a_culprit_finishing_together_take_at_most_9_checks(
+        repo: Path, tmp_path: Path, write_plan: Callable[[str], Path]) -> None:
+    rendezvous = RENDEZVOUS / f"{tmp_path.name}-checks"  # the sandbox lets the check write there
+    rendezvous.mkdir()
+    tasks = "".join(task(f"g{i:02d}", f"@barrier done 17\n@write g{i:02d}.txt {i}") for i in range(16))
+    tasks += task("culprit", "@barrier done 17\n@write bad.txt oops")
+    plan = write_plan(f"integration_verify: {check_script(tmp_path, rendezvous)}\nintegration_batch: 8\n"
+                      "preflight: off\n" + plan_text(tasks, parallel=17))
+    result = run_orchard("run", str(plan), cwd=repo, timeout=300)
+    assert result.code == 1, result.out + result.err  # the culprit failed
+    doc = run_orchard("status", "--json", cwd=repo).json()
+    by_id = {t["id"]: t for t in doc["tasks"]}
+    assert [t for t, row in by_id.items() if row["status"] != "merged"] == ["culprit"]
+    assert by_id["culprit"]["status"] == "failed" and by_id["culprit"]["gate"] == "failed"
+    assert by_id["culprit"]["error"].startswith("integration_failed") and "bad.txt breaks" in by_id["culprit"]["error"]
+    (reason,), = query(repo, "SELECT json_extract(data, '$.reason') FROM events WHERE type = 'task.status' "
+                             "AND task_id = 'culprit' AND json_extract(data, '$.status') = 'failed'")
+    assert reason == "integration_failed"
+    started = events(repo, "check.started")
+    assert len(started) <= 9, [e["tasks"] for e in started]  # against 17 checked one by one
+    assert max(len(e["tasks"]) for e in started) == 8  # batches did form
+    assert doc["run"]["checks"]["count"] == len(started)
+    ref = f"orchard/{doc['run']['id']}/integration"
+    assert merged_once(repo, ref) == sorted(f"g{i:02d}" for i in range(16))
+    assert set(reflog_positions(repo, doc["run"]["id"])) <= passed_candidates(repo)
