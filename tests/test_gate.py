@@ -5,14 +5,22 @@ The project is a small Python package whose tests are the check. The semantic co
 
 from __future__ import annotations
 
+import io
 import json
+import sqlite3
 import subprocess
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import PYTHON, RENDEZVOUS, git, init_repo, query, run_orchard
+import pytest
+from rich.console import Console
+
+from orchard.core.events import CheckFinished, CheckStarted
+from orchard.ui.dashboard import render
+from orchard.ui.snapshot import Snapshot
+from tests.conftest import PYTHON, RENDEZVOUS, git, init_repo, query, run_orchard, wait_for
 from tests.test_engine_acceptance import plan_text, task
 
 PROJECT = {
@@ -176,7 +184,103 @@ def test_16_good_results_and_a_culprit_finishing_together_take_at_most_9_checks(
     started = events(repo, "check.started")
     assert len(started) <= 9, [e["tasks"] for e in started]  # against 17 checked one by one
     assert max(len(e["tasks"]) for e in started) == 8  # batches did form
+    shown = [text for (text,) in query(repo, "SELECT json_extract(data, '$.text') FROM events "
+                                             "WHERE type = 'agent.activity'")]
+    assert "gate: checking with 7 others" in shown  # what the dashboard's rows say while a batch is checked
     assert doc["run"]["checks"]["count"] == len(started)
     ref = f"orchard/{doc['run']['id']}/integration"
     assert merged_once(repo, ref) == sorted(f"g{i:02d}" for i in range(16))
     assert set(reflog_positions(repo, doc["run"]["id"])) <= passed_candidates(repo)
+
+
+@pytest.mark.parametrize("hang_at", [2, 3], ids=["during-a-check", "during-a-bisection"])
+def test_a_kill_during_a_check_resumes_by_checking_the_same_candidate_and_merges_each_result_once(
+        hang_at: int, repo: Path, tmp_path: Path, write_plan: Callable[[str], Path],
+        background: Callable[..., subprocess.Popen[str]]) -> None:
+    rendezvous = RENDEZVOUS / f"{tmp_path.name}-checks"
+    rendezvous.mkdir()
+    good = ("a", "b", "c", "d")
+    tasks = "".join(task(t, f"@write {t}.txt {t}") for t in good)
+    tasks += task("x", f"@wait-for {rendezvous}/check-1\n@write bad.txt oops")  # never the first one checked
+    check = check_script(tmp_path, rendezvous, hold_first=True, hang_at=hang_at)
+    plan = write_plan(f"integration_verify: {check}\npreflight: off\n" + plan_text(tasks, parallel=5))
+    proc = background("run", str(plan))
+    wait_for(lambda: (rendezvous / "check-1").exists(), "the first check")
+    wait_for(lambda: query(repo, "SELECT count(*) FROM tasks WHERE status = 'merging'") == [(5,)],
+             "every result at the gate")
+    (rendezvous / "release").touch()  # the other four make one candidate: 3 good and the culprit
+    wait_for(lambda: (rendezvous / f"check-{hang_at}").exists(), f"check {hang_at} running", timeout=60)
+    proc.kill()  # SIGKILL of the orchestrator while the check runs
+    proc.communicate(timeout=30)
+    run_id = str(query(repo, "SELECT id FROM runs")[0][0])
+    killed = events(repo, "check.started")[-1]
+    assert killed["check"] == hang_at and not [e for e in events(repo, "check.finished") if e["check"] == hang_at]
+    assert git(repo / ".orchard" / "git", "rev-parse", f"orchard/{run_id}/integration").strip() != killed["candidate"]
+
+    resumed = run_orchard("resume", cwd=repo, timeout=180)
+    assert resumed.code == 1, resumed.out + resumed.err  # the culprit failed the gate
+    again = next(e for e in events(repo, "check.started") if e["check"] == hang_at + 1)
+    assert again["tasks"] == killed["tasks"]  # the same candidate checked again, before anything else
+    statuses = dict(query(repo, "SELECT task_id, status FROM tasks"))
+    assert statuses == {**dict.fromkeys(good, "merged"), "x": "failed"}
+    ref = f"orchard/{run_id}/integration"
+    assert merged_once(repo, ref) == sorted(good)  # each good result merged exactly once
+    assert set(reflog_positions(repo, run_id)) <= passed_candidates(repo)  # never an unchecked tree
+
+
+def test_land_takes_a_tip_that_passed_the_gate_and_refuses_one_that_did_not(
+        repo: Path, tmp_path: Path, write_plan: Callable[[str], Path]) -> None:
+    rendezvous = RENDEZVOUS / f"{tmp_path.name}-checks"
+    rendezvous.mkdir()
+    plan = write_plan(f"integration_verify: {check_script(tmp_path, rendezvous)}\npreflight: off\n"
+                      + plan_text(task("a", "@write a.txt a") + task("b", "@write b.txt b")))
+    result = run_orchard("run", str(plan), cwd=repo, timeout=120)
+    assert result.code == 0, result.out + result.err
+    (tip,), = query(repo, "SELECT integration_tip FROM runs")
+    own = repo / ".orchard" / "git"
+    # a tree nobody checked as the recorded tip: what landing must never take
+    unchecked = git(own, "commit-tree", "-p", tip, "-m", "unchecked", f"{tip}^{{tree}}").strip()
+    with sqlite3.connect(repo / ".orchard" / "state.db") as db:
+        db.execute("UPDATE runs SET integration_tip = ?", (unchecked,))
+    before = git(repo, "rev-parse", "main")
+    refused = run_orchard("land", cwd=repo)
+    assert refused.code == 1, refused.out + refused.err
+    assert "is not a candidate that passed the gate" in refused.err and "Traceback" not in refused.err
+    assert git(repo, "rev-parse", "main") == before  # nothing landed
+    with sqlite3.connect(repo / ".orchard" / "state.db") as db:
+        db.execute("UPDATE runs SET integration_tip = ?", (tip,))
+    landed = run_orchard("land", cwd=repo)
+    assert landed.code == 0, landed.err
+    assert git(repo, "rev-parse", "main").strip() == tip
+
+
+def test_the_gate_fields_are_checked_and_shown_by_orchard_plan(repo: Path, write_plan: Callable[[str], Path]) -> None:
+    tasks = task("a", "@write a.txt a")
+    bad = run_orchard("plan", str(write_plan("integration_batch: 0\nintegration_timeout: soon\n"
+                                             + plan_text(tasks))), cwd=repo)
+    assert bad.code == 2 and "Traceback" not in bad.err
+    for field in ("integration_batch", "integration_timeout", "integration_verify"):  # the last: it is missing
+        assert field in bad.err, bad.err
+    good = write_plan(f"integration_verify: {PYTHON} -m pytest -q\nintegration_batch: 4\nintegration_timeout: 10m\n"
+                      + plan_text(tasks))
+    shown = run_orchard("plan", str(good), "--json", cwd=repo).json()["gate"]
+    assert shown == {"verify": [PYTHON, "-m", "pytest", "-q"], "timeout_s": 600.0, "batch": 4}
+    assert "merges only in a candidate that passes" in run_orchard("plan", str(good), cwd=repo).out
+
+
+def test_the_dashboard_shows_the_gate_line_with_checks_failures_and_bisections() -> None:
+    snap = Snapshot(run_id="r")
+    ts = 1000.0
+    snap.apply(CheckStarted(run_id="r", ts=ts, check=1, tasks=("a", "b", "c", "d"), candidate="c1" * 20, tip="t" * 40))
+    line = render_text(snap, ts + 12)
+    assert "gate checking 4 results (12s)" in line and "checks 0" in line
+    snap.apply(CheckFinished(run_id="r", ts=ts + 13, check=1, tasks=("a", "b", "c", "d"), passed=False))
+    snap.apply(CheckStarted(run_id="r", ts=ts + 14, check=2, tasks=("a", "b"), candidate="c2" * 20, tip="t" * 40))
+    line = render_text(snap, ts + 15)
+    assert "checking 2 results" in line and "checks 1" in line and "failed 1" in line and "bisections 1" in line
+
+
+def render_text(snap: Snapshot, now: float) -> str:
+    console = Console(width=160, record=True, file=io.StringIO())
+    console.print(render(snap, now))
+    return console.export_text()

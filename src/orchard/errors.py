@@ -3,6 +3,7 @@
 Stdlib only, so every layer may raise these. Agent failures are *values* (`core.model.Outcome`), never these.
 
     OrchardError                  1   base of everything orchard reports to a user
+    ├── UngatedTip                1   landing a gated run whose integration tip did not pass its gate
     ├── UsageError                2   bad command-line usage or arguments
     ├── PlanError                 2   an invalid plan: every problem, each naming file, task and field
     ├── EnvironmentProblem        3   not a git repository, git too old, disk full …
@@ -131,6 +132,10 @@ class RefProblem(VcsError):
     """A ref name that is malformed, names no commit, or is already taken."""
 
     exit_code = 2
+
+
+class UngatedTip(OrchardError):
+    """A gated run's integration tip is not a candidate that passed its gate: it is not landed. Nothing changed."""
 
 
 class LandRefused(VcsError):

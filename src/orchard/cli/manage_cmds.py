@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 
@@ -11,8 +12,9 @@ import click
 
 from orchard.cli.common import stdout_console
 from orchard.cli.inspect_cmds import open_store
+from orchard.core.gate_state import ungated_tip_problem
 from orchard.core.model import RunStatus
-from orchard.errors import GitError, UsageError
+from orchard.errors import GitError, UngatedTip, UsageError
 from orchard.runtime.layout import Layout
 from orchard.runtime.lock import live_holder
 from orchard.runtime.pool import WorktreePool
@@ -130,8 +132,14 @@ def land_cmd(ctx: click.Context, run_id: str | None) -> int:
         if not branch_exists(own.user, run.base):
             raise UsageError(f"run {run.id} started from '{run.base}', which is not a branch; "
                              f"merge {run.integration_branch} yourself")
+        tip = run.integration_tip or run.base_commit
+        gate = store.plan(run.id).gate
+        problem = gate and ungated_tip_problem((data for _, data in store.events(run.id)), tip=tip,
+                                               base=run.base_commit, command=shlex.join(gate.verify))
+        if problem:
+            raise UngatedTip(f"cannot land run {run.id}: {problem}")
         # orchard's record is what merged: a session that died before publishing it leaves the user's copy behind
-        publish(own, {branch_ref(run.integration_branch): run.integration_tip or run.base_commit})
+        publish(own, {branch_ref(run.integration_branch): tip})
         result = land(own.user, run.integration_branch, run.base, marker=layout.land_marker)
         stdout_console().print(f"landed {run.integration_branch} on {run.base}: {result}")
     finally:

@@ -43,6 +43,8 @@ def preview(plan: Plan, parallel: int, worktreeinclude: Sequence[str] = ()) -> d
         "estimated_speedup": round(sequential / sim.makespan_s, 2) if sim.makespan_s else 0.0,
         "file_overlaps": [list(p) for p in overlapping_pairs(plan)],
         "environment": environment_view(plan, worktreeinclude),
+        "gate": None if plan.gate is None else {"verify": list(plan.gate.verify), "timeout_s": plan.gate.timeout_s,
+                                                "batch": plan.gate.batch},
     }
 
 
@@ -112,7 +114,10 @@ LINES_SHOWN = 100
 
 def text_lines(data: Mapping[str, Any]) -> list[str]:
     """The human preview after its title line: waves, critical path, makespan, file overlaps, environment."""
-    return _schedule_lines(data) + environment_lines(data.get("environment"))
+    gate = data.get("gate")
+    gated = [f"gate: every result merges only in a candidate that passes `{shlex.join(gate['verify'])}` (up to "
+             f"{gate['batch']} at once, each check within {format_duration(gate['timeout_s'])})"] if gate else []
+    return _schedule_lines(data) + gated + environment_lines(data.get("environment"))
 
 
 def _schedule_lines(data: Mapping[str, Any]) -> list[str]:

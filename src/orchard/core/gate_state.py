@@ -30,18 +30,18 @@ class GateFigures:
 def gate_figures(events: Iterable[Mapping[str, Any]]) -> GateFigures:
     """Fold the run's check events, in journal order."""
     figures = GateFigures()
-    open_checks: dict[int, tuple[str, ...]] = {}
+    last: tuple[int, tuple[str, ...]] = (0, ())  # the latest check begun (one a crash cut short stays unfinished)
     for event in events:
         if event["type"] == STARTED:
-            open_checks[event["check"]] = tuple(event["tasks"])
+            last = (event["check"], tuple(event["tasks"]))
         elif event["type"] == FINISHED:
-            open_checks.pop(event["check"], None)
+            last = (0, ()) if event["check"] == last[0] else last
             figures.count += 1
             figures.failed += 0 if event["passed"] else 1
             figures.seconds += float(event.get("duration_s", 0.0))
             figures.verdicts.update(dict.fromkeys(event.get("merged", ()), "passed"))
             figures.verdicts.update(dict.fromkeys(event.get("failed", ()), "failed"))
-    figures.running = next(reversed(open_checks.values()), ())
+    figures.running = last[1]
     return figures
 
 
@@ -51,3 +51,23 @@ def task_gate(figures: GateFigures, task_id: str, status: TaskStatus) -> str | N
     if status is TaskStatus.MERGING:
         return "waiting"
     return figures.verdicts.get(task_id)
+
+
+def passed_candidates(events: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The candidates whose check passed: the only trees a gated integration branch may point at (besides its base)."""
+    started: dict[int, str] = {}
+    passed: set[str] = set()
+    for event in events:
+        if event["type"] == STARTED:
+            started[event["check"]] = str(event["candidate"])
+        elif event["type"] == FINISHED and event["passed"] and event["check"] in started:
+            passed.add(started[event["check"]])
+    return passed
+
+
+def ungated_tip_problem(events: Iterable[Mapping[str, Any]], *, tip: str, base: str, command: str) -> str:
+    """Why a gated run's tip may not be landed ("" when it may: the base, or a candidate that passed)."""
+    if tip == base or tip in passed_candidates(events):
+        return ""
+    return (f"its integration tip {tip[:12]} is not a candidate that passed the gate `{command}`, so it was never "
+            "checked as a whole; nothing was landed")

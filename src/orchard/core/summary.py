@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from orchard.core.gate_state import gate_figures
 from orchard.core.journal import Records
 from orchard.core.model import TaskStatus
 from orchard.core.records import AttemptRecord
@@ -39,7 +40,15 @@ def summarize(records: Records, run_id: str, now: float) -> dict[str, Any]:
         "parallel": run.parallel,
         "agents": _by_agent(attempts, now),
         **_setup(attempts),
+        "checks": _checks(records, run_id),
     }
+
+
+def _checks(records: Records, run_id: str) -> dict[str, Any] | None:
+    """The merge gate's figures (None without a gate)."""
+    if records.plan(run_id).gate is None:
+        return None
+    return gate_figures(data for _, data in records.events(run_id)).as_json()
 
 
 def _setup(attempts: Sequence[AttemptRecord]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from orchard.core.events import CheckFinished, CheckStarted
 from orchard.core.feedback import conflict_feedback, integration_feedback
+from orchard.core.journal import RunJournal
 from orchard.core.model import Gate, MergeOutcome
 from orchard.core.scheduler import Event, Kick, MergeEnded
 from orchard.core.train import Train, Verdict
@@ -91,10 +92,11 @@ class MergeGate:
         if self.ctx.processes.stopping:
             self._let_go()
             return None
-        if self._first:
-            order = {task_id: i for i, task_id in enumerate(self._first)}
-            self.train.waiting = type(self.train.waiting)(sorted(self.train.waiting, key=lambda t: order.get(t, 1e9)))
-            self._first = ()
+        if self._first:  # the candidate a crash cut short, as it was (the rest of its bisection is lost)
+            again = tuple(t for t in self._first if t in self.train.waiting)
+            for task_id in again:
+                self.train.waiting.remove(task_id)
+            self.train.next_half, self._first = again, ()
         check = self.train.next_check()
         return None if check is None else self._check(check.tasks)
 
@@ -217,6 +219,14 @@ class MergeGate:
         began = attempts[-1].started_at if attempts else 0.0
         return tuple(t.task_id for t in self.ctx.journal.tasks()
                      if t.merged_commit and t.task_id != task_id and (t.finished_at or 0.0) >= began)
+
+
+def checked_candidates(journal: RunJournal) -> frozenset[str] | None:
+    """The candidates the run's gate began checking (None: the plan has no gate); recovery trusts an integration
+    ref that moved past the journal's record only at one of them."""
+    if journal.plan.gate is None:
+        return None
+    return frozenset(str(e["candidate"]) for e in journal.events() if e["type"] == CheckStarted.type)
 
 
 def _unfinished_check(events: list[dict[str, Any]]) -> tuple[str, ...]:

@@ -51,11 +51,15 @@ class TrustedTip:
     unrecorded: dict[str, str]  # task id → its merge commit
 
 
-def trusted_tip(repo: Repo, run: RunRecord, ref: str) -> TrustedTip:
-    """Rule 1: the record, or the ref if it only adds this run's own merges."""
+def trusted_tip(repo: Repo, run: RunRecord, ref: str, *, checked: frozenset[str] | None = None) -> TrustedTip:
+    """Rule 1: the record, or the ref if it only adds this run's own merges. Under a gate (`checked`: the
+    candidates its journal says it began checking) the ref is trusted only at one of those: only a candidate that
+    passed moves it, so anything else is a tree nobody checked."""
     recorded = run.integration_tip or run.base_commit
     actual = read_ref(repo, ref)
     if not actual or actual == recorded or not is_ancestor(repo, recorded, actual):
+        return TrustedTip(recorded, {})
+    if checked is not None and actual not in checked:
         return TrustedTip(recorded, {})
     found: dict[str, str] = {}
     for commit, message in first_parent_log(repo, recorded, actual):

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shlex
 import signal
 import sqlite3
 import time
@@ -19,15 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from orchard.agents.requirements import recordable_environment
+from orchard.core.gate_state import ungated_tip_problem
 from orchard.core.journal import Observer, Records
 from orchard.core.model import NO_LIMITS, Limits, Plan, RunStatus
 from orchard.core.redact import Redactor
 from orchard.core.scheduler import RunDone
 from orchard.core.transitions import Journal
-from orchard.errors import DiskFull, GitError, GitTimeout, OrchardError, UsageError, VcsError
+from orchard.errors import DiskFull, GitError, GitTimeout, OrchardError, UngatedTip, UsageError, VcsError
 from orchard.runtime.context import Integration, RunContext, note_repaired
 from orchard.runtime.disk import DiskLimits, collect_worktrees, require_free_space
 from orchard.runtime.engine import Engine
+from orchard.runtime.gate import checked_candidates
 from orchard.runtime.imports import import_traps, strict_refusal
 from orchard.runtime.integration import note_restored
 from orchard.runtime.layout import Layout, integration_branch
@@ -197,7 +200,8 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
             last_seen = journal.last_event_ts() or time.time()  # when the dead session last did anything
             reaped = reap_orphans(journal, layout.root)  # first: what is left of the dead session stops writing
             unlocked = remove_stale_locks(own)
-            found = trusted_tip(own.repo, run, "refs/heads/" + run.integration_branch)
+            found = trusted_tip(own.repo, run, "refs/heads/" + run.integration_branch,
+                                checked=checked_candidates(journal))
             journal.run_resumed(pid=os.getpid(), integration_tip=found.tip)
             ctx = _context(own, layout, journal, tip=found.tip, width=run.parallel)
             note_collected(ctx, collected)
@@ -327,10 +331,15 @@ async def _tidy(ctx: RunContext, engine: Engine, limits: DiskLimits) -> None:
         ctx.journal.noted(f"tidying up was cut short by the interrupt: {exc}", level="warning")
 
 
-async def _land(ctx: RunContext) -> VcsError | None:
+async def _land(ctx: RunContext) -> OrchardError | None:
     """`--land`: merge the integration branch into the base; a refusal is noted and returned, to raise once the
-    run's end is recorded."""
-    run = ctx.journal.run()
+    run's end is recorded. A gated run lands only a tip that passed its gate."""
+    run, gate = ctx.journal.run(), ctx.plan.gate
+    problem = gate and ungated_tip_problem(ctx.journal.events(), tip=ctx.integration.tip, base=run.base_commit,
+                                           command=shlex.join(gate.verify))
+    if problem:
+        ctx.journal.noted(f"did not land {run.integration_branch} on {run.base}: {problem}", level="warning")
+        return UngatedTip(f"cannot land run {run.id}: {problem}")
     try:
         outcome = await asyncio.to_thread(land, ctx.user_repo, run.integration_branch, run.base,
                                           marker=ctx.layout.land_marker)

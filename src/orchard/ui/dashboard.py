@@ -56,9 +56,21 @@ def render(snap: Snapshot, now: float | None = None) -> RenderableType:
         f"  ·  ${snap.cost():.2f}" if snap.cost() else "",
         (f"  ·  {snap.held}", "yellow") if snap.held else "",
     )
-    parts: list[RenderableType] = [queue, table]
+    parts: list[RenderableType] = [queue, *_gate_line(snap, now), table]
     parts.extend(Text(safe_line(note), style="yellow") for note in snap.notes)
     return Group(*parts)
+
+
+def _gate_line(snap: Snapshot, now: float) -> list[Text]:
+    """The merge gate next to the queue line: the candidate in its check and for how long, and the figures."""
+    gate = snap.gate
+    if gate is None:
+        return []
+    checking = (f"checking {len(gate.checking)} result{'s' if len(gate.checking) != 1 else ''} "
+                f"({format_duration(now - gate.since)})" if gate.checking else "idle")
+    return [Text.assemble(("gate ", "bold"), checking, f"  ·  checks {gate.checks}",
+                          (f"  failed {gate.failed}", "red") if gate.failed else "",
+                          f"  ·  bisections {gate.bisections}" if gate.bisections else "")]
 
 
 class Dashboard:

@@ -110,6 +110,10 @@ def summary_text(summary: dict[str, Any]) -> RenderableType:
     if summary.get("setups") or summary.get("setups_skipped"):
         lines.append(Text(f"setup {format_duration(summary['setup_s'])} in {summary['setups']} run(s) · "
                           f"{summary['setups_skipped']} skipped (the reused worktree's setup was current)"))
+    checks = summary.get("checks")
+    if checks:
+        lines.append(Text(f"gate: {checks['count']} check(s), {checks['failed']} failed, "
+                          f"{format_duration(checks['total_s'])} checking"))
     agents = summary.get("agents") or {}
     if len(agents) > 1 or any(a["cost_usd"] or a["tokens_in"] for a in agents.values()):
         lines.extend(Text(f"  {safe_line(name)}: {a['attempts']} attempts · ${a['cost_usd']:.4f} · "

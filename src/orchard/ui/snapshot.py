@@ -11,6 +11,8 @@ from orchard.core.events import (
     AgentActivity,
     AttemptFinished,
     AttemptStarted,
+    CheckFinished,
+    CheckStarted,
     MergeFinished,
     OrchardEvent,
     RunFinished,
@@ -48,6 +50,30 @@ class TaskView:
 
 
 @dataclass
+class GateView:
+    """The gate's line: the candidate being checked and since when, checks so far, failed ones, and bisection
+    checks (of part of a candidate that failed)."""
+
+    checking: tuple[str, ...] = ()
+    since: float = 0.0
+    checks: int = 0
+    failed: int = 0
+    bisections: int = 0
+    _failed_sets: list[frozenset[str]] = field(default_factory=list)
+
+    def apply(self, event: CheckStarted | CheckFinished) -> None:
+        if isinstance(event, CheckStarted):
+            self.checking, self.since = event.tasks, event.ts
+            part = frozenset(event.tasks)
+            self.bisections += any(part < failed for failed in self._failed_sets)
+            return
+        self.checking, self.checks = (), self.checks + 1
+        if not event.passed:
+            self.failed += 1
+            self._failed_sets = [*self._failed_sets[-7:], frozenset(event.tasks)]
+
+
+@dataclass
 class Snapshot:
     """Everything the live view shows, derived from events only."""
 
@@ -60,6 +86,7 @@ class Snapshot:
     summary: dict[str, Any] | None = None
     status: RunStatus = RunStatus.RUNNING
     held: str = ""  # why new attempts wait for the machine
+    gate: GateView | None = None  # the merge gate's line, once it has checked anything
 
     def apply(self, event: OrchardEvent) -> None:
         """Fold one event into the snapshot."""
@@ -74,6 +101,10 @@ class Snapshot:
             return
         if isinstance(event, RunHeld):
             self.held = event.reason
+            return
+        if isinstance(event, CheckStarted | CheckFinished):
+            self.gate = self.gate or GateView()
+            self.gate.apply(event)
             return
         task_id = event.task_id
         if task_id is None:
