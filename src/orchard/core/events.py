@@ -200,6 +200,19 @@ class MergeFinished(TaskEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class TaskWarning(TaskEvent):
+    """Something about a task's result the user should know, which did not stop it: a result that removed lines
+    `others` (tasks of the run) had added and merged (`protect_merged: warn`)."""
+
+    type: ClassVar[str] = "task.warning"
+    text: str
+    others: tuple[str, ...] = field(default_factory=tuple)
+
+    def message(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunNote(OrchardEvent):
     """A run-level notice (warning, interruption, landing)."""
 

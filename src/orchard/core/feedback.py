@@ -59,3 +59,49 @@ def compose_prompt(prompt: str, feedback: str, attempt: int) -> str:
     if not feedback:
         return prompt
     return f"{prompt.rstrip()}\n\n---\n## Feedback from orchard (attempt {attempt})\n\n{feedback}\n"
+
+
+def resolve_feedback(paths: Sequence[str], *, ours: Sequence[str], theirs: Sequence[str]) -> str:
+    """The prompt of an attempt that resolves its result's conflict (`on_conflict: resolve`): the worktree holds the
+    integration tip with the previous result merged in, git's conflict markers left in the files."""
+    listed = "\n".join(f"- {p}" for p in paths) or "- (git named no paths)"
+    return (
+        "Your previous result conflicted with work merged into the integration branch meanwhile. This worktree "
+        "holds the integration tip with your previous result merged in and the merge left unfinished: git's "
+        "conflict markers (<<<<<<< ours, ||||||| base, ======= , >>>>>>> theirs) are in:\n"
+        f"{listed}\n"
+        "Resolve only these conflicts: remove every marker, keep every line the integration side (ours) has and "
+        "the intent of your change (theirs). Change nothing else, and do not commit, abort or redo the merge: "
+        "orchard commits it.\n"
+        "The integration side's commits since the merge base:\n" + _bullets(ours) + "\n"
+        "Your previous result's commits:\n" + _bullets(theirs)
+    )
+
+
+def resolution_refused(markers: Sequence[str], lost: str) -> str:
+    """Why a conflict resolution was refused: markers left in files, or lines of the integration side dropped."""
+    parts = []
+    if markers:
+        parts.append("conflict markers are still in " + ", ".join(markers))
+    if lost:
+        parts.append("lines the integration side had are gone:\n" + lost)
+    return "the conflict resolution was refused: " + "; ".join(parts)
+
+
+def protected_lines(found: dict[str, str]) -> str:
+    """A result removed lines other tasks of the run added and merged: by task, the lines."""
+    return "it removes lines that other tasks of this run added and merged:\n" + "\n".join(
+        f"task {task}:\n{lines}" for task, lines in sorted(found.items()))
+
+
+REFUSED = "The previous attempt's result was refused:"
+
+
+def keep_lines_feedback(detail: str) -> str:
+    """Feedback after a refused result (`protect_merged: reject`, or a refused conflict resolution)."""
+    return (f"{REFUSED} {detail.strip()}\n"
+            "Keep those lines (they are other work that is already merged) and make your change around them.")
+
+
+def _bullets(items: Sequence[str]) -> str:
+    return "\n".join(f"- {item}" for item in items[:20]) or "- (none)"

@@ -1,4 +1,5 @@
-"""The run journal's transitions for the merge gate (`runtime.gate`): a candidate's check begins and ends.
+"""The run journal's transitions for the merge gate (`runtime.gate`): a candidate's check begins and ends; and
+the guardrails' warnings on a result (`runtime.guardrails`).
 
 A mixin of `core.transitions.Journal`: the same transactions, redaction and events as every other transition."""
 
@@ -9,7 +10,7 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from orchard.core.events import CheckFinished, CheckStarted, MergeFinished, OrchardEvent
+from orchard.core.events import CheckFinished, CheckStarted, MergeFinished, OrchardEvent, TaskWarning
 from orchard.core.feedback import INTEGRATION_FAILED
 from orchard.core.model import MergeOutcome
 
@@ -62,3 +63,9 @@ class GateTransitions:
             self._emit(CheckFinished(run_id=self.run_id, ts=now, check=check, tasks=tasks, passed=passed,
                                      duration_s=duration_s, merged=tuple(merged), failed=failed, inferred=inferred,
                                      tail=tail))
+
+    def task_warned(self, task_id: str, text: str, *, others: tuple[str, ...] = ()) -> None:
+        """A warning about the task's result that did not stop it (shown on the dashboard, in `status --json`'s
+        `warnings` and in the summary)."""
+        with self.atomic():
+            self._emit(TaskWarning(run_id=self.run_id, ts=self._clock(), task=task_id, text=text, others=others))

@@ -260,6 +260,8 @@ class Task:
     # what of orchard's environment the verify command sees beyond the basics (agent-written code runs there)
     verify_env_pass: str | tuple[str, ...] = ()
     environment: Environment | None = None  # the task's own, merged over the plan's; None: the plan's
+    on_conflict: str = "rerun"  # rerun: from the new tip, told the paths; resolve: given git's conflict to resolve
+    protect_merged: str = "warn"  # warn | reject | off: a result removing lines other tasks of the run merged
 
 
 @dataclass(frozen=True)

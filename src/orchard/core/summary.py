@@ -41,6 +41,8 @@ def summarize(records: Records, run_id: str, now: float) -> dict[str, Any]:
         "agents": _by_agent(attempts, now),
         **_setup(attempts),
         "checks": _checks(records, run_id),
+        "warnings": [{"task": data["task"], "text": data["text"], "others": data.get("others", [])}
+                     for _, data in records.events(run_id) if data["type"] == "task.warning"],
     }
 
 

@@ -319,6 +319,8 @@ def at_least(minimum: int) -> Coercer:
     return partial(integer, minimum=minimum)
 
 
+ON_CONFLICT = ("rerun", "resolve")  # a result that conflicts: its agent runs again from the tip, or resolves it
+PROTECT_MERGED = ("warn", "reject", "off")  # a result that removes lines other tasks of the run merged
 # Task fields other than id / prompt / prompt_file, by the name used in plan files.
 TASK_COERCERS: Mapping[str, Coercer] = MappingProxyType(
     {
@@ -335,6 +337,8 @@ TASK_COERCERS: Mapping[str, Coercer] = MappingProxyType(
         "allow_empty": boolean,
         "budget_usd": money,
         "verify_env_pass": env_pass,
+        "on_conflict": partial(choice, ON_CONFLICT),
+        "protect_merged": partial(choice, PROTECT_MERGED),
     }
 )
 # Plan-file field name → `Task` keyword.

@@ -17,7 +17,7 @@ from pathlib import Path
 from orchard.agents import AttemptContext, AttemptReport, adapter_for
 from orchard.agents.base import Invocation, OutputParser, Stream, TailBuffer
 from orchard.agents.requirements import agent_environment
-from orchard.core.feedback import BASELINE_RED, compose_prompt, failure_feedback, verify_feedback
+from orchard.core.feedback import BASELINE_RED, REFUSED, compose_prompt, failure_feedback, verify_feedback
 from orchard.core.journal import AgentExit, AttemptStart, Verdict, VerifyRun
 from orchard.core.model import Outcome, Task
 from orchard.core.scheduler import AttemptEnded, StartAttempt
@@ -30,6 +30,7 @@ from orchard.runtime.environment import (
     run_phase,
     setup_stamp,
 )
+from orchard.runtime.guardrails import Resolution, guard, resolution_wanted, start_resolution
 from orchard.runtime.process import Supervision, append_log, run_process
 from orchard.runtime.resources import task_variables
 from orchard.runtime.sandbox import box_for, confine, mode_for, sandboxed_exit
@@ -71,6 +72,7 @@ class Attempt:
     slot: int = 0
     port: int | None = None
     deadline: float = 0.0  # monotonic: the task's `timeout` bounds the agent and its verify together
+    resolution: Resolution | None = None  # the conflict it resolves (`on_conflict: resolve`), merged in its worktree
 
 
 class ActivityThrottle:
@@ -110,7 +112,9 @@ async def run_attempt(ctx: RunContext, start: StartAttempt, on_verify: Callable[
 
 async def _run(ctx: RunContext, attempt: Attempt, on_verify: Callable[[], None]) -> AttemptEnded:
     try:
-        worktree, commit, repaired, included = await asyncio.to_thread(_prepare_worktree, ctx, attempt)
+        theirs = resolution_wanted(ctx, attempt.task)
+        worktree, commit, repaired, included, resolution = await asyncio.to_thread(_prepare_worktree, ctx, attempt,
+                                                                                   theirs)
     except (GitError, OSError) as exc:
         outcome = Outcome.INTERRUPTED if ctx.processes.stopping else Outcome.SETUP_FAILED  # a hard stop kills git
         ctx.journal.attempt_not_started(attempt.task.id, attempt.number, outcome, f"cannot prepare worktree: {exc}")
@@ -119,7 +123,7 @@ async def _run(ctx: RunContext, attempt: Attempt, on_verify: Callable[[], None])
     variables = task_variables(run_id=ctx.run_id, task_id=attempt.task.id, root=str(ctx.user_repo.root),
                                worktree=str(worktree), slot=attempt.slot, port=attempt.port,
                                environment=ctx.plan.environment_of(attempt.task.id))
-    attempt = replace(attempt, worktree=worktree, start_commit=commit, included=included,
+    attempt = replace(attempt, worktree=worktree, start_commit=commit, included=included, resolution=resolution,
                       variables=tuple(variables.items()), deadline=time.monotonic() + attempt.task.timeout_s)
     actx = _agent_context(ctx, attempt)
     adapter = adapter_for(actx.agent.type)
@@ -209,23 +213,28 @@ def _new_attempt(ctx: RunContext, start: StartAttempt) -> Attempt:
                    prompt_file=ctx.layout.prompt_file(ctx.run_id, task.id, start.attempt))
 
 
-def _prepare_worktree(ctx: RunContext, attempt: Attempt) -> tuple[Path, str, list[str], tuple[str, ...]]:
+def _prepare_worktree(ctx: RunContext, attempt: Attempt, theirs: str | None
+                      ) -> tuple[Path, str, list[str], tuple[str, ...], Resolution | None]:
     """orchard's repository as orchard wrote it, then a clean worktree on the task branch at the integration tip as
-    it is now (orchard's record, whatever an agent did to the ref), with the files its environment includes; returns
-    where that worktree really is (the task's link leads there), its start commit, what was repaired and what was
-    included."""
+    it is now (orchard's record, whatever an agent did to the ref), with the files its environment includes and,
+    to resolve a conflict, `theirs` (the previous result) merged in; returns where that worktree really is (the
+    task's link leads there), its start commit, what was repaired, what was included and the conflict."""
     repaired = ctx.own.restore()
     with ctx.integration.lock:
         tip = ctx.integration.tip
     worktree = ctx.pool.acquire(attempt.worktree, attempt.branch, tip)
+    resolution = start_resolution(ctx.git, worktree, tip, theirs) if theirs else None
     wanted = included_files(ctx.user_repo, ctx.plan.environment_of(attempt.task.id))
-    return worktree, tip, repaired, tuple(copy_included(ctx.user_repo, worktree, wanted))
+    return worktree, tip, repaired, tuple(copy_included(ctx.user_repo, worktree, wanted)), resolution
 
 
 def _agent_context(ctx: RunContext, attempt: Attempt) -> AttemptContext:
     """Write the attempt's prompt (the task's, plus feedback from the last attempt) and describe it to the adapter."""
     task = attempt.task
     feedback = ctx.journal.task(task.id).feedback
+    if attempt.resolution is not None:  # what to resolve, and why the last resolution was refused if it was
+        refused = feedback if feedback.startswith(REFUSED) else ""
+        feedback = attempt.resolution.note + (f"\n\n{refused}" if refused else "")
     prompt = compose_prompt(task.prompt, feedback, attempt.number)
     attempt.prompt_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     attempt.prompt_file.write_text(prompt, encoding="utf-8")
@@ -279,6 +288,8 @@ async def _judge(ctx: RunContext, attempt: Attempt, report: AttemptReport, on_ve
             return verdict(Outcome.INTERRUPTED, "run interrupted")
         return verdict(report.outcome, report.detail)
     result = await _collect(ctx, attempt, report.detail)
+    result = await guard(ctx, task=attempt.task, start=attempt.start_commit, resolution=attempt.resolution,
+                         result=result)
     if result.outcome is Outcome.SUCCESS and attempt.task.verify and attempt.worktree.is_dir():
         on_verify()
         return await _verify(ctx, attempt, result)

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchard.core.durations import format_duration
-from orchard.core.events import iso
+from orchard.core.events import TaskWarning, iso
 from orchard.core.gate_state import gate_figures, task_gate
 from orchard.core.journal import Records
 from orchard.core.model import RunStatus
@@ -31,7 +31,12 @@ def status_document(records: Records, run_id: str | None = None) -> dict[str, An
         by_task.setdefault(attempt.task_id, []).append(attempt)
     now = time.time()
     gated = records.plan(run.id).gate is not None
-    gate = gate_figures(data for _, data in records.events(run.id)) if gated else None
+    events = [data for _, data in records.events(run.id)]
+    gate = gate_figures(events) if gated else None
+    warnings: dict[str, list[str]] = {}
+    for event in events:
+        if event["type"] == TaskWarning.type:
+            warnings.setdefault(event["task"], []).append(event["text"])
     tasks = []
     for t in records.tasks(run.id):
         attempts = by_task.get(t.task_id, [])
@@ -51,6 +56,7 @@ def status_document(records: Records, run_id: str | None = None) -> dict[str, An
             "setup_s": _setup_s(attempts),
             **_reserved(attempts),
             "gate": task_gate(gate, t.task_id, t.status) if gate else None,
+            "warnings": warnings.get(t.task_id, []),
             "error": t.error or None,
         })
     summary = summarize(records, run.id, now)
@@ -110,6 +116,7 @@ def summary_text(summary: dict[str, Any]) -> RenderableType:
     if summary.get("setups") or summary.get("setups_skipped"):
         lines.append(Text(f"setup {format_duration(summary['setup_s'])} in {summary['setups']} run(s) · "
                           f"{summary['setups_skipped']} skipped (the reused worktree's setup was current)"))
+    lines.extend(Text(safe_text(f"warning: {w['text']}"), style="yellow") for w in summary.get("warnings", []))
     checks = summary.get("checks")
     if checks:
         lines.append(Text(f"gate: {checks['count']} check(s), {checks['failed']} failed, "

@@ -22,6 +22,7 @@ from orchard.core.events import (
     SetupFinished,
     SetupStarted,
     TaskStatusChanged,
+    TaskWarning,
     TeardownFinished,
     VerifyFinished,
 )
@@ -93,8 +94,9 @@ class Snapshot:
         if isinstance(event, RunStarted):
             self.run_id, self.parallel, self.total, self.started = event.run_id, event.parallel, event.tasks, event.ts
             return
-        if isinstance(event, RunNote):
-            self.notes = [*self.notes[-2:], event.text]
+        if isinstance(event, RunNote | TaskWarning):  # a warning on a task's result is shown like a note
+            text = event.text if isinstance(event, RunNote) else f"warning: {event.text.splitlines()[0]}"
+            self.notes = [*self.notes[-2:], text]
             return
         if isinstance(event, RunFinished):
             self.summary, self.status, self.held = event.summary, event.status, ""

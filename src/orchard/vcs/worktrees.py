@@ -261,3 +261,16 @@ def clean_worktree(worktree: Path, *, keep_ignored: bool = False, keep: Sequence
     """Delete every untracked file (and ignored one, unless `keep_ignored`) in `worktree`, but those the git-ignore
     patterns `keep` name."""
     _git(worktree, "clean", "-ffd" if keep_ignored else "-ffdx", "--quiet", *(f"--exclude={p}" for p in keep))
+
+
+def merge_for_resolution(worktree: Path, commit: str) -> list[str]:
+    """Merge `commit` into the worktree's branch without committing (git's `merge --no-commit`, markers in diff3
+    style, showing the merge base too), for an agent to resolve; the conflicted paths ([] when it merged clean).
+    The merge stays in progress: the next commit in the worktree is the merge commit."""
+    ident = commit_ident_args(worktree)
+    proc = _git(worktree, *ident, "-c", "merge.conflictStyle=diff3", "merge", "--no-ff", "--no-commit", "--quiet",
+                "--end-of-options", commit, check=False)
+    if proc.returncode not in (0, 1):
+        raise GitError(proc.args[1:], proc.returncode, proc.stderr or proc.stdout)
+    out = _git(worktree, "diff", "--name-only", "-z", "--diff-filter=U").stdout
+    return [p for p in out.split("\0") if p]
