@@ -19,6 +19,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from orchard.runtime.lock import live_holder
 from tests.conftest import (
     PYTHON,
@@ -37,9 +39,13 @@ SEED = int(os.environ.get("ORCHARD_CRASH_SEED", "20261122"))  # another seed exp
 KILLS = 22
 
 
-def crash_plan(starts: Path) -> str:
+GATE = f"integration_verify: [{PYTHON}, -c, \"import pathlib, sys; sys.exit(pathlib.Path('bad.txt').exists())\"]\n"
+
+
+def crash_plan(starts: Path, *, gated: bool = False) -> str:
     """30 tasks: chains and fan-in, verify commands, and two tasks that conflict on one line; every agent records
-    its start in `starts`."""
+    its start in `starts`. `gated`: behind a merge gate, with one more task whose first attempt breaks the check (so
+    there are failing candidates and bisections to kill) until the gate's feedback tells it."""
     rng = random.Random(SEED)
     tasks = ""
     for i in range(28):
@@ -56,7 +62,10 @@ def crash_plan(starts: Path) -> str:
         tasks += task(name, f"@record {starts}\n@sleep 0.2\n"
                             f"@unless-contains shared.txt {other} @write shared.txt {name}\n"
                             f"@if-contains shared.txt {other} @write shared.txt left\\nright", "    retries: 3\n")
-    return plan_text(tasks, parallel=4)
+    if gated:
+        tasks += task("culprit", f"@record {starts}\n@unless-feedback @write bad.txt oops\n@write out/culprit.txt c",
+                      "    retries: 3\n")
+    return (GATE if gated else "") + plan_text(tasks, parallel=4)
 
 
 def new_repo(root: Path) -> Path:
@@ -74,12 +83,14 @@ def journal(repo: Path) -> list[dict[str, object]]:
         return [json.loads(r[0]) for r in db.execute("SELECT data FROM events ORDER BY id")]
 
 
-def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gated", [False, True], ids=["merge-queue", "merge-gate"])
+def test_sigkill_at_random_moments_then_resume(gated: bool, tmp_path: Path) -> None:
     signals = RENDEZVOUS / tmp_path.name
     signals.mkdir()
     reference_plan, plan = tmp_path / "reference.yaml", tmp_path / "plan.yaml"
-    reference_plan.write_text(crash_plan(signals / "reference-starts"))
-    plan.write_text(crash_plan(signals / "starts"))
+    reference_plan.write_text(crash_plan(signals / "reference-starts", gated=gated))
+    plan.write_text(crash_plan(signals / "starts", gated=gated))
+    total = 31 if gated else 30
 
     reference = new_repo(tmp_path / "reference")
     assert subprocess.run([PYTHON, "-m", "orchard", "run", str(reference_plan), "--json"], cwd=reference,
@@ -91,15 +102,15 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     # run whatever this machine's speed: each session is killed after a random share of the work still to do (the
     # reference run's steps, for the tasks not merged yet, over the kills still to land) plus a few milliseconds,
     # which lands kills in start-up, attempts, verify commands, merges and tidy-ups alike.
-    steps_per_task = _progress(reference) / 30
+    steps_per_task = _progress(reference) / total
 
     repo = new_repo(tmp_path / "crashed")
     rng = random.Random(SEED + 1)
-    kills, sessions = 0, 0
+    kills, sessions, in_check = 0, 0, 0
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         sessions += 1
-        left = 30 - len(query(repo, "SELECT task_id FROM tasks WHERE status = 'merged'"))
+        left = total - len(query(repo, "SELECT task_id FROM tasks WHERE status = 'merged'"))
         target = _progress(repo) + rng.randint(0, max(2, int(2 * left * steps_per_task / max(1, KILLS - kills))))
         # killed before the run was recorded, there is nothing to resume: the user starts it again
         proc = orchard_cmd(repo, "resume") if _recorded(repo) else orchard_cmd(repo, "run", str(plan))
@@ -112,6 +123,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             kills += 1
+            in_check += _checking(repo)
         elif proc.returncode == 0:
             break
     final = proc.wait(timeout=300)
@@ -127,7 +139,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
             merged[str(e["task"])] = i
         elif e["type"] == "attempt.started":
             assert e["task"] not in merged, f"{e['task']} started again after it merged"
-    assert len(merged) == 30
+    assert len(merged) == total
     # an agent ran only for an attempt the journal recorded, and at most once for it
     started = Counter(tuple(line.split()) for line in (signals / "starts").read_text().splitlines())
     recorded = {(t, str(n)) for t, n in query(repo, "SELECT task_id, number FROM attempts")}
@@ -143,6 +155,17 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     per_task = sorted(task for _, task in merged_tasks(repo, tip))
     assert per_task == sorted(merged), f"merge commits per task: {per_task}"
 
+    if gated:  # the branch took no position but a candidate orchard built, and never one whose check failed
+        positions = set(git(own_git(repo), "reflog", "show", "--format=%H", f"refs/heads/orchard/{run_id}/integration")
+                        .split())
+        started_checks = {int(str(e["check"])): str(e["candidate"]) for e in events if e["type"] == "check.started"}
+        failed = {started_checks[int(str(e["check"]))] for e in events if e["type"] == "check.finished"
+                  and not e["passed"]}
+        assert positions and positions <= set(started_checks.values()) and not positions & failed
+        assert failed, "no candidate failed: the culprit never reached the gate"
+        assert in_check, "no kill landed during a check"
+        print(f"gated crash test: {kills} kills, {in_check} during a check; {len(started_checks)} checks, "
+              f"{len(failed)} failed")
     assert run_processes(run_id) == []
     assert len(parked_worktrees(repo)) <= 4  # only reusable worktrees, parked, at most the run's parallel
     worktrees = repo / ".orchard" / "worktrees" / run_id
@@ -155,8 +178,14 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
 def _progress(repo: Path) -> int:
     """Steps of real work journaled so far: attempts started and finished, verify commands and merges done."""
     rows = query(repo, "SELECT count(*) FROM events WHERE type IN ('attempt.started', 'attempt.finished',"
-                       " 'verify.finished', 'merge.finished')")
+                       " 'verify.finished', 'merge.finished', 'check.started', 'check.finished')")
     return int(rows[0][0]) if rows else 0
+
+
+def _checking(repo: Path) -> bool:
+    """Whether the killed session had a candidate in its check (a `check.started` with no `check.finished`)."""
+    rows = query(repo, "SELECT type FROM events WHERE type IN ('check.started', 'check.finished') ORDER BY id")
+    return bool(rows) and rows[-1][0] == "check.started"
 
 
 def _recorded(repo: Path) -> bool:

@@ -284,3 +284,31 @@ def render_text(snap: Snapshot, now: float) -> str:
     console = Console(width=160, record=True, file=io.StringIO())
     console.print(render(snap, now))
     return console.export_text()
+
+
+def test_a_resume_puts_back_an_integration_ref_moved_to_a_tree_no_check_passed(
+        repo: Path, tmp_path: Path, write_plan: Callable[[str], Path],
+        background: Callable[..., subprocess.Popen[str]]) -> None:
+    """A ref moved past the journal's record to this run's own-looking merge (its trailers say so) is trusted only
+    at a candidate the gate journaled: here the check of `b` was killed, and the ref then moved to a merge of `b`
+    nobody checked."""
+    rendezvous = RENDEZVOUS / f"{tmp_path.name}-checks"
+    rendezvous.mkdir()
+    check = check_script(tmp_path, rendezvous, hang_at=1)
+    proc = background("run", str(write_plan(f"integration_verify: {check}\npreflight: off\n"
+                                            + plan_text(task("b", "@write b.txt b")))))
+    wait_for(lambda: (rendezvous / "check-1").exists(), "b's check running")
+    proc.kill()
+    proc.communicate(timeout=30)
+    (run_id, tip), = query(repo, "SELECT id, integration_tip FROM runs")
+    own, ref = repo / ".orchard" / "git", f"refs/heads/orchard/{run_id}/integration"
+    result = git(own, "rev-parse", f"refs/heads/orchard/{run_id}/task/b").strip()
+    forged = git(own, "commit-tree", "-p", tip, "-p", result, "-m",
+                 f"orchard: merge task b\n\nOrchard-Run: {run_id}\nOrchard-Task: b", f"{result}^{{tree}}").strip()
+    git(own, "update-ref", ref, forged, tip)
+    resumed = run_orchard("resume", cwd=repo, timeout=120)
+    assert resumed.code == 0, resumed.out + resumed.err
+    assert [e["tasks"] for e in events(repo, "check.started")] == [["b"], ["b"]]  # checked again, not trusted
+    final = git(own, "rev-parse", ref).strip()
+    assert final != forged and final in passed_candidates(repo)
+    assert merged_once(repo, f"orchard/{run_id}/integration") == ["b"]

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from orchard.core.gate_state import gate_figures
+from orchard.core.events import TaskWarning
+from orchard.core.gate_state import STARTED, gate_figures
 from orchard.core.journal import Records
 from orchard.core.model import TaskStatus
 from orchard.core.records import AttemptRecord
@@ -20,7 +21,8 @@ def summarize(records: Records, run_id: str, now: float) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for t in tasks:
         counts[t.status.value] = counts.get(t.status.value, 0) + 1
-    wall = _wall(records.event_times(run_id), run.started_at, run.finished_at, now)
+    marks = records.event_times(run_id)
+    wall = _wall(marks, run.started_at, run.finished_at, now)
     work = sum(max(0.0, (a.finished_at or now) - a.started_at) for a in attempts)
     return {
         "run_id": run_id,
@@ -40,17 +42,17 @@ def summarize(records: Records, run_id: str, now: float) -> dict[str, Any]:
         "parallel": run.parallel,
         "agents": _by_agent(attempts, now),
         **_setup(attempts),
-        "checks": _checks(records, run_id),
-        "warnings": [{"task": data["task"], "text": data["text"], "others": data.get("others", [])}
-                     for _, data in records.events(run_id) if data["type"] == "task.warning"],
+        **_gate_and_warnings(records, run_id, {kind for kind, _ in marks}),
     }
 
 
-def _checks(records: Records, run_id: str) -> dict[str, Any] | None:
-    """The merge gate's figures (None without a gate)."""
-    if records.plan(run_id).gate is None:
-        return None
-    return gate_figures(data for _, data in records.events(run_id)).as_json()
+def _gate_and_warnings(records: Records, run_id: str, kinds: set[str]) -> dict[str, Any]:
+    """The merge gate's figures (None when it checked nothing) and the warnings on tasks' results; the events are
+    read only when the run has such (the summary is taken at every run's end)."""
+    events = [data for _, data in records.events(run_id)] if kinds & {STARTED, TaskWarning.type} else []
+    return {"checks": gate_figures(events).as_json() if STARTED in kinds else None,
+            "warnings": [{"task": e["task"], "text": e["text"], "others": e.get("others", [])}
+                         for e in events if e["type"] == TaskWarning.type]}
 
 
 def _setup(attempts: Sequence[AttemptRecord]) -> dict[str, Any]:

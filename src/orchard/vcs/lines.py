@@ -60,7 +60,7 @@ def missing(wanted: Lines, repo: Repo, commit: str) -> Lines:
 
 def file_text(repo: Repo, commit: str, path: str) -> str:
     """The file at `commit` ("" when it has none)."""
-    proc = _git(repo, "cat-file", "blob", f"{commit}:{path}", check=False)
+    proc = _git(repo, "cat-file", "blob", "--end-of-options", f"{commit}:{path}", check=False)
     return proc.stdout if proc.returncode == 0 else ""
 
 
