@@ -63,6 +63,8 @@ async def guard(ctx: RunContext, *, task: Task, start: str, resolution: Resoluti
     if task.protect_merged == "off":
         return result
     merged = {t.task_id: t.merged_commit for t in ctx.journal.tasks() if t.merged_commit and t.task_id != task.id}
+    if not merged:  # nothing of anyone else's to lose: no git process
+        return result
     found = await asyncio.to_thread(removed_merged_lines, ctx.git, start, end, merged)
     if not found:
         return result
