@@ -234,9 +234,10 @@ def test_land_takes_a_tip_that_passed_the_gate_and_refuses_one_that_did_not(
     rendezvous.mkdir()
     plan = write_plan(f"integration_verify: {check_script(tmp_path, rendezvous)}\npreflight: off\n"
                       + plan_text(task("a", "@write a.txt a") + task("b", "@write b.txt b")))
-    result = run_orchard("run", str(plan), cwd=repo, timeout=120)
+    result = run_orchard("run", str(plan), "--land", cwd=repo, timeout=120)
     assert result.code == 0, result.out + result.err
     (tip,), = query(repo, "SELECT integration_tip FROM runs")
+    assert git(repo, "rev-parse", "main").strip() == tip and tip in passed_candidates(repo)  # `run --land` landed it
     own = repo / ".orchard" / "git"
     # a tree nobody checked as the recorded tip: what landing must never take
     unchecked = git(own, "commit-tree", "-p", tip, "-m", "unchecked", f"{tip}^{{tree}}").strip()
@@ -250,7 +251,7 @@ def test_land_takes_a_tip_that_passed_the_gate_and_refuses_one_that_did_not(
     with sqlite3.connect(repo / ".orchard" / "state.db") as db:
         db.execute("UPDATE runs SET integration_tip = ?", (tip,))
     landed = run_orchard("land", cwd=repo)
-    assert landed.code == 0, landed.err
+    assert landed.code == 0, landed.err  # the tip that passed: nothing left to land, and no refusal
     assert git(repo, "rev-parse", "main").strip() == tip
 
 
