@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import sqlite3
 import subprocess
 import tarfile
@@ -313,3 +314,23 @@ def test_a_resume_puts_back_an_integration_ref_moved_to_a_tree_no_check_passed(
     final = git(own, "rev-parse", ref).strip()
     assert final != forged and final in passed_candidates(repo)
     assert merged_once(repo, f"orchard/{run_id}/integration") == ["b"]
+
+
+def test_a_ctrl_c_during_a_check_blames_nobody_and_the_resume_checks_again(
+        repo: Path, tmp_path: Path, write_plan: Callable[[str], Path],
+        background: Callable[..., subprocess.Popen[str]]) -> None:
+    rendezvous = RENDEZVOUS / f"{tmp_path.name}-checks"
+    rendezvous.mkdir()
+    check = check_script(tmp_path, rendezvous, hang_at=1)
+    proc = background("run", str(write_plan(f"integration_verify: {check}\npreflight: off\n"
+                                            + plan_text(task("a", "@write a.txt a")))))
+    wait_for(lambda: (rendezvous / "check-1").exists(), "a's check running")
+    proc.send_signal(signal.SIGINT)  # a graceful stop: the check is stopped, and it is no verdict on `a`
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert query(repo, "SELECT status, error FROM tasks") == [("merging", "")]
+    assert events(repo, "check.finished") == []  # stopped, not failed
+    resumed = run_orchard("resume", cwd=repo, timeout=120)
+    assert resumed.code == 0, resumed.out + resumed.err
+    assert [e["passed"] for e in events(repo, "check.finished")] == [True]
+    assert query(repo, "SELECT status FROM tasks") == [("merged",)]

@@ -81,8 +81,8 @@ MUTANTS = (
            ("tests/test_environment.py::test_a_setup_that_fails_is_tried_once_more_then_fails_the_task_with_its_"
             "output",)),
     Mutant("a machine over its limits still starts attempts", "src/orchard/core/scheduler.py",
-           "        if self._stopped or self.hold or len(self._merge_queue)",
-           "        if self._stopped or len(self._merge_queue)",
+           "        if self._stopped or self.hold or waiting",
+           "        if self._stopped or waiting",
            ("tests/test_limits.py::test_a_run_held_for_memory_starts_nothing_until_resume_lowers_the_limit",)),
     Mutant("a task's link is followed wherever it leads", "src/orchard/runtime/pool.py",
            "            if real.is_dir() and not real.is_symlink() and link.resolve() == real.resolve():\n"
@@ -157,7 +157,7 @@ MUTANTS = (
     Mutant("migration 2 leaves integration_tip empty", "src/orchard/store/schema.py",
            "    UPDATE runs SET integration_tip = base_commit;", "", ("tests/test_journal.py",)),
     Mutant("no backpressure from the merge queue", "src/orchard/core/scheduler.py",
-           "if self._stopped or self.hold or len(self._merge_queue) >= self.parallel:",
+           "if self._stopped or self.hold or waiting >= self.parallel + (gate.batch if gate else 0):",
            "if self._stopped or self.hold:",
            ("tests/test_engine_acceptance.py::test_backpressure_no_new_attempt_while_parallel_results_wait_to_merge",
             "tests/test_scheduler.py::test_no_new_attempt_while_parallel_results_wait_to_merge")),
