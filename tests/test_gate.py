@@ -22,7 +22,7 @@ from orchard.core.events import CheckFinished, CheckStarted
 from orchard.ui.dashboard import render
 from orchard.ui.snapshot import Snapshot
 from tests.conftest import PYTHON, RENDEZVOUS, git, init_repo, query, run_orchard, wait_for
-from tests.test_engine_acceptance import plan_text, task
+from tests.test_engine_acceptance import plan_text, slow_merges, task
 
 PROJECT = {
     ".gitignore": "__pycache__/\n*.pyc\n",
@@ -333,4 +333,30 @@ def test_a_ctrl_c_during_a_check_blames_nobody_and_the_resume_checks_again(
     resumed = run_orchard("resume", cwd=repo, timeout=120)
     assert resumed.code == 0, resumed.out + resumed.err
     assert [e["passed"] for e in events(repo, "check.finished")] == [True]
+    assert query(repo, "SELECT status FROM tasks") == [("merged",)]
+
+
+def test_a_second_signal_while_a_candidate_is_built_leaves_its_results_merging_for_the_resume(
+        repo: Path, tmp_path: Path, write_plan: Callable[[str], Path],
+        background: Callable[..., subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """git killed by a hard stop while the gate merges a candidate is no verdict on the result (not a git error)."""
+    started = tmp_path / "merge-started"
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    monkeypatch.setenv("PATH", slow_merges(shims, 60, started))  # the candidate's merge-tree hangs until killed
+    check = check_script(tmp_path, RENDEZVOUS / f"{tmp_path.name}-checks")
+    (RENDEZVOUS / f"{tmp_path.name}-checks").mkdir()
+    proc = background("run", str(write_plan(f"integration_verify: {check}\npreflight: off\n"
+                                            + plan_text(task("m", "@write m.txt m")))))
+    wait_for(started.exists, "the candidate's merge running")
+    proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: bool(query(repo, "SELECT 1 FROM events WHERE type = 'run.note' AND message LIKE "
+                                      "'interrupted by SIGTERM%'")), "the first signal taken")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    assert query(repo, "SELECT status, error FROM tasks") == [("merging", "")]
+    monkeypatch.undo()
+    resumed = run_orchard("resume", cwd=repo, timeout=120)
+    assert resumed.code == 0, resumed.out + resumed.err
     assert query(repo, "SELECT status FROM tasks") == [("merged",)]

@@ -184,6 +184,10 @@ MUTANTS = (
            "            again: tuple[str, ...] = ()",
            ("tests/test_gate.py::test_a_kill_during_a_check_resumes_by_checking_the_same_candidate_and_merges_each_"
             "result_once",)),
+    Mutant("a hard stop while a candidate is built fails its results as git errors", "src/orchard/runtime/gate.py",
+           "            if isinstance(exc, GitTimeout) and ctx.processes.stopping:", "            if False:",
+           ("tests/test_gate.py::test_a_second_signal_while_a_candidate_is_built_leaves_its_results_merging_for_the_"
+            "resume",)),
     Mutant("recovery trusts a moved integration ref at a tree no check passed", "src/orchard/runtime/recovery.py",
            "    if checked is not None and actual not in checked:", "    if False:",
            ("tests/test_gate.py::test_a_resume_puts_back_an_integration_ref_moved_to_a_tree_no_check_passed",)),

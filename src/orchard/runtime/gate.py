@@ -24,7 +24,7 @@ from orchard.core.journal import RunJournal
 from orchard.core.model import Gate, MergeOutcome
 from orchard.core.scheduler import Event, Kick, MergeEnded
 from orchard.core.train import Train, Verdict
-from orchard.errors import GitError
+from orchard.errors import GitError, GitTimeout
 from orchard.runtime.checkrun import CheckOutcome, CheckRun, run_check
 from orchard.runtime.context import RunContext, note_repaired
 from orchard.runtime.integration import guard, note_restored
@@ -114,8 +114,12 @@ class MergeGate:
             if self.train.busy:
                 self.train.finished(False, dropped=tasks)
             left = tuple(t for t in tasks if t in self.holding)
-            self.holding.difference_update(left)
-            self.crashed(left, exc)
+            if isinstance(exc, GitError) and self.ctx.processes.stopping:  # a hard stop killed git: no verdict
+                for task_id in left:
+                    self._end(MergeEnded(task_id, merged=False, interrupted=True))
+            else:
+                self.holding.difference_update(left)
+                self.crashed(left, exc)
             self.post(Kick())
 
     async def _checked(self, tasks: tuple[str, ...]) -> None:
@@ -255,6 +259,8 @@ def _build(ctx: RunContext, tasks: tuple[str, ...]) -> Candidate:
                                            merge_message(ctx, task_id))
             candidate.merges[task_id] = candidate.commit
         except GitError as exc:
+            if isinstance(exc, GitTimeout) and ctx.processes.stopping:
+                raise  # a hard stop killed it: no verdict on this result or the rest (`MergeGate._check`)
             candidate.errors[task_id] = f"git error while merging: {exc}"
     return candidate
 
