@@ -270,6 +270,18 @@ def test_the_gate_fields_are_checked_and_shown_by_orchard_plan(repo: Path, write
     assert "merges only in a candidate that passes" in run_orchard("plan", str(good), cwd=repo).out
 
 
+def test_orchard_show_says_what_gate_a_run_has(repo: Path, tmp_path: Path, write_plan: Callable[[str], Path]) -> None:
+    (RENDEZVOUS / f"{tmp_path.name}-checks").mkdir()
+    check = check_script(tmp_path, RENDEZVOUS / f"{tmp_path.name}-checks")
+    plan = write_plan(f"integration_verify: {check}\nintegration_batch: 3\npreflight: off\n"
+                      + plan_text(task("a", "@write a.txt a")))
+    assert run_orchard("run", str(plan), cwd=repo).code == 0
+    assert run_orchard("show", "--json", cwd=repo).json()["gate"] == {
+        "verify": [PYTHON, str(tmp_path / "check.py")], "batch": 3, "timeout_s": 1800.0}
+    assert f"gate: {PYTHON} {tmp_path / 'check.py'} (batch 3, each check within 30m00s)" in run_orchard(
+        "show", cwd=repo).out
+
+
 def test_the_dashboard_shows_the_gate_line_with_checks_failures_and_bisections() -> None:
     snap = Snapshot(run_id="r")
     ts = 1000.0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import click
 
 from orchard.cli.common import repo_dir, stdout_console
+from orchard.core.durations import format_duration
 from orchard.core.safe_text import safe_text
 from orchard.core.summary import summarize
 from orchard.errors import NotRecorded, UsageError
@@ -164,6 +166,8 @@ def show_cmd(ctx: click.Context, run_id: str | None, json_mode: bool) -> int:
     doc = {"id": run.id, "status": str(run.status), "reason": run.reason, "base": run.base,
            "base_commit": run.base_commit, "integration_branch": run.integration_branch, "plan": run.plan_source,
            "parallel": run.parallel, "preflight": plan.preflight,
+           "gate": None if plan.gate is None else {"verify": list(plan.gate.verify), "batch": plan.gate.batch,
+                                                   "timeout_s": plan.gate.timeout_s},
            "baseline_red": json.loads(run.baseline_red) if run.baseline_red else [],
            "environment": run.recorded_environment()}
     if json_mode:
@@ -174,6 +178,9 @@ def show_cmd(ctx: click.Context, run_id: str | None, json_mode: bool) -> int:
                 "preflight"):
         if doc[key] not in ("", None):
             out.print(safe_text(f"{key}: {doc[key]}"), soft_wrap=True)
+    if plan.gate is not None:
+        out.print(safe_text(f"gate: {shlex.join(plan.gate.verify)} (batch {plan.gate.batch}, each check within "
+                            f"{format_duration(plan.gate.timeout_s)})"), soft_wrap=True)
     for command in doc["baseline_red"]:
         out.print(safe_text(f"red on the base before any agent: {command}"), soft_wrap=True)
     out.print("environment of setup and verify (recorded at `orchard run`):" if doc["environment"]
