@@ -147,6 +147,25 @@ def check_script(tmp_path: Path, rendezvous: Path, *, hold_first: bool = False, 
     return f"[{PYTHON}, {script}]"
 
 
+def checks_dir(tmp_path: Path) -> Path:
+    """Where the test's check script leaves its marks: under the rendezvous directory, which the sandbox lets the
+    check write."""
+    where = RENDEZVOUS / f"{tmp_path.name}-checks"
+    where.mkdir()
+    return where
+
+
+def hanging_check(task_id: str, tmp_path: Path, write_plan: Callable[[str], Path],
+                  background: Callable[..., subprocess.Popen[str]]) -> subprocess.Popen[str]:
+    """`orchard run` of one task behind a gate whose first check hangs; returned once that check runs."""
+    rendezvous = checks_dir(tmp_path)
+    check = check_script(tmp_path, rendezvous, hang_at=1)
+    proc = background("run", str(write_plan(f"integration_verify: {check}\npreflight: off\n"
+                                            + plan_text(task(task_id, f"@write {task_id}.txt {task_id}")))))
+    wait_for(lambda: (rendezvous / "check-1").exists(), f"{task_id}'s check running")
+    return proc
+
+
 def merged_once(repo: Path, ref: str) -> list[str]:
     """The tasks merged on `ref`'s first-parent history, by their `Orchard-Task` trailers (repeats kept)."""
     log = git(repo, "log", "--first-parent", "--format=%(trailers:key=Orchard-Task,valueonly)", ref)
@@ -166,8 +185,7 @@ def passed_candidates(repo: Path) -> set[str]:
 
 def test_16_good_results_and_a_culprit_finishing_together_take_at_most_9_checks(
         repo: Path, tmp_path: Path, write_plan: Callable[[str], Path]) -> None:
-    rendezvous = RENDEZVOUS / f"{tmp_path.name}-checks"  # the sandbox lets the check write there
-    rendezvous.mkdir()
+    rendezvous = checks_dir(tmp_path)
     tasks = "".join(task(f"g{i:02d}", f"@barrier done 17\n@write g{i:02d}.txt {i}") for i in range(16))
     tasks += task("culprit", "@barrier done 17\n@write bad.txt oops")
     plan = write_plan(f"integration_verify: {check_script(tmp_path, rendezvous)}\nintegration_batch: 8\n"
@@ -198,8 +216,7 @@ def test_16_good_results_and_a_culprit_finishing_together_take_at_most_9_checks(
 def test_a_kill_during_a_check_resumes_by_checking_the_same_candidate_and_merges_each_result_once(
         hang_at: int, repo: Path, tmp_path: Path, write_plan: Callable[[str], Path],
         background: Callable[..., subprocess.Popen[str]]) -> None:
-    rendezvous = RENDEZVOUS / f"{tmp_path.name}-checks"
-    rendezvous.mkdir()
+    rendezvous = checks_dir(tmp_path)
     good = ("a", "b", "c", "d")
     tasks = "".join(task(t, f"@write {t}.txt {t}") for t in good)
     tasks += task("x", f"@wait-for {rendezvous}/check-1\n@write bad.txt oops")  # never the first one checked
@@ -231,8 +248,7 @@ def test_a_kill_during_a_check_resumes_by_checking_the_same_candidate_and_merges
 
 def test_land_takes_a_tip_that_passed_the_gate_and_refuses_one_that_did_not(
         repo: Path, tmp_path: Path, write_plan: Callable[[str], Path]) -> None:
-    rendezvous = RENDEZVOUS / f"{tmp_path.name}-checks"
-    rendezvous.mkdir()
+    rendezvous = checks_dir(tmp_path)
     plan = write_plan(f"integration_verify: {check_script(tmp_path, rendezvous)}\npreflight: off\n"
                       + plan_text(task("a", "@write a.txt a") + task("b", "@write b.txt b")))
     result = run_orchard("run", str(plan), "--land", cwd=repo, timeout=120)
@@ -271,8 +287,7 @@ def test_the_gate_fields_are_checked_and_shown_by_orchard_plan(repo: Path, write
 
 
 def test_orchard_show_says_what_gate_a_run_has(repo: Path, tmp_path: Path, write_plan: Callable[[str], Path]) -> None:
-    (RENDEZVOUS / f"{tmp_path.name}-checks").mkdir()
-    check = check_script(tmp_path, RENDEZVOUS / f"{tmp_path.name}-checks")
+    check = check_script(tmp_path, checks_dir(tmp_path))
     plan = write_plan(f"integration_verify: {check}\nintegration_batch: 3\npreflight: off\n"
                       + plan_text(task("a", "@write a.txt a")))
     assert run_orchard("run", str(plan), cwd=repo).code == 0
@@ -306,12 +321,7 @@ def test_a_resume_puts_back_an_integration_ref_moved_to_a_tree_no_check_passed(
     """A ref moved past the journal's record to this run's own-looking merge (its trailers say so) is trusted only
     at a candidate the gate journaled: here the check of `b` was killed, and the ref then moved to a merge of `b`
     nobody checked."""
-    rendezvous = RENDEZVOUS / f"{tmp_path.name}-checks"
-    rendezvous.mkdir()
-    check = check_script(tmp_path, rendezvous, hang_at=1)
-    proc = background("run", str(write_plan(f"integration_verify: {check}\npreflight: off\n"
-                                            + plan_text(task("b", "@write b.txt b")))))
-    wait_for(lambda: (rendezvous / "check-1").exists(), "b's check running")
+    proc = hanging_check("b", tmp_path, write_plan, background)
     proc.kill()
     proc.communicate(timeout=30)
     (run_id, tip), = query(repo, "SELECT id, integration_tip FROM runs")
@@ -331,12 +341,7 @@ def test_a_resume_puts_back_an_integration_ref_moved_to_a_tree_no_check_passed(
 def test_a_ctrl_c_during_a_check_blames_nobody_and_the_resume_checks_again(
         repo: Path, tmp_path: Path, write_plan: Callable[[str], Path],
         background: Callable[..., subprocess.Popen[str]]) -> None:
-    rendezvous = RENDEZVOUS / f"{tmp_path.name}-checks"
-    rendezvous.mkdir()
-    check = check_script(tmp_path, rendezvous, hang_at=1)
-    proc = background("run", str(write_plan(f"integration_verify: {check}\npreflight: off\n"
-                                            + plan_text(task("a", "@write a.txt a")))))
-    wait_for(lambda: (rendezvous / "check-1").exists(), "a's check running")
+    proc = hanging_check("a", tmp_path, write_plan, background)
     proc.send_signal(signal.SIGINT)  # a graceful stop: the check is stopped, and it is no verdict on `a`
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err
@@ -356,8 +361,7 @@ def test_a_second_signal_while_a_candidate_is_built_leaves_its_results_merging_f
     shims = tmp_path / "shims"
     shims.mkdir()
     monkeypatch.setenv("PATH", slow_merges(shims, 60, started))  # the candidate's merge-tree hangs until killed
-    check = check_script(tmp_path, RENDEZVOUS / f"{tmp_path.name}-checks")
-    (RENDEZVOUS / f"{tmp_path.name}-checks").mkdir()
+    check = check_script(tmp_path, checks_dir(tmp_path))
     proc = background("run", str(write_plan(f"integration_verify: {check}\npreflight: off\n"
                                             + plan_text(task("m", "@write m.txt m")))))
     wait_for(started.exists, "the candidate's merge running")
