@@ -36,28 +36,28 @@ FIFO_NOTE = ("FIFO emulated without a src hook: the subclass replaces `Scheduler
              "task becomes ready (`_enqueue`); exact for these failure-free simulations")
 
 
-class _ReadyOrder(dict[str, tuple[float, int, int]]):
+class _ReadyOrder(dict[str, tuple[float, float, int]]):
     """Sort keys handed out in the order the scheduler first asks for them: the order tasks became ready."""
 
     def __init__(self) -> None:
         super().__init__()
         self._next = itertools.count()
 
-    def __missing__(self, task_id: str) -> tuple[float, int, int]:
-        key = (float(next(self._next)), 0, 0)
+    def __missing__(self, task_id: str) -> tuple[float, float, int]:
+        key = (float(next(self._next)), 0.0, 0)
         self[task_id] = key
         return key
 
 
-class _Shuffled(dict[str, tuple[float, int, int]]):
+class _Shuffled(dict[str, tuple[float, float, int]]):
     """Sort keys drawn at random once per task: a random-priority list schedule (used for diagnosis only)."""
 
     def __init__(self, rng: random.Random) -> None:
         super().__init__()
         self._rng = rng
 
-    def __missing__(self, task_id: str) -> tuple[float, int, int]:
-        key = (self._rng.random(), 0, 0)
+    def __missing__(self, task_id: str) -> tuple[float, float, int]:
+        key = (self._rng.random(), 0.0, 0)
         self[task_id] = key
         return key
 

@@ -361,3 +361,17 @@ def test_an_absurd_parallel_on_the_command_line_is_a_usage_error(tmp_path: Path)
     for command in ("run", "plan"):
         result = run_orchard(command, str(plan), "--parallel", "99999999999999999999", cwd=repo)
         assert result.code == 2 and "not in the range" in result.err and "Traceback" not in result.err, result.err
+
+
+def test_priority_mode_and_the_claude_code_alias_as_the_workstream_guide_writes_it(tmp_path: Path) -> None:
+    plan = load_text(tmp_path, """
+        priority_mode: strict
+        agents:
+          claude: {type: claude_code, max_turns: 5}
+        tasks:
+          - {id: a, prompt: x}
+        """)
+    assert plan.priority_mode == "strict" and plan.agents["claude"].type == "claude"
+    assert plan.agents["claude"].option("max_turns") == 5  # claude's own options apply to the alias
+    bad = only(problems_of(tmp_path, AGENT + "priority_mode: urgent\ntasks:\n  - {id: a, prompt: x}\n"), "urgent")
+    assert where(bad) == ("plan.yaml", "", "priority_mode") and "tiebreak, strict" in bad.message

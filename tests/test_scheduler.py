@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -53,6 +54,19 @@ def test_critical_path_first_then_priority_then_plan_order() -> None:
     sched.handle(AttemptEnded("long", Outcome.SUCCESS), 1)
     # merge in flight; next start is chosen among short/urgent: priority wins over plan order
     assert sched.status("urgent") is S.RUNNING
+
+
+def test_priority_mode_strict_starts_the_urgent_task_before_the_critical_path() -> None:
+    specs: list[dict[str, object]] = [
+        {"id": "long", "estimate_s": 60.0},
+        {"id": "tail", "estimate_s": 600.0, "depends_on": ("long",)},
+        {"id": "urgent", "estimate_s": 60.0, "priority": 100},
+    ]
+    assert starts(Scheduler(make_plan(specs, parallel=1), 1).handle(Kick(), 0)) == ["long"]  # tie-breaker only
+    strict = replace(make_plan(specs, parallel=1), priority_mode="strict")
+    assert starts(Scheduler(strict, 1).handle(Kick(), 0)) == ["urgent"]  # priority first
+    started = simulate(strict, 1).starts
+    assert sorted(started, key=lambda t: started[t]) == ["urgent", "long", "tail"]  # and `orchard plan` says so
 
 
 def test_parallel_and_agent_limits() -> None:

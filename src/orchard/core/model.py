@@ -167,6 +167,9 @@ NETWORK_MODES = ("host", "none")
 # task has a verify; check: only where the verify's Python imports the project from; strict: as auto, and that
 # check's warning stops the run
 PREFLIGHT_MODES = ("auto", "check", "verify", "strict", "off")
+# `priority_mode`: `tiebreak` orders ready tasks by critical path first, priority only between equals; `strict` by
+# priority first (an urgent task starts before any lower one that is ready), then critical path
+PRIORITY_MODES = ("tiebreak", "strict")
 GEMINI_APPROVAL_MODES = ("default", "auto_edit", "yolo", "plan")
 PROMPT_VIA = ("file", "stdin", "arg")
 
@@ -282,6 +285,7 @@ class Plan:
     limits: Limits = NO_LIMITS
     preflight: str = "auto"  # PREFLIGHT_MODES
     gate: Gate | None = None  # None: each result merges once its own verify passed
+    priority_mode: str = "tiebreak"  # PRIORITY_MODES
     _index: Mapping[str, Task] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
     # Values derived from this plan (ranks, file conflicts …), filled in once by `core.graph`: a Plan never changes.
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -303,6 +307,7 @@ class Plan:
         limits: Limits = NO_LIMITS,
         preflight: str = "auto",
         gate: Gate | None = None,
+        priority_mode: str = "tiebreak",
     ) -> Plan:
         """Freeze already-validated parts into a Plan (validation lives in `orchard.plan`)."""
         return Plan(
@@ -320,6 +325,7 @@ class Plan:
             limits=limits,
             preflight=preflight,
             gate=gate,
+            priority_mode=priority_mode,
             _index=MappingProxyType({t.id: t for t in tasks}),
         )
 

@@ -4,7 +4,8 @@ It owns every task's status. The engine (real runs), `orchard plan` estimates an
 this same object: they feed it past-tense events and carry out the actions it returns.
 
 Rules: a task is ready when every dependency merged and its track predecessor finished; among ready tasks the one
-with the longest estimated path to the end starts first, then higher priority, then plan order. Limits: run-wide
+with the longest estimated path to the end starts first, then higher priority, then plan order (`priority_mode:
+strict`: priority first). Limits: run-wide
 `parallel`, per-agent `max_parallel`, one task per track at a time, no two tasks with overlapping declared files
 active together, and none starts while the machine is over one of its `limits` (load, memory, disk: `Sampled`).
 Merges happen one at a time, and while `parallel` results wait for theirs no new attempt starts. With the plan's
@@ -166,7 +167,10 @@ class Scheduler:
     def __post_init__(self) -> None:
         self.parallel = max(1, self.parallel)
         rank = ranks(self.plan)
-        self._key = {t.id: (-rank[t.id], -t.priority, i) for i, t in enumerate(self.plan.tasks)}
+        strict = self.plan.priority_mode == "strict"  # priority before the critical path
+        self._key: dict[str, tuple[float, float, int]] = {
+            t.id: (float(-t.priority), -rank[t.id], i) if strict else (-rank[t.id], float(-t.priority), i)
+            for i, t in enumerate(self.plan.tasks)}
         self._conflicts = file_conflicts(self.plan)
         self._dependents: dict[str, list[str]] = {t.id: [] for t in self.plan.tasks}
         for t in self.plan.tasks:
@@ -178,7 +182,7 @@ class Scheduler:
             for before, after in itertools.pairwise(members):
                 self._track_prev[after], self._track_next[before] = before, after
         self.tasks: dict[str, TaskState] = {t.id: TaskState() for t in self.plan.tasks}
-        self._queue: list[tuple[tuple[float, int, int], str]] = []  # sorted QUEUED/PAUSED tasks
+        self._queue: list[tuple[tuple[float, float, int], str]] = []  # sorted QUEUED/PAUSED tasks
         self._merge_queue: deque[str] = deque()
         self._merging: set[str] = set()  # one at a time, or every result in the gate's train
         self._running: set[str] = set()  # RUNNING or VERIFYING

@@ -37,6 +37,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "limits": asdict(plan.limits),
         "preflight": plan.preflight,
         "gate": _plain(asdict(plan.gate)) if plan.gate else None,
+        "priority_mode": plan.priority_mode,
         "tracks": {k: list(v) for k, v in plan.tracks.items()},
         "agents": {
             name: {"type": a.type, "max_parallel": a.max_parallel, "options": _plain(a.options)}
@@ -69,7 +70,8 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
                       network=str(data.get("network", "host")),
                       environment=_environment(data.get("environment")) or NO_ENVIRONMENT,
                       limits=Limits(**{k: v for k, v in (data.get("limits") or {}).items() if k in _LIMIT_FIELDS}),
-                      preflight=str(data.get("preflight", "auto")), gate=_gate(data.get("gate")))
+                      preflight=str(data.get("preflight", "auto")), gate=_gate(data.get("gate")),
+                      priority_mode=str(data.get("priority_mode", "tiebreak")))
 
 
 def _gate(data: Any) -> Gate | None:

@@ -101,8 +101,13 @@ def read_agent(name: str, entry: Any, file: str, problems: Problems) -> AgentSpe
     return AgentSpec(name=name, type=kind, max_parallel=max_parallel, options=MappingProxyType(options))
 
 
+KIND_ALIASES: Mapping[str, str] = MappingProxyType({"claude_code": "claude"})  # as the workstream guide writes it
+
+
 def _read_kind(kind: Any, file: str, problems: Problems, where: str) -> str | None:
-    """The agent kind named by `type`, or None after recording why it is missing or unknown."""
+    """The agent kind named by `type` (an alias read as its kind), or None after recording why it is missing or
+    unknown."""
+    kind = KIND_ALIASES.get(kind, kind) if isinstance(kind, str) else kind
     if kind is None:
         problems.add(file, f"missing 'type' (known types: {known_kinds()})", field=where + ".type")
         return None

@@ -38,6 +38,7 @@ def build(raw: RawPlan) -> Plan:
         limits=settings.limits,
         preflight=settings.preflight,
         gate=settings.gate,
+        priority_mode=settings.priority_mode,
     )
 
 

@@ -14,6 +14,7 @@ from orchard.core.model import (
     NETWORK_MODES,
     NO_ENVIRONMENT,
     NO_LIMITS,
+    PRIORITY_MODES,
     AgentSpec,
     Environment,
     Gate,
@@ -26,7 +27,7 @@ from orchard.plan.raw import INVALID, Problems, RawPlan
 
 TOP_LEVEL_KEYS = frozenset({"base", "parallel", "budget_usd", "redact", "sandbox", "network", "environment",
                             "limits", "preflight", "integration_verify", "integration_timeout",
-                            "integration_batch", "defaults", "agents", "tracks", "tasks"})
+                            "integration_batch", "priority_mode", "defaults", "agents", "tracks", "tasks"})
 GATE_KEYS = ("integration_verify", "integration_timeout", "integration_batch")
 LIMIT_KEYS: Mapping[str, Callable[[Any], Any]] = {"max_load": f.load_per_core, "min_free_memory": f.size,
                                                   "min_free_disk": f.size}
@@ -51,6 +52,7 @@ class Settings:
     limits: Limits = NO_LIMITS
     preflight: str = "auto"
     gate: Gate | None = None
+    priority_mode: str = "tiebreak"
     defaults: dict[str, Any] = field(default_factory=dict)  # coerced, by plan field name; no 'agent'
     default_agent: str | None = None
     agents: dict[str, AgentSpec] = field(default_factory=dict)
@@ -85,6 +87,9 @@ def read_settings(raw: RawPlan) -> Settings:
         preflight = problems.coerce(f.preflight_mode, config["preflight"], file, field="preflight")
         settings.preflight = _valid(preflight, "auto")
     settings.gate = _read_gate(config, file, problems)
+    if config.get("priority_mode") is not None:
+        mode = problems.coerce(partial(f.choice, PRIORITY_MODES), config["priority_mode"], file, field="priority_mode")
+        settings.priority_mode = _valid(mode, "tiebreak")
     settings.agents, settings.declared_agents = read_agents(config.get("agents"), file, problems)
     _read_defaults(config.get("defaults"), file, problems, settings)
     return settings
