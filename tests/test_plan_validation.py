@@ -375,3 +375,29 @@ def test_priority_mode_and_the_claude_code_alias_as_the_workstream_guide_writes_
     assert plan.agents["claude"].option("max_turns") == 5  # claude's own options apply to the alias
     bad = only(problems_of(tmp_path, AGENT + "priority_mode: urgent\ntasks:\n  - {id: a, prompt: x}\n"), "urgent")
     assert where(bad) == ("plan.yaml", "", "priority_mode") and "tiebreak, strict" in bad.message
+
+
+def test_an_agent_entry_may_own_a_track_whose_tasks_then_run_on_it(tmp_path: Path) -> None:
+    """The workstream guide's "agent-1 owns pipeline_plus": no defaults.agent, two agents, each task on its track's."""
+    plan = load_text(tmp_path, """
+        agents:
+          one: {type: command, command: [run, '{prompt_file}'], track: pipeline}
+          two: {type: command, command: [run, '{prompt_file}'], track: ui}
+        tracks: {pipeline: [a, b], ui: [c]}
+        tasks:
+          - {id: a, prompt: x}
+          - {id: b, prompt: x}
+          - {id: c, prompt: x}
+        """)
+    assert {t.id: t.agent for t in plan.tasks} == {"a": "one", "b": "one", "c": "two"}
+    problems = problems_of(tmp_path, """
+        agents:
+          one: {type: command, command: [run, '{prompt_file}'], track: pipeline}
+          two: {type: command, command: [run, '{prompt_file}'], track: nowhere}
+        tracks: {pipeline: [a]}
+        defaults: {agent: one}
+        tasks:
+          - {id: a, prompt: x, agent: two}
+        """)
+    assert where(only(problems, "runs on agent 'one'")) == ("plan.yaml", "a", "agent")
+    assert where(only(problems, "no track 'nowhere'")) == ("plan.yaml", "", "agents.two.track")

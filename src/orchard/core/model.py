@@ -148,7 +148,7 @@ class AgentSpec:
 
 # Options each agent kind accepts (beyond `type` and `max_parallel`), for validation and did-you-mean.
 COMMON_AGENT_OPTIONS = frozenset({"env", "env_pass", "fallback", "stall_timeout", "rate_limit_backoff", "sandbox",
-                                  "network", "writable"})
+                                  "network", "writable", "track"})
 _VENDOR = frozenset({"binary", "model", "args"})
 AGENT_KIND_OPTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
     {

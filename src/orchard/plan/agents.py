@@ -25,6 +25,7 @@ _OPTION_COERCERS: Mapping[str, f.Coercer] = MappingProxyType(
         "env": f.env_map,
         "env_pass": f.env_pass,
         "fallback": f.string_list,
+        "track": f.string,
         "stall_timeout": partial(f.duration, positive=True),
         "rate_limit_backoff": partial(f.duration, positive=True),
         "command": f.argv,

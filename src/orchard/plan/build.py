@@ -9,7 +9,7 @@ from orchard.errors import PlanError, Problem
 from orchard.plan import graph_checks as g
 from orchard.plan.raw import Problems, RawPlan
 from orchard.plan.settings import Settings, read_settings
-from orchard.plan.tasks import Draft, read_task, resolve_agents
+from orchard.plan.tasks import Draft, read_task, resolve_agents, track_owners
 from orchard.plan.tracks import Tracks, assemble_tracks
 
 
@@ -17,9 +17,9 @@ def build(raw: RawPlan) -> Plan:
     """Check everything, then freeze the plan; raise PlanError listing all problems found."""
     settings = read_settings(raw)
     drafts = _read_tasks(raw, settings)
-    resolve_agents(list(drafts.values()), settings, raw)
     sources = [(raw.config_file, raw.config.get("tracks")), *raw.track_sources]
     tracks = assemble_tracks(sources, drafts, raw.problems)
+    resolve_agents(list(drafts.values()), settings, raw, track_owners(settings, tracks.members, raw))
     _check_graph(drafts, tracks, raw.problems)
     if raw.problems.items:
         raise PlanError(raw.problems.items)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,13 +109,22 @@ def _read_prompt_file(rt: RawTask, plan: RawPlan, tag: str, value: Any) -> tuple
     return text.strip(), resolved
 
 
-def resolve_agents(drafts: list[Draft], settings: Settings, plan: RawPlan) -> None:
-    """Give every draft an agent: its own, defaults.agent, the agent named 'default', or the only one."""
+def resolve_agents(drafts: list[Draft], settings: Settings, plan: RawPlan,
+                   owned: Mapping[str, tuple[str, str]] | None = None) -> None:
+    """Give every draft an agent: its own, its track's owner (`owned`, which its own may not contradict),
+    defaults.agent, the agent named 'default', or the only one."""
     fallback = settings.default_agent or _implicit_agent(settings)
     orphans: list[str] = []
     for draft in drafts:
         own = draft.kwargs.get("agent")
-        if own is None:
+        owner = (owned or {}).get(draft.id)
+        if owner is not None and own not in (None, owner[0]):
+            plan.problems.add(draft.file, f"names agent '{own}', but its track '{owner[1]}' runs on agent "
+                                          f"'{owner[0]}' (agents.{owner[0]}.track)", draft.id, "agent")
+            continue
+        if owner is not None:
+            draft.kwargs["agent"] = owner[0]
+        elif own is None:
             draft.kwargs["agent"] = fallback or ""
             if fallback is None:
                 orphans.append(draft.id)
@@ -123,6 +133,25 @@ def resolve_agents(drafts: list[Draft], settings: Settings, plan: RawPlan) -> No
             plan.problems.add(draft.file, message, draft.id, "agent")
     if orphans:
         plan.problems.add(plan.config_file, _orphan_message(orphans, settings), field="agents")
+
+
+def track_owners(settings: Settings, members: Mapping[str, list[str]], plan: RawPlan) -> dict[str, tuple[str, str]]:
+    """An agent entry's `track: NAME` (the workstream guide's "agent-1 owns pipeline_plus"): that track's tasks run
+    on it. Returns task → (agent, track); one track has at most one owner, and it must exist."""
+    owners: dict[str, str] = {}
+    for name, spec in sorted(settings.agents.items()):
+        track = spec.option("track")
+        if not track:
+            continue
+        if track in owners:
+            plan.problems.add(plan.config_file, f"track '{track}' is owned by agent '{owners[track]}' already",
+                              field=f"agents.{name}.track")
+        elif track not in members:
+            plan.problems.add(plan.config_file, f"no track '{track}' (tracks: {', '.join(sorted(members)) or 'none'})",
+                              field=f"agents.{name}.track")
+        else:
+            owners[track] = name
+    return {task_id: (agent, track) for track, agent in owners.items() for task_id in members[track]}
 
 
 def _implicit_agent(settings: Settings) -> str | None:
