@@ -157,3 +157,24 @@ def test_a_second_signal_kills_a_merge_in_flight_and_resume_merges_it_once(
     assert not [e for e in resumed.ndjson() if e["type"] == "attempt.started"]  # its result was kept
     run_id = str(query(repo, "SELECT id FROM runs")[0][0])
     assert [task for _, task in merged_tasks(repo, f"orchard/{run_id}/integration")] == ["m"]
+
+
+def test_queue_changed_events_follow_the_task_statuses_journaled_before_them(
+        repo: Path, write_plan: Callable[[str], Path]) -> None:
+    tasks = "".join(task(f"t{i}", f"@write t{i}.txt {i}") for i in range(5))
+    tasks += task("after", "@write after.txt a", "    depends_on: [t0, t1]\n")
+    result = run_orchard("run", str(write_plan(plan_text(tasks, parallel=2))), "--json", cwd=repo)
+    assert result.code == 0, result.err
+    status: dict[str, str] = {}
+    seen = []
+    for event in result.ndjson():
+        if event["type"] == "task.status":
+            status[event["task"]] = event["status"]
+        elif event["type"] == "queue.changed":
+            running = sum(s in ("running", "verifying") for s in status.values())
+            assert (event["waiting"], event["running"], event["free"], event["paused"]) == (
+                sum(s == "queued" for s in status.values()), running, 2 - running, 0), (event, status)
+            seen.append((event["waiting"], event["running"]))
+    assert len(seen) >= 2 and seen[-1] == (0, 0)  # it moved, and the last says the queue is empty
+    plain = run_orchard("run", str(write_plan(plan_text(task("x", "@write x.txt x")), "again.yaml")), cwd=repo)
+    assert plain.code == 0 and "queue: waiting" not in plain.out  # not in the plain lines: the statuses say it

@@ -236,6 +236,24 @@ class RunHeld(OrchardEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class QueueChanged(OrchardEvent):
+    """The run's queue, when its counts change (at most a few times a second): tasks ready and waiting for a slot,
+    attempts running, free slots, tasks paused with their agent, and why new attempts are held ("" when not)."""
+
+    type: ClassVar[str] = "queue.changed"
+    waiting: int
+    running: int
+    free: int
+    paused: int
+    held: str = ""
+
+    def message(self) -> str:
+        held = f" · {self.held}" if self.held else ""
+        return (f"queue: waiting {self.waiting} | running {self.running} | free {self.free} | paused "
+                f"{self.paused}{held}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class PreflightChecked(OrchardEvent):
     """A check before any agent started (`runtime.preflight`): a verify command run on the untouched base."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -182,6 +182,7 @@ class Scheduler:
             for before, after in itertools.pairwise(members):
                 self._track_prev[after], self._track_next[before] = before, after
         self.tasks: dict[str, TaskState] = {t.id: TaskState() for t in self.plan.tasks}
+        self.counts: Counter[TaskStatus] = Counter({S.PENDING: len(self.tasks)})  # tasks by status, kept by `_move`
         self._queue: list[tuple[tuple[float, float, int], str]] = []  # sorted QUEUED/PAUSED tasks
         self._merge_queue: deque[str] = deque()
         self._merging: set[str] = set()  # one at a time, or every result in the gate's train
@@ -206,10 +207,10 @@ class Scheduler:
         st.attempts, st.failures = r.attempts, r.failures
         self.spending.charge(task_id, r.spent_usd)
         if r.status.terminal:
-            st.status = r.status
+            self._move(st, r.status)
             self._unfinished -= 1
         elif r.status is S.MERGING:
-            st.status = S.MERGING
+            self._move(st, S.MERGING)
             self._merge_queue.append(task_id)
             self._held.add(task_id)
 
@@ -351,9 +352,14 @@ class Scheduler:
     def _set(self, task_id: str, status: TaskStatus, out: list[Action], reason: str = "") -> None:
         st = self.tasks[task_id]
         if st.status is not status:
-            st.status = status
+            self._move(st, status)
             until = self._agent_paused.get(self.plan.task(task_id).agent) if status is S.PAUSED else None
             out.append(StatusChanged(task_id, status, reason, until))
+
+    def _move(self, st: TaskState, status: TaskStatus) -> None:
+        self.counts[st.status] -= 1
+        self.counts[status] += 1
+        st.status = status
 
     def _enqueue(self, task_id: str, out: list[Action], reason: str = "") -> None:
         if self._stopped == "cancelled":

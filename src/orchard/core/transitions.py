@@ -26,6 +26,7 @@ from orchard.core.events import (
     MergeFinished,
     OrchardEvent,
     PreflightChecked,
+    QueueChanged,
     RunFinished,
     RunHeld,
     RunNote,
@@ -202,6 +203,12 @@ class Journal(GateTransitions):
         with self.atomic():
             self.records.save_run(replace(self.run(), held=reason))
             self._emit(RunHeld(run_id=self.run_id, ts=self._clock(), reason=reason))
+
+    def queue_changed(self, *, waiting: int, running: int, free: int, paused: int, held: str) -> None:
+        """Telemetry of the queue (no record: the counts are the tasks' statuses)."""
+        with self.atomic():
+            self._emit(QueueChanged(run_id=self.run_id, ts=self._clock(), waiting=waiting, running=running,
+                                    free=free, paused=paused, held=held))
 
     def preflight_checked(self, command: str, *, outcome: str, duration_s: float, detail: str = "") -> None:
         """A verify command ran on the untouched base before any agent; one that failed there is remembered, so the

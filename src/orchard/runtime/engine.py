@@ -39,6 +39,7 @@ from orchard.runtime.gate import MergeGate
 from orchard.runtime.machine import SAMPLE_INTERVAL_S, sample
 from orchard.runtime.merging import merge_task, tidy
 from orchard.runtime.publish import Publisher
+from orchard.runtime.telemetry import QueueTelemetry
 
 S = TaskStatus
 
@@ -50,6 +51,7 @@ class Engine:
                  min_free: int = 0, limits: Limits = NO_LIMITS) -> None:
         self.ctx = ctx
         self.sched = Scheduler(ctx.plan, parallel, restored or {}, limits)
+        self.telemetry = QueueTelemetry(ctx.journal, self.sched)
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.jobs: set[asyncio.Task[None]] = set()
         self.done: RunDone | None = None
@@ -96,6 +98,12 @@ class Engine:
                 event = Kick()
             try:
                 self._apply(self.sched.handle(event, time.time()))
+                self.telemetry.changed()
+            except DiskFull as exc:
+                self._abort(exc)
+        if self.fatal is None:
+            try:
+                self.telemetry.close()
             except DiskFull as exc:
                 self._abort(exc)
         if self.jobs:  # tidying up after the last merges; never leave children behind

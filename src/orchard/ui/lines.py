@@ -11,7 +11,7 @@ import os
 import time
 from typing import TextIO
 
-from orchard.core.events import AgentActivity, OrchardEvent
+from orchard.core.events import AgentActivity, OrchardEvent, QueueChanged
 from orchard.core.safe_text import safe_line
 
 
@@ -41,11 +41,12 @@ class _LineWriter:
 
 
 class PlainLines(_LineWriter):
-    """`HH:MM:SS task  message` for everything but the chatty agent activity; one line per event, its lines joined
+    """`HH:MM:SS task  message` for everything but the chatty agent activity and the queue's counts (the status lines
+    say the same); one line per event, its lines joined
     by ` | ` and any other control character (a CR, an escape sequence) shown as its escape."""
 
     def __call__(self, event: OrchardEvent) -> None:
-        if isinstance(event, AgentActivity):
+        if isinstance(event, AgentActivity | QueueChanged):
             return
         stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
         who = f"{event.task_id:<20} " if event.task_id else ""
