@@ -173,9 +173,12 @@ def merged_once(repo: Path, ref: str) -> list[str]:
 
 
 def reflog_positions(repo: Path, run_id: str) -> list[str]:
-    """Every value orchard's integration ref held after its base, from its reflog in orchard's git directory."""
-    out = git(repo / ".orchard" / "git", "reflog", "show", "--format=%H", f"refs/heads/orchard/{run_id}/integration")
-    return out.split()
+    """Every value orchard's integration ref held after its base, from its reflog in orchard's git directory (which
+    must be there and end where the ref is: an empty one would prove nothing)."""
+    own, ref = repo / ".orchard" / "git", f"refs/heads/orchard/{run_id}/integration"
+    positions = git(own, "reflog", "show", "--format=%H", ref).split()
+    assert positions and positions[0] == git(own, "rev-parse", ref).strip(), positions
+    return positions
 
 
 def passed_candidates(repo: Path) -> set[str]:
@@ -233,6 +236,11 @@ def test_a_kill_during_a_check_resumes_by_checking_the_same_candidate_and_merges
     run_id = str(query(repo, "SELECT id FROM runs")[0][0])
     killed = events(repo, "check.started")[-1]
     assert killed["check"] == hang_at and not [e for e in events(repo, "check.finished") if e["check"] == hang_at]
+    if hang_at == 3:  # the batch failed, and the check killed was its first half: a bisection
+        batch = next(e for e in events(repo, "check.finished") if e["check"] == 2)
+        assert not batch["passed"] and set(killed["tasks"]) < set(batch["tasks"])
+    gates = {t["id"]: t["gate"] for t in run_orchard("status", "--json", cwd=repo).json()["tasks"]}
+    assert all(gates[t] == "waiting" for t in killed["tasks"])  # merging, at the gate
     assert git(repo / ".orchard" / "git", "rev-parse", f"orchard/{run_id}/integration").strip() != killed["candidate"]
 
     resumed = run_orchard("resume", cwd=repo, timeout=180)
@@ -376,3 +384,20 @@ def test_a_second_signal_while_a_candidate_is_built_leaves_its_results_merging_f
     resumed = run_orchard("resume", cwd=repo, timeout=120)
     assert resumed.code == 0, resumed.out + resumed.err
     assert query(repo, "SELECT status FROM tasks") == [("merged",)]
+
+
+def test_the_check_worktree_gets_the_plans_environment(
+        repo: Path, tmp_path: Path, write_plan: Callable[[str], Path]) -> None:
+    """Included ignored files and the environment's setup reach the check worktree as they reach a task's: a check
+    that needs both passes, so the result merges."""
+    (repo / ".gitignore").write_text("__pycache__/\n*.pyc\n.env\nsetup-ran\n")
+    git(repo, "commit", "-qam", "ignore .env")
+    (repo / ".env").write_text("SECRET=1\n")
+    setup = f"[{PYTHON}, -c, \"open('setup-ran', 'w')\"]"
+    check = (f"[{PYTHON}, -c, \"import pathlib, sys; sys.exit(not (pathlib.Path('.env').exists() "
+             f"and pathlib.Path('setup-ran').exists()))\"]")
+    plan = write_plan(f"integration_verify: {check}\npreflight: off\n"
+                      f"environment:\n  include: [.env]\n  setup: [{setup}]\n" + plan_text(task("a", "@write a.txt a")))
+    result = run_orchard("run", str(plan), cwd=repo)
+    assert result.code == 0, result.out + result.err
+    assert [e["passed"] for e in events(repo, "check.finished")] == [True]

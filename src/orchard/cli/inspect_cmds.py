@@ -10,6 +10,7 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -166,8 +167,7 @@ def show_cmd(ctx: click.Context, run_id: str | None, json_mode: bool) -> int:
     doc = {"id": run.id, "status": str(run.status), "reason": run.reason, "base": run.base,
            "base_commit": run.base_commit, "integration_branch": run.integration_branch, "plan": run.plan_source,
            "parallel": run.parallel, "preflight": plan.preflight,
-           "gate": None if plan.gate is None else {"verify": list(plan.gate.verify), "batch": plan.gate.batch,
-                                                   "timeout_s": plan.gate.timeout_s},
+           "gate": None if plan.gate is None else asdict(plan.gate),
            "baseline_red": json.loads(run.baseline_red) if run.baseline_red else [],
            "environment": run.recorded_environment()}
     if json_mode:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,8 +44,7 @@ def preview(plan: Plan, parallel: int, worktreeinclude: Sequence[str] = ()) -> d
         "estimated_speedup": round(sequential / sim.makespan_s, 2) if sim.makespan_s else 0.0,
         "file_overlaps": [list(p) for p in overlapping_pairs(plan)],
         "environment": environment_view(plan, worktreeinclude),
-        "gate": None if plan.gate is None else {"verify": list(plan.gate.verify), "timeout_s": plan.gate.timeout_s,
-                                                "batch": plan.gate.batch},
+        "gate": None if plan.gate is None else asdict(plan.gate),
     }
 
 

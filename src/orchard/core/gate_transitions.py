@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 
 class GateTransitions:
-    """`check_started` and `check_finished`; what they use of the journal is declared here for the type checker."""
+    """`check_started`, `check_finished` and `task_warned`; what they use of the journal is declared here for the
+    type checker."""
 
     if TYPE_CHECKING:
         run_id: str

@@ -22,6 +22,7 @@ from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from orchard.core.feedback import INTEGRATION_FAILED
 from orchard.core.graph import file_conflicts, ranks
 from orchard.core.model import NO_LIMITS, Limits, Outcome, Plan, TaskStatus
 from orchard.core.spending import Spending
@@ -336,7 +337,7 @@ class Scheduler:
         st = self.tasks[ev.task_id]
         st.failures += 1
         reason = "conflict on " + ", ".join(ev.conflicts) if ev.conflicts else "conflict"
-        reason = "integration_failed" if ev.gate_failed else reason
+        reason = INTEGRATION_FAILED if ev.gate_failed else reason
         if st.failures <= self.plan.task(ev.task_id).retries:
             self._enqueue(ev.task_id, out, reason=f"retry after {reason}")
         else:

@@ -13,8 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from orchard.core.durations import format_duration
-from orchard.core.events import TaskWarning, iso
-from orchard.core.gate_state import STARTED, gate_figures, task_gate
+from orchard.core.events import iso
+from orchard.core.gate_state import gate_figures, task_gate
 from orchard.core.journal import Records
 from orchard.core.model import RunStatus
 from orchard.core.records import AttemptRecord
@@ -30,13 +30,13 @@ def status_document(records: Records, run_id: str | None = None) -> dict[str, An
     for attempt in records.attempts(run.id):
         by_task.setdefault(attempt.task_id, []).append(attempt)
     now = time.time()
-    events = [data for _, data in records.events(run.id)]
-    # the gate's figures once it began a check (the plan is not read: a tampered snapshot must not stop `status`)
-    gate = gate_figures(events) if any(e["type"] == STARTED for e in events) else None
+    summary = summarize(records, run.id, now)
+    # each task's standing at the gate, once it began a check (the plan is not read: a tampered snapshot must not
+    # stop `status`)
+    gate = gate_figures(data for _, data in records.events(run.id)) if summary["checks"] else None
     warnings: dict[str, list[str]] = {}
-    for event in events:
-        if event["type"] == TaskWarning.type:
-            warnings.setdefault(event["task"], []).append(event["text"])
+    for warning in summary["warnings"]:
+        warnings.setdefault(warning["task"], []).append(warning["text"])
     tasks = []
     for t in records.tasks(run.id):
         attempts = by_task.get(t.task_id, [])
@@ -59,11 +59,10 @@ def status_document(records: Records, run_id: str | None = None) -> dict[str, An
             "warnings": warnings.get(t.task_id, []),
             "error": t.error or None,
         })
-    summary = summarize(records, run.id, now)
     return {
         "run": {"id": run.id, "status": run.status, "base": run.base, "integration_branch": run.integration_branch,
                 "started_at": iso(run.started_at), "finished_at": iso(run.finished_at), "held": run.held or None,
-                "checks": gate.as_json() if gate else None},
+                "checks": summary["checks"]},
         "tasks": tasks,
         "totals": {"cost_usd": summary["cost_usd"], "tokens_in": summary["tokens_in"],
                    "tokens_out": summary["tokens_out"], "agents": summary["agents"]},
