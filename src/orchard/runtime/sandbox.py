@@ -110,13 +110,23 @@ def _hidden_roots(argv: Sequence[str]) -> list[Path]:
     found = [program, *_interpreter(program), *(a for a in argv[1:] if a.startswith("/"))] if argv else []
     roots = []
     for text in found:
-        for path in {Path(text), Path(os.path.realpath(text))}:
+        for path in {*_link_chain(Path(text)), Path(os.path.realpath(text))}:
             for hidden in (PRIVATE_TMP, PRIVATE_SHM):
                 parts = path.parts
                 top = Path(hidden).parts
                 if path.is_absolute() and parts[:len(top)] == top and len(parts) > len(top) and path.exists():
                     roots.append(Path(*parts[:len(top) + 1]))
     return roots
+
+
+def _link_chain(path: Path, hops: int = 40) -> list[Path]:
+    """`path` and every path its symlinks lead through on the way to the file: a link in /tmp to a venv's python
+    that is itself under /tmp needs both directories bound, and the resolved path alone names neither."""
+    chain = [path]
+    while hops and path.is_symlink():
+        path, hops = path.parent / os.readlink(path), hops - 1
+        chain.append(path)
+    return chain
 
 
 def _interpreter(program: str) -> list[str]:
