@@ -353,9 +353,10 @@ def test_checker_allows_what_the_rules_allow(mutant: Mutant) -> None:
 
 
 # The run journal is the only writer of state: the store's write methods are called by its transitions alone.
-RECORD_WRITES = frozenset({"add_run", "save_run", "save_task", "add_attempt", "save_attempt", "add_event"})
-RECORD_WRITERS = frozenset({"core/transitions.py", "core/gate_transitions.py", "store/store.py", "testing/memory.py",
-                            "core/journal.py"})
+RECORD_WRITES = frozenset({"add_run", "save_run", "save_task", "add_attempt", "save_attempt", "add_event",
+                           "save_plan", "add_request", "close_request"})
+RECORD_WRITERS = frozenset({"core/transitions.py", "core/gate_transitions.py", "core/control_transitions.py",
+                            "store/store.py", "testing/memory.py", "core/journal.py"})
 
 
 def record_writes(source: str) -> list[int]:

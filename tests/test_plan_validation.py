@@ -175,7 +175,7 @@ def test_agent_entries(tmp_path: Path) -> None:
     """
     problems = problems_of(tmp_path, text)
     assert only(problems, "unknown agent type").message == (
-        "unknown agent type 'comand' (known types: aider, claude, codex, command, gemini)")
+        "unknown agent type 'comand' (known types: aider, claude, codex, command, cursor, gemini)")
     assert only(problems, "missing 'type'").field == "agents.notype.type"
     assert where(only(problems, "a command agent needs 'command'")) == ("plan.yaml", "", "agents.nocmd.command")
     assert only(problems, "unknown agent 'ghost'").message == "fallback names unknown agent 'ghost' " + (

@@ -208,6 +208,23 @@ MUTANTS = (
     Mutant("a merge commit's title keeps a secret", "src/orchard/runtime/merging.py",
            'title = title[:72] if ctx.redactor(title) == title else f"task {task_id}"', "title = title[:72]",
            ("tests/test_output_safety.py::test_merge_titles_never_carry_a_secret",)),
+    Mutant("a cancelled task's processes are not stopped", "src/orchard/runtime/context.py",
+           "        self.cancelled.add(task_id)\n        self.stop_for(task_id).set()",
+           "        self.cancelled.add(task_id)",
+           ("tests/test_steering.py::test_cancel_one_running_task_stops_its_group_blocks_dependents_and_the_rest_merges",)),
+    Mutant("a transient failure is retried at once, without its backoff", "src/orchard/core/scheduler.py",
+           "        if delay > 0:\n            self._streaks[ev.task_id] = streak",
+           "        if False:\n            self._streaks[ev.task_id] = streak",
+           ("tests/test_steering.py::test_crashes_back_off_doubling_and_a_permanent_failure_is_not_retried",)),
+    Mutant("a permanent failure is retried like any other", "src/orchard/core/retrying.py",
+           "    if kind is FailureClass.PERMANENT:\n        return outcome in task.retry_on",
+           "    if kind is FailureClass.PERMANENT:\n        return True",
+           ("tests/test_steering.py::test_crashes_back_off_doubling_and_a_permanent_failure_is_not_retried",)),
+    Mutant("agent output is journaled, not only published", "src/orchard/core/transitions.py",
+           "        self._publish([redacted(AgentOutput(",
+           "        self.records.add_event(AgentOutput(run_id=self.run_id, ts=self._clock(), task=task_id, "
+           "attempt=number, stream=stream, line=line), None)\n        self._publish([redacted(AgentOutput(",
+           ("tests/test_steering.py::test_events_output_carries_every_stdout_and_stderr_line_in_order_redacted_and_bounded",)),
 )
 
 

@@ -3,13 +3,16 @@
     result = orchard.run("plan.yaml", repo=".", parallel=4, on_event=print)
     result.status, result.exit_code, result.summary
 
-`records=orchard.testing.MemoryStore()` keeps the run's journal in memory instead of `.orchard/state.db`.
+`records=orchard.testing.MemoryStore()` keeps the run's journal in memory instead of `.orchard/state.db`;
+`dry_run=True` runs no agent (each task commits an empty change), keeps its journal in memory and removes the run's
+branches at the end (`runtime.dryrun`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from orchard.core.events import OrchardEvent
@@ -27,23 +30,34 @@ def _as_plan(plan_or_path: Plan | str | Path, repo: str | Path) -> Plan:
     return plan_loader.load(plan_or_path, find_repo(Path(repo).resolve()).root)
 
 
-def _options(on_event: Callable[[OrchardEvent], None] | None, records: Records | None, land: bool) -> Options:
-    return Options(observers=(on_event,) if on_event else (), records=records, land=land)
+def _options(on_event: Callable[[OrchardEvent], None] | None, records: Records | None, land: bool,
+             output: bool = False) -> Options:
+    return Options(observers=(on_event,) if on_event else (), records=records, land=land, output=output)
 
 
 async def run_async(plan_or_path: Plan | str | Path, repo: str | Path = ".", parallel: int | None = None,
                     on_event: Callable[[OrchardEvent], None] | None = None, *, base: str | None = None,
-                    land: bool = False, records: Records | None = None) -> RunResult:
-    """Run a plan (a `Plan` or a path to one) on `repo`; `on_event` receives every typed event."""
+                    land: bool = False, records: Records | None = None, output: bool = False,
+                    dry_run: bool = False) -> RunResult:
+    """Run a plan (a `Plan` or a path to one) on `repo`; `on_event` receives every typed event (with `output`,
+    also `AgentOutput`: every line the agents write). `dry_run`: the plan's dry run, recorded in `records` if
+    given, else in memory."""
     plan = _as_plan(plan_or_path, repo)
-    return await start_run(repo, plan, parallel=parallel, base=base, options=_options(on_event, records, land))
+    options = _options(on_event, records, land, output)
+    if dry_run:
+        from orchard.testing.memory import MemoryStore
+
+        options = replace(options, dry_run=True, records=records or MemoryStore())
+    return await start_run(repo, plan, parallel=parallel, base=base, options=options)
 
 
 def run(plan_or_path: Plan | str | Path, repo: str | Path = ".", parallel: int | None = None,
         on_event: Callable[[OrchardEvent], None] | None = None, *, base: str | None = None,
-        land: bool = False, records: Records | None = None) -> RunResult:
+        land: bool = False, records: Records | None = None, output: bool = False,
+        dry_run: bool = False) -> RunResult:
     """Blocking form of `run_async`."""
-    return asyncio.run(run_async(plan_or_path, repo, parallel, on_event, base=base, land=land, records=records))
+    return asyncio.run(run_async(plan_or_path, repo, parallel, on_event, base=base, land=land, records=records,
+                                 output=output, dry_run=dry_run))
 
 
 async def resume_async(repo: str | Path = ".", run_id: str | None = None,

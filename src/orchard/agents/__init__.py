@@ -15,11 +15,13 @@ from orchard.agents.base import (
 from orchard.agents.claude import ClaudeAdapter
 from orchard.agents.codex import CodexAdapter
 from orchard.agents.command import CommandAdapter
+from orchard.agents.cursor import CursorAdapter
 from orchard.agents.gemini import GeminiAdapter
 
 _ADAPTERS: dict[str, Adapter] = {
     adapter.kind: adapter
-    for adapter in (CommandAdapter(), ClaudeAdapter(), CodexAdapter(), AiderAdapter(), GeminiAdapter())
+    for adapter in (CommandAdapter(), ClaudeAdapter(), CodexAdapter(), AiderAdapter(), GeminiAdapter(),
+                    CursorAdapter())
 }
 
 

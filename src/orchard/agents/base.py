@@ -150,7 +150,7 @@ def parse_json(line: str) -> dict[str, Any] | None:
 
 
 class JsonLineParser:
-    """What parsers of JSON-line agents (claude, codex, gemini) share: other lines feed the failure tail, and a
+    """What parsers of JSON-line agents (claude, codex, gemini, cursor) share: other lines feed the failure tail, and a
     process that failed as a process (timeout, stall, signal, not started) decides the outcome before any event."""
 
     def __init__(self) -> None:

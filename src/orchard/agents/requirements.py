@@ -50,6 +50,15 @@ REQUIREMENTS: dict[str, Requirement] = {
         "gemini", "gemini", ("--version",), ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI"),
         (".gemini/oauth_creds.json",), "npm install -g @google/gemini-cli",
         env_prefixes=("GEMINI_", "GOOGLE_", "CLOUDSDK_"), state=("$GEMINI_CLI_HOME", ".gemini")),
+    # Cursor ships its CLI only through its own installer: the npm and PyPI packages named `cursor-agent` are
+    # other people's projects, so nothing here can be pinned
+    "cursor": Requirement(
+        "cursor", "cursor-agent", ("--version",), ("CURSOR_API_KEY",),
+        (".cursor/cli-config.json", ".config/cursor/auth.json"),
+        "curl https://cursor.com/install -fsS | bash (Cursor's own installer; the npm and PyPI packages named "
+        "cursor-agent are not it), then `cursor-agent login` or set CURSOR_API_KEY",
+        "reports no cost: recorded as 0, so budget_usd does not cap it",
+        env_prefixes=("CURSOR_",), state=("$CURSOR_CONFIG_DIR", ".cursor", ".config/cursor")),
 }
 
 

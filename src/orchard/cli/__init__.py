@@ -13,9 +13,10 @@ import click
 from rich.console import Console
 from rich.text import Text
 
+from orchard.cli.control_cmds import agents_cmd, cancel_cmd, set_cmd
 from orchard.cli.doctor_cmd import doctor_cmd
 from orchard.cli.inspect_cmds import logs_cmd, show_cmd, status_cmd
-from orchard.cli.manage_cmds import cancel_cmd, clean_cmd, land_cmd
+from orchard.cli.manage_cmds import clean_cmd, land_cmd
 from orchard.cli.plan_cmd import plan_cmd
 from orchard.cli.run_cmds import demo_cmd, resume_cmd, retry_cmd, run_cmd
 from orchard.core.safe_text import safe_text
@@ -32,8 +33,8 @@ def cli(ctx: click.Context, directory: Path | None) -> None:
     ctx.obj = directory
 
 
-for command in (plan_cmd, run_cmd, resume_cmd, retry_cmd, status_cmd, show_cmd, logs_cmd, cancel_cmd, clean_cmd,
-                land_cmd, demo_cmd, doctor_cmd):
+for command in (plan_cmd, run_cmd, resume_cmd, retry_cmd, status_cmd, show_cmd, logs_cmd, cancel_cmd, set_cmd,
+                agents_cmd, clean_cmd, land_cmd, demo_cmd, doctor_cmd):
     cli.add_command(command)
 
 

@@ -84,8 +84,9 @@ def doctor_cmd(ctx: click.Context, plan_path: Path | None, json_mode: bool) -> i
     """Check git and the agent CLIs (those a PLAN uses, or all known ones): found, version, credentials."""
     plan = load_plan(ctx, plan_path) if plan_path is not None else None
     if plan is not None:
-        wanted = sorted({(a.type, str(a.option("binary", a.type))) for a in plan.agents.values()
-                         if a.type in REQUIREMENTS})
+        # an entry's `binary`, else its kind's own name (`cursor-agent` for `type: cursor`)
+        wanted = sorted({(a.type, str(a.option("binary", REQUIREMENTS[a.type].binary)))
+                         for a in plan.agents.values() if a.type in REQUIREMENTS})
     else:
         wanted = [(kind, need.binary) for kind, need in REQUIREMENTS.items()]
     git, agents = git_report(), [agent_report(kind, binary) for kind, binary in wanted]

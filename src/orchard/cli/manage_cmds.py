@@ -1,19 +1,16 @@
-"""`orchard cancel`, `clean` and `land`: stop a run, remove what it left behind, bring its results home."""
+"""`orchard clean` and `land`: remove what a run left behind, bring its results home."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
 import shutil
-import signal
 
 import click
 
 from orchard.cli.common import stdout_console
 from orchard.cli.inspect_cmds import open_store
 from orchard.core.gate_state import ungated_tip_problem
-from orchard.core.model import RunStatus
 from orchard.errors import GitError, UngatedTip, UsageError
 from orchard.runtime.layout import Layout
 from orchard.runtime.lock import live_holder
@@ -33,38 +30,6 @@ from orchard.vcs.private import OwnRepository, open_own_repository, publish
 def own_repository(layout: Layout) -> OwnRepository:
     """orchard's repository beside the user's one whose `.orchard/` is `layout` (found from any worktree)."""
     return open_own_repository(find_repo(layout.root.parent), layout.git_dir)
-
-
-@click.command("cancel")
-@click.argument("run_id", metavar="[RUN]", required=False)
-@click.pass_context
-def cancel_cmd(ctx: click.Context, run_id: str | None) -> int:
-    """Cancel a run (default: the latest): a live one stops its agents; waiting tasks become cancelled."""
-    from orchard.runtime.session import open_journal
-
-    layout, store = open_store(ctx)
-    try:
-        run = store.run(run_id)
-        journal = open_journal(store, run.id)
-        holder = live_holder(layout.lock_file)
-        out = stdout_console()
-        if holder and holder.get("run") == run.id:
-            journal.cancel_requested()
-            with contextlib.suppress(ProcessLookupError):  # it may have ended just now
-                os.kill(int(holder["pid"]), signal.SIGTERM)
-                out.print(f"asked run {run.id} (pid {holder['pid']}) to cancel")
-                return 0
-        if run.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
-            raise UsageError(f"run {run.id} is already {run.status}")
-        from orchard.runtime.recovery import cancel_dead_run
-
-        # An orchestrator that died (kill -9, a crash) may have left its agents running: they are stopped too.
-        reaped = cancel_dead_run(journal, layout.root)
-        stopped = f" (stopped {reaped} leftover agent process group(s))" if reaped else ""
-        out.print(f"run {run.id} cancelled{stopped}")
-    finally:
-        store.close()
-    return 0
 
 
 @click.command("clean")

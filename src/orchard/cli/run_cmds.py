@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,12 @@ if TYPE_CHECKING:
     from orchard.runtime.session import Options, RunResult
 
 json_option = click.option("--json", "json_mode", is_flag=True, help="Print NDJSON events instead of a dashboard.")
+events_option = click.option("--events", "events", type=click.Choice(["output"]), multiple=True,
+                             help="More events: `output` adds agent.output, every line the agents write.")
 land_option = click.option("--land", is_flag=True, help="Merge the integration branch into the base when all merged.")
+log_file_option = click.option("--log-file", metavar="PATH",
+                               help="compat: workstreams: write the log here, relative to the repository root "
+                                    "(default logs/orchestrator.log).")
 
 
 def disk_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -57,15 +63,23 @@ def limits_of(flags: dict[str, Any]) -> tuple[DiskLimits, Limits]:
             Limits(max_load=flags.get("max_load"), min_free_memory=min_free_memory))
 
 
-def options_of(observers: list[Observer], flags: dict[str, Any] | None = None, *, land: bool = False) -> Options:
-    """The session options a command's flags give."""
+def options_of(observers: list[Observer], flags: dict[str, Any] | None = None, *, land: bool = False,
+               dry_run: bool = False) -> Options:
+    """The session options a command's flags give (a dry run's records in memory)."""
     from orchard.runtime.session import Options
 
     disk, machine = limits_of(flags or {})
-    return Options(observers=tuple(observers), land=land, limits=disk, machine=machine)
+    options = Options(observers=tuple(observers), land=land, limits=disk, machine=machine,
+                      log_file=(flags or {}).get("log_file"), output="output" in (flags or {}).get("events", ()))
+    if not dry_run:
+        return options
+    from orchard.testing.memory import MemoryStore
+
+    return replace(options, dry_run=True, records=MemoryStore())
 
 
-def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any, RunResult]]) -> int:
+def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any, RunResult]], *,
+           dry_run: bool = False) -> int:
     """Run a session coroutine with the chosen progress output; print the summary; return the exit code."""
     import asyncio
 
@@ -75,7 +89,12 @@ def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any
         result = asyncio.run(start(observers))
     if not json_mode:
         out = stdout_console()
+        if dry_run:
+            out.print(f"dry run: no agent ran; orchard/{result.run_id}/integration and the run's task branches "
+                      "were removed, and nothing was recorded")
         out.print(summary_text(result.summary))
+        if dry_run:  # nothing to resume or land
+            return result.exit_code
         if result.status is RunStatus.INTERRUPTED:
             out.print(f"resume with: orchard resume {result.run_id}")
         elif result.status in (RunStatus.COMPLETED, RunStatus.FAILED):
@@ -88,25 +107,35 @@ def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any
 @click.option("--parallel", "-j", type=click.IntRange(min=1, max=2**62), help="Tasks at once (default: the plan's).")
 @click.option("--base", help="Ref to start from (default: the plan's base, else the current HEAD).")
 @land_option
+@click.option("--dry-run", is_flag=True,
+              help="Run no agent: each task commits an empty change, merged into a throwaway integration branch "
+                   "(real worktrees and merges), removed afterwards; nothing is recorded.")
 @disk_options
+@log_file_option
+@events_option
 @json_option
 @click.pass_context
 def run_cmd(ctx: click.Context, /, *, plan_path: Path, parallel: int | None, base: str | None, land: bool,
-            json_mode: bool, **flags: Any) -> int:
+            dry_run: bool, json_mode: bool, **flags: Any) -> int:
     """Run every task of PLAN in parallel worktrees and merge the results into an integration branch."""
     from orchard.runtime.session import start_run
 
+    if dry_run and land:
+        raise UsageError("--dry-run and --land exclude each other: a dry run's integration branch is removed")
     plan = load_plan(ctx, plan_path)
     directory = repo_dir(ctx)
     limits_of(flags)  # a bad flag is an error before anything starts
     return _drive(json_mode, lambda obs: start_run(directory, plan, parallel=parallel, base=base,
-                                                   options=options_of(obs, flags, land=land)))
+                                                   options=options_of(obs, flags, land=land, dry_run=dry_run)),
+                  dry_run=dry_run)
 
 
 @click.command("resume")
 @click.argument("run_id", metavar="[RUN]", required=False)
 @land_option
 @disk_options
+@log_file_option
+@events_option
 @json_option
 @click.pass_context
 def resume_cmd(ctx: click.Context, /, *, run_id: str | None, land: bool, json_mode: bool, **flags: Any) -> int:
@@ -122,6 +151,8 @@ def resume_cmd(ctx: click.Context, /, *, run_id: str | None, land: bool, json_mo
 @click.argument("task_ids", metavar="TASK...", nargs=-1, required=True)
 @click.option("--run", "run_id", help="The run (default: the latest).")
 @disk_options
+@log_file_option
+@events_option
 @json_option
 @click.pass_context
 def retry_cmd(ctx: click.Context, /, *, task_ids: tuple[str, ...], run_id: str | None, json_mode: bool,

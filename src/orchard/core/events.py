@@ -106,6 +106,31 @@ class AgentActivity(TaskEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AgentOutput(TaskEvent):
+    """One line an agent wrote, with its stream: opt-in (`--events output`, `output=True`), redacted like the logs,
+    cut at `OUTPUT_LINE_MAX` characters; published to observers, never journaled (the attempt's log has it all)."""
+
+    type: ClassVar[str] = "agent.output"
+    attempt: int
+    stream: str  # stdout | stderr
+    line: str
+
+    def message(self) -> str:
+        return f"{self.stream}: {self.line}"
+
+
+OUTPUT_LINE_MAX = 4096
+
+
+def bounded_line(line: str) -> str:
+    """An output line for `AgentOutput`: without its newline, cut past `OUTPUT_LINE_MAX` with a marker."""
+    line = line.rstrip("\r\n")
+    if len(line) <= OUTPUT_LINE_MAX:
+        return line
+    return line[:OUTPUT_LINE_MAX] + f" …[{len(line) - OUTPUT_LINE_MAX} more characters]"
+
+
+@dataclass(frozen=True, kw_only=True)
 class AttemptFinished(TaskEvent):
     type: ClassVar[str] = "attempt.finished"
     attempt: int
@@ -251,6 +276,32 @@ class QueueChanged(OrchardEvent):
         held = f" · {self.held}" if self.held else ""
         return (f"queue: waiting {self.waiting} | running {self.running} | free {self.free} | paused "
                 f"{self.paused}{held}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlRequested(OrchardEvent):
+    """Another process asked the run to change course (`orchard cancel TASK`, `set`, `agents add`)."""
+
+    type: ClassVar[str] = "control.requested"
+    request: int
+    kind: str
+    detail: str
+
+    def message(self) -> str:
+        return f"request {self.request} ({self.kind}): {self.detail}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlApplied(OrchardEvent):
+    """The run's session carried a request out: what it did."""
+
+    type: ClassVar[str] = "control.applied"
+    request: int
+    kind: str
+    result: str
+
+    def message(self) -> str:
+        return f"request {self.request} ({self.kind}) applied: {self.result}"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from orchard.core.events import OrchardEvent
 from orchard.core.model import MergeOutcome, Outcome, Plan, RunStatus
-from orchard.core.records import AttemptRecord, RunRecord, TaskRecord
+from orchard.core.records import AttemptRecord, ControlRequest, RunRecord, TaskRecord
 
 Observer = Callable[[OrchardEvent], None]
 
@@ -124,6 +124,20 @@ class Records(Protocol):
         """(type, ts) of every event of a run, in order."""
         ...
 
+    def save_plan(self, run_id: str, plan: Plan) -> None:
+        """Replace the run's plan snapshot (live control changed its limits or agents; its tasks stay)."""
+        ...
+
+    def add_request(self, request: ControlRequest) -> int:
+        """Store a live-control request and return its id (the record's own `id` is ignored)."""
+        ...
+
+    def close_request(self, request_id: int, *, result: str, applied_at: float) -> None: ...
+
+    def requests(self, run_id: str, *, open_only: bool = False) -> list[ControlRequest]:
+        """The run's requests in the order they were made; `open_only`: those not carried out yet."""
+        ...
+
 
 class RunJournal(Protocol):
     """Every state transition of one run. Each writes its records and event atomically, then tells observers."""
@@ -169,6 +183,13 @@ class RunJournal(Protocol):
 
     def cancel_requested(self) -> None: ...
 
+    def control_requested(self, kind: str, data: str, *, detail: str) -> int: ...
+
+    def open_requests(self) -> list[ControlRequest]: ...
+
+    def control_applied(self, request: ControlRequest, result: str, *, plan: Plan | None = None,
+                        parallel: int | None = None) -> None: ...
+
     def run_held(self, reason: str) -> None: ...
 
     def queue_changed(self, *, waiting: int, running: int, free: int, paused: int, held: str) -> None: ...
@@ -208,6 +229,8 @@ class RunJournal(Protocol):
     def agent_exited(self, attempt_id: int, exited: AgentExit) -> None: ...
 
     def agent_active(self, task_id: str, number: int, text: str) -> None: ...
+
+    def agent_output(self, task_id: str, number: int, stream: str, line: str) -> None: ...
 
     def setup_started(self, attempt_id: int, command: str) -> None: ...
 

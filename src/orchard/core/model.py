@@ -127,10 +127,7 @@ class Outcome(StrEnum):
     SETUP_FAILED = "setup_failed"  # orchard could not prepare the worktree / start the agent
     INTERRUPTED = "interrupted"  # the run was interrupted while the attempt ran
     TAMPERED = "tampered"  # an unconfined agent changed the user's git directory: not retried
-
-    @property
-    def retryable(self) -> bool:
-        return self not in (Outcome.SUCCESS, Outcome.AUTH, Outcome.INTERRUPTED, Outcome.TAMPERED)
+    CANCELLED = "cancelled"  # `orchard cancel TASK` stopped it: not retried
 
 
 @dataclass(frozen=True)
@@ -157,6 +154,7 @@ AGENT_KIND_OPTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
         "codex": _VENDOR | {"codex_sandbox", "resume_session", "pricing"},
         "aider": _VENDOR | {"edit_format"},
         "gemini": _VENDOR | {"approval_mode", "resume_session", "pricing"},
+        "cursor": _VENDOR | {"force", "resume_session"},
     }
 )
 CLAUDE_PERMISSION_MODES = ("default", "acceptEdits", "plan", "auto", "dontAsk", "bypassPermissions")
@@ -170,6 +168,9 @@ PREFLIGHT_MODES = ("auto", "check", "verify", "strict", "off")
 # `priority_mode`: `tiebreak` orders ready tasks by critical path first, priority only between equals; `strict` by
 # priority first (an urgent task starts before any lower one that is ready), then critical path
 PRIORITY_MODES = ("tiebreak", "strict")
+# `compat`: `workstreams` also keeps the workstream guide's `.state/orchestration.db` and `logs/orchestrator.log`
+# (`runtime.compat`); the default for a plan read from a workstreams directory, else `none`
+COMPAT_MODES = ("none", "workstreams")
 GEMINI_APPROVAL_MODES = ("default", "auto_edit", "yolo", "plan")
 PROMPT_VIA = ("file", "stdin", "arg")
 
@@ -241,6 +242,9 @@ class Gate:
     batch: int = DEFAULT_GATE_BATCH
 
 
+DEFAULT_RETRY_BACKOFF_S = 10.0
+
+
 @dataclass(frozen=True)
 class Task:
     """One unit of work for one agent. `prompt` is the resolved text (inline or read from `prompt_file`)."""
@@ -265,6 +269,8 @@ class Task:
     environment: Environment | None = None  # the task's own, merged over the plan's; None: the plan's
     on_conflict: str = "rerun"  # rerun: from the new tip, told the paths; resolve: given git's conflict to resolve
     protect_merged: str = "warn"  # warn | reject | off: a result removing lines other tasks of the run merged
+    retry_on: tuple[Outcome, ...] = ()  # permanent failures (`core.retrying`) this task retries all the same
+    retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S  # the wait after a first transient failure, doubling
 
 
 @dataclass(frozen=True)
@@ -286,6 +292,7 @@ class Plan:
     preflight: str = "auto"  # PREFLIGHT_MODES
     gate: Gate | None = None  # None: each result merges once its own verify passed
     priority_mode: str = "tiebreak"  # PRIORITY_MODES
+    compat: str = "none"  # COMPAT_MODES
     _index: Mapping[str, Task] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
     # Values derived from this plan (ranks, file conflicts …), filled in once by `core.graph`: a Plan never changes.
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -308,6 +315,7 @@ class Plan:
         preflight: str = "auto",
         gate: Gate | None = None,
         priority_mode: str = "tiebreak",
+        compat: str = "none",
     ) -> Plan:
         """Freeze already-validated parts into a Plan (validation lives in `orchard.plan`)."""
         return Plan(
@@ -326,6 +334,7 @@ class Plan:
             preflight=preflight,
             gate=gate,
             priority_mode=priority_mode,
+            compat=compat,
             _index=MappingProxyType({t.id: t for t in tasks}),
         )
 

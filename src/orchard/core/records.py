@@ -65,6 +65,20 @@ class TaskRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ControlRequest:
+    """A live-control request (`orchard cancel TASK`, `set`, `agents add`) another process wrote for a run; the
+    run's session carries it out and records what it did (`applied_at`, `result`)."""
+
+    id: int
+    run_id: str
+    kind: str  # cancel_tasks | set | add_agent
+    data: str  # JSON: what `core.steering` reads for that kind
+    created_at: float
+    applied_at: float | None = None
+    result: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptRecord:
     """One attempt of one task: where it ran, how it ended, what it cost. `id` is 0 until the store assigns one."""
 

@@ -25,135 +25,39 @@ from dataclasses import dataclass, field
 from orchard.core.feedback import INTEGRATION_FAILED
 from orchard.core.graph import file_conflicts, ranks
 from orchard.core.model import NO_LIMITS, Limits, Outcome, Plan, TaskStatus
+from orchard.core.retrying import backoff_s, failure_class, retried
+from orchard.core.scheduler_io import (
+    Action,
+    Applied,
+    AttemptEnded,
+    Cancel,
+    CancelTasks,
+    Event,
+    HoldChanged,
+    Kick,
+    MergeEnded,
+    Replanned,
+    Restored,
+    RunDone,
+    Sampled,
+    StartAttempt,
+    StartMerge,
+    StatusChanged,
+    Stop,
+    StopAttempt,
+    TaskState,
+    VerifyStarted,
+)
 from orchard.core.spending import Spending
 
+__all__ = ["Action", "Applied", "AttemptEnded", "Cancel", "CancelTasks", "Event", "HoldChanged", "Kick",
+           "MergeEnded", "Replanned", "Restored", "RunDone", "Sampled", "Scheduler", "StartAttempt", "StartMerge",
+           "StatusChanged", "Stop", "StopAttempt", "TaskState", "VerifyStarted"]
+
 S = TaskStatus
+CANCELLED_BY_USER = "cancelled by orchard cancel"
 BACKOFF_BASE_S = 60.0
 BACKOFF_CAP_S = 30 * 60.0
-
-
-# ---- events (inputs, past tense) ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Kick:
-    """Start (or re-evaluate) scheduling."""
-
-
-@dataclass(frozen=True)
-class AttemptEnded:
-    """An attempt (agent + commit + verify) finished with `outcome`; `resume_at` for a rate limit's reset time."""
-
-    task_id: str
-    outcome: Outcome
-    resume_at: float | None = None
-    cost_usd: float = 0.0
-    setup_failed: bool = False  # the environment's setup failed: tried once more without using a retry
-
-
-@dataclass(frozen=True)
-class MergeEnded:
-    """The merge queue finished a task: merged, or a conflict on `conflicts`; `interrupted` when a hard stop killed
-    the merge (the task stays merging, for the next session)."""
-
-    task_id: str
-    merged: bool
-    conflicts: tuple[str, ...] = ()
-    error: str = ""  # a git failure that was not a conflict: the task fails, its agent is not run again
-    interrupted: bool = False
-    gate_failed: bool = False  # the gate blamed it (`integration_failed`): a failure like a failed verify
-
-
-@dataclass(frozen=True)
-class VerifyStarted:
-    """The agent finished and the task's verify command began (display status only)."""
-
-    task_id: str
-
-
-@dataclass(frozen=True)
-class Stop:
-    """Start nothing new (interrupt or budget); the run ends when active work drains."""
-
-    reason: str = "interrupted"
-
-
-@dataclass(frozen=True)
-class Cancel:
-    """Cancel every task that is not active or finished."""
-
-
-@dataclass(frozen=True)
-class Sampled:
-    """What the machine had left when the runtime last looked: load average per core, bytes of memory available,
-    bytes free on the repository's disk (each None when not measured)."""
-
-    load_per_core: float | None = None
-    free_memory: int | None = None
-    free_disk: int | None = None
-
-
-Event = Kick | AttemptEnded | VerifyStarted | MergeEnded | Stop | Cancel | Sampled
-
-
-# ---- actions (outputs) ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StartAttempt:
-    """Run attempt `attempt` of a task on `agent` (its own, or a fallback while its own is paused)."""
-
-    task_id: str
-    attempt: int
-    agent: str
-    budget_usd: float | None = None  # what the attempt may still spend, when a budget applies
-
-
-@dataclass(frozen=True)
-class StartMerge:
-    task_id: str
-
-
-@dataclass(frozen=True)
-class StatusChanged:
-    task_id: str
-    status: TaskStatus
-    reason: str = ""
-    until: float | None = None  # for `paused`: when the agent is expected back
-
-
-@dataclass(frozen=True)
-class RunDone:
-    """Nothing is active and nothing more will start. `complete` when every task reached a final status."""
-
-    complete: bool
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class HoldChanged:
-    """New attempts are held (`reason` says which limit of the machine is exceeded), or no longer (`reason` "")."""
-
-    reason: str
-
-
-Action = StartAttempt | StartMerge | StatusChanged | RunDone | HoldChanged
-
-
-@dataclass
-class TaskState:
-    """Mutable per-task bookkeeping inside the scheduler."""
-
-    status: TaskStatus = S.PENDING
-    attempts: int = 0  # attempts started
-    failures: int = 0  # failures that used up a retry
-    setup_failures: int = 0  # attempts whose environment setup failed (this session)
-
-
-@dataclass(frozen=True)
-class Restored:
-    """A task's state carried over from a previous session of the same run (resume)."""
-
-    status: TaskStatus
-    attempts: int = 0
-    failures: int = 0
-    spent_usd: float = 0.0
 
 
 @dataclass
@@ -193,7 +97,10 @@ class Scheduler:
         self._limit_streak: dict[str, int] = {}  # agent → rate limits in a row (for backoff)
         self.spending = Spending(self.plan)
         self._held: set[str] = set()  # tasks holding their declared files (active)
-        self._agent_paused: dict[str, float] = {}
+        self._agent_paused: dict[str, float] = {}  # agent → when its rate limit ends
+        self._waits: dict[str, float] = {}  # task → when the backoff after its transient failure ends
+        self._streaks: dict[str, int] = {}  # task → transient failures in a row
+        self._cancelling: set[str] = set()  # running tasks `orchard cancel` named: cancelled when their attempt ends
         self._stopped: str | None = None
         self.hold = ""  # why new attempts wait for the machine (`Limits.exceeded`), or ""
         self._kicked = False  # nothing is decided before the first `Kick` (a `Sampled` may come first)
@@ -220,8 +127,8 @@ class Scheduler:
         return self.tasks[task_id].status
 
     def next_wakeup(self) -> float | None:
-        """Earliest time a paused agent resumes, if any task waits on one."""
-        return min(self._agent_paused.values(), default=None)
+        """Earliest time a paused agent resumes or a task's backoff ends, if any."""
+        return min((*self._agent_paused.values(), *self._waits.values()), default=None)
 
     @property
     def done(self) -> bool:
@@ -251,6 +158,10 @@ class Scheduler:
             self._promote_pending(out)
         elif isinstance(event, Sampled):
             self._sampled(event, out)
+        elif isinstance(event, CancelTasks):
+            self._cancel_tasks(event, out)
+        elif isinstance(event, Replanned):
+            self._replanned(event, out)
         self._unpause(now, out)
         self._maybe_merge(out)
         self._dispatch(out)
@@ -283,6 +194,11 @@ class Scheduler:
             self._stopped = "budget_exhausted"  # reaching the run's budget stops new work
         if ev.outcome is not Outcome.RATE_LIMITED:
             self._limit_streak.pop(agent, None)
+        if ev.task_id in self._cancelling:  # whatever it did before the stop reached it
+            self._cancelling.discard(ev.task_id)
+            self._held.discard(ev.task_id)
+            self._finish(ev.task_id, S.CANCELLED, out, reason=CANCELLED_BY_USER)
+            return
         if ev.outcome is Outcome.SUCCESS:
             self._set(ev.task_id, S.MERGING, out)
             self._merge_queue.append(ev.task_id)
@@ -298,17 +214,33 @@ class Scheduler:
         if ev.setup_failed:  # the environment's fault, not the agent's: once more, then the task fails
             st.setup_failures += 1
             if st.setup_failures == 1:
-                self._enqueue(ev.task_id, out, reason="setup failed: trying once more (no retry used)")
+                self._retry(ev, now, out, reason="setup failed: trying once more (no retry used)")
             else:
                 self._finish(ev.task_id, S.FAILED, out, reason="setup_failed: twice in a row")
             return
         st.failures += 1
+        task = self.plan.task(ev.task_id)
         if self.spending.over_task_budget(ev.task_id):
             self._finish(ev.task_id, S.FAILED, out, reason=f"{ev.outcome.value}; task budget exhausted")
-        elif ev.outcome.retryable and st.failures <= self.plan.task(ev.task_id).retries:
-            self._enqueue(ev.task_id, out, reason=f"retry after {ev.outcome.value}")
+        elif not retried(task, ev.outcome) and st.failures <= task.retries:
+            self._finish(ev.task_id, S.FAILED, out, reason=f"{ev.outcome.value} ({failure_class(ev.outcome)}: "
+                                                            "not retried unless the task's retry_on names it)")
+        elif st.failures <= task.retries:
+            self._retry(ev, now, out, reason=f"retry after {ev.outcome.value}")
         else:
             self._finish(ev.task_id, S.FAILED, out, reason=ev.outcome.value)
+
+    def _retry(self, ev: AttemptEnded, now: float, out: list[Action], *, reason: str) -> None:
+        """Queue the task again; after a transient failure, paused for its backoff first."""
+        streak = self._streaks.get(ev.task_id, 0) + 1
+        delay = backoff_s(self.plan.task(ev.task_id), ev.outcome, streak)
+        if delay > 0:
+            self._streaks[ev.task_id] = streak
+            self._waits[ev.task_id] = now + delay
+            reason = f"{reason}: backing off {delay:.1f}s"
+        else:
+            self._streaks.pop(ev.task_id, None)
+        self._enqueue(ev.task_id, out, reason=reason)
 
     def _pause_agent(self, agent: str, resume_at: float | None, now: float, out: list[Action]) -> None:
         """Pause an agent until its reset time, else with exponential backoff (doubling from the agent's
@@ -319,9 +251,7 @@ class Scheduler:
         base = float(spec.option("rate_limit_backoff", BACKOFF_BASE_S)) if spec else BACKOFF_BASE_S
         until = resume_at if resume_at is not None else now + min(BACKOFF_CAP_S, base * 2**streak)
         self._agent_paused[agent] = max(until, self._agent_paused.get(agent, until))
-        for _, waiting in self._queue:
-            if self.tasks[waiting].status is S.QUEUED and self.plan.task(waiting).agent == agent:
-                self._set(waiting, S.PAUSED, out, reason=f"{agent} rate limited")
+        self._refresh_pauses(out, reason=f"{agent} rate limited")
 
     def _merge_ended(self, ev: MergeEnded, out: list[Action]) -> None:
         self._merging.discard(ev.task_id)
@@ -343,6 +273,39 @@ class Scheduler:
         else:
             self._finish(ev.task_id, S.FAILED if ev.gate_failed else S.CONFLICT, out, reason=reason)
 
+    def _cancel_tasks(self, ev: CancelTasks, out: list[Action]) -> None:
+        """Cancel the named tasks: waiting ones now, running ones once their attempt has stopped; their dependents
+        are blocked and the rest of the run goes on."""
+        said: list[str] = []
+        for task_id in ev.task_ids:
+            st = self.tasks.get(task_id)
+            if st is None:
+                said.append(f"{task_id}: no such task")
+            elif st.status.waiting or (st.status is S.MERGING and task_id in self._merge_queue):
+                self._dequeue(task_id)
+                self._waits.pop(task_id, None)
+                if task_id in self._merge_queue:
+                    self._merge_queue.remove(task_id)
+                    self._held.discard(task_id)
+                self._finish(task_id, S.CANCELLED, out, reason=CANCELLED_BY_USER)
+                said.append(f"{task_id}: cancelled")
+            elif st.status in (S.RUNNING, S.VERIFYING):
+                self._cancelling.add(task_id)
+                out.append(StopAttempt(task_id))
+                said.append(f"{task_id}: stopping its attempt")
+            else:
+                said.append(f"{task_id}: already {'merging' if st.status is S.MERGING else st.status}, left as is")
+        out.append(Applied(ev.request, "; ".join(said)))
+
+    def _replanned(self, ev: Replanned, out: list[Action]) -> None:
+        """New limits or agents for the same tasks: they apply to the next starts; nothing running is stopped."""
+        self.plan, self.parallel = ev.plan, max(1, ev.parallel)
+        self.spending.plan = ev.plan
+        if self._stopped == "budget_exhausted" and not self.spending.exhausted():
+            self._stopped = None  # a raised budget lets the run go on
+        self._refresh_pauses(out, reason="limits changed")
+        out.append(Applied(ev.request, "; ".join(ev.changes)))
+
     def _cancel_waiting(self, out: list[Action]) -> None:
         for task_id, st in self.tasks.items():
             if st.status in (S.PENDING, S.QUEUED, S.PAUSED):
@@ -354,7 +317,7 @@ class Scheduler:
         st = self.tasks[task_id]
         if st.status is not status:
             self._move(st, status)
-            until = self._agent_paused.get(self.plan.task(task_id).agent) if status is S.PAUSED else None
+            until = self._paused_until(task_id) if status is S.PAUSED else None
             out.append(StatusChanged(task_id, status, reason, until))
 
     def _move(self, st: TaskState, status: TaskStatus) -> None:
@@ -366,8 +329,7 @@ class Scheduler:
         if self._stopped == "cancelled":
             self._finish(task_id, S.CANCELLED, out, reason="cancelled", propagate=False)
             return
-        paused = self.plan.task(task_id).agent in self._agent_paused
-        self._set(task_id, S.PAUSED if paused else S.QUEUED, out, reason)
+        self._set(task_id, S.PAUSED if self._must_wait(task_id) else S.QUEUED, out, reason)
         bisect.insort(self._queue, (self._key[task_id], task_id))
 
     def _dequeue(self, task_id: str) -> None:
@@ -426,21 +388,50 @@ class Scheduler:
         resumed = [a for a, until in self._agent_paused.items() if until <= now]
         for agent in resumed:
             del self._agent_paused[agent]
-        if resumed:
-            for _, task_id in self._queue:
-                if self.tasks[task_id].status is S.PAUSED and self.plan.task(task_id).agent in resumed:
-                    self._set(task_id, S.QUEUED, out, reason="agent resumed")
+        waited = [t for t, until in self._waits.items() if until <= now]
+        for task_id in waited:
+            del self._waits[task_id]
+        if resumed or waited:
+            self._refresh_pauses(out, reason="agent resumed" if resumed else "backoff over")
+
+    def _held_by_user(self, agent: str) -> bool:
+        spec = self.plan.agents.get(agent)
+        return bool(spec and spec.option("paused", False))
+
+    def _must_wait(self, task_id: str) -> bool:
+        """Paused: in its backoff, or its own agent rate limited or paused by `orchard set`."""
+        agent = self.plan.task(task_id).agent
+        return task_id in self._waits or agent in self._agent_paused or self._held_by_user(agent)
+
+    def _paused_until(self, task_id: str) -> float | None:
+        return self._waits.get(task_id) or self._agent_paused.get(self.plan.task(task_id).agent)
+
+    def _refresh_pauses(self, out: list[Action], *, reason: str) -> None:
+        """Waiting tasks paused or queued as their backoff and their agent's pauses now say."""
+        for _, task_id in self._queue:
+            status = self.tasks[task_id].status
+            wait = self._must_wait(task_id)
+            if status is S.QUEUED and wait:
+                agent = self.plan.task(task_id).agent
+                why = f"{agent} paused by orchard set" if self._held_by_user(agent) else reason
+                self._set(task_id, S.PAUSED, out, reason=why)
+            elif status is S.PAUSED and not wait:
+                self._set(task_id, S.QUEUED, out, reason=reason)
 
     # ---- decisions --------------------------------------------------------------------------------------------
     def _agent_for(self, task_id: str) -> str | None:
         """The agent that can take the task now: its own, else the first free fallback while its own is paused."""
+        if task_id in self._waits:
+            return None
         own = self.plan.task(task_id).agent
         spec = self.plan.agents.get(own)
-        candidates = [own] if own not in self._agent_paused else list(spec.option("fallback", ()) if spec else ())
+        away = own in self._agent_paused or self._held_by_user(own)
+        candidates = list(spec.option("fallback", ()) if spec else ()) if away else [own]
         for agent in candidates:
             other = self.plan.agents.get(agent)
             limit = other.max_parallel if other and other.max_parallel else self.parallel
-            if agent not in self._agent_paused and self._agent_running.get(agent, 0) < limit:
+            if (agent not in self._agent_paused and not self._held_by_user(agent)
+                    and self._agent_running.get(agent, 0) < limit):
                 return agent
         return None
 

@@ -5,9 +5,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, fields
+from types import MappingProxyType
 from typing import Any
 
-from orchard.core.model import CODEX_SANDBOXES, NO_ENVIRONMENT, AgentSpec, Environment, Gate, Limits, Plan, Task
+from orchard.core.model import (
+    CODEX_SANDBOXES,
+    NO_ENVIRONMENT,
+    AgentSpec,
+    Environment,
+    Gate,
+    Limits,
+    Outcome,
+    Plan,
+    Task,
+)
 from orchard.core.redact import FORMAT_REDACTOR, SECRET_NAME
 
 _TASK_FIELDS = {f.name for f in fields(Task)}
@@ -38,11 +49,9 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "preflight": plan.preflight,
         "gate": _plain(asdict(plan.gate)) if plan.gate else None,
         "priority_mode": plan.priority_mode,
+        "compat": plan.compat,
         "tracks": {k: list(v) for k, v in plan.tracks.items()},
-        "agents": {
-            name: {"type": a.type, "max_parallel": a.max_parallel, "options": _plain(a.options)}
-            for name, a in plan.agents.items()
-        },
+        "agents": {name: agent_to_dict(a) for name, a in plan.agents.items()},
         "tasks": [_plain(asdict(t)) for t in plan.tasks],
     }
 
@@ -55,14 +64,8 @@ def _frozen(value: Any) -> Any:
 
 def plan_from_dict(data: dict[str, Any]) -> Plan:
     """Rebuild the Plan saved by `plan_to_dict`."""
-    from types import MappingProxyType
-
     tasks = [_task(t) for t in data["tasks"]]
-    agents = {
-        name: AgentSpec(name, a["type"], a.get("max_parallel"),
-                        MappingProxyType({_option_name(k, v): _frozen(v) for k, v in a.get("options", {}).items()}))
-        for name, a in data["agents"].items()
-    }
+    agents = {name: agent_from_dict(name, a) for name, a in data["agents"].items()}
     return Plan.build(tasks, agents, tracks={k: tuple(v) for k, v in data.get("tracks", {}).items()},
                       base=data.get("base"), parallel=int(data.get("parallel", 4)),
                       source=str(data.get("source", "<plan>")), budget_usd=data.get("budget_usd"),
@@ -71,7 +74,19 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
                       environment=_environment(data.get("environment")) or NO_ENVIRONMENT,
                       limits=Limits(**{k: v for k, v in (data.get("limits") or {}).items() if k in _LIMIT_FIELDS}),
                       preflight=str(data.get("preflight", "auto")), gate=_gate(data.get("gate")),
-                      priority_mode=str(data.get("priority_mode", "tiebreak")))
+                      priority_mode=str(data.get("priority_mode", "tiebreak")),
+                      compat=str(data.get("compat", "none")))
+
+
+def agent_to_dict(agent: AgentSpec) -> dict[str, Any]:
+    """An agent entry's JSON form (in a plan snapshot, and in an `orchard agents add` request)."""
+    return {"type": agent.type, "max_parallel": agent.max_parallel, "options": _plain(agent.options)}
+
+
+def agent_from_dict(name: str, data: dict[str, Any]) -> AgentSpec:
+    """The agent entry `agent_to_dict` wrote."""
+    options = MappingProxyType({_option_name(k, v): _frozen(v) for k, v in data.get("options", {}).items()})
+    return AgentSpec(name, data["type"], data.get("max_parallel"), options)
 
 
 def _gate(data: Any) -> Gate | None:
@@ -83,6 +98,7 @@ def _gate(data: Any) -> Gate | None:
 def _task(data: dict[str, Any]) -> Task:
     values: dict[str, Any] = {k: _frozen(v) for k, v in data.items() if k in _TASK_FIELDS}
     values["environment"] = _environment(data.get("environment"))
+    values["retry_on"] = tuple(Outcome(o) for o in data.get("retry_on", ()))
     return Task(**values)
 
 

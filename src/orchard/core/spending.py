@@ -19,6 +19,10 @@ class Spending:
         """Add an attempt's cost; True when the run has now reached its budget."""
         self.by_task[task_id] = self.by_task.get(task_id, 0.0) + cost
         self.total += cost
+        return self.exhausted()
+
+    def exhausted(self) -> bool:
+        """The run's attempts have cost its whole budget."""
         return self.plan.budget_usd is not None and self.total >= self.plan.budget_usd
 
     def over_task_budget(self, task_id: str) -> bool:

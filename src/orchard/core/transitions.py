@@ -19,8 +19,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+from orchard.core.control_transitions import ControlTransitions
 from orchard.core.events import (
     AgentActivity,
+    AgentOutput,
     AttemptFinished,
     AttemptStarted,
     MergeFinished,
@@ -36,6 +38,7 @@ from orchard.core.events import (
     TaskStatusChanged,
     TeardownFinished,
     VerifyFinished,
+    bounded_line,
     iso,
     redacted,
 )
@@ -51,7 +54,7 @@ S = TaskStatus
 TaskUpdate = Callable[[TaskRecord, float], TaskRecord]
 
 
-class Journal(GateTransitions):
+class Journal(GateTransitions, ControlTransitions):
     """The transitions of one run (`run_id`) over a `Records` store. Used from one thread (the engine's loop)."""
 
     def __init__(self, records: Records, run_id: str, *, clock: Callable[[], float],
@@ -344,6 +347,11 @@ class Journal(GateTransitions):
         """What the agent is doing now (throttled by the caller: the dashboard shows only the latest)."""
         with self.atomic():
             self._emit(AgentActivity(run_id=self.run_id, ts=self._clock(), task=task_id, attempt=number, text=text))
+
+    def agent_output(self, task_id: str, number: int, stream: str, line: str) -> None:
+        """A line of the agent's output, for observers that asked for it: published at once, not journaled."""
+        self._publish([redacted(AgentOutput(run_id=self.run_id, ts=self._clock(), task=task_id, attempt=number,
+                                            stream=stream, line=bounded_line(line)), self._redact)])
 
     def setup_started(self, attempt_id: int, command: str) -> None:
         """The attempt's environment setup starts (its first command is what the dashboard shows)."""

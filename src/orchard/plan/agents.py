@@ -44,6 +44,7 @@ _OPTION_COERCERS: Mapping[str, f.Coercer] = MappingProxyType(
         "edit_format": f.string,
         "approval_mode": partial(f.choice, GEMINI_APPROVAL_MODES),
         "pricing": f.pricing,
+        "force": f.boolean,
     }
 )
 _REQUIRED: Mapping[str, tuple[str, ...]] = MappingProxyType({"command": ("command",)})
@@ -75,6 +76,33 @@ def read_agents(value: Any, file: str, problems: Problems) -> tuple[dict[str, Ag
             specs[name] = spec
     _check_fallbacks(specs, declared, file, problems)
     return specs, declared
+
+
+def agent_from_flags(name: str, kind: str, max_parallel: int | None, options: tuple[str, ...]) -> AgentSpec:
+    """The agent entry `orchard agents add` describes (`KEY=VALUE` options, values read as YAML), checked as a
+    plan's would be; ValueError saying what is wrong. Secrets never come this way: a command line is visible to
+    every process of the machine."""
+    import yaml
+
+    entry: dict[str, Any] = {"type": kind}
+    if max_parallel is not None:
+        entry["max_parallel"] = max_parallel
+    for text in options:
+        key, eq, raw = text.partition("=")
+        if not eq:
+            raise ValueError(f"--option {text}: expected KEY=VALUE")
+        if key.strip() == "env":
+            raise ValueError("--option env=…: a command line is no place for secrets; give the variables to "
+                             "orchard's own environment and name them with --option env_pass=NAME")
+        try:
+            entry[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--option {text}: not a YAML value ({exc})") from None
+    problems = Problems()
+    spec = read_agent(name, entry, "orchard agents add", problems)
+    if problems.items or spec is None:
+        raise ValueError("; ".join(str(p) for p in problems.items) or f"agent {name}: not a valid entry")
+    return spec
 
 
 def read_agent(name: str, entry: Any, file: str, problems: Problems) -> AgentSpec | None:

@@ -39,6 +39,7 @@ def build(raw: RawPlan) -> Plan:
         preflight=settings.preflight,
         gate=settings.gate,
         priority_mode=settings.priority_mode,
+        compat=settings.compat or raw.default_compat,
     )
 
 

@@ -15,7 +15,8 @@ from types import MappingProxyType
 from typing import Any
 
 from orchard.core.durations import parse_duration
-from orchard.core.model import CODEX_SANDBOXES, PREFLIGHT_MODES, SANDBOX_MODES
+from orchard.core.model import CODEX_SANDBOXES, PREFLIGHT_MODES, SANDBOX_MODES, Outcome
+from orchard.core.retrying import RETRY_ON_CHOICES
 from orchard.core.sizes import parse_size
 
 Coercer = Callable[[Any], Any]
@@ -314,6 +315,16 @@ def _freeze_nested(value: Any) -> Any:
     return done[id(value)]
 
 
+def retry_on(value: Any) -> tuple[Outcome, ...]:
+    """`retry_on`: the permanent failures a task retries all the same (`core.retrying`)."""
+    names = string_list(value)
+    for name in names:
+        if name not in RETRY_ON_CHOICES:
+            raise FieldError(f"expected outcomes among {', '.join(RETRY_ON_CHOICES)}, got {show(name)} (transient "
+                             "failures, a failed verify and an agent's error are retried anyway)")
+    return tuple(Outcome(name) for name in names)
+
+
 def at_least(minimum: int) -> Coercer:
     """An integer coercer with a lower bound."""
     return partial(integer, minimum=minimum)
@@ -339,10 +350,12 @@ TASK_COERCERS: Mapping[str, Coercer] = MappingProxyType(
         "verify_env_pass": env_pass,
         "on_conflict": partial(choice, ON_CONFLICT),
         "protect_merged": partial(choice, PROTECT_MERGED),
+        "retry_on": retry_on,
+        "retry_backoff": duration,
     }
 )
 # Plan-file field name → `Task` keyword.
-TASK_KWARG = MappingProxyType({"timeout": "timeout_s", "estimate": "estimate_s"})
+TASK_KWARG = MappingProxyType({"timeout": "timeout_s", "estimate": "estimate_s", "retry_backoff": "retry_backoff_s"})
 TASK_FIELDS = frozenset({"id", "prompt", "prompt_file", "environment", *TASK_COERCERS})
 FRONT_MATTER_FIELDS = TASK_FIELDS - {"prompt", "prompt_file"}
 NO_DEFAULT_FIELDS = frozenset({"id", "name", "prompt", "prompt_file", "depends_on", "environment"})

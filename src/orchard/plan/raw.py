@@ -87,3 +87,4 @@ class RawPlan:
     tasks: list[RawTask] = field(default_factory=list)
     track_sources: list[tuple[str, Any]] = field(default_factory=list)  # (file, raw tracks mapping)
     problems: Problems = field(default_factory=Problems)
+    default_compat: str = "none"  # `compat` where the plan does not say (a workstreams directory's: workstreams)

@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 from orchard.core.model import (
+    COMPAT_MODES,
     DEFAULT_GATE_BATCH,
     DEFAULT_GATE_TIMEOUT_S,
     DEFAULT_PARALLEL,
@@ -27,7 +28,7 @@ from orchard.plan.raw import INVALID, Problems, RawPlan
 
 TOP_LEVEL_KEYS = frozenset({"base", "parallel", "budget_usd", "redact", "sandbox", "network", "environment",
                             "limits", "preflight", "integration_verify", "integration_timeout",
-                            "integration_batch", "priority_mode", "defaults", "agents", "tracks", "tasks"})
+                            "integration_batch", "priority_mode", "compat", "defaults", "agents", "tracks", "tasks"})
 GATE_KEYS = ("integration_verify", "integration_timeout", "integration_batch")
 LIMIT_KEYS: Mapping[str, Callable[[Any], Any]] = {"max_load": f.load_per_core, "min_free_memory": f.size,
                                                   "min_free_disk": f.size}
@@ -53,6 +54,7 @@ class Settings:
     preflight: str = "auto"
     gate: Gate | None = None
     priority_mode: str = "tiebreak"
+    compat: str = ""  # "" where the plan does not say
     defaults: dict[str, Any] = field(default_factory=dict)  # coerced, by plan field name; no 'agent'
     default_agent: str | None = None
     agents: dict[str, AgentSpec] = field(default_factory=dict)
@@ -90,6 +92,9 @@ def read_settings(raw: RawPlan) -> Settings:
     if config.get("priority_mode") is not None:
         mode = problems.coerce(partial(f.choice, PRIORITY_MODES), config["priority_mode"], file, field="priority_mode")
         settings.priority_mode = _valid(mode, "tiebreak")
+    if config.get("compat") is not None:
+        compat = problems.coerce(partial(f.choice, COMPAT_MODES), config["compat"], file, field="compat")
+        settings.compat = _valid(compat, "")
     settings.agents, settings.declared_agents = read_agents(config.get("agents"), file, problems)
     _read_defaults(config.get("defaults"), file, problems, settings)
     return settings

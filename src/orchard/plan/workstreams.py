@@ -18,7 +18,7 @@ NOT_WORKSTREAMS = frozenset({TRACKS_FILE, "orchard.json"})
 def read_workstreams(path: Path, repo_root: str | Path | None, json_files: list[Path]) -> RawPlan:
     """A RawPlan whose tasks are the given workstream JSON files, in the order given."""
     root, root_kind = containment_root(path, repo_root)
-    raw = RawPlan(str(path), root, root_kind, {}, str(path), CONFIG_KEYS)
+    raw = RawPlan(str(path), root, root_kind, {}, str(path), CONFIG_KEYS, default_compat="workstreams")
     raw.config, raw.config_file = read_config(path, CONFIG_NAMES, raw.problems)
     tracks_file = path / TRACKS_FILE
     if tracks_file.is_file():

@@ -23,6 +23,7 @@ from orchard.core.model import Outcome, Task
 from orchard.core.scheduler import AttemptEnded, StartAttempt
 from orchard.errors import GitError
 from orchard.runtime.context import RunContext, note_repaired
+from orchard.runtime.dryrun import NOOP, empty_change
 from orchard.runtime.environment import (
     PhaseResult,
     copy_included,
@@ -50,7 +51,8 @@ ACTIVITY_INTERVAL_S = 1.0
 DEFAULT_STALL_S = 600.0
 # Outcomes whose retry needs no "the last attempt ended with …" feedback: a success, a verify failure (its own
 # feedback is recorded with the verify run), an interruption and a rate limit (the agent did nothing wrong).
-_NO_FEEDBACK = frozenset({Outcome.SUCCESS, Outcome.VERIFY_FAILED, Outcome.INTERRUPTED, Outcome.RATE_LIMITED})
+_NO_FEEDBACK = frozenset({Outcome.SUCCESS, Outcome.VERIFY_FAILED, Outcome.INTERRUPTED, Outcome.RATE_LIMITED,
+                          Outcome.CANCELLED})
 
 
 @dataclass(frozen=True)
@@ -126,9 +128,7 @@ async def _run(ctx: RunContext, attempt: Attempt, on_verify: Callable[[], None])
     attempt = replace(attempt, worktree=worktree, start_commit=commit, included=included, resolution=resolution,
                       variables=tuple(variables.items()), deadline=time.monotonic() + attempt.task.timeout_s)
     actx = _agent_context(ctx, attempt)
-    adapter = adapter_for(actx.agent.type)
-    inv, parser = adapter.invocation(actx), adapter.parser(actx)
-    inv = replace(inv, env={**inv.env, **dict(attempt.variables)})
+    agent = _invocation(actx, attempt.variables)  # None: a dry run's noop agent (`runtime.dryrun`): no process
     attempt = replace(attempt, id=ctx.journal.attempt_started(AttemptStart(
         task_id=attempt.task.id, number=attempt.number, agent=attempt.agent, branch=attempt.branch,
         worktree=str(attempt.worktree), start_commit=commit, log_path=str(attempt.log_path), slot=attempt.slot,
@@ -144,10 +144,10 @@ async def _run(ctx: RunContext, attempt: Attempt, on_verify: Callable[[], None])
             made = await asyncio.to_thread(untracked_tops, attempt.worktree)
             attempt = replace(attempt, included=(*attempt.included, *made))
         if setup.passed:
-            report = await _run_agent(ctx, attempt, inv, parser)
+            report = await (_run_agent(ctx, attempt, *agent) if agent else empty_change(ctx, attempt))
             result = await _judge(ctx, attempt, report, on_verify)
-        elif ctx.processes.stopping:  # the interrupt stopped setup: no verdict on the environment
-            result = verdict(Outcome.INTERRUPTED, "run interrupted during setup")
+        elif halted := ctx.processes.halted(attempt.task.id):  # stopped from outside: no verdict on the environment
+            result = verdict(halted, f"{halted} during setup")
         else:
             result = verdict(Outcome.SETUP_FAILED, setup.detail)
     finally:
@@ -247,12 +247,25 @@ def _agent_context(ctx: RunContext, attempt: Attempt) -> AttemptContext:
                           confined=mode_for(ctx.plan, ctx.plan.agents[attempt.agent]) == "bwrap")
 
 
+def _invocation(actx: AttemptContext, variables: tuple[tuple[str, str], ...]
+                ) -> tuple[Invocation, OutputParser] | None:
+    """What the agent's adapter runs for the attempt (with the task's variables) and the parser of its output; None
+    for a dry run's noop agent, which runs nothing."""
+    if actx.agent.type == NOOP:
+        return None
+    adapter = adapter_for(actx.agent.type)
+    inv = adapter.invocation(actx)
+    return replace(inv, env={**inv.env, **dict(variables)}), adapter.parser(actx)
+
+
 async def _run_agent(ctx: RunContext, attempt: Attempt, inv: Invocation, parser: OutputParser) -> AttemptReport:
     """The agent process under supervision, its output parsed as it comes; its exit and spending recorded."""
     journal, task = ctx.journal, attempt.task
     throttle = ActivityThrottle(lambda text: journal.agent_active(task.id, attempt.number, text))
 
     def on_line(line: str, stream: Stream) -> None:
+        if ctx.output_events:
+            journal.agent_output(task.id, attempt.number, stream, ctx.redactor(line))
         activity = parser.feed(line, stream)
         if activity:
             throttle.offer(activity)
@@ -270,7 +283,7 @@ async def _run_agent(ctx: RunContext, attempt: Attempt, inv: Invocation, parser:
                          ctx.processes.grace_s)
     exit_info = await run_process(confine(inv, box), attempt.log_path, on_line, limits, on_spawn=on_spawn,
                                   base_env=agent_environment(os.environ, spec.type, spec.option("env_pass")),
-                                  redact=ctx.redactor.bytes, stop=ctx.processes.stop)
+                                  redact=ctx.redactor.bytes, stop=ctx.processes.stop_for(task.id))
     exit_info = sandboxed_exit(exit_info) if box else exit_info
     ctx.processes.ended(task.id)
     report = parser.finish(exit_info)
@@ -284,8 +297,8 @@ async def _run_agent(ctx: RunContext, attempt: Attempt, inv: Invocation, parser:
 async def _judge(ctx: RunContext, attempt: Attempt, report: AttemptReport, on_verify: Callable[[], None]) -> Verdict:
     """The attempt's verdict: the agent's own, else what its committed result and the verify command say."""
     if report.outcome is not Outcome.SUCCESS:
-        if ctx.processes.stopping:
-            return verdict(Outcome.INTERRUPTED, "run interrupted")
+        if halted := ctx.processes.halted(attempt.task.id):
+            return verdict(halted, "run interrupted" if halted is Outcome.INTERRUPTED else "cancelled")
         return verdict(report.outcome, report.detail)
     result = await _collect(ctx, attempt, report.detail)
     result = await guard(ctx, task=attempt.task, start=attempt.start_commit, resolution=attempt.resolution,
@@ -353,21 +366,21 @@ async def _verify(ctx: RunContext, attempt: Attempt, collected: Verdict) -> Verd
                                               ctx.processes.grace_s),
                                   on_spawn=lambda pid: ctx.processes.started(task.id, pid),
                                   base_env=agent_environment(ctx.environ, "", task.verify_env_pass),
-                                  redact=ctx.redactor.bytes, stop=ctx.processes.stop)
+                                  redact=ctx.redactor.bytes, stop=ctx.processes.stop_for(task.id))
     exit_info = sandboxed_exit(exit_info) if box else exit_info
     ctx.processes.ended(task.id)
     passed = exit_info.returncode == 0 and not exit_info.spawn_error
     output = exit_info.spawn_error or tail.text()
-    stopped = ctx.processes.stopping and not passed
+    halted = None if passed else ctx.processes.halted(task.id)
     red = ctx.journal.run().red_on_base(shlex.join(task.verify))
-    feedback = None if passed or stopped else verify_feedback(task.verify, exit_info.returncode, output,
+    feedback = None if passed or halted else verify_feedback(task.verify, exit_info.returncode, output,
                                                               red_on_base=red)
     ctx.journal.verify_finished(attempt.id, VerifyRun(passed=passed, exit_code=exit_info.returncode,
                                                       duration_s=exit_info.duration_s, tail=output, feedback=feedback))
     if passed:
         return collected
-    if stopped:
-        return verdict(Outcome.INTERRUPTED, "run interrupted during verify", collected.end_commit)
+    if halted:
+        return verdict(halted, f"{halted} during verify", collected.end_commit)
     if exit_info.timed_out:
         return verdict(Outcome.TIMEOUT, f"verify timed out: the task's timeout ({task.timeout_s:g}s) bounds the agent "
                                         "and its verify together", collected.end_commit)

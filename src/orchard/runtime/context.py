@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 
 from orchard.core.journal import RunJournal
-from orchard.core.model import Plan
+from orchard.core.model import Outcome, Plan
 from orchard.core.redact import NO_REDACTION, Redactor
 from orchard.runtime.layout import Layout, task_branch
 from orchard.runtime.pool import WorktreePool
@@ -46,6 +46,28 @@ class LiveProcesses:
     # then SIGKILL after the grace period, so a TERM the child could not act on (one that came while bwrap and its
     # `env` still ignored it, or before the child existed) cannot leave it running. Teardown does not watch it.
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    # One per task, for `orchard cancel TASK`: set by its cancel and by the run's interrupt. A task's agent, setup
+    # and verify watch this one.
+    task_stops: dict[str, asyncio.Event] = field(default_factory=dict)
+    cancelled: set[str] = field(default_factory=set)
+
+    def stop_for(self, task_id: str) -> asyncio.Event:
+        """What the task's processes watch: already set when the run is stopping or the task was cancelled."""
+        event = self.task_stops.setdefault(task_id, asyncio.Event())
+        if self.stopping or task_id in self.cancelled:
+            event.set()
+        return event
+
+    def cancel(self, task_id: str) -> None:
+        """`orchard cancel TASK`: its live process gets SIGTERM, then SIGKILL after the grace period."""
+        self.cancelled.add(task_id)
+        self.stop_for(task_id).set()
+
+    def halted(self, task_id: str) -> Outcome | None:
+        """Why the task's attempt was stopped from outside, if it was: the run's interrupt or the task's cancel."""
+        if task_id in self.cancelled:
+            return Outcome.CANCELLED
+        return Outcome.INTERRUPTED if self.stopping else None
 
     def started(self, task_id: str, pgid: int) -> None:
         self.groups[task_id] = pgid
@@ -58,6 +80,8 @@ class LiveProcesses:
         command, at once. Called in the event loop's thread (the signal handler, the engine)."""
         self.stopping = True
         self.stop.set()
+        for event in self.task_stops.values():
+            event.set()
         if hard:  # a graceful stop lets git finish what it does (each call has its own time limit)
             for pgid in list(self.groups.values()):
                 kill_group(pgid, signal.SIGKILL)
@@ -80,6 +104,7 @@ class RunContext:
     processes: LiveProcesses = field(default_factory=LiveProcesses)
     watch: OutsideWatch | None = None  # set when some agent runs unconfined (`runtime.unconfined`)
     resources: TaskResources = field(default_factory=TaskResources)  # the running tasks' slots and ports
+    output_events: bool = False  # every line agents write goes to observers too (`AgentOutput`)
 
     @property
     def run_id(self) -> str:

@@ -7,20 +7,25 @@ happens next. Every status change it decides is a transition of the run's journa
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from orchard.core.journal import Counts, RunJournal
 from orchard.core.model import NO_LIMITS, Limits, MergeOutcome, Outcome, TaskStatus
+from orchard.core.records import ControlRequest
 from orchard.core.scheduler import (
     Action,
+    Applied,
     AttemptEnded,
     Cancel,
+    CancelTasks,
     Event,
     HoldChanged,
     Kick,
     MergeEnded,
+    Replanned,
     Restored,
     RunDone,
     Scheduler,
@@ -28,9 +33,11 @@ from orchard.core.scheduler import (
     StartMerge,
     StatusChanged,
     Stop,
+    StopAttempt,
     TaskState,
     VerifyStarted,
 )
+from orchard.core.steering import CANCEL_TASKS, Replan, replan
 from orchard.errors import DiskFull, GitError
 from orchard.runtime.attempt import run_attempt
 from orchard.runtime.context import RunContext, log
@@ -42,6 +49,7 @@ from orchard.runtime.publish import Publisher
 from orchard.runtime.telemetry import QueueTelemetry
 
 S = TaskStatus
+REQUEST_POLL_S = 0.5  # how often the session looks for `orchard cancel TASK` / `set` / `agents add` requests
 
 
 class Engine:
@@ -61,6 +69,8 @@ class Engine:
         gate = ctx.plan.gate
         self.gate = None if gate is None else MergeGate(ctx, gate, post=self.post, merged=self._tidy,
                                                         crashed=self._gate_crashed)
+        self.requests: dict[int, tuple[ControlRequest, Replan | None]] = {}  # taken, not yet applied
+        self._planned = (ctx.plan, self.sched.parallel)  # what the scheduler has once the requests taken apply
 
     def post(self, event: Event) -> None:
         """Thread-safe enough for signal handlers installed with `loop.add_signal_handler`."""
@@ -75,12 +85,45 @@ class Engine:
         sampler = asyncio.ensure_future(self._sample()) if self.sched.limits.any else None
         if sampler is not None:  # the first sample before anything starts
             self.post(await asyncio.to_thread(sample, self.ctx.layout.root))
+        self.take_requests()  # made while no session ran: they apply before anything starts
         self.post(Kick())
+        watcher = asyncio.ensure_future(self._watch_requests())
         try:
             return await self._loop()
         finally:
+            watcher.cancel()
             if sampler is not None:
                 sampler.cancel()
+
+    async def _watch_requests(self) -> None:
+        while True:
+            await asyncio.sleep(REQUEST_POLL_S)
+            try:
+                self.take_requests()
+            except DiskFull as exc:
+                self._abort(exc)
+            except Exception:  # a store another process locks for long: the next look will do
+                log.exception("reading the run's control requests failed")
+
+    def take_requests(self) -> None:
+        """Hand the scheduler each request not taken yet; one that no longer applies is answered at once."""
+        for request in self.ctx.journal.open_requests():
+            if request.id in self.requests:
+                continue
+            if request.kind == CANCEL_TASKS:
+                self.requests[request.id] = (request, None)
+                tasks = tuple(str(t) for t in json.loads(request.data)["tasks"])
+                self.post(CancelTasks(tasks, request.id))
+                continue
+            try:
+                change = replan(*self._planned, request)
+            except (ValueError, KeyError, TypeError) as exc:
+                self.requests[request.id] = (request, None)
+                self.ctx.journal.control_applied(request, f"refused: {exc}")
+                continue
+            self.requests[request.id] = (request, change)
+            self._planned = (change.plan, change.parallel)
+            self.post(Replanned(change.plan, change.parallel, request.id, change.changes))
 
     async def _sample(self) -> None:
         """Tell the scheduler what the machine has left, every few seconds while the run lasts."""
@@ -123,11 +166,25 @@ class Engine:
                 self._spawn(self._merge(action.task_id))
             elif isinstance(action, HoldChanged):
                 self.ctx.journal.run_held(action.reason)
+            elif isinstance(action, StopAttempt):
+                self.ctx.processes.cancel(action.task_id)
+            elif isinstance(action, Applied):
+                self._applied(action)
             elif isinstance(action, RunDone):
                 self.done = action
         check = self.gate.pump() if self.gate is not None else None
         if check is not None:
             self._spawn(check)
+
+    def _applied(self, action: Applied) -> None:
+        """Record what a request did; a new plan and width are the run's from now on."""
+        request, change = self.requests.pop(action.request)
+        if change is None:
+            self.ctx.journal.control_applied(request, action.result)
+            return
+        parallel = change.parallel if change.parallel != self.ctx.journal.run().parallel else None
+        self.ctx.journal.control_applied(request, action.result, plan=change.plan, parallel=parallel)
+        self.ctx.width = change.parallel
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         job = asyncio.ensure_future(coro)

@@ -158,11 +158,12 @@ async def run_phase(ctx: RunContext, *, phase: str, commands: tuple[tuple[str, .
         tail.lines.clear()  # the tail of the command that fails is the one to show
         append_log(log_path, ctx.redactor(f"\n[orchard: {phase}{' (in bwrap)' if box else ''}: {shlex.join(argv)}]\n"))
         left = max(0.1, timeout_s - (time.monotonic() - started))
+        stop = None if phase == "teardown" else ctx.processes.stop_for(task_id)  # teardown always runs
         info = await run_process(confine(Invocation(argv, worktree, env=env), box), log_path,
                                  lambda line, _s: tail.add(line), Supervision(left, None, ctx.processes.grace_s),
                                  on_spawn=lambda pid: ctx.processes.started(task_id, pid),
                                  base_env=agent_environment(ctx.environ, "", env_pass), redact=ctx.redactor.bytes,
-                                 stop=None if phase == "teardown" else ctx.processes.stop)  # teardown always runs
+                                 stop=stop)
         info = sandboxed_exit(info) if box else info
         ctx.processes.ended(task_id)
         if info.returncode != 0 or info.spawn_error:

@@ -27,8 +27,10 @@ from orchard.core.redact import Redactor
 from orchard.core.scheduler import RunDone
 from orchard.core.transitions import Journal
 from orchard.errors import DiskFull, GitError, GitTimeout, OrchardError, UngatedTip, UsageError, VcsError
+from orchard.runtime.compat import attach as attach_workstream_files
 from orchard.runtime.context import Integration, RunContext, note_repaired
 from orchard.runtime.disk import DiskLimits, collect_worktrees, require_free_space
+from orchard.runtime.dryrun import DRY_RUN_NOTE, NOOP, check_dry_run, dry_run_plan, remove_run
 from orchard.runtime.engine import Engine
 from orchard.runtime.gate import checked_candidates
 from orchard.runtime.imports import import_traps, strict_refusal
@@ -82,6 +84,9 @@ class Options:
     land: bool = False
     limits: DiskLimits | None = None
     machine: Limits = NO_LIMITS
+    log_file: str | None = None  # `compat: workstreams`: the log's path (relative to the repository root)
+    output: bool = False  # observers get every line agents write (`AgentOutput`)
+    dry_run: bool = False  # the plan's dry run (`runtime.dryrun`), removed at the end; needs `records` (in memory)
 
 
 def open_repo(path: str | Path | None) -> tuple[Repo, Layout]:
@@ -143,8 +148,11 @@ def _context(own: OwnRepository, layout: Layout, journal: Journal, *, tip: str, 
 
 async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int | None = None,
                     base: str | None = None, options: Options = Options()) -> RunResult:
-    """Create the integration branch at the base and run the plan to the end."""
-    with _session(repo_path, options) as (own, layout, records, limits):
+    """Create the integration branch at the base and run the plan to the end (its dry run with `dry_run`)."""
+    if options.dry_run:
+        check_dry_run(land=options.land, records_given=options.records is not None)
+        plan = dry_run_plan(plan)
+    with _session(repo_path, options) as (own, layout, records, limits), contextlib.ExitStack() as ends:
         limits, machine = _limits(plan, options, limits)
         require_free_space(own.user.root, limits)  # again, should the plan's `limits` ask for more
         traps = import_traps(own.user.root, plan)
@@ -161,6 +169,7 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
             base_commit = resolve_commit(own.user, base_name)
             width = parallel or plan.parallel
             journal = open_journal(records, run_id, plan=plan, observers=options.observers)
+            _workstream_files(plan, journal, own.user, options, ends)
             # recorded first: a kill between the two leaves a run to resume (whose guard creates the branch), never
             # an integration branch nothing knows about
             redactor = redactor_for(plan)
@@ -169,6 +178,9 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
                                 environment=recordable_environment(os.environ, lambda v: redactor(v) != v))
             create_branch(own.repo, integration_branch(run_id), base_commit)
             ctx = _context(own, layout, journal, tip=base_commit, width=width)
+            ctx.output_events = options.output
+            if options.dry_run:
+                ctx.journal.noted(DRY_RUN_NOTE)
             await mirror_or_note(ctx)  # the user sees the run's branch from the start
             note_collected(ctx, collected)
             note_sandbox(ctx)
@@ -178,7 +190,11 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
             engine = Engine(ctx, width, min_free=limits.min_free, limits=machine)
             return await _drive(ctx, engine, options, limits, preflight=True)
         finally:
-            lock.release()
+            try:
+                if options.dry_run:
+                    remove_run(own, layout, run_id)
+            finally:
+                lock.release()
 
 
 async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset: tuple[str, ...] = (),
@@ -187,7 +203,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
 
     `reset` names tasks to try afresh (`orchard retry`): they and the tasks they blocked go back to pending.
     """
-    with _session(repo_path, options) as (own, layout, records, limits):
+    with _session(repo_path, options) as (own, layout, records, limits), contextlib.ExitStack() as ends:
         run = records.run(run_id)
         limits, machine = _limits(records.plan(run.id), options, limits)
         require_free_space(own.user.root, limits)
@@ -197,6 +213,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
             collected = collect_worktrees(own.repo, layout, limits, run.id)
             journal = open_journal(records, run.id, observers=options.observers)
             _check_resumable(journal, reset)
+            _workstream_files(journal.plan, journal, own.user, options, ends)
             last_seen = journal.last_event_ts() or time.time()  # when the dead session last did anything
             reaped = reap_orphans(journal, layout.root)  # first: what is left of the dead session stops writing
             unlocked = remove_stale_locks(own)
@@ -204,6 +221,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
                                 checked=checked_candidates(journal))
             journal.run_resumed(pid=os.getpid(), integration_tip=found.tip)
             ctx = _context(own, layout, journal, tip=found.tip, width=run.parallel)
+            ctx.output_events = options.output
             note_collected(ctx, collected)
             note_sandbox(ctx)
             if reaped:
@@ -245,6 +263,13 @@ def open_journal(records: Records, run_id: str, *, plan: Plan | None = None,
     for observer in observers:
         journal.subscribe(observer)
     return journal
+
+
+def _workstream_files(plan: Plan, journal: Journal, repo: Repo, options: Options,
+                      ends: contextlib.ExitStack) -> None:
+    """`compat: workstreams`: the workstream guide's database and log (`runtime.compat`), closed with the session."""
+    if plan.compat == "workstreams":
+        ends.callback(attach_workstream_files(journal, repo.root, repo.git_dir, log_file=options.log_file).close)
 
 
 def _check_resumable(journal: Journal, reset: tuple[str, ...]) -> None:
@@ -294,7 +319,7 @@ async def _drive(ctx: RunContext, engine: Engine, options: Options, limits: Disk
 def _unconfined(ctx: RunContext) -> Iterator[None]:
     """For a session with agents that run unconfined: orchard adopts their daemons (a subreaper) and watches the
     user's repository (`runtime.unconfined`); at the end, every adopted process of the run is killed."""
-    if all(mode_for(ctx.plan, spec) == "bwrap" for spec in ctx.plan.agents.values()):
+    if all(spec.type == NOOP or mode_for(ctx.plan, spec) == "bwrap" for spec in ctx.plan.agents.values()):
         yield
         return
     ctx.watch = OutsideWatch.start(ctx.user_repo)

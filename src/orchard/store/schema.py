@@ -116,6 +116,20 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN baseline_red TEXT NOT NULL DEFAULT '';
     ALTER TABLE runs ADD COLUMN environment TEXT NOT NULL DEFAULT '';
     """,
+    # 6: live-control requests another process writes for a run (`orchard cancel TASK`, `set`, `agents add`) and
+    # what its session did with them.
+    """
+    CREATE TABLE requests (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        applied_at REAL,
+        result TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX requests_open ON requests(run_id) WHERE applied_at IS NULL;
+    """,
 )
 
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from orchard.core.events import OrchardEvent
 from orchard.core.model import Outcome, Plan, RunStatus, TaskStatus
-from orchard.core.records import AttemptRecord, RunRecord, TaskRecord
+from orchard.core.records import AttemptRecord, ControlRequest, RunRecord, TaskRecord
 from orchard.core.serialize import plan_from_dict, plan_to_dict, restore_secrets, split_secrets
 from orchard.errors import DiskFull, NotRecorded, StoreUnreadable
 from orchard.store.schema import migrate
@@ -30,7 +30,7 @@ R = TypeVar("R")
 
 # The columns a save writes: everything but the keys and what never changes after the row is added.
 RUN_SAVED = ("status", "finished_at", "pid", "reason", "cancel_requested", "integration_tip", "held",
-             "baseline_red")
+             "baseline_red", "parallel")
 TASK_SAVED = ("status", "attempts", "failures", "branch", "started_at", "finished_at", "error", "conflicts",
               "merged_commit", "feedback")
 ATTEMPT_SAVED = ("finished_at", "outcome", "exit_code", "signal", "pid", "pgid", "end_commit", "detail", "tokens_in",
@@ -168,20 +168,40 @@ class Store:
 
     # ---- writes (inside a transaction) -------------------------------------------------------------------------
     def add_run(self, run: RunRecord, plan: Plan, tasks: Sequence[TaskRecord]) -> None:
-        data = plan_to_dict(plan)
-        secrets = split_secrets(data, plan.redact)  # kept beside the store, never in it
-        snapshot, kept = json.dumps(data), self._keep_secrets(run.id, secrets)
+        snapshot, digest = self._snapshot(run.id, plan)
         self.conn.execute(
             "INSERT INTO runs (id, status, base, base_commit, integration_branch, plan_source, plan_json, plan_sha256,"
             " parallel, started_at, pid, integration_tip, environment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run.id, run.status.value, run.base, run.base_commit, run.integration_branch, run.plan_source,
-             snapshot, _digest(snapshot, kept), run.parallel, run.started_at, run.pid, run.integration_tip,
+             snapshot, digest, run.parallel, run.started_at, run.pid, run.integration_tip,
              run.environment),
         )
         self.conn.executemany(
             "INSERT INTO tasks (run_id, task_id, position, status, agent, track) VALUES (?, ?, ?, ?, ?, ?)",
             [(t.run_id, t.task_id, t.position, t.status.value, t.agent, t.track) for t in tasks],
         )
+
+    def _snapshot(self, run_id: str, plan: Plan) -> tuple[str, str]:
+        """The plan's JSON snapshot and its hash; its secrets go to the private file beside the store."""
+        data = plan_to_dict(plan)
+        secrets = split_secrets(data, plan.redact)  # kept beside the store, never in it
+        snapshot, kept = json.dumps(data), self._keep_secrets(run_id, secrets)
+        return snapshot, _digest(snapshot, kept)
+
+    def save_plan(self, run_id: str, plan: Plan) -> None:
+        assert self.conn.in_transaction, "records are written inside a transaction"
+        snapshot, digest = self._snapshot(run_id, plan)
+        self.conn.execute("UPDATE runs SET plan_json = ?, plan_sha256 = ? WHERE id = ?", (snapshot, digest, run_id))
+
+    def add_request(self, request: ControlRequest) -> int:
+        cur = self.conn.execute("INSERT INTO requests (run_id, kind, data, created_at) VALUES (?, ?, ?, ?)",
+                                (request.run_id, request.kind, request.data, request.created_at))
+        return int(cur.lastrowid or 0)
+
+    def close_request(self, request_id: int, *, result: str, applied_at: float) -> None:
+        assert self.conn.in_transaction, "records are written inside a transaction"
+        self.conn.execute("UPDATE requests SET applied_at = ?, result = ? WHERE id = ?",
+                          (applied_at, result, request_id))
 
     def save_run(self, run: RunRecord) -> None:
         self._save("runs", RUN_SAVED, run, "id = ?", (run.id,))
@@ -295,6 +315,11 @@ class Store:
         if task_id is not None:
             sql, args = sql + " AND task_id = ?", [*args, task_id]
         return [(int(r[0]), json.loads(r[1])) for r in self._read(sql + " ORDER BY id", args)]
+
+    def requests(self, run_id: str, *, open_only: bool = False) -> list[ControlRequest]:
+        where = " AND applied_at IS NULL" if open_only else ""
+        rows = self._read(f"SELECT * FROM requests WHERE run_id = ?{where} ORDER BY id", (run_id,))  # noqa: S608
+        return [ControlRequest(**{k: r[k] for k in r.keys()}) for r in rows]  # noqa: SIM118
 
     def event_times(self, run_id: str) -> list[tuple[str, float]]:
         rows = self._read("SELECT type, ts FROM events WHERE run_id = ? ORDER BY id", (run_id,))

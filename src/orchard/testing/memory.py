@@ -16,7 +16,7 @@ from typing import Any
 
 from orchard.core.events import OrchardEvent
 from orchard.core.model import Plan
-from orchard.core.records import AttemptRecord, RunRecord, TaskRecord
+from orchard.core.records import AttemptRecord, ControlRequest, RunRecord, TaskRecord
 from orchard.errors import NotRecorded
 
 Undo = Callable[[], None]
@@ -31,6 +31,7 @@ class _State:
     tasks: dict[tuple[str, str], TaskRecord] = field(default_factory=dict)
     attempts: dict[int, AttemptRecord] = field(default_factory=dict)
     events: list[tuple[int, str, float, str, dict[str, Any]]] = field(default_factory=list)  # id, run, ts, type, data
+    requests: dict[int, ControlRequest] = field(default_factory=dict)
 
 
 class InjectedFault(Exception):
@@ -119,6 +120,26 @@ class MemoryStore:
         self._state.events.append((event_id, event.run_id, event.ts, event.type, data))
         self._undo[-1].append(self._drop_last_event)
         return event_id
+
+    def save_plan(self, run_id: str, plan: Plan) -> None:
+        self._write("save_plan")
+        self.run(run_id)
+        self._put(self._state.plans, run_id, plan)
+
+    def add_request(self, request: ControlRequest) -> int:
+        self._write("add_request")
+        request_id = max(self._state.requests, default=0) + 1
+        self._put(self._state.requests, request_id, replace(request, id=request_id))
+        return request_id
+
+    def close_request(self, request_id: int, *, result: str, applied_at: float) -> None:
+        self._write("close_request")
+        request = self._state.requests[request_id]
+        self._put(self._state.requests, request_id, replace(request, result=result, applied_at=applied_at))
+
+    def requests(self, run_id: str, *, open_only: bool = False) -> list[ControlRequest]:
+        return [r for _, r in sorted(self._state.requests.items())
+                if r.run_id == run_id and not (open_only and r.applied_at is not None)]
 
     def _drop_last_event(self) -> None:
         del self._state.events[-1]

@@ -1,0 +1,112 @@
+"""Dry runs (`orchard run --dry-run`): a whole run with every agent replaced by a no-op that makes an empty change,
+to watch a plan's waves, its ordering and the timing of its git work without calling any model.
+
+`dry_run_plan` turns a plan into its dry run: every agent entry becomes kind `noop` (orchard's own; no plan file
+may name it, `orchard.plan` accepts only the kinds of `AGENT_KIND_OPTIONS`). An attempt on a noop agent starts no
+process (`runtime.attempt`): `empty_change` commits the start commit's tree again on the task branch. Everything
+else is a real run's: worktrees from the pool, the leftovers check, a merge commit per task on the integration
+branch, that branch published in the user's repository. `remove_run` takes all of the run away afterwards; its
+records are kept in memory by the callers (`orchard.run(dry_run=True)`, `orchard run --dry-run`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from dataclasses import replace
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from orchard.agents import AttemptReport
+from orchard.core.journal import AgentExit
+from orchard.core.model import AgentSpec, Environment, Outcome, Plan
+from orchard.errors import GitError, UsageError
+from orchard.runtime.layout import Layout
+from orchard.runtime.pool import WorktreePool
+from orchard.runtime.process import append_log
+from orchard.vcs import delete_branch, delete_ref, list_branches, set_ref
+from orchard.vcs.merge import commit_tree
+from orchard.vcs.private import OwnRepository, ref_values
+
+if TYPE_CHECKING:
+    from orchard.runtime.attempt import Attempt
+    from orchard.runtime.context import RunContext
+
+NOOP = "noop"
+DRY_RUN_NOTE = ("dry run: no agent runs (each task commits an empty change), no setup, verify or gate; the run's "
+                "branches are removed at the end and nothing is recorded in .orchard/state.db")
+_KEPT_OPTIONS = frozenset({"fallback"})  # what a noop entry keeps of its agent's: which agent takes a task
+
+
+def dry_run_plan(plan: Plan) -> Plan:
+    """`plan` as its dry run: the same tasks, dependencies, tracks, files, priorities, limits and `parallel`, on
+    noop agents of the same names and `max_parallel`; no verify, gate or preflight; environments without setup or
+    teardown (`include` files are still copied into the worktrees); nothing to confine (no process runs) and no
+    `compat` files written in the user's checkout."""
+    agents = {name: AgentSpec(name, NOOP, spec.max_parallel,
+                              MappingProxyType({k: v for k, v in spec.options.items() if k in _KEPT_OPTIONS}))
+              for name, spec in plan.agents.items()}
+    tasks = tuple(replace(t, verify=None, environment=t.environment and _no_commands(t.environment))
+                  for t in plan.tasks)
+    return replace(plan, tasks=tasks, agents=MappingProxyType(agents), environment=_no_commands(plan.environment),
+                   gate=None, preflight="off", sandbox="none", compat="none",
+                   _index=MappingProxyType({t.id: t for t in tasks}))
+
+
+def _no_commands(environment: Environment) -> Environment:
+    """The environment without the commands it runs (setup, teardown); what it copies, keeps and sets stays."""
+    return replace(environment, setup=(), setup_inputs=(), teardown=())
+
+
+def check_dry_run(*, land: bool, records_given: bool) -> None:
+    """Refuse what a dry run cannot do: land (its integration branch goes), or write the repository's records (the
+    session's default when no records are given)."""
+    if land:
+        raise UsageError("a dry run cannot land: its integration branch is removed at the end")
+    if not records_given:
+        raise UsageError("a dry run keeps its records in memory: give it records (orchard.testing.MemoryStore)")
+
+
+async def empty_change(ctx: RunContext, attempt: Attempt) -> AttemptReport:
+    """A noop agent's attempt: no process; one commit on the task branch with the start commit's tree, so the
+    result merges like any other; journaled as an agent that exited at once, spending nothing."""
+    started = time.monotonic()
+    append_log(attempt.log_path, f"[orchard: dry run: attempt {attempt.number} on {attempt.agent}: no agent runs, "
+                                 "an empty commit]\n")
+    message = (f"orchard: task {attempt.task.id} (attempt {attempt.number})\n\nA dry run: no agent ran, nothing "
+               "changed.\n")
+    try:
+        await asyncio.to_thread(_commit_again, ctx, "refs/heads/" + attempt.branch, attempt.start_commit, message)
+        report = AttemptReport(Outcome.SUCCESS, "dry run: an empty change")
+    except GitError as exc:
+        report = AttemptReport(Outcome.SETUP_FAILED, f"dry run: cannot commit the empty change: {exc}")
+    ctx.journal.agent_exited(attempt.id, AgentExit(exit_code=0 if report.outcome is Outcome.SUCCESS else None,
+                                                   signal=None, duration_s=time.monotonic() - started))
+    return report
+
+
+def _commit_again(ctx: RunContext, ref: str, start: str, message: str) -> None:
+    commit = commit_tree(ctx.git, f"{start}^{{tree}}", (start,), message)
+    if not set_ref(ctx.git, ref, commit, start, "orchard: dry run"):
+        raise GitError(["update-ref", ref], 1, "the task branch moved away from the attempt's start")
+
+
+def remove_run(own: OwnRepository, layout: Layout, run_id: str) -> None:
+    """Remove everything of a run: the worktrees its tasks still hold, its logs and prompts, its branches in
+    orchard's repository and in the user's (where they were published). Worktrees parked in the pool stay for the
+    next run, as after any run. A branch the user has checked out is not deleted: the GitError says so, raised
+    once the rest is gone."""
+    WorktreePool(own.repo, layout).discard_run(run_id)
+    shutil.rmtree(layout.worktrees(run_id), ignore_errors=True)
+    shutil.rmtree(layout.run_dir(run_id), ignore_errors=True)
+    for ref in ref_values(own.repo, f"refs/heads/orchard/{run_id}/"):
+        delete_ref(own.repo, ref)
+    failed: list[GitError] = []
+    for name in list_branches(own.user, f"orchard/{run_id}"):
+        try:
+            delete_branch(own.user, name)  # `branch -D`: refuses a branch checked out in a worktree of the user's
+        except GitError as exc:
+            failed.append(exc)
+    if failed:
+        raise failed[0]
