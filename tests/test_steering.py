@@ -190,7 +190,8 @@ def test_agents_add_gives_a_rate_limited_run_a_fallback_its_queued_tasks_run_on(
         server.add_script("busy", [error(429, retry_after=600)])
         tasks = [{"id": t, "prompt": f"Write {t}.txt. [[script:busy]]\n@write {t}.txt {t}"} for t in ("x", "y", "z")]
         plan = {"parallel": 1, "defaults": {"agent": "ai", "retries": 0, "timeout": "2m"},
-                "agents": {"ai": agent_entry("claude", server, tmp_path / "claude-home")}, "tasks": tasks}
+                "agents": {"ai": agent_entry("claude", server, tmp_path / "claude-home", rate_limit_backoff="10m")},
+                "tasks": tasks}
         path = tmp_path / "plan.yaml"
         path.write_text(json.dumps(plan))
         proc = background("run", str(path), "--json")

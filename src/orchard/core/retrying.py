@@ -2,9 +2,10 @@
 
 Transient failures (the API erred, the agent crashed, stalled or ran out of time) wait the task's `retry_backoff`,
 doubling with each one (with a jitter, capped at `RETRY_BACKOFF_CAP_S`), then run again. Permanent ones (bad
-credentials, the turn limit, no changes, a rejected or tampered result, a cancel) are not retried unless the task's
-`retry_on` names them. A failed verify and an agent's own error are retried at once with their feedback, as a
-conflict is. Every retry uses one of the task's `retries`.
+credentials, the turn limit, no changes, a tampered result, a cancel) are not retried unless the task's `retry_on`
+names them. A failed verify, an agent's own error and a rejected result (refused by the guardrails, or on a branch
+that left its start) are retried at once with their feedback, as a conflict is. Every retry uses one of the
+task's `retries`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ class FailureClass(StrEnum):
 
 # a setup that failed (a network step, often) is tried once more without using a retry, after the backoff too
 TRANSIENT = frozenset({Outcome.API_ERROR, Outcome.CRASHED, Outcome.STALLED, Outcome.TIMEOUT, Outcome.SETUP_FAILED})
-PERMANENT = frozenset({Outcome.AUTH, Outcome.MAX_TURNS, Outcome.NO_CHANGES, Outcome.REJECTED, Outcome.TAMPERED,
-                       Outcome.CANCELLED})
-FEEDBACK = frozenset({Outcome.AGENT_ERROR, Outcome.VERIFY_FAILED})
+PERMANENT = frozenset({Outcome.AUTH, Outcome.MAX_TURNS, Outcome.NO_CHANGES, Outcome.TAMPERED, Outcome.CANCELLED})
+# `rejected` carries feedback a retry can act on: the guardrails' refusal names the lines a result dropped, the
+# branch check what the agent did to its branch
+FEEDBACK = frozenset({Outcome.AGENT_ERROR, Outcome.VERIFY_FAILED, Outcome.REJECTED})
 # What `retry_on` may name: a permanent failure (the others are retried anyway, or use no retry)
 RETRY_ON_CHOICES = tuple(o.value for o in Outcome if o in PERMANENT and o is not Outcome.CANCELLED)
 
