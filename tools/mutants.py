@@ -172,7 +172,8 @@ MUTANTS = (
            "formats: Iterable[SecretFormat] = FORMATS)", "formats: Iterable[SecretFormat] = ())",
            ("tests/test_output_safety.py::test_a_run_whose_agent_prints_escapes_and_secrets",)),
     Mutant("a graceful stop never kills an agent its SIGTERM did not end", "src/orchard/runtime/context.py",
-           "        self.stopping = True\n        self.stop.set()\n", "        self.stopping = True\n",
+           "        self.stopping = True\n        self.stop.set()\n        for event in self.task_stops.values():\n"
+           "            event.set()\n", "        self.stopping = True\n",
            ("tests/test_engine_signals.py::test_a_graceful_stop_kills_an_agent_that_ignores_its_sigterm_after_the_"
             "grace_period",)),
     Mutant("a failing candidate moves the integration branch", "src/orchard/runtime/gate.py",
