@@ -103,9 +103,10 @@ def test_set_parallel_lowers_new_starts_while_the_running_finish_and_raises_agai
     (rendezvous / "late").touch()
     assert finish(proc) == 0
     spans = {t: a[0] for t, a in attempts(repo).items()}
-    first_done = max(spans[f"t{i}"][1] or 0.0 for i in range(3))
-    assert spans["u0"][0] >= first_done  # parallel 1: nothing started while the three still ran
-    assert max(spans[f"u{i}"][0] for i in (1, 2)) < (spans["u0"][1] or 0.0)  # parallel 4: the rest beside u0
+    lowered, raised = (ts for (ts,) in query(repo, "SELECT ts FROM events WHERE type = 'control.applied' ORDER BY id"))
+    assert all(spans[f"t{i}"][0] < lowered < (spans[f"t{i}"][1] or 0.0) for i in range(3))  # ran on, not stopped
+    assert min(spans[f"u{i}"][0] for i in (1, 2)) > raised  # parallel 1 held them back until parallel 4
+    assert max(spans[f"u{i}"][0] for i in (1, 2)) < (spans["u0"][1] or 0.0)  # then beside u0
     changes = [e["result"] for e in applied(repo)]
     assert changes == ["parallel=1", "parallel=4"]
 

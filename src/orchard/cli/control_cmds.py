@@ -191,14 +191,7 @@ def _typed(text: str, journal: Journal) -> tuple[str, Any]:
         raise UsageError(f"'{text}': expected KEY=VALUE")
     try:
         _, setting = split_key(key.strip(), journal.plan)
-        value = raw.strip()
-        if value.lower() == "none" and setting in ("budget_usd", "max_parallel"):
-            return key.strip(), None
-        if setting in ("parallel", "max_parallel"):
-            return key.strip(), f.at_least(1)(int(value) if value.isdigit() else value)
-        if setting == "budget_usd":
-            return key.strip(), f.money(float(value))
-        return key.strip(), f.boolean({"true": True, "false": False}.get(value.lower(), value))
+        return key.strip(), f.setting_value(setting, raw)
     except (ValueError, f.FieldError) as exc:
         raise UsageError(f"orchard set {text}: {exc}") from None
 

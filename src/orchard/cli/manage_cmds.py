@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import shlex
-import shutil
 
 import click
 
 from orchard.cli.common import stdout_console
 from orchard.cli.inspect_cmds import open_store
 from orchard.core.gate_state import ungated_tip_problem
-from orchard.errors import GitError, UngatedTip, UsageError
+from orchard.errors import UngatedTip, UsageError
+from orchard.runtime.cleanup import clean_run
 from orchard.runtime.layout import Layout
 from orchard.runtime.lock import live_holder
 from orchard.runtime.pool import WorktreePool
 from orchard.vcs import (
     branch_exists,
     branch_ref,
-    delete_branch,
     find_repo,
     land,
-    list_branches,
-    prune_worktrees,
 )
 from orchard.vcs.private import OwnRepository, open_own_repository, publish
 
@@ -52,34 +48,13 @@ def clean_cmd(ctx: click.Context, run_id: str | None, all_runs: bool, branches: 
             if holder.get("run") == run.id:
                 out.print(f"skipping live run {run.id}")
                 continue
-            removed = _clean_run(own, layout, run.id, branches)
+            removed = clean_run(own, layout, run.id, integration=branches)
             out.print(f"run {run.id}: removed {removed[0]} worktree(s), {removed[1]} branch(es)")
         if all_runs and not holder:  # a live run is using the reusable worktrees
             out.print(f"removed {WorktreePool(own.repo, layout).trim(0)} reusable worktree(s)")
     finally:
         store.close()
     return 0
-
-
-def _clean_run(own: OwnRepository, layout: Layout, run_id: str, branches: bool) -> tuple[int, int]:
-    """Remove one run's worktrees and task branches (and its integration branch with `branches`), in orchard's
-    repository and the user's; counted as the user sees them (the user's copies)."""
-    root = layout.worktrees(run_id)
-    worktrees = WorktreePool(own.repo, layout).discard_run(run_id)
-    prune_worktrees(own.repo)
-    if root.exists():
-        shutil.rmtree(root, ignore_errors=True)
-    deleted = 0
-    for repo in (own.repo, own.user):
-        names = list_branches(repo, f"orchard/{run_id}/task")
-        if branches:
-            names += [f"orchard/{run_id}/integration"]
-        for name in names:
-            with contextlib.suppress(GitError):  # e.g. checked out somewhere: keep it, and do not count it
-                exists = branch_exists(repo, name)
-                delete_branch(repo, name)
-                deleted += exists and repo is own.user
-    return worktrees, deleted
 
 
 @click.command("land")

@@ -98,6 +98,7 @@ class Scheduler:
         self.spending = Spending(self.plan)
         self._held: set[str] = set()  # tasks holding their declared files (active)
         self._agent_paused: dict[str, float] = {}  # agent → when its rate limit ends
+        self._user_paused = self._paused_agents()  # agents `orchard set AGENT.paused=true` holds
         self._waits: dict[str, float] = {}  # task → when the backoff after its transient failure ends
         self._streaks: dict[str, int] = {}  # task → transient failures in a row
         self._cancelling: set[str] = set()  # running tasks `orchard cancel` named: cancelled when their attempt ends
@@ -222,13 +223,13 @@ class Scheduler:
         task = self.plan.task(ev.task_id)
         if self.spending.over_task_budget(ev.task_id):
             self._finish(ev.task_id, S.FAILED, out, reason=f"{ev.outcome.value}; task budget exhausted")
-        elif not retried(task, ev.outcome) and st.failures <= task.retries:
+        elif st.failures > task.retries:
+            self._finish(ev.task_id, S.FAILED, out, reason=ev.outcome.value)
+        elif not retried(task, ev.outcome):
             self._finish(ev.task_id, S.FAILED, out, reason=f"{ev.outcome.value} ({failure_class(ev.outcome)}: "
                                                             "not retried unless the task's retry_on names it)")
-        elif st.failures <= task.retries:
-            self._retry(ev, now, out, reason=f"retry after {ev.outcome.value}")
         else:
-            self._finish(ev.task_id, S.FAILED, out, reason=ev.outcome.value)
+            self._retry(ev, now, out, reason=f"retry after {ev.outcome.value}")
 
     def _retry(self, ev: AttemptEnded, now: float, out: list[Action], *, reason: str) -> None:
         """Queue the task again; after a transient failure, paused for its backoff first."""
@@ -301,6 +302,7 @@ class Scheduler:
         """New limits or agents for the same tasks: they apply to the next starts; nothing running is stopped."""
         self.plan, self.parallel = ev.plan, max(1, ev.parallel)
         self.spending.plan = ev.plan
+        self._user_paused = self._paused_agents()
         if self._stopped == "budget_exhausted" and not self.spending.exhausted():
             self._stopped = None  # a raised budget lets the run go on
         self._refresh_pauses(out, reason="limits changed")
@@ -394,14 +396,13 @@ class Scheduler:
         if resumed or waited:
             self._refresh_pauses(out, reason="agent resumed" if resumed else "backoff over")
 
-    def _held_by_user(self, agent: str) -> bool:
-        spec = self.plan.agents.get(agent)
-        return bool(spec and spec.option("paused", False))
+    def _paused_agents(self) -> frozenset[str]:
+        return frozenset(name for name, spec in self.plan.agents.items() if spec.option("paused", False))
 
     def _must_wait(self, task_id: str) -> bool:
         """Paused: in its backoff, or its own agent rate limited or paused by `orchard set`."""
         agent = self.plan.task(task_id).agent
-        return task_id in self._waits or agent in self._agent_paused or self._held_by_user(agent)
+        return task_id in self._waits or agent in self._agent_paused or agent in self._user_paused
 
     def _paused_until(self, task_id: str) -> float | None:
         return self._waits.get(task_id) or self._agent_paused.get(self.plan.task(task_id).agent)
@@ -413,7 +414,7 @@ class Scheduler:
             wait = self._must_wait(task_id)
             if status is S.QUEUED and wait:
                 agent = self.plan.task(task_id).agent
-                why = f"{agent} paused by orchard set" if self._held_by_user(agent) else reason
+                why = f"{agent} paused by orchard set" if agent in self._user_paused else reason
                 self._set(task_id, S.PAUSED, out, reason=why)
             elif status is S.PAUSED and not wait:
                 self._set(task_id, S.QUEUED, out, reason=reason)
@@ -425,12 +426,12 @@ class Scheduler:
             return None
         own = self.plan.task(task_id).agent
         spec = self.plan.agents.get(own)
-        away = own in self._agent_paused or self._held_by_user(own)
+        away = own in self._agent_paused or own in self._user_paused
         candidates = list(spec.option("fallback", ()) if spec else ()) if away else [own]
         for agent in candidates:
             other = self.plan.agents.get(agent)
             limit = other.max_parallel if other and other.max_parallel else self.parallel
-            if (agent not in self._agent_paused and not self._held_by_user(agent)
+            if (agent not in self._agent_paused and agent not in self._user_paused
                     and self._agent_running.get(agent, 0) < limit):
                 return agent
         return None

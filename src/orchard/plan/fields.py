@@ -330,6 +330,26 @@ def at_least(minimum: int) -> Coercer:
     return partial(integer, minimum=minimum)
 
 
+# What `orchard set` may change (`core.steering`), checked as the plan's own fields are; `none` clears these two
+SETTING_COERCERS: Mapping[str, Coercer] = MappingProxyType(
+    {"parallel": at_least(1), "max_parallel": at_least(1), "budget_usd": money, "paused": boolean})
+CLEARABLE_SETTINGS = ("max_parallel", "budget_usd")
+
+
+def setting_value(setting: str, text: str) -> Any:
+    """The value of one `orchard set KEY=VALUE`, read as YAML (as `orchard agents add --option` values are) and
+    checked as the plan's field is; FieldError says what is wrong."""
+    import yaml
+
+    if text.strip().lower() == "none" and setting in CLEARABLE_SETTINGS:
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise FieldError(f"not a YAML value ({exc})") from None
+    return SETTING_COERCERS[setting](value)
+
+
 ON_CONFLICT = ("rerun", "resolve")  # a result that conflicts: its agent runs again from the tip, or resolves it
 PROTECT_MERGED = ("warn", "reject", "off")  # a result that removes lines other tasks of the run merged
 # Task fields other than id / prompt / prompt_file, by the name used in plan files.

@@ -22,10 +22,10 @@ from orchard.agents import AttemptReport
 from orchard.core.journal import AgentExit
 from orchard.core.model import AgentSpec, Environment, Outcome, Plan
 from orchard.errors import GitError, UsageError
+from orchard.runtime.cleanup import clean_run
 from orchard.runtime.layout import Layout
-from orchard.runtime.pool import WorktreePool
 from orchard.runtime.process import append_log
-from orchard.vcs import delete_branch, delete_ref, list_branches, set_ref
+from orchard.vcs import delete_ref, list_branches, set_ref
 from orchard.vcs.merge import commit_tree
 from orchard.vcs.private import OwnRepository, ref_values
 
@@ -93,20 +93,14 @@ def _commit_again(ctx: RunContext, ref: str, start: str, message: str) -> None:
 
 
 def remove_run(own: OwnRepository, layout: Layout, run_id: str) -> None:
-    """Remove everything of a run: the worktrees its tasks still hold, its logs and prompts, its branches in
-    orchard's repository and in the user's (where they were published). Worktrees parked in the pool stay for the
-    next run, as after any run. A branch the user has checked out is not deleted: the GitError says so, raised
-    once the rest is gone."""
-    WorktreePool(own.repo, layout).discard_run(run_id)
-    shutil.rmtree(layout.worktrees(run_id), ignore_errors=True)
+    """Remove everything of a run: what `orchard clean --branches` removes, its logs and prompts, and every other
+    branch it made in orchard's repository (its gate's and preflight's). Worktrees parked in the pool stay for the
+    next run, as after any run. A branch the user has checked out is not deleted: a GitError says so, raised once
+    the rest is gone."""
+    clean_run(own, layout, run_id, integration=True)
     shutil.rmtree(layout.run_dir(run_id), ignore_errors=True)
     for ref in ref_values(own.repo, f"refs/heads/orchard/{run_id}/"):
         delete_ref(own.repo, ref)
-    failed: list[GitError] = []
-    for name in list_branches(own.user, f"orchard/{run_id}"):
-        try:
-            delete_branch(own.user, name)  # `branch -D`: refuses a branch checked out in a worktree of the user's
-        except GitError as exc:
-            failed.append(exc)
-    if failed:
-        raise failed[0]
+    left = list_branches(own.user, f"orchard/{run_id}")
+    if left:
+        raise GitError(["branch", "-D", "--", *left], 1, "checked out in a worktree of yours, so not deleted")

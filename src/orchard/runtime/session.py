@@ -140,10 +140,11 @@ def _forget_legacy_worktrees(repo: Repo, layout: Layout) -> None:
                 remove_worktree(repo, worktree.path)
 
 
-def _context(own: OwnRepository, layout: Layout, journal: Journal, *, tip: str, width: int) -> RunContext:
-    """The session's shared handles."""
+def _context(own: OwnRepository, layout: Layout, journal: Journal, *, tip: str, width: int,
+             output: bool = False) -> RunContext:
+    """The session's shared handles (`output`: agents' lines go to the observers too)."""
     return RunContext(own, layout, journal, Integration("refs/heads/" + integration_branch(journal.run_id), tip),
-                      redactor=redactor_for(journal.plan), width=width)
+                      redactor=redactor_for(journal.plan), width=width, output_events=output)
 
 
 async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int | None = None,
@@ -177,8 +178,7 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
                                 integration_branch=integration_branch(run_id), parallel=width, pid=os.getpid(),
                                 environment=recordable_environment(os.environ, lambda v: redactor(v) != v))
             create_branch(own.repo, integration_branch(run_id), base_commit)
-            ctx = _context(own, layout, journal, tip=base_commit, width=width)
-            ctx.output_events = options.output
+            ctx = _context(own, layout, journal, tip=base_commit, width=width, output=options.output)
             if options.dry_run:
                 ctx.journal.noted(DRY_RUN_NOTE)
             await mirror_or_note(ctx)  # the user sees the run's branch from the start
@@ -220,8 +220,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
             found = trusted_tip(own.repo, run, "refs/heads/" + run.integration_branch,
                                 checked=checked_candidates(journal))
             journal.run_resumed(pid=os.getpid(), integration_tip=found.tip)
-            ctx = _context(own, layout, journal, tip=found.tip, width=run.parallel)
-            ctx.output_events = options.output
+            ctx = _context(own, layout, journal, tip=found.tip, width=run.parallel, output=options.output)
             note_collected(ctx, collected)
             note_sandbox(ctx)
             if reaped:
