@@ -31,7 +31,7 @@ TASK_STATUSES = {"pending", "queued", "running", "verifying", "merging", "merged
 RUN_STATUSES = {"running", "completed", "failed", "interrupted", "cancelled"}
 RUN_KEYS = {"id", "status", "base", "integration_branch", "started_at", "finished_at", "held", "checks"}
 TASK_KEYS = {"id", "status", "agent", "attempts", "branch", "started_at", "finished_at", "duration_s", "cost_usd",
-             "tokens_in", "tokens_out", "setup_s", "slot", "port", "gate", "warnings", "error"}
+             "tokens_in", "tokens_out", "setup_s", "slot", "port", "gate", "warnings", "error", "parent"}
 
 
 def plan_text(tasks: str, parallel: int = 2) -> str:

@@ -52,8 +52,27 @@ def test_critical_path_first_then_priority_then_plan_order() -> None:
     sched = Scheduler(plan, 1)
     assert starts(sched.handle(Kick(), 0)) == ["long"]
     sched.handle(AttemptEnded("long", Outcome.SUCCESS), 1)
-    # merge in flight; next start is chosen among short/urgent: priority wins over plan order
+    assert sched.status("urgent") is S.QUEUED  # the slot waits for `tail`, which long's merge makes ready
+    assert starts(sched.handle(MergeEnded("long", merged=True), 1)) == ["tail"]
+    sched.handle(AttemptEnded("tail", Outcome.SUCCESS), 2)
+    # nothing depends on tail: the next start is chosen among short/urgent, priority over plan order
     assert sched.status("urgent") is S.RUNNING
+
+
+def test_a_result_keeps_its_slot_for_the_dependent_it_makes_ready_only_when_that_one_outranks_the_queue() -> None:
+    plan = make_plan([
+        {"id": "link1", "estimate_s": 600.0},
+        {"id": "short", "estimate_s": 60.0},
+        {"id": "link2", "estimate_s": 600.0, "depends_on": ("link1",)},
+        {"id": "big", "estimate_s": 5000.0},
+        {"id": "after-big", "estimate_s": 60.0, "depends_on": ("big",)},
+    ], parallel=1)
+    sched = Scheduler(plan, 1)
+    assert starts(sched.handle(Kick(), 0)) == ["big"]
+    assert starts(sched.handle(AttemptEnded("big", Outcome.SUCCESS), 1)) == ["link1"]  # after-big ranks lower
+    sched.handle(MergeEnded("big", merged=True), 1)
+    assert starts(sched.handle(AttemptEnded("link1", Outcome.SUCCESS), 2)) == []  # kept for link2
+    assert starts(sched.handle(MergeEnded("link1", merged=False, conflicts=("x",)), 2)) == ["link1"]  # a retry
 
 
 def test_priority_mode_strict_starts_the_urgent_task_before_the_critical_path() -> None:

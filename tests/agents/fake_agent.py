@@ -6,6 +6,9 @@ Directives, one per line (TEXT may use \\n for newlines):
   @append PATH TEXT        append a line
   @derive SRC DST PREFIX   write DST = PREFIX + the content of SRC (fails if SRC is missing)
   @print TEXT              print a progress line
+  @summary TEXT            write TEXT to $ORCHARD_SUMMARY_FILE (the account of its work its dependents are told)
+  @orchard ARGS            run "$ORCHARD_BIN" ARGS (split like a shell; {task} filled in), its output passed on;
+                           its exit code is ignored (the log shows it)
   @exit N                  exit with code N now
   @if-feedback DIRECTIVE   run DIRECTIVE only when orchard's feedback section is in the prompt
   @unless-feedback DIRECTIVE
@@ -106,6 +109,15 @@ def run(line: str, root: Path) -> int | None:
         (root / dst).write_text(prefix + source.read_text(encoding="utf-8"), encoding="utf-8")
     elif word == "@print":
         print(rest, flush=True)
+    elif word == "@summary":
+        Path(os.environ["ORCHARD_SUMMARY_FILE"]).write_text(rest.replace("\\n", "\n"), encoding="utf-8")
+    elif word == "@orchard":
+        argv = shlex.split(rest.replace("{task}", os.environ["ORCHARD_TASK_ID"]))
+        done = subprocess.run([os.environ["ORCHARD_BIN"], *argv], cwd=root, check=False, capture_output=True,
+                              text=True)
+        print(done.stdout, end="", flush=True)
+        print(done.stderr, end="", file=sys.stderr, flush=True)
+        print(f"orchard exited with {done.returncode}", flush=True)
     elif word in HOSTILE:
         HOSTILE[word](rest, root)
     elif word in RENDEZVOUS:

@@ -37,10 +37,13 @@ class AiderParser:
         self.errors: list[str] = []
         self.tokens_in = self.tokens_out = 0
         self.cost = 0.0
+        self.reply = AiderReply()
 
     def feed(self, line: str, stream: Stream) -> str | None:
         text = line.strip()
         self.tail.add(text)
+        if stream == "stdout":
+            self.reply.feed(text)
         if match := _APPLIED.match(text):
             self.edits.append(match.group(1))
             return f"Edit {match.group(1)}"[:WIDTH]
@@ -66,7 +69,43 @@ class AiderParser:
         return self._report(Outcome.SUCCESS, f"applied edits to {', '.join(self.edits)}" if self.edits else "")
 
     def _report(self, outcome: Outcome, detail: str, resume_at: float | None = None) -> AttemptReport:
-        return AttemptReport(outcome, detail, self.tokens_in, self.tokens_out, self.cost, None, resume_at)
+        summary = self.reply.text() if outcome is Outcome.SUCCESS else ""
+        return AttemptReport(outcome, detail, self.tokens_in, self.tokens_out, self.cost, None, resume_at, summary)
+
+
+class AiderReply:
+    """aider's last reply in its text output: the prose paragraph it wrote last, outside the fenced edit blocks
+    (and their file-name lines) and before its `Tokens:` line."""
+
+    def __init__(self) -> None:
+        self.paragraph: list[str] = []
+        self.last: list[str] = []
+        self.final: list[str] = []
+        self.fenced = False
+
+    def feed(self, text: str) -> None:
+        if text.startswith("```"):
+            if not self.fenced and self.paragraph and " " not in self.paragraph[-1]:
+                self.paragraph.pop()  # the edited file's name, printed above its block
+            self.fenced = not self.fenced
+            self._close()
+        elif self.fenced:
+            return
+        elif _TOKENS.search(text):  # the reply of this exchange is complete: what came last before it
+            self._close()
+            self.final = self.last
+        elif not text or _APPLIED.match(text):
+            self._close()
+        else:
+            self.paragraph.append(text)
+
+    def _close(self) -> None:
+        if self.paragraph:
+            self.last, self.paragraph = self.paragraph, []
+
+    def text(self) -> str:
+        self._close()
+        return "\n".join(self.final or self.last)
 
 
 class AiderAdapter:

@@ -7,7 +7,10 @@ exception).
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +36,7 @@ class AttemptContext:
     session_id: str | None = None  # the previous attempt's session, for agents that can resume
     budget_usd: float | None = None  # what is left of the task's budget, for agents that can cap spending
     confined: bool = False  # runs in orchard's sandbox (an agent with a sandbox of its own may leave it off)
+    outbox: Path | None = None  # the attempt's own writable directory: its summary file, its `orchard add` requests
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class AttemptReport:
     cost_usd: float = 0.0
     session_id: str | None = None
     resume_at: float | None = None  # for rate limits: when the provider said it resets (epoch seconds)
+    summary: str = ""  # the agent's final message: what its dependents' prompts are told it did (`core.context`)
 
 
 class OutputParser(Protocol):
@@ -113,7 +118,24 @@ def orchard_env(ctx: AttemptContext) -> dict[str, str]:
         "ORCHARD_ATTEMPT": str(ctx.attempt),
         "ORCHARD_PROMPT_FILE": str(ctx.prompt_file),
         "ORCHARD_WORKTREE": str(ctx.worktree),
+        **(outbox_env(ctx.outbox) if ctx.outbox else {}),
     }
+
+
+SUMMARY_FILE = "summary.md"
+
+
+def outbox_env(outbox: Path) -> dict[str, str]:
+    """What tells an agent where to leave its summary and its `orchard add` requests, and how to call orchard."""
+    return {"ORCHARD_SUMMARY_FILE": str(outbox / SUMMARY_FILE), "ORCHARD_OUTBOX": str(outbox),
+            "ORCHARD_BIN": orchard_bin()}
+
+
+@functools.cache
+def orchard_bin() -> str:
+    """The orchard executable beside this Python (a venv's `bin/orchard`), else the one on PATH, else `orchard`."""
+    beside = Path(sys.executable).parent / "orchard"
+    return str(beside) if beside.is_file() else shutil.which("orchard") or "orchard"
 
 
 class TailBuffer:

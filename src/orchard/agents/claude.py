@@ -119,8 +119,9 @@ class ClaudeParser(JsonLineParser):
         usage = r.get("usage") or {}
         tokens_in = sum(int(usage.get(k) or 0) for k in
                         ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+        summary = str(r.get("result") or "") if outcome is Outcome.SUCCESS else ""
         return AttemptReport(outcome, detail, tokens_in, int(usage.get("output_tokens") or 0),
-                             float(r.get("total_cost_usd") or 0.0), self.session_id, resume_at)
+                             float(r.get("total_cost_usd") or 0.0), self.session_id, resume_at, summary)
 
 
 class ClaudeAdapter:

@@ -132,6 +132,7 @@ class CodexParser(JsonLineParser):
         self.completed = False
         self.failure: str | None = None
         self.last_error: str | None = None
+        self.last_message = ""  # its final agent_message: the attempt's summary
 
     def feed(self, line: str, stream: Stream) -> str | None:
         data = self.event(line, stream)
@@ -162,6 +163,7 @@ class CodexParser(JsonLineParser):
         if kind == "agent_message" and done:
             text = str(item.get("text", "")).strip()
             self.tail.add(text)
+            self.last_message = text or self.last_message
             return text.splitlines()[0][:WIDTH] if text else None
         if kind == "error":
             self.tail.add(str(item.get("message", "")))
@@ -190,7 +192,8 @@ class CodexParser(JsonLineParser):
         cached = int(self.usage.get("cached_input_tokens") or 0)
         price = price_for(self.model or DEFAULT_MODEL, self.pricing)
         return AttemptReport(outcome, detail, tokens_in, tokens_out, cost_usd(price, tokens_in, tokens_out, cached),
-                             self.session_id, resume_at)
+                             self.session_id, resume_at,
+                             self.last_message if outcome is Outcome.SUCCESS else "")
 
 
 class CodexAdapter:

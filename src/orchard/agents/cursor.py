@@ -138,7 +138,8 @@ class CursorParser(JsonLineParser):
                      + _count(usage, "cacheReadTokens", "cache_read_tokens")
                      + _count(usage, "cacheWriteTokens", "cache_write_tokens"))
         tokens_out = _count(usage, "outputTokens", "output_tokens")
-        return AttemptReport(outcome, detail, tokens_in, tokens_out, 0.0, self.session_id, resume_at)
+        summary = str((self.result or {}).get("result") or "") if outcome is Outcome.SUCCESS else ""
+        return AttemptReport(outcome, detail, tokens_in, tokens_out, 0.0, self.session_id, resume_at, summary)
 
 
 class CursorAdapter:

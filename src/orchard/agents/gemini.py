@@ -30,6 +30,7 @@ class GeminiParser(JsonLineParser):
         self.root, self.model, self.pricing = worktree, model, pricing
         self.session_id: str | None = None
         self.result: dict[str, Any] | None = None
+        self.response: list[str] = []  # the assistant's text since its last tool call: its final response
 
     def feed(self, line: str, stream: Stream) -> str | None:
         data = self.event(line, stream)
@@ -40,9 +41,11 @@ class GeminiParser(JsonLineParser):
             self.session_id, self.model = data.get("session_id"), data.get("model") or self.model
             return "session started"
         if kind == "tool_use":
+            self.response = []
             return describe_tool(str(data.get("tool_name", "tool")), data.get("parameters") or {}, self.root)
         if kind == "message" and data.get("role") == "assistant":
             self.tail.add(str(data.get("content", "")))
+            self.response = [*(self.response if data.get("delta") else ()), str(data.get("content", ""))]
             return str(data.get("content", "")).strip().splitlines()[0][:WIDTH] if data.get("content") else None
         if kind == "error":
             self.tail.add(str(data.get("message", "")))
@@ -76,7 +79,9 @@ class GeminiParser(JsonLineParser):
         tokens_in = int(stats.get("input_tokens") or 0)
         # output_tokens leaves out thinking; the total includes it, and thinking is billed as output
         tokens_out = max(int(stats.get("output_tokens") or 0), int(stats.get("total_tokens") or 0) - tokens_in)
-        return AttemptReport(outcome, detail, tokens_in, tokens_out, self._cost(stats), self.session_id, resume_at)
+        summary = "".join(self.response) if outcome is Outcome.SUCCESS else ""
+        return AttemptReport(outcome, detail, tokens_in, tokens_out, self._cost(stats), self.session_id, resume_at,
+                             summary)
 
     def _cost(self, stats: dict[str, Any]) -> float:
         """Price each model that did work (with `model: auto` the init event names no real model)."""

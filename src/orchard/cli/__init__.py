@@ -15,10 +15,11 @@ from rich.text import Text
 
 from orchard.cli.control_cmds import agents_cmd, cancel_cmd, set_cmd
 from orchard.cli.doctor_cmd import doctor_cmd
-from orchard.cli.inspect_cmds import logs_cmd, show_cmd, status_cmd
+from orchard.cli.inspect_cmds import logs_cmd, status_cmd
 from orchard.cli.manage_cmds import clean_cmd, land_cmd
 from orchard.cli.plan_cmd import plan_cmd
 from orchard.cli.run_cmds import demo_cmd, resume_cmd, retry_cmd, run_cmd
+from orchard.cli.show_cmd import show_cmd
 from orchard.core.safe_text import safe_text
 from orchard.errors import OrchardError
 

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import codecs
 import json
-import shlex
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import click
 
 from orchard.cli.common import repo_dir, stdout_console
-from orchard.core.durations import format_duration
 from orchard.core.safe_text import safe_text
 from orchard.core.summary import summarize
 from orchard.errors import NotRecorded, UsageError
@@ -149,42 +146,3 @@ def _follow(layout: Layout, store: Store, run_id: str, task_id: str, *, raw: boo
             out.write(b"", final=True)
             return
         time.sleep(0.3)
-
-
-@click.command("show")
-@click.argument("run_id", metavar="[RUN]", required=False)
-@click.option("--json", "json_mode", is_flag=True, help="Print it as JSON.")
-@click.pass_context
-def show_cmd(ctx: click.Context, run_id: str | None, json_mode: bool) -> int:
-    """Show what a run recorded when it started (default: the latest): its base, plan, preflight and the environment
-    its setup and verify run with in every session."""
-    _, store = open_store(ctx)
-    try:
-        run = store.run(run_id)
-        plan = store.plan(run.id)
-    finally:
-        store.close()
-    doc = {"id": run.id, "status": str(run.status), "reason": run.reason, "base": run.base,
-           "base_commit": run.base_commit, "integration_branch": run.integration_branch, "plan": run.plan_source,
-           "parallel": run.parallel, "preflight": plan.preflight,
-           "gate": None if plan.gate is None else asdict(plan.gate),
-           "baseline_red": json.loads(run.baseline_red) if run.baseline_red else [],
-           "environment": run.recorded_environment()}
-    if json_mode:
-        click.echo(json.dumps(doc, indent=2))
-        return 0
-    out = stdout_console()
-    for key in ("id", "status", "reason", "base", "base_commit", "integration_branch", "plan", "parallel",
-                "preflight"):
-        if doc[key] not in ("", None):
-            out.print(safe_text(f"{key}: {doc[key]}"), soft_wrap=True)
-    if plan.gate is not None:
-        out.print(safe_text(f"gate: {shlex.join(plan.gate.verify)} (batch {plan.gate.batch}, each check within "
-                            f"{format_duration(plan.gate.timeout_s)})"), soft_wrap=True)
-    for command in doc["baseline_red"]:
-        out.print(safe_text(f"red on the base before any agent: {command}"), soft_wrap=True)
-    out.print("environment of setup and verify (recorded at `orchard run`):" if doc["environment"]
-              else "environment: none recorded (setup and verify take orchard's own)")
-    for name, value in sorted(doc["environment"].items()):
-        out.print(safe_text(f"  {name}={value}"), soft_wrap=True)
-    return 0

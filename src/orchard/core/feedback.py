@@ -54,8 +54,10 @@ def failure_feedback(outcome: str, detail: str) -> str:
     return f"The previous attempt ended with `{outcome}`: {detail.strip() or 'no detail'}.\nPlease complete the task."
 
 
-def compose_prompt(prompt: str, feedback: str, attempt: int) -> str:
-    """The task prompt, plus orchard's feedback section when there is any."""
+def compose_prompt(prompt: str, feedback: str, attempt: int, context: str = "") -> str:
+    """The task prompt, then what its dependencies did (`core.context`) and orchard's feedback, when there is any."""
+    if context:
+        prompt = f"{prompt.rstrip()}\n\n---\n{context.rstrip()}\n"
     if not feedback:
         return prompt
     return f"{prompt.rstrip()}\n\n---\n## Feedback from orchard (attempt {attempt})\n\n{feedback}\n"

@@ -54,6 +54,7 @@ class AgentExit:
     tokens_out: int = 0
     cost_usd: float = 0.0
     session_id: str | None = None
+    summary: str = ""  # the agent's own account of what it did (redacted and capped when recorded)
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,9 @@ PRIORITY_MODES = ("tiebreak", "strict")
 COMPAT_MODES = ("none", "workstreams")
 GEMINI_APPROVAL_MODES = ("default", "auto_edit", "yolo", "plan")
 PROMPT_VIA = ("file", "stdin", "arg")
+# `context`: what a task's prompt is told of each task it depends on (`core.context`): nothing, the files its merged
+# change touched and its merge commit, or those and the agent's own summary of what it did
+CONTEXT_MODES = ("none", "files", "summary")
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,14 @@ class Task:
     protect_merged: str = "warn"  # warn | reject | off: a result removing lines other tasks of the run merged
     retry_on: tuple[Outcome, ...] = ()  # permanent failures (`core.retrying`) this task retries all the same
     retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S  # the wait after a first transient failure, doubling
+    agents: tuple[str, ...] = ()  # `agent: [a, b]`: the agents it may start on, in order (`agent` is the first)
+    context: str = "summary"  # CONTEXT_MODES: what its prompt is told of the tasks it depends on
+    estimated: str = "declared"  # where `estimate_s` came from: declared | default | history (`runtime.estimates`)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """The agents it may start on, in the plan's order of preference."""
+        return self.agents or (self.agent,)
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ class TaskRecord:
     conflicts: str = ""
     merged_commit: str | None = None
     feedback: str = ""
+    parent: str | None = None  # the task whose attempt added this one (`orchard add`), if one did
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +109,4 @@ class AttemptRecord:
     setup_s: float | None = None  # how long its environment setup took; None when no setup ran
     setup_skipped: bool = False  # the reused worktree's setup was current
     teardown_s: float | None = None  # set once its teardown ran (by the session, or by the resume after a crash)
+    summary: str = ""  # the agent's own account of what it did, redacted and capped (`core.context`)

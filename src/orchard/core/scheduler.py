@@ -101,6 +101,7 @@ class Scheduler:
         self._user_paused = self._paused_agents()  # agents `orchard set AGENT.paused=true` holds
         self._waits: dict[str, float] = {}  # task → when the backoff after its transient failure ends
         self._streaks: dict[str, int] = {}  # task → transient failures in a row
+        self._kept_for: str | None = None  # the merging result whose ready dependent a free slot waits for
         self._cancelling: set[str] = set()  # running tasks `orchard cancel` named: cancelled when their attempt ends
         self._stopped: str | None = None
         self.hold = ""  # why new attempts wait for the machine (`Limits.exceeded`), or ""
@@ -203,6 +204,7 @@ class Scheduler:
         if ev.outcome is Outcome.SUCCESS:
             self._set(ev.task_id, S.MERGING, out)
             self._merge_queue.append(ev.task_id)
+            self._keep_slot_for_next(ev.task_id)
             return
         self._held.discard(ev.task_id)
         if ev.outcome is Outcome.RATE_LIMITED:
@@ -230,6 +232,19 @@ class Scheduler:
                                                             "not retried unless the task's retry_on names it)")
         else:
             self._retry(ev, now, out, reason=f"retry after {ev.outcome.value}")
+
+    def _keep_slot_for_next(self, task_id: str) -> None:
+        """Keep the slot a result frees for the dependent its merge makes ready, while that merge (starting now)
+        runs, when that dependent outranks every queued task: handed to a lesser task, the slot would make the
+        critical path wait for it, at every link of a chain (B1)."""
+        if self.plan.gate or self._merging or len(self._merge_queue) > 1:
+            return  # a merge that waits for others, or a gate's check, can take minutes: the slot is not kept
+        best = self._queue[0][0] if self._queue else None
+        for d in self._dependents[task_id]:
+            others = all(self.tasks[x].status is S.MERGED for x in self.plan.task(d).depends_on if x != task_id)
+            if others and self.tasks[d].status is S.PENDING and best is not None and self._key[d] < best:
+                self._kept_for = task_id
+                return
 
     def _retry(self, ev: AttemptEnded, now: float, out: list[Action], *, reason: str) -> None:
         """Queue the task again; after a transient failure, paused for its backoff first."""
@@ -399,13 +414,17 @@ class Scheduler:
     def _paused_agents(self) -> frozenset[str]:
         return frozenset(name for name, spec in self.plan.agents.items() if spec.option("paused", False))
 
+    def _away(self, agent: str) -> bool:
+        """Rate limited or paused by `orchard set`."""
+        return agent in self._agent_paused or agent in self._user_paused
+
     def _must_wait(self, task_id: str) -> bool:
-        """Paused: in its backoff, or its own agent rate limited or paused by `orchard set`."""
-        agent = self.plan.task(task_id).agent
-        return task_id in self._waits or agent in self._agent_paused or agent in self._user_paused
+        """Paused: in its backoff, or every agent it may start on away."""
+        return task_id in self._waits or all(self._away(a) for a in self.plan.task(task_id).choices)
 
     def _paused_until(self, task_id: str) -> float | None:
-        return self._waits.get(task_id) or self._agent_paused.get(self.plan.task(task_id).agent)
+        ends = [self._agent_paused[a] for a in self.plan.task(task_id).choices if a in self._agent_paused]
+        return self._waits.get(task_id) or min(ends, default=None)
 
     def _refresh_pauses(self, out: list[Action], *, reason: str) -> None:
         """Waiting tasks paused or queued as their backoff and their agent's pauses now say."""
@@ -421,18 +440,18 @@ class Scheduler:
 
     # ---- decisions --------------------------------------------------------------------------------------------
     def _agent_for(self, task_id: str) -> str | None:
-        """The agent that can take the task now: its own, else the first free fallback while its own is paused."""
+        """The agent that can take the task now: the first of its own (`agent: [a, b]`) with a free slot, else the
+        first free fallback of those that are paused."""
         if task_id in self._waits:
             return None
-        own = self.plan.task(task_id).agent
-        spec = self.plan.agents.get(own)
-        away = own in self._agent_paused or own in self._user_paused
-        candidates = list(spec.option("fallback", ()) if spec else ()) if away else [own]
+        choices = self.plan.task(task_id).choices
+        candidates: list[str] = [a for a in choices if not self._away(a)] + [
+            str(fallback) for a in choices if self._away(a) and (spec := self.plan.agents.get(a))
+            for fallback in spec.option("fallback", ())]
         for agent in candidates:
             other = self.plan.agents.get(agent)
             limit = other.max_parallel if other and other.max_parallel else self.parallel
-            if (agent not in self._agent_paused and agent not in self._user_paused
-                    and self._agent_running.get(agent, 0) < limit):
+            if not self._away(agent) and self._agent_running.get(agent, 0) < limit:
                 return agent
         return None
 
@@ -444,8 +463,9 @@ class Scheduler:
         waiting = len(self._merge_queue) + (len(self._merging) if gate else 0)
         if self._stopped or self.hold or waiting >= self.parallel + (gate.batch if gate else 0):
             return  # backpressure: while results wait to merge, new attempts would only lengthen the queue
+        kept = int(self._kept_for in self._merging or self._kept_for in self._merge_queue)
         i = 0
-        while i < len(self._queue) and len(self._running) < self.parallel:
+        while i < len(self._queue) and len(self._running) + kept < self.parallel:
             task_id = self._queue[i][1]
             agent = self._agent_for(task_id)
             if agent is None or not self._files_free(task_id):

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+from orchard.core.context import capped_summary
 from orchard.core.control_transitions import ControlTransitions
 from orchard.core.events import (
     AgentActivity,
@@ -340,7 +341,7 @@ class Journal(GateTransitions, ControlTransitions):
             self._save_attempt(replace(
                 self._attempt(attempt_id), exit_code=exited.exit_code, signal=exited.signal,
                 tokens_in=exited.tokens_in, tokens_out=exited.tokens_out, cost_usd=exited.cost_usd,
-                session_id=exited.session_id))
+                session_id=exited.session_id, summary=capped_summary(self._redact(exited.summary))))
         self._agent_seconds[attempt_id] = exited.duration_s
 
     def agent_active(self, task_id: str, number: int, text: str) -> None:

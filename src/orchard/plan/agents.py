@@ -160,6 +160,12 @@ def _check_fallbacks(specs: dict[str, AgentSpec], declared: set[str], file: str,
                 )
 
 
+def unknown_agents(agent: str | tuple[str, ...] | None, declared: set[str] | Mapping[str, Any]) -> list[str]:
+    """The names in a task's `agent` (one name or a preference list) that no agent entry defines."""
+    names = () if agent is None else (agent,) if isinstance(agent, str) else agent
+    return [name for name in names if name not in declared]
+
+
 def defined(names: set[str] | Mapping[str, Any]) -> str:
     """The defined agent names for messages, or 'none'."""
     return ", ".join(sorted(names)) or "none"

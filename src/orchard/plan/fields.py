@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from orchard.core.durations import parse_duration
-from orchard.core.model import CODEX_SANDBOXES, PREFLIGHT_MODES, SANDBOX_MODES, Outcome
+from orchard.core.model import CODEX_SANDBOXES, CONTEXT_MODES, PREFLIGHT_MODES, SANDBOX_MODES, Outcome
 from orchard.core.retrying import RETRY_ON_CHOICES
 from orchard.core.sizes import parse_size
 
@@ -90,6 +90,17 @@ def string_list(value: Any) -> tuple[str, ...]:
         if not isinstance(item, str) or not item.strip():
             raise FieldError(f"expected a list of non-empty strings, found {describe(item)}")
     return tuple(dict.fromkeys(items))
+
+
+def agent_choice(value: Any) -> str | tuple[str, ...]:
+    """`agent`: one agent's name, or a list of them in order of preference (`core.scheduler` starts the task on the
+    first with a free slot)."""
+    if isinstance(value, str):
+        return string(value)
+    names = string_list(value)
+    if not names:
+        raise FieldError("expected an agent's name or a non-empty list of them")
+    return names[0] if len(names) == 1 else names
 
 
 # Bounds past which a number is a mistake, not a setting: the store keeps 64-bit integers, and no run lasts a year.
@@ -358,7 +369,7 @@ TASK_COERCERS: Mapping[str, Coercer] = MappingProxyType(
         "name": string,
         "depends_on": string_list,
         "files": file_globs,
-        "agent": string,
+        "agent": agent_choice,
         "verify": verify,
         "timeout": partial(duration, positive=True),
         "retries": at_least(0),
@@ -372,6 +383,7 @@ TASK_COERCERS: Mapping[str, Coercer] = MappingProxyType(
         "protect_merged": partial(choice, PROTECT_MERGED),
         "retry_on": retry_on,
         "retry_backoff": duration,
+        "context": partial(choice, CONTEXT_MODES),
     }
 )
 # Plan-file field name → `Task` keyword.

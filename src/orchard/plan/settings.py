@@ -22,7 +22,7 @@ from orchard.core.model import (
     Limits,
 )
 from orchard.plan import fields as f
-from orchard.plan.agents import defined, read_agents
+from orchard.plan.agents import defined, read_agents, unknown_agents
 from orchard.plan.environment import read_environment
 from orchard.plan.raw import INVALID, Problems, RawPlan
 
@@ -56,7 +56,7 @@ class Settings:
     priority_mode: str = "tiebreak"
     compat: str = ""  # "" where the plan does not say
     defaults: dict[str, Any] = field(default_factory=dict)  # coerced, by plan field name; no 'agent'
-    default_agent: str | None = None
+    default_agent: str | tuple[str, ...] | None = None
     agents: dict[str, AgentSpec] = field(default_factory=dict)
     declared_agents: set[str] = field(default_factory=set)  # includes agents whose entry is invalid
 
@@ -147,9 +147,9 @@ def _read_defaults(value: Any, file: str, problems: Problems, settings: Settings
         if coerced is not INVALID:
             settings.defaults[key] = coerced
     agent = settings.defaults.pop("agent", None)
-    if agent is not None and agent not in settings.declared_agents:
+    for name in unknown_agents(agent, settings.declared_agents):
         problems.add(
-            file, f"unknown agent '{agent}' (defined: {defined(settings.declared_agents)})", field="defaults.agent"
+            file, f"unknown agent '{name}' (defined: {defined(settings.declared_agents)})", field="defaults.agent"
         )
     settings.default_agent = agent
 

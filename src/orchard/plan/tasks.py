@@ -8,7 +8,7 @@ from typing import Any
 
 from orchard.core.model import DEFAULT_AGENT_NAME, valid_task_id
 from orchard.plan import fields as f
-from orchard.plan.agents import defined
+from orchard.plan.agents import defined, unknown_agents
 from orchard.plan.environment import read_environment
 from orchard.plan.raw import INVALID, Problems, RawPlan, RawTask
 from orchard.plan.readers import read_contained
@@ -54,6 +54,8 @@ def read_task(rt: RawTask, settings: Settings, plan: RawPlan) -> Draft | None:
     prompt, prompt_file = _read_prompt(rt, plan, tag)
     kwargs: dict[str, Any] = {"id": tag, "prompt": prompt, "prompt_file": prompt_file}
     kwargs.update((f.TASK_KWARG.get(key, key), value) for key, value in values.items())
+    if "estimate_s" not in kwargs:  # `runtime.estimates` may learn one from history
+        kwargs["estimated"] = "default"
     track_is_default = "track" in settings.defaults and rt.data.get("track") is None
     return Draft(task_id, rt.file, rt.label, kwargs, track_is_default) if task_id else None
 
@@ -125,14 +127,24 @@ def resolve_agents(drafts: list[Draft], settings: Settings, plan: RawPlan,
         if owner is not None:
             draft.kwargs["agent"] = owner[0]
         elif own is None:
-            draft.kwargs["agent"] = fallback or ""
+            _choose(draft, fallback or "")
             if fallback is None:
                 orphans.append(draft.id)
-        elif own not in settings.declared_agents:
-            message = f"unknown agent '{own}' (defined: {defined(settings.declared_agents)})"
-            plan.problems.add(draft.file, message, draft.id, "agent")
+        else:
+            _choose(draft, own)
+            for name in unknown_agents(own, settings.declared_agents):
+                message = f"unknown agent '{name}' (defined: {defined(settings.declared_agents)})"
+                plan.problems.add(draft.file, message, draft.id, "agent")
     if orphans:
         plan.problems.add(plan.config_file, _orphan_message(orphans, settings), field="agents")
+
+
+def _choose(draft: Draft, agent: str | tuple[str, ...]) -> None:
+    """The draft's `agent` (its first choice) and, for a preference list, `agents`."""
+    if isinstance(agent, str):
+        draft.kwargs["agent"] = agent
+    else:
+        draft.kwargs["agent"], draft.kwargs["agents"] = agent[0], agent
 
 
 def track_owners(settings: Settings, members: Mapping[str, list[str]], plan: RawPlan) -> dict[str, tuple[str, str]]:

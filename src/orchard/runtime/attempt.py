@@ -32,6 +32,8 @@ from orchard.runtime.environment import (
     setup_stamp,
 )
 from orchard.runtime.guardrails import Resolution, guard, resolution_wanted, start_resolution
+from orchard.runtime.outbox import prepare_outbox, read_summary
+from orchard.runtime.parents import parents_context
 from orchard.runtime.process import Supervision, append_log, run_process
 from orchard.runtime.resources import task_variables
 from orchard.runtime.sandbox import box_for, confine, mode_for, sandboxed_exit
@@ -67,6 +69,7 @@ class Attempt:
     worktree: Path  # the task's link (`layout.worktree`) until prepared, then the pool directory it leads to
     log_path: Path
     prompt_file: Path
+    outbox: Path  # the one directory of orchard's its agent may write (`runtime.outbox`)
     start_commit: str = ""
     id: int = 0
     included: tuple[str, ...] = ()  # files copied from the user's checkout (`runtime.environment`): never committed
@@ -127,7 +130,8 @@ async def _run(ctx: RunContext, attempt: Attempt, on_verify: Callable[[], None])
                                environment=ctx.plan.environment_of(attempt.task.id))
     attempt = replace(attempt, worktree=worktree, start_commit=commit, included=included, resolution=resolution,
                       variables=tuple(variables.items()), deadline=time.monotonic() + attempt.task.timeout_s)
-    actx = _agent_context(ctx, attempt)
+    context = await parents_context(ctx, attempt.task)
+    actx = _agent_context(ctx, attempt, context)
     agent = _invocation(actx, attempt.variables)  # None: a dry run's noop agent (`runtime.dryrun`): no process
     attempt = replace(attempt, id=ctx.journal.attempt_started(AttemptStart(
         task_id=attempt.task.id, number=attempt.number, agent=attempt.agent, branch=attempt.branch,
@@ -210,7 +214,8 @@ def _new_attempt(ctx: RunContext, start: StartAttempt) -> Attempt:
     return Attempt(task=task, number=start.attempt, agent=start.agent, budget_usd=start.budget_usd,
                    branch=ctx.task_branch(task.id), worktree=ctx.layout.worktree(ctx.run_id, task.id),
                    log_path=ctx.layout.log(ctx.run_id, task.id, start.attempt),
-                   prompt_file=ctx.layout.prompt_file(ctx.run_id, task.id, start.attempt))
+                   prompt_file=ctx.layout.prompt_file(ctx.run_id, task.id, start.attempt),
+                   outbox=ctx.layout.outbox(ctx.run_id, task.id, start.attempt))
 
 
 def _prepare_worktree(ctx: RunContext, attempt: Attempt, theirs: str | None
@@ -228,14 +233,16 @@ def _prepare_worktree(ctx: RunContext, attempt: Attempt, theirs: str | None
     return worktree, tip, repaired, tuple(copy_included(ctx.user_repo, worktree, wanted)), resolution
 
 
-def _agent_context(ctx: RunContext, attempt: Attempt) -> AttemptContext:
-    """Write the attempt's prompt (the task's, plus feedback from the last attempt) and describe it to the adapter."""
+def _agent_context(ctx: RunContext, attempt: Attempt, context: str) -> AttemptContext:
+    """Write the attempt's prompt (the task's, what its dependencies did, feedback from the last attempt), make its
+    outbox, and describe both to the adapter."""
     task = attempt.task
     feedback = ctx.journal.task(task.id).feedback
     if attempt.resolution is not None:  # what to resolve, and why the last resolution was refused if it was
         refused = feedback if feedback.startswith(REFUSED) else ""
         feedback = attempt.resolution.note + (f"\n\n{refused}" if refused else "")
-    prompt = compose_prompt(task.prompt, feedback, attempt.number)
+    prompt = compose_prompt(task.prompt, feedback, attempt.number, context)
+    prepare_outbox(attempt.outbox)
     attempt.prompt_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     attempt.prompt_file.write_text(prompt, encoding="utf-8")
     attempt.prompt_file.chmod(0o600)
@@ -243,7 +250,7 @@ def _agent_context(ctx: RunContext, attempt: Attempt) -> AttemptContext:
     return AttemptContext(run_id=ctx.run_id, task=task, attempt=attempt.number, agent=ctx.plan.agents[attempt.agent],
                           worktree=attempt.worktree, prompt=prompt, prompt_file=attempt.prompt_file,
                           feedback=feedback, session_id=sessions[-1] if sessions else None,
-                          budget_usd=attempt.budget_usd,
+                          budget_usd=attempt.budget_usd, outbox=attempt.outbox,
                           confined=mode_for(ctx.plan, ctx.plan.agents[attempt.agent]) == "bwrap")
 
 
@@ -275,7 +282,7 @@ async def _run_agent(ctx: RunContext, attempt: Attempt, inv: Invocation, parser:
         journal.agent_spawned(attempt.id, pid)
 
     spec = ctx.plan.agents[attempt.agent]
-    box = box_for(ctx, spec, worktree=attempt.worktree, prompt_file=attempt.prompt_file)
+    box = box_for(ctx, spec, worktree=attempt.worktree, prompt_file=attempt.prompt_file, outbox=attempt.outbox)
     where = " (in bwrap)" if box else ""
     append_log(attempt.log_path, ctx.redactor(f"[orchard: attempt {attempt.number} on {attempt.agent}{where}: "
                                               f"{shlex.join(inv.argv)}]\n"))
@@ -287,10 +294,12 @@ async def _run_agent(ctx: RunContext, attempt: Attempt, inv: Invocation, parser:
     exit_info = sandboxed_exit(exit_info) if box else exit_info
     ctx.processes.ended(task.id)
     report = parser.finish(exit_info)
+    if report.outcome is Outcome.SUCCESS and not report.summary:  # a command agent's own account, if it left one
+        report = replace(report, summary=await asyncio.to_thread(read_summary, attempt.outbox))
     journal.agent_exited(attempt.id, AgentExit(
         exit_code=exit_info.returncode, signal=exit_info.signal, duration_s=exit_info.duration_s,
         tokens_in=report.tokens_in, tokens_out=report.tokens_out, cost_usd=report.cost_usd,
-        session_id=report.session_id))
+        session_id=report.session_id, summary=report.summary))
     return report
 
 

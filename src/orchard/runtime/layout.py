@@ -65,6 +65,10 @@ class Layout:
     def prompt_file(self, run_id: str, task_id: str, attempt: int) -> Path:
         return self.run_dir(run_id) / "prompts" / f"{task_id}.{attempt}.md"
 
+    def outbox(self, run_id: str, task_id: str, attempt: int) -> Path:
+        """The attempt's own writable directory (`runtime.outbox`): its summary, its `orchard add` requests."""
+        return self.run_dir(run_id) / "outbox" / f"{task_id}.{attempt}"
+
 
 def integration_branch(run_id: str) -> str:
     return f"orchard/{run_id}/integration"

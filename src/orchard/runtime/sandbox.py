@@ -3,10 +3,10 @@
 Under `sandbox: bwrap` (or `auto` where bwrap works) every process an attempt starts sees the file system
 read-only except: its worktree; its own part of orchard's repository (the worktree's administrative directory, the
 object store, the directory of the run's task branches); a private `/tmp` and `/dev/shm` (the host's are hidden,
-except what is bound); the state directories its agent kind
-declares (`~/.claude`, `~/.codex` …) and the paths its entry lists in `writable`. orchard's `.orchard/` (the store,
-the plan snapshot, orchard's repository's config and hooks) and the user's checkout stay read-only. It runs in a PID
-namespace of its own, so everything it started (`setsid` daemons too) dies with it, and normally dies with orchard
+except what is bound); the state directories its agent kind declares (`~/.claude`, `~/.codex` …), the paths its
+entry lists in `writable`, and its outbox (`runtime.outbox`). orchard's `.orchard/` (the store, the plan snapshot,
+orchard's repository's config and hooks) and the user's checkout stay read-only. It runs in a PID namespace of its
+own, so everything it started (`setsid` daemons too) dies with it, and normally dies with orchard
 (`--die-with-parent`; where bwrap 0.8 leaves it behind, `runtime.recovery.reap_orphans` ends it on the next
 resume or cancel). The network is left as it is unless `network: none`.
 
@@ -156,7 +156,8 @@ def sandboxed_exit(info: ExitInfo) -> ExitInfo:
     return info
 
 
-def box_for(ctx: RunContext, agent: AgentSpec, *, worktree: Path, prompt_file: Path | None) -> Confinement | None:
+def box_for(ctx: RunContext, agent: AgentSpec, *, worktree: Path, prompt_file: Path | None,
+            outbox: Path | None = None) -> Confinement | None:
     """The confinement of one attempt's processes under `agent`'s sandbox mode (None: unconfined)."""
     if mode_for(ctx.plan, agent) != "bwrap":
         return None
@@ -169,7 +170,8 @@ def box_for(ctx: RunContext, agent: AgentSpec, *, worktree: Path, prompt_file: P
         path.mkdir(parents=True, exist_ok=True)  # asked for by the plan: it is there to be written
     state = state_paths(agent)
     readable = (own, ctx.user_repo.git_dir / "objects", *((prompt_file,) if prompt_file else ()))
-    writable = (*((admin,) if admin else ()), own / "objects", task_refs, *state, *extra)
+    writable = (*((admin,) if admin else ()), own / "objects", task_refs, *state, *extra,
+                *((outbox,) if outbox else ()))
     return Confinement(worktree, readable, writable, network_for(ctx.plan, agent))
 
 

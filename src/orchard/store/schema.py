@@ -130,6 +130,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX requests_open ON requests(run_id) WHERE applied_at IS NULL;
     """,
+    # 7: the agent's own summary of each attempt (what its dependents' prompts are told), and the task that added a
+    # task to its run (`orchard add` from inside an attempt).
+    """
+    ALTER TABLE attempts ADD COLUMN summary TEXT NOT NULL DEFAULT '';
+    ALTER TABLE tasks ADD COLUMN parent TEXT;
+    """,
 )
 
 

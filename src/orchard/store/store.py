@@ -34,7 +34,8 @@ RUN_SAVED = ("status", "finished_at", "pid", "reason", "cancel_requested", "inte
 TASK_SAVED = ("status", "attempts", "failures", "branch", "started_at", "finished_at", "error", "conflicts",
               "merged_commit", "feedback")
 ATTEMPT_SAVED = ("finished_at", "outcome", "exit_code", "signal", "pid", "pgid", "end_commit", "detail", "tokens_in",
-                 "tokens_out", "cost_usd", "session_id", "setup_s", "setup_skipped", "teardown_s")
+                 "tokens_out", "cost_usd", "session_id", "setup_s", "setup_skipped", "teardown_s",
+                 "summary")
 ATTEMPT_ADDED = ("run_id", "task_id", "number", "agent", "started_at", "worktree", "start_commit", "log_path", "slot",
                  "port")
 

@@ -44,7 +44,8 @@ def status_document(records: Records, run_id: str | None = None) -> dict[str, An
         tasks.append({
             "id": t.task_id,
             "status": t.status,
-            "agent": t.agent,
+            "agent": attempts[-1].agent if attempts else t.agent,  # the one its latest attempt ran on
+            "parent": t.parent,
             "attempts": t.attempts,
             "branch": t.branch,
             "started_at": iso(t.started_at),

@@ -25,6 +25,25 @@ def diff_lines(repo: Repo, old: str, new: str, paths: Sequence[str] = ()) -> tup
     return parse_diff(out.splitlines())
 
 
+def diff_numstat(repo: Repo, old: str, new: str) -> list[tuple[str, int | None, int | None]]:
+    """Each path `new` changes against `old`, with its lines added and removed (None, None for a binary file)."""
+    out = _git(repo, "diff", "--numstat", "-z", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames",
+               "--end-of-options", old, new).stdout
+    stats = []
+    for entry in out.split("\0"):
+        added, _, rest = entry.partition("\t")
+        removed, _, path = rest.partition("\t")
+        if path:
+            stats.append((path, int(added) if added.isdigit() else None, int(removed) if removed.isdigit() else None))
+    return stats
+
+
+def first_parent(repo: Repo, commit: str) -> str | None:
+    """The first parent of a merge commit, None for a commit with fewer than two parents."""
+    parents = _git(repo, "rev-list", "--parents", "-n", "1", "--end-of-options", commit).stdout.split()[1:]
+    return parents[0] if len(parents) >= 2 else None
+
+
 def parse_diff(lines: Iterable[str]) -> tuple[Lines, Lines]:
     """Added and removed lines of a unified diff, by the path on its side."""
     added: Lines = {}
