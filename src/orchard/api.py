@@ -32,7 +32,10 @@ def _as_plan(plan_or_path: Plan | str | Path, repo: str | Path) -> Plan:
 
 def _options(on_event: Callable[[OrchardEvent], None] | None, records: Records | None, land: bool,
              output: bool = False) -> Options:
-    return Options(observers=(on_event,) if on_event else (), records=records, land=land, output=output)
+    from orchard.plan.extend import add_tasks
+
+    return Options(observers=(on_event,) if on_event else (), records=records, land=land, output=output,
+                   extend=add_tasks)
 
 
 async def run_async(plan_or_path: Plan | str | Path, repo: str | Path = ".", parallel: int | None = None,

@@ -66,11 +66,13 @@ def limits_of(flags: dict[str, Any]) -> tuple[DiskLimits, Limits]:
 def options_of(observers: list[Observer], flags: dict[str, Any] | None = None, *, land: bool = False,
                dry_run: bool = False) -> Options:
     """The session options a command's flags give (a dry run's records in memory)."""
+    from orchard.plan.extend import add_tasks
     from orchard.runtime.session import Options
 
     disk, machine = limits_of(flags or {})
     options = Options(observers=tuple(observers), land=land, limits=disk, machine=machine,
-                      log_file=(flags or {}).get("log_file"), output="output" in (flags or {}).get("events", ()))
+                      log_file=(flags or {}).get("log_file"), output="output" in (flags or {}).get("events", ()),
+                      extend=add_tasks)
     if not dry_run:
         return options
     from orchard.testing.memory import MemoryStore

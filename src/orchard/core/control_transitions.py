@@ -14,7 +14,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from orchard.core.events import ControlApplied, ControlRequested, OrchardEvent
-from orchard.core.records import ControlRequest
+from orchard.core.model import TaskStatus
+from orchard.core.records import ControlRequest, TaskRecord
 
 if TYPE_CHECKING:
     from orchard.core.journal import Records
@@ -35,6 +36,7 @@ class ControlTransitions:
         def atomic(self, *, durable: bool = False) -> AbstractContextManager[None]: ...
         def run(self) -> RunRecord: ...
         def _emit(self, event: OrchardEvent) -> None: ...
+        def _task_records(self) -> dict[str, TaskRecord]: ...
 
     def control_requested(self, kind: str, data: str, *, detail: str) -> int:
         """Record a request for the run's session (`data`: its JSON, `detail`: the command in words)."""
@@ -50,16 +52,26 @@ class ControlTransitions:
         return self.records.requests(self.run_id, open_only=True)
 
     def control_applied(self, request: ControlRequest, result: str, *, plan: Plan | None = None,
-                        parallel: int | None = None) -> None:
-        """The session carried `request` out; a new `plan` (limits, agents) and `parallel` are the run's from now
-        on, in this session and the next."""
+                        parallel: int | None = None, parent: str | None = None) -> None:
+        """The session carried `request` out; a new `plan` (limits, agents, added tasks, whose `parent` is the task
+        that asked, if one did) and `parallel` are the run's from now on, in this session and the next."""
         with self.atomic(durable=plan is not None):
             now = self._clock()
             self.records.close_request(request.id, result=result, applied_at=now)
             if plan is not None:
+                self._add_task_records(plan, parent)
                 self.records.save_plan(self.run_id, plan)
                 self._plan = plan
             if parallel is not None:
                 self.records.save_run(replace(self.run(), parallel=parallel))
             self._emit(ControlApplied(run_id=self.run_id, ts=now, request=request.id, kind=request.kind,
                                       result=result))
+
+    def _add_task_records(self, plan: Plan, parent: str | None) -> None:
+        """Records for the tasks `plan` has and the run's records do not (they start pending)."""
+        known = self._task_records()
+        new = [TaskRecord(run_id=self.run_id, task_id=t.id, position=i, status=TaskStatus.PENDING, agent=t.agent,
+                          track=t.track, parent=parent) for i, t in enumerate(plan.tasks) if t.id not in known]
+        if new:
+            self.records.add_tasks(new)
+            known.update({t.task_id: t for t in new})

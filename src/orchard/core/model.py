@@ -246,6 +246,8 @@ class Gate:
 
 
 DEFAULT_RETRY_BACKOFF_S = 10.0
+DEFAULT_MAX_ADDED = 100  # tasks `orchard add` may add to one run
+DEFAULT_ADD_DEPTH = 3
 
 
 @dataclass(frozen=True)
@@ -304,6 +306,10 @@ class Plan:
     gate: Gate | None = None  # None: each result merges once its own verify passed
     priority_mode: str = "tiebreak"  # PRIORITY_MODES
     compat: str = "none"  # COMPAT_MODES
+    defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # `defaults:` as written
+    added: tuple[str, ...] = ()  # tasks `orchard add` added to the run, in order (`plan.extend`)
+    max_added_tasks: int = DEFAULT_MAX_ADDED
+    max_add_depth: int = DEFAULT_ADD_DEPTH  # an added task's children's children … at most this deep
     _index: Mapping[str, Task] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
     # Values derived from this plan (ranks, file conflicts …), filled in once by `core.graph`: a Plan never changes.
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -327,6 +333,10 @@ class Plan:
         gate: Gate | None = None,
         priority_mode: str = "tiebreak",
         compat: str = "none",
+        defaults: Mapping[str, Any] | None = None,
+        added: tuple[str, ...] = (),
+        max_added_tasks: int = DEFAULT_MAX_ADDED,
+        max_add_depth: int = DEFAULT_ADD_DEPTH,
     ) -> Plan:
         """Freeze already-validated parts into a Plan (validation lives in `orchard.plan`)."""
         return Plan(
@@ -346,6 +356,10 @@ class Plan:
             gate=gate,
             priority_mode=priority_mode,
             compat=compat,
+            defaults=MappingProxyType(dict(defaults or {})),
+            added=tuple(added),
+            max_added_tasks=max_added_tasks,
+            max_add_depth=max_add_depth,
             _index=MappingProxyType({t.id: t for t in tasks}),
         )
 

@@ -26,6 +26,7 @@ from orchard.core.feedback import INTEGRATION_FAILED
 from orchard.core.graph import file_conflicts, ranks
 from orchard.core.model import NO_LIMITS, Limits, Outcome, Plan, TaskStatus
 from orchard.core.retrying import backoff_s, failure_class, retried
+from orchard.core.scheduler_control import CANCELLED_BY_USER, LiveControl
 from orchard.core.scheduler_io import (
     Action,
     Applied,
@@ -55,13 +56,12 @@ __all__ = ["Action", "Applied", "AttemptEnded", "Cancel", "CancelTasks", "Event"
            "StatusChanged", "Stop", "StopAttempt", "TaskState", "VerifyStarted"]
 
 S = TaskStatus
-CANCELLED_BY_USER = "cancelled by orchard cancel"
 BACKOFF_BASE_S = 60.0
 BACKOFF_CAP_S = 30 * 60.0
 
 
 @dataclass
-class Scheduler:
+class Scheduler(LiveControl):
     """Event-driven decision maker for one run of one plan."""
 
     plan: Plan
@@ -71,21 +71,7 @@ class Scheduler:
 
     def __post_init__(self) -> None:
         self.parallel = max(1, self.parallel)
-        rank = ranks(self.plan)
-        strict = self.plan.priority_mode == "strict"  # priority before the critical path
-        self._key: dict[str, tuple[float, float, int]] = {
-            t.id: (float(-t.priority), -rank[t.id], i) if strict else (-rank[t.id], float(-t.priority), i)
-            for i, t in enumerate(self.plan.tasks)}
-        self._conflicts = file_conflicts(self.plan)
-        self._dependents: dict[str, list[str]] = {t.id: [] for t in self.plan.tasks}
-        for t in self.plan.tasks:
-            for d in t.depends_on:
-                self._dependents[d].append(t.id)
-        self._track_prev: dict[str, str] = {}
-        self._track_next: dict[str, str] = {}
-        for members in self.plan.tracks.values():
-            for before, after in itertools.pairwise(members):
-                self._track_prev[after], self._track_next[before] = before, after
+        self._index_graph()
         self.tasks: dict[str, TaskState] = {t.id: TaskState() for t in self.plan.tasks}
         self.counts: Counter[TaskStatus] = Counter({S.PENDING: len(self.tasks)})  # tasks by status, kept by `_move`
         self._queue: list[tuple[tuple[float, float, int], str]] = []  # sorted QUEUED/PAUSED tasks
@@ -111,6 +97,25 @@ class Scheduler:
         for task_id, r in self.restored.items():
             if task_id in self.tasks:
                 self._restore(task_id, r)
+
+    def _index_graph(self) -> None:
+        """What the scheduler derives from the plan's tasks: sort keys (critical path, priority, plan order), file
+        conflicts, dependents, track order. Again when tasks are added (`orchard add`)."""
+        rank = ranks(self.plan)
+        strict = self.plan.priority_mode == "strict"  # priority before the critical path
+        self._key: dict[str, tuple[float, float, int]] = {
+            t.id: (float(-t.priority), -rank[t.id], i) if strict else (-rank[t.id], float(-t.priority), i)
+            for i, t in enumerate(self.plan.tasks)}
+        self._conflicts = file_conflicts(self.plan)
+        self._dependents: dict[str, list[str]] = {t.id: [] for t in self.plan.tasks}
+        for t in self.plan.tasks:
+            for d in t.depends_on:
+                self._dependents[d].append(t.id)
+        self._track_prev: dict[str, str] = {}
+        self._track_next: dict[str, str] = {}
+        for members in self.plan.tracks.values():
+            for before, after in itertools.pairwise(members):
+                self._track_prev[after], self._track_next[before] = before, after
 
     def _restore(self, task_id: str, r: Restored) -> None:
         st = self.tasks[task_id]
@@ -288,46 +293,6 @@ class Scheduler:
             self._enqueue(ev.task_id, out, reason=f"retry after {reason}")
         else:
             self._finish(ev.task_id, S.FAILED if ev.gate_failed else S.CONFLICT, out, reason=reason)
-
-    def _cancel_tasks(self, ev: CancelTasks, out: list[Action]) -> None:
-        """Cancel the named tasks: waiting ones now, running ones once their attempt has stopped; their dependents
-        are blocked and the rest of the run goes on."""
-        said: list[str] = []
-        for task_id in ev.task_ids:
-            st = self.tasks.get(task_id)
-            if st is None:
-                said.append(f"{task_id}: no such task")
-            elif st.status.waiting or (st.status is S.MERGING and task_id in self._merge_queue):
-                self._dequeue(task_id)
-                self._waits.pop(task_id, None)
-                if task_id in self._merge_queue:
-                    self._merge_queue.remove(task_id)
-                    self._held.discard(task_id)
-                self._finish(task_id, S.CANCELLED, out, reason=CANCELLED_BY_USER)
-                said.append(f"{task_id}: cancelled")
-            elif st.status in (S.RUNNING, S.VERIFYING):
-                self._cancelling.add(task_id)
-                out.append(StopAttempt(task_id))
-                said.append(f"{task_id}: stopping its attempt")
-            else:
-                said.append(f"{task_id}: already {'merging' if st.status is S.MERGING else st.status}, left as is")
-        out.append(Applied(ev.request, "; ".join(said)))
-
-    def _replanned(self, ev: Replanned, out: list[Action]) -> None:
-        """New limits or agents for the same tasks: they apply to the next starts; nothing running is stopped."""
-        self.plan, self.parallel = ev.plan, max(1, ev.parallel)
-        self.spending.plan = ev.plan
-        self._user_paused = self._paused_agents()
-        if self._stopped == "budget_exhausted" and not self.spending.exhausted():
-            self._stopped = None  # a raised budget lets the run go on
-        self._refresh_pauses(out, reason="limits changed")
-        out.append(Applied(ev.request, "; ".join(ev.changes)))
-
-    def _cancel_waiting(self, out: list[Action]) -> None:
-        for task_id, st in self.tasks.items():
-            if st.status in (S.PENDING, S.QUEUED, S.PAUSED):
-                self._dequeue(task_id)
-                self._finish(task_id, S.CANCELLED, out, reason="cancelled", propagate=False)
 
     # ---- transitions ------------------------------------------------------------------------------------------
     def _set(self, task_id: str, status: TaskStatus, out: list[Action], reason: str = "") -> None:

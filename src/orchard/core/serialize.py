@@ -10,6 +10,8 @@ from typing import Any
 
 from orchard.core.model import (
     CODEX_SANDBOXES,
+    DEFAULT_ADD_DEPTH,
+    DEFAULT_MAX_ADDED,
     NO_ENVIRONMENT,
     AgentSpec,
     Environment,
@@ -50,6 +52,10 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "gate": _plain(asdict(plan.gate)) if plan.gate else None,
         "priority_mode": plan.priority_mode,
         "compat": plan.compat,
+        "defaults": _plain(plan.defaults),
+        "added": list(plan.added),
+        "max_added_tasks": plan.max_added_tasks,
+        "max_add_depth": plan.max_add_depth,
         "tracks": {k: list(v) for k, v in plan.tracks.items()},
         "agents": {name: agent_to_dict(a) for name, a in plan.agents.items()},
         "tasks": [_plain(asdict(t)) for t in plan.tasks],
@@ -75,7 +81,10 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
                       limits=Limits(**{k: v for k, v in (data.get("limits") or {}).items() if k in _LIMIT_FIELDS}),
                       preflight=str(data.get("preflight", "auto")), gate=_gate(data.get("gate")),
                       priority_mode=str(data.get("priority_mode", "tiebreak")),
-                      compat=str(data.get("compat", "none")))
+                      compat=str(data.get("compat", "none")), defaults=data.get("defaults") or {},
+                      added=tuple(data.get("added", ())),
+                      max_added_tasks=int(data.get("max_added_tasks", DEFAULT_MAX_ADDED)),
+                      max_add_depth=int(data.get("max_add_depth", DEFAULT_ADD_DEPTH)))
 
 
 def agent_to_dict(agent: AgentSpec) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Live control, pure: what a request (`orchard set`, `orchard agents add`) makes of a run's plan and width.
 
 The CLI checks a request with these functions before it records it, and the run's session applies it with the same
-ones (`runtime.engine`), so a request the CLI accepted cannot mean something else when it is carried out. Only limits
-and agents change; the tasks and their graph stay as the run started them.
+ones (`runtime.engine`), so a request the CLI accepted cannot mean something else when it is carried out. Limits and
+agents change here; tasks are added by `plan.extend` (through an `Extender`), never changed or removed.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from orchard.core.model import AgentSpec, Plan
 from orchard.core.records import ControlRequest
 from orchard.core.serialize import agent_from_dict
 
-CANCEL_TASKS, SET, ADD_AGENT = "cancel_tasks", "set", "add_agent"
+CANCEL_TASKS, SET, ADD_AGENT, ADD_TASKS = "cancel_tasks", "set", "add_agent", "add_tasks"
 RUN_KEYS = ("parallel", "budget_usd")
 AGENT_KEYS = ("max_parallel", "paused")
 
@@ -29,6 +29,31 @@ class Replan:
     plan: Plan
     parallel: int
     changes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Addition:
+    """What `orchard add` makes of a run's plan (`plan.extend`): the plan with the new tasks, which ones they are,
+    and those a repeated request (a resumed parent asking again) had added already."""
+
+    plan: Plan
+    added: tuple[str, ...]
+    already: tuple[str, ...] = ()
+
+    def said(self, parent: str | None) -> str:
+        """What was done, in words (the request's result)."""
+        of = f" (children of {parent})" if parent else ""
+        parts = [f"added {', '.join(self.added)}{of}"] if self.added else []
+        if self.already:
+            parts.append(f"{', '.join(self.already)} added already")
+        return "; ".join(parts) or "nothing to add"
+
+
+class Extender(Protocol):
+    """`plan.extend.add_tasks`, given to a session by its caller (the runtime does not read plans itself)."""
+
+    def __call__(self, plan: Plan, entries: Sequence[Any], *, file: str, parent: str | None = None,
+                 parent_agent: str | None = None, depth: int = 0) -> Addition: ...
 
 
 def split_key(key: str, plan: Plan) -> tuple[str | None, str]:

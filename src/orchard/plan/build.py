@@ -40,6 +40,9 @@ def build(raw: RawPlan) -> Plan:
         gate=settings.gate,
         priority_mode=settings.priority_mode,
         compat=settings.compat or raw.default_compat,
+        defaults=settings.raw_defaults,
+        max_added_tasks=settings.max_added_tasks,
+        max_add_depth=settings.max_add_depth,
     )
 
 

@@ -9,8 +9,10 @@ from typing import Any
 
 from orchard.core.model import (
     COMPAT_MODES,
+    DEFAULT_ADD_DEPTH,
     DEFAULT_GATE_BATCH,
     DEFAULT_GATE_TIMEOUT_S,
+    DEFAULT_MAX_ADDED,
     DEFAULT_PARALLEL,
     NETWORK_MODES,
     NO_ENVIRONMENT,
@@ -28,7 +30,8 @@ from orchard.plan.raw import INVALID, Problems, RawPlan
 
 TOP_LEVEL_KEYS = frozenset({"base", "parallel", "budget_usd", "redact", "sandbox", "network", "environment",
                             "limits", "preflight", "integration_verify", "integration_timeout",
-                            "integration_batch", "priority_mode", "compat", "defaults", "agents", "tracks", "tasks"})
+                            "integration_batch", "priority_mode", "compat", "max_added_tasks", "max_add_depth",
+                            "defaults", "agents", "tracks", "tasks"})
 GATE_KEYS = ("integration_verify", "integration_timeout", "integration_batch")
 LIMIT_KEYS: Mapping[str, Callable[[Any], Any]] = {"max_load": f.load_per_core, "min_free_memory": f.size,
                                                   "min_free_disk": f.size}
@@ -56,6 +59,9 @@ class Settings:
     priority_mode: str = "tiebreak"
     compat: str = ""  # "" where the plan does not say
     defaults: dict[str, Any] = field(default_factory=dict)  # coerced, by plan field name; no 'agent'
+    raw_defaults: dict[str, Any] = field(default_factory=dict)  # the valid ones as written (`Plan.defaults`)
+    max_added_tasks: int = DEFAULT_MAX_ADDED
+    max_add_depth: int = DEFAULT_ADD_DEPTH
     default_agent: str | tuple[str, ...] | None = None
     agents: dict[str, AgentSpec] = field(default_factory=dict)
     declared_agents: set[str] = field(default_factory=set)  # includes agents whose entry is invalid
@@ -95,8 +101,12 @@ def read_settings(raw: RawPlan) -> Settings:
     if config.get("compat") is not None:
         compat = problems.coerce(partial(f.choice, COMPAT_MODES), config["compat"], file, field="compat")
         settings.compat = _valid(compat, "")
+    for key in ("max_added_tasks", "max_add_depth"):
+        if config.get(key) is not None:
+            setattr(settings, key, _valid(problems.coerce(f.at_least(0), config[key], file, field=key),
+                                          getattr(settings, key)))
     settings.agents, settings.declared_agents = read_agents(config.get("agents"), file, problems)
-    _read_defaults(config.get("defaults"), file, problems, settings)
+    read_defaults(config.get("defaults"), file, problems, settings)
     return settings
 
 
@@ -131,7 +141,7 @@ def _read_limits(value: Any, file: str, problems: Problems) -> Limits:
     return Limits(**{key: v for key, v in found.items() if v is not INVALID})
 
 
-def _read_defaults(value: Any, file: str, problems: Problems, settings: Settings) -> None:
+def read_defaults(value: Any, file: str, problems: Problems, settings: Settings) -> None:
     """Coerce `defaults:` into settings.defaults and settings.default_agent."""
     if value is None:
         return
@@ -146,6 +156,7 @@ def _read_defaults(value: Any, file: str, problems: Problems, settings: Settings
         coerced = problems.coerce(coercer, value[key], file, field=f"defaults.{key}")
         if coerced is not INVALID:
             settings.defaults[key] = coerced
+            settings.raw_defaults[key] = value[key]
     agent = settings.defaults.pop("agent", None)
     for name in unknown_agents(agent, settings.declared_agents):
         problems.add(

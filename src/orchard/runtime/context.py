@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from orchard.core.journal import RunJournal
 from orchard.core.model import Outcome, Plan
 from orchard.core.redact import NO_REDACTION, Redactor
+from orchard.core.steering import Extender
 from orchard.runtime.layout import Layout, task_branch
 from orchard.runtime.pool import WorktreePool
 from orchard.runtime.process import kill_group
@@ -105,6 +106,7 @@ class RunContext:
     watch: OutsideWatch | None = None  # set when some agent runs unconfined (`runtime.unconfined`)
     resources: TaskResources = field(default_factory=TaskResources)  # the running tasks' slots and ports
     output_events: bool = False  # every line agents write goes to observers too (`AgentOutput`)
+    extend: Extender | None = None  # reads the tasks `orchard add` adds (`plan.extend`); None: adding is refused
 
     @property
     def run_id(self) -> str:

@@ -37,8 +37,9 @@ from orchard.core.scheduler import (
     TaskState,
     VerifyStarted,
 )
-from orchard.core.steering import CANCEL_TASKS, Replan, replan
-from orchard.errors import DiskFull, GitError
+from orchard.core.steering import ADD_TASKS, CANCEL_TASKS, Replan, replan
+from orchard.errors import DiskFull, GitError, PlanError
+from orchard.runtime.adding import answer, depth_of, request_data, take_outbox_requests
 from orchard.runtime.attempt import run_attempt
 from orchard.runtime.context import RunContext, log
 from orchard.runtime.disk import low_space, out_of_space
@@ -99,6 +100,7 @@ class Engine:
         while True:
             await asyncio.sleep(REQUEST_POLL_S)
             try:
+                await self._take_outboxes()
                 self.take_requests()
             except DiskFull as exc:
                 self._abort(exc)
@@ -116,14 +118,51 @@ class Engine:
                 self.post(CancelTasks(tasks, request.id))
                 continue
             try:
-                change = replan(*self._planned, request)
-            except (ValueError, KeyError, TypeError) as exc:
+                change = self._added(request) if request.kind == ADD_TASKS else replan(*self._planned, request)
+            except (ValueError, KeyError, TypeError, PlanError) as exc:
                 self.requests[request.id] = (request, None)
-                self.ctx.journal.control_applied(request, f"refused: {exc}")
+                self._answer(request, f"refused: {exc}", ok=False)
                 continue
             self.requests[request.id] = (request, change)
             self._planned = (change.plan, change.parallel)
             self.post(Replanned(change.plan, change.parallel, request.id, change.changes))
+
+    def _added(self, request: ControlRequest) -> Replan:
+        """The plan with the tasks an `orchard add` request names (`plan.extend`, given by the session's caller)."""
+        if self.ctx.extend is None:
+            raise ValueError("this session was started without a way to read added tasks")
+        data = json.loads(request.data)
+        plan, parallel = self._planned
+        parent = data.get("parent")
+        addition = self.ctx.extend(plan, data["tasks"], file=str(data.get("file") or "orchard add"), parent=parent,
+                                   parent_agent=plan.task(parent).agent if parent in plan else None,
+                                   depth=depth_of(self.ctx.journal, parent))
+        return Replan(addition.plan, parallel, (addition.said(parent),))
+
+    async def _take_outboxes(self) -> None:
+        """Record the `orchard add` requests running agents left in their outboxes (`runtime.adding`)."""
+        running = [(t, st.attempts) for t, st in self.sched.tasks.items() if st.status in (S.RUNNING, S.VERIFYING)]
+        if not running:
+            return
+        for found in await asyncio.to_thread(take_outbox_requests, self.ctx.layout, self.ctx.run_id, running):
+            if found.problem:
+                answer(found.reply, ok=False, result=f"refused: {found.problem}")
+                continue
+            count = len(found.document.get("tasks") or []) if isinstance(found.document, dict) else 0
+            self.ctx.journal.control_requested(ADD_TASKS, request_data(found),
+                                               detail=f"add {count} task(s), asked by task {found.task_id}")
+
+    def _answer(self, request: ControlRequest, result: str, *, ok: bool, change: Replan | None = None) -> None:
+        """Record what became of a request; an agent's `orchard add` waits for the answer in its outbox."""
+        data = json.loads(request.data) if request.kind == ADD_TASKS else {}
+        if change is None:
+            self.ctx.journal.control_applied(request, result)
+        else:
+            parallel = change.parallel if change.parallel != self.ctx.journal.run().parallel else None
+            self.ctx.journal.control_applied(request, result, plan=change.plan, parallel=parallel,
+                                             parent=data.get("parent"))
+            self.ctx.width = change.parallel
+        answer(data.get("reply"), ok=ok, result=result)
 
     async def _sample(self) -> None:
         """Tell the scheduler what the machine has left, every few seconds while the run lasts."""
@@ -179,12 +218,7 @@ class Engine:
     def _applied(self, action: Applied) -> None:
         """Record what a request did; a new plan and width are the run's from now on."""
         request, change = self.requests.pop(action.request)
-        if change is None:
-            self.ctx.journal.control_applied(request, action.result)
-            return
-        parallel = change.parallel if change.parallel != self.ctx.journal.run().parallel else None
-        self.ctx.journal.control_applied(request, action.result, plan=change.plan, parallel=parallel)
-        self.ctx.width = change.parallel
+        self._answer(request, action.result, ok=True, change=change)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         job = asyncio.ensure_future(coro)

@@ -25,6 +25,7 @@ from orchard.core.journal import Observer, Records
 from orchard.core.model import NO_LIMITS, Limits, Plan, RunStatus
 from orchard.core.redact import Redactor
 from orchard.core.scheduler import RunDone
+from orchard.core.steering import Extender
 from orchard.core.transitions import Journal
 from orchard.errors import DiskFull, GitError, GitTimeout, OrchardError, UngatedTip, UsageError, VcsError
 from orchard.runtime.compat import attach as attach_workstream_files
@@ -87,6 +88,7 @@ class Options:
     log_file: str | None = None  # `compat: workstreams`: the log's path (relative to the repository root)
     output: bool = False  # observers get every line agents write (`AgentOutput`)
     dry_run: bool = False  # the plan's dry run (`runtime.dryrun`), removed at the end; needs `records` (in memory)
+    extend: Extender | None = None  # what reads tasks `orchard add` adds to the live run (`plan.extend.add_tasks`)
 
 
 def open_repo(path: str | Path | None) -> tuple[Repo, Layout]:
@@ -141,10 +143,11 @@ def _forget_legacy_worktrees(repo: Repo, layout: Layout) -> None:
 
 
 def _context(own: OwnRepository, layout: Layout, journal: Journal, *, tip: str, width: int,
-             output: bool = False) -> RunContext:
-    """The session's shared handles (`output`: agents' lines go to the observers too)."""
+             options: Options) -> RunContext:
+    """The session's shared handles (with `options.output`, agents' lines go to the observers too)."""
     return RunContext(own, layout, journal, Integration("refs/heads/" + integration_branch(journal.run_id), tip),
-                      redactor=redactor_for(journal.plan), width=width, output_events=output)
+                      redactor=redactor_for(journal.plan), width=width, output_events=options.output,
+                      extend=options.extend)
 
 
 async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int | None = None,
@@ -178,7 +181,7 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
                                 integration_branch=integration_branch(run_id), parallel=width, pid=os.getpid(),
                                 environment=recordable_environment(os.environ, lambda v: redactor(v) != v))
             create_branch(own.repo, integration_branch(run_id), base_commit)
-            ctx = _context(own, layout, journal, tip=base_commit, width=width, output=options.output)
+            ctx = _context(own, layout, journal, tip=base_commit, width=width, options=options)
             if options.dry_run:
                 ctx.journal.noted(DRY_RUN_NOTE)
             await mirror_or_note(ctx)  # the user sees the run's branch from the start
@@ -220,7 +223,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
             found = trusted_tip(own.repo, run, "refs/heads/" + run.integration_branch,
                                 checked=checked_candidates(journal))
             journal.run_resumed(pid=os.getpid(), integration_tip=found.tip)
-            ctx = _context(own, layout, journal, tip=found.tip, width=run.parallel, output=options.output)
+            ctx = _context(own, layout, journal, tip=found.tip, width=run.parallel, options=options)
             note_collected(ctx, collected)
             note_sandbox(ctx)
             if reaped:

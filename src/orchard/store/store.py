@@ -177,9 +177,12 @@ class Store:
              snapshot, digest, run.parallel, run.started_at, run.pid, run.integration_tip,
              run.environment),
         )
+        self.add_tasks(tasks)
+
+    def add_tasks(self, tasks: Sequence[TaskRecord]) -> None:
         self.conn.executemany(
-            "INSERT INTO tasks (run_id, task_id, position, status, agent, track) VALUES (?, ?, ?, ?, ?, ?)",
-            [(t.run_id, t.task_id, t.position, t.status.value, t.agent, t.track) for t in tasks],
+            "INSERT INTO tasks (run_id, task_id, position, status, agent, track, parent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(t.run_id, t.task_id, t.position, t.status.value, t.agent, t.track, t.parent) for t in tasks],
         )
 
     def _snapshot(self, run_id: str, plan: Plan) -> tuple[str, str]:

@@ -92,6 +92,11 @@ class MemoryStore:
         for task in tasks:
             self._put(self._state.tasks, (task.run_id, task.task_id), task)
 
+    def add_tasks(self, tasks: Sequence[TaskRecord]) -> None:
+        self._write("add_tasks")
+        for task in tasks:
+            self._put(self._state.tasks, (task.run_id, task.task_id), task)
+
     def save_run(self, run: RunRecord) -> None:
         self._write("save_run")
         self.run(run.id)
