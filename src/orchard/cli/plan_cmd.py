@@ -81,21 +81,82 @@ def plan_cmd(ctx: click.Context, plan_path: Path, parallel: int | None, json_mod
 
     root = _repo_root(ctx)
     listed = [pattern for _, pattern in include_lines(root)] if root is not None else []
+    warnings: list[str] = []
+    plan, basis = _learned(root, plan, warnings)  # what `orchard run` would use: the makespan is estimated with it
     data = preview(plan, parallel or plan.parallel, listed)
+    data["estimates"] = {t.id: {"estimate_s": t.estimate_s, "source": t.estimated, "basis": basis.get(t.id, "")}
+                         for t in plan.tasks}
     from orchard.runtime.imports import import_traps, strict_refusal
 
     traps = import_traps(root, plan) if root is not None else []
-    data["warnings"] = [trap.message() for trap in traps]
+    data["warnings"] = warnings + [trap.message() for trap in traps]
+    coupling = _coupling(root, plan, data["warnings"])
+    data["analysis"] = coupling
     if json_mode:
         click.echo(json.dumps(data, indent=2))
     else:
         out = stdout_console()
         out.print(Text.assemble((plan.source, "bold"), f": {data['tasks']} tasks, valid"))
-        for line in text_lines(data) + [f"warning: {w}" for w in data["warnings"]]:
+        for line in text_lines(data) + [f"warning: {w}" for w in data["warnings"]] + _coupling_lines(
+                coupling, str(plan_path)):
             out.print(line, soft_wrap=True)
     if traps and plan.preflight == "strict":
         raise strict_refusal(traps)
     return 0
+
+
+def _learned(root: Path | None, plan: Plan, warnings: list[str]) -> tuple[Plan, dict[str, str]]:
+    """The plan with the estimates the repository's history gives its tasks without one (`core.estimates`)."""
+    from orchard.runtime.estimates import with_history
+    from orchard.runtime.layout import Layout
+    from orchard.store import Store
+
+    db = Layout.for_repo(root).state_db if root is not None else None
+    if db is None or not db.exists():
+        return plan, {}
+    try:
+        store = Store(db)
+    except OrchardError as exc:
+        warnings.append(f"no estimates from history: {exc}")
+        return plan, {}
+    try:
+        return with_history(plan, store)
+    finally:
+        store.close()
+
+
+def _coupling(root: Path | None, plan: Plan, warnings: list[str]) -> dict[str, Any] | None:
+    """`orchard analyze`'s risks as data (`analysis` of `--json`); None outside a repository, or with a warning
+    when the analysis cannot run (a base that names nothing): the preview does not depend on it."""
+    if root is None:
+        return None
+    from orchard.analysis import analyze
+    from orchard.analysis.report import risk_data
+
+    try:
+        found = analyze(plan, root)
+    except OrchardError as exc:
+        warnings.append(f"no coupling analysis: {exc}")
+        return None
+    return {"base": found.base, "history_scanned": found.history_scanned,
+            "risks": [risk_data(r) for r in found.risks]}
+
+
+def _coupling_lines(coupling: Mapping[str, Any] | None, plan_arg: str) -> list[str]:
+    """The short risk section: how many, the first few, where to see them all."""
+    if not coupling or not coupling["risks"]:
+        return []
+    from orchard.analysis.report import RISKS_IN_PLAN
+
+    risks: list[dict[str, Any]] = coupling["risks"]
+    lines = [f"warning: {len(risks)} pair{'s' if len(risks) != 1 else ''} of tasks may conflict (not ordered by "
+             "the plan):"]
+    for risk in risks[:RISKS_IN_PLAN]:
+        first, more = risk["evidence"][0]["text"], len(risk["evidence"]) - 1
+        lines.append(safe_line(f"  {' ↔ '.join(risk['tasks'])}: {first}{f' (+{more} more)' if more else ''}; "
+                               f"fix: {risk['suggestion']}"))
+    lines.append(f"  run `orchard analyze {plan_arg}` for {'all of them' if len(risks) > 1 else 'the evidence'}")
+    return lines
 
 
 def _repo_root(ctx: click.Context) -> Path | None:
@@ -130,6 +191,12 @@ def _schedule_lines(data: Mapping[str, Any]) -> list[str]:
     lines.append(f"critical path: {' → '.join(cp['tasks'])} ({format_duration(cp['length_s'])})")
     lines.append(f"estimated makespan at parallel {data['parallel']}: {format_duration(data['estimated_makespan_s'])}"
                  f" (sequential {format_duration(data['sequential_s'])}, speedup {data['estimated_speedup']}x)")
+    learned = [(t, e) for t, e in data.get("estimates", {}).items() if e["source"] == "history"]
+    if learned:
+        lines.append(f"estimates from history ({len(learned)} task{'s' if len(learned) != 1 else ''}):")
+        lines += [f"  {t}: {format_duration(e['estimate_s'])}, {e['basis']}" for t, e in learned[:LINES_SHOWN]]
+        if len(learned) > LINES_SHOWN:
+            lines.append(f"  … and {len(learned) - LINES_SHOWN} more; --json lists them all")
     overlaps: list[list[str]] = data["file_overlaps"]
     if not overlaps:
         return [*lines, "no declared file overlaps"]

@@ -171,6 +171,7 @@ PRIORITY_MODES = ("tiebreak", "strict")
 # `compat`: `workstreams` also keeps the workstream guide's `.state/orchestration.db` and `logs/orchestrator.log`
 # (`runtime.compat`); the default for a plan read from a workstreams directory, else `none`
 COMPAT_MODES = ("none", "workstreams")
+ESTIMATE_MODES = ("learned", "declared")  # `estimates`: declared turns learning from history off
 GEMINI_APPROVAL_MODES = ("default", "auto_edit", "yolo", "plan")
 PROMPT_VIA = ("file", "stdin", "arg")
 # `context`: what a task's prompt is told of each task it depends on (`core.context`): nothing, the files its merged
@@ -310,6 +311,7 @@ class Plan:
     added: tuple[str, ...] = ()  # tasks `orchard add` added to the run, in order (`plan.extend`)
     max_added_tasks: int = DEFAULT_MAX_ADDED
     max_add_depth: int = DEFAULT_ADD_DEPTH  # an added task's children's children … at most this deep
+    estimates: str = "learned"  # ESTIMATE_MODES: tasks without an `estimate` take one from history (`core.estimates`)
     _index: Mapping[str, Task] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
     # Values derived from this plan (ranks, file conflicts …), filled in once by `core.graph`: a Plan never changes.
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -337,6 +339,7 @@ class Plan:
         added: tuple[str, ...] = (),
         max_added_tasks: int = DEFAULT_MAX_ADDED,
         max_add_depth: int = DEFAULT_ADD_DEPTH,
+        estimates: str = "learned",
     ) -> Plan:
         """Freeze already-validated parts into a Plan (validation lives in `orchard.plan`)."""
         return Plan(
@@ -360,6 +363,7 @@ class Plan:
             added=tuple(added),
             max_added_tasks=max_added_tasks,
             max_add_depth=max_add_depth,
+            estimates=estimates,
             _index=MappingProxyType({t.id: t for t in tasks}),
         )
 

@@ -56,6 +56,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "added": list(plan.added),
         "max_added_tasks": plan.max_added_tasks,
         "max_add_depth": plan.max_add_depth,
+        "estimates": plan.estimates,
         "tracks": {k: list(v) for k, v in plan.tracks.items()},
         "agents": {name: agent_to_dict(a) for name, a in plan.agents.items()},
         "tasks": [_plain(asdict(t)) for t in plan.tasks],
@@ -84,7 +85,8 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
                       compat=str(data.get("compat", "none")), defaults=data.get("defaults") or {},
                       added=tuple(data.get("added", ())),
                       max_added_tasks=int(data.get("max_added_tasks", DEFAULT_MAX_ADDED)),
-                      max_add_depth=int(data.get("max_add_depth", DEFAULT_ADD_DEPTH)))
+                      max_add_depth=int(data.get("max_add_depth", DEFAULT_ADD_DEPTH)),
+                      estimates=str(data.get("estimates", "learned")))
 
 
 def agent_to_dict(agent: AgentSpec) -> dict[str, Any]:

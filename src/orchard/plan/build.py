@@ -43,6 +43,7 @@ def build(raw: RawPlan) -> Plan:
         defaults=settings.raw_defaults,
         max_added_tasks=settings.max_added_tasks,
         max_add_depth=settings.max_add_depth,
+        estimates=settings.estimates,
     )
 
 

@@ -14,6 +14,7 @@ from orchard.core.model import (
     DEFAULT_GATE_TIMEOUT_S,
     DEFAULT_MAX_ADDED,
     DEFAULT_PARALLEL,
+    ESTIMATE_MODES,
     NETWORK_MODES,
     NO_ENVIRONMENT,
     NO_LIMITS,
@@ -31,7 +32,7 @@ from orchard.plan.raw import INVALID, Problems, RawPlan
 TOP_LEVEL_KEYS = frozenset({"base", "parallel", "budget_usd", "redact", "sandbox", "network", "environment",
                             "limits", "preflight", "integration_verify", "integration_timeout",
                             "integration_batch", "priority_mode", "compat", "max_added_tasks", "max_add_depth",
-                            "defaults", "agents", "tracks", "tasks"})
+                            "estimates", "defaults", "agents", "tracks", "tasks"})
 GATE_KEYS = ("integration_verify", "integration_timeout", "integration_batch")
 LIMIT_KEYS: Mapping[str, Callable[[Any], Any]] = {"max_load": f.load_per_core, "min_free_memory": f.size,
                                                   "min_free_disk": f.size}
@@ -62,6 +63,7 @@ class Settings:
     raw_defaults: dict[str, Any] = field(default_factory=dict)  # the valid ones as written (`Plan.defaults`)
     max_added_tasks: int = DEFAULT_MAX_ADDED
     max_add_depth: int = DEFAULT_ADD_DEPTH
+    estimates: str = "learned"
     default_agent: str | tuple[str, ...] | None = None
     agents: dict[str, AgentSpec] = field(default_factory=dict)
     declared_agents: set[str] = field(default_factory=set)  # includes agents whose entry is invalid
@@ -101,6 +103,9 @@ def read_settings(raw: RawPlan) -> Settings:
     if config.get("compat") is not None:
         compat = problems.coerce(partial(f.choice, COMPAT_MODES), config["compat"], file, field="compat")
         settings.compat = _valid(compat, "")
+    if config.get("estimates") is not None:
+        mode = problems.coerce(partial(f.choice, ESTIMATE_MODES), config["estimates"], file, field="estimates")
+        settings.estimates = _valid(mode, "learned")
     for key in ("max_added_tasks", "max_add_depth"):
         if config.get(key) is not None:
             setattr(settings, key, _valid(problems.coerce(f.at_least(0), config[key], file, field=key),

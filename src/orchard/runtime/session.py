@@ -33,6 +33,7 @@ from orchard.runtime.context import Integration, RunContext, note_repaired
 from orchard.runtime.disk import DiskLimits, collect_worktrees, require_free_space
 from orchard.runtime.dryrun import DRY_RUN_NOTE, NOOP, check_dry_run, dry_run_plan, remove_run
 from orchard.runtime.engine import Engine
+from orchard.runtime.estimates import with_history
 from orchard.runtime.gate import checked_candidates
 from orchard.runtime.imports import import_traps, strict_refusal
 from orchard.runtime.integration import note_restored
@@ -162,6 +163,7 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
         traps = import_traps(own.user.root, plan)
         if traps and plan.preflight == "strict":
             raise strict_refusal(traps)
+        plan, _ = with_history(plan, records)  # the scheduler's critical path and the snapshot keep them
         run_id = new_run_id()
         lock = RunLock(layout.lock_file)
         lock.acquire(run_id)
