@@ -47,6 +47,7 @@ RULES: dict[str, Layer] = {
     "store": Layer(_names("core errors store")),
     "ui": Layer(_names("core store errors ui"), third_party=_names("rich")),
     "runtime": Layer(_names("core agents vcs store errors runtime"), third_party=_names("psutil")),
+    "planner": Layer(_names("core errors agents vcs plan runtime planner"), third_party=_names("yaml")),
     "analysis": Layer(_names("core errors vcs analysis"), third_party=_names("yaml")),
     "testing": Layer(_names("core errors testing")),  # the shipped test kit never drives a real run
     "demo": Layer(_names("core errors vcs plan demo")),

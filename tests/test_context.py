@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,7 +109,7 @@ def test_real_claude_design_then_implement_gets_the_designs_result_and_files(
                                      text("Designed the store API: get(key) returns the value; see docs/api.md.")])
         server.add_script("implement", [write_file("store.py", "def get(key):\n    return key\n"),
                                         text("Implemented get.")])
-        tasks = [{"id": "design", "prompt": "Design the store API. [[script:design]]"},
+        tasks: list[dict[str, Any]] = [{"id": "design", "prompt": "Design the store API. [[script:design]]"},
                  {"id": "implement", "prompt": "Implement the API. [[script:implement]]", "depends_on": ["design"]}]
         result = orchard.run(real_plan(tmp_path, "claude", server, tasks), repo=repo)
         assert result.status == "completed", server.problems
@@ -118,3 +119,15 @@ def test_real_claude_design_then_implement_gets_the_designs_result_and_files(
         assert "Designed the store API: get(key) returns the value; see docs/api.md." in prompt
         assert "docs/api.md (+2 -0)" in prompt
     assert HEADING in recorded
+
+
+def test_a_summary_file_that_is_a_link_is_not_followed(
+        repo: Path, tmp_path: Path, write_plan: Callable[[str], Path]) -> None:
+    secret = tmp_path / "private.txt"
+    secret.write_text("the contents of a file the agent points orchard at\n")
+    tasks = (task("sneaky", f"@write s.txt s\n@summary-link {secret}")
+             + task("after", "@write a.txt a", "    depends_on: [sneaky]\n"))
+    result = orchard.run(write_plan(plan_text(tasks)), repo=repo)
+    assert result.status == "completed", result
+    prompt = prompt_of(repo, result.run_id, "after")
+    assert "Its agent left no summary." in prompt and "the contents of a file" not in prompt

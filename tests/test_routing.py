@@ -4,7 +4,7 @@ paused, and records which one ran; a paused preference falls through to the next
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orchard
@@ -24,7 +24,7 @@ def routed_plan(limit_a: int = 1) -> Plan:
     return Plan.build(tasks, agents, parallel=4)
 
 
-def started(actions: list[object]) -> dict[str, str]:
+def started(actions: Sequence[object]) -> dict[str, str]:
     return {a.task_id: a.agent for a in actions if isinstance(a, StartAttempt)}
 
 

@@ -226,6 +226,24 @@ MUTANTS = (
            "        self.records.add_event(AgentOutput(run_id=self.run_id, ts=self._clock(), task=task_id, "
            "attempt=number, stream=stream, line=line), None)\n        self._publish([redacted(AgentOutput(",
            ("tests/test_steering.py::test_events_output_carries_every_stdout_and_stderr_line_in_order_redacted_and_bounded",)),
+    Mutant("an agent's summary is stored and quoted unredacted", "src/orchard/core/transitions.py",
+           "summary=capped_summary(self._redact(exited.summary))", "summary=capped_summary(exited.summary)",
+           ("tests/test_context.py::test_a_command_agents_summary_file_reaches_its_dependents_prompts_unless_context_"
+            "none",)),
+    Mutant("a link an agent left in its outbox is followed", "src/orchard/runtime/outbox.py",
+           "os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK", "os.O_RDONLY | os.O_NONBLOCK",
+           ("tests/test_context.py::test_a_summary_file_that_is_a_link_is_not_followed",)),
+    Mutant("tasks added by added tasks may go as deep as they like", "src/orchard/plan/extend.py",
+           "    if count and parent is not None and depth + 1 > plan.max_add_depth:",
+           "    if False:",
+           ("tests/test_add.py::test_a_looping_agent_is_stopped_at_the_depth_and_count_limits",)),
+    Mutant("a run may be flooded with added tasks", "src/orchard/plan/extend.py",
+           "    if count and len(plan.added) + count > plan.max_added_tasks:",
+           "    if False:",
+           ("tests/test_add.py::test_a_looping_agent_is_stopped_at_the_depth_and_count_limits",)),
+    Mutant("an added task may reuse an id of the run", "src/orchard/plan/extend.py",
+           "        if d.id in plan:\n            problems.add(", "        if False:\n            problems.add(",
+           ("tests/test_add.py::test_the_checks_of_an_addition",)),
 )
 
 

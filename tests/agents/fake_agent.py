@@ -7,6 +7,7 @@ Directives, one per line (TEXT may use \\n for newlines):
   @derive SRC DST PREFIX   write DST = PREFIX + the content of SRC (fails if SRC is missing)
   @print TEXT              print a progress line
   @summary TEXT            write TEXT to $ORCHARD_SUMMARY_FILE (the account of its work its dependents are told)
+  @summary-link TARGET     make $ORCHARD_SUMMARY_FILE a symbolic link to TARGET (hostile: orchard must not follow it)
   @orchard ARGS            run "$ORCHARD_BIN" ARGS (split like a shell; {task} filled in), its output passed on;
                            its exit code is ignored (the log shows it)
   @exit N                  exit with code N now
@@ -111,6 +112,8 @@ def run(line: str, root: Path) -> int | None:
         print(rest, flush=True)
     elif word == "@summary":
         Path(os.environ["ORCHARD_SUMMARY_FILE"]).write_text(rest.replace("\\n", "\n"), encoding="utf-8")
+    elif word == "@summary-link":
+        os.symlink(rest, os.environ["ORCHARD_SUMMARY_FILE"])
     elif word == "@orchard":
         argv = shlex.split(rest.replace("{task}", os.environ["ORCHARD_TASK_ID"]))
         done = subprocess.run([os.environ["ORCHARD_BIN"], *argv], cwd=root, check=False, capture_output=True,

@@ -17,6 +17,7 @@ from orchard.cli.add_cmd import add_cmd
 from orchard.cli.analyze_cmd import analyze_cmd
 from orchard.cli.control_cmds import agents_cmd, cancel_cmd, set_cmd
 from orchard.cli.doctor_cmd import doctor_cmd
+from orchard.cli.draft_cmd import draft_cmd
 from orchard.cli.inspect_cmds import logs_cmd, status_cmd
 from orchard.cli.manage_cmds import clean_cmd, land_cmd
 from orchard.cli.plan_cmd import plan_cmd
@@ -36,7 +37,7 @@ def cli(ctx: click.Context, directory: Path | None) -> None:
     ctx.obj = directory
 
 
-for command in (plan_cmd, analyze_cmd, run_cmd, resume_cmd, retry_cmd, add_cmd, status_cmd, show_cmd,
+for command in (plan_cmd, analyze_cmd, draft_cmd, run_cmd, resume_cmd, retry_cmd, add_cmd, status_cmd, show_cmd,
                 logs_cmd, cancel_cmd, set_cmd, agents_cmd, clean_cmd, land_cmd, demo_cmd, doctor_cmd):
     cli.add_command(command)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from orchard.core.feedback import INTEGRATION_FAILED
@@ -242,12 +242,12 @@ class Scheduler(LiveControl):
         """Keep the slot a result frees for the dependent its merge makes ready, while that merge (starting now)
         runs, when that dependent outranks every queued task: handed to a lesser task, the slot would make the
         critical path wait for it, at every link of a chain (B1)."""
-        if self.plan.gate or self._merging or len(self._merge_queue) > 1:
+        if self.plan.gate or self._merging or len(self._merge_queue) > 1 or not self._queue:
             return  # a merge that waits for others, or a gate's check, can take minutes: the slot is not kept
-        best = self._queue[0][0] if self._queue else None
+        best = self._queue[0][0]
         for d in self._dependents[task_id]:
-            others = all(self.tasks[x].status is S.MERGED for x in self.plan.task(d).depends_on if x != task_id)
-            if others and self.tasks[d].status is S.PENDING and best is not None and self._key[d] < best:
+            if self._key[d] < best and self.tasks[d].status is S.PENDING and all(
+                    self.tasks[x].status is S.MERGED for x in self.plan.task(d).depends_on if x != task_id):
                 self._kept_for = task_id
                 return
 
@@ -385,7 +385,10 @@ class Scheduler(LiveControl):
 
     def _must_wait(self, task_id: str) -> bool:
         """Paused: in its backoff, or every agent it may start on away."""
-        return task_id in self._waits or all(self._away(a) for a in self.plan.task(task_id).choices)
+        if task_id in self._waits:
+            return True
+        task = self.plan.task(task_id)
+        return self._away(task.agent) and all(self._away(a) for a in task.agents)
 
     def _paused_until(self, task_id: str) -> float | None:
         ends = [self._agent_paused[a] for a in self.plan.task(task_id).choices if a in self._agent_paused]
@@ -410,9 +413,11 @@ class Scheduler(LiveControl):
         if task_id in self._waits:
             return None
         choices = self.plan.task(task_id).choices
-        candidates: list[str] = [a for a in choices if not self._away(a)] + [
-            str(fallback) for a in choices if self._away(a) and (spec := self.plan.agents.get(a))
-            for fallback in spec.option("fallback", ())]
+        candidates: Sequence[str] = choices  # the usual case, one agent at work: no list to build per dispatch
+        if len(choices) > 1 or self._away(choices[0]):
+            candidates = [a for a in choices if not self._away(a)] + [
+                str(fallback) for a in choices if self._away(a) and (spec := self.plan.agents.get(a))
+                for fallback in spec.option("fallback", ())]
         for agent in candidates:
             other = self.plan.agents.get(agent)
             limit = other.max_parallel if other and other.max_parallel else self.parallel

@@ -30,6 +30,7 @@ from orchard.vcs.land import LandResult, land
 from orchard.vcs.merge import MergeResult, merge_into
 from orchard.vcs.worktrees import (
     WorktreeInfo,
+    add_detached_worktree,
     add_worktree,
     checkout_status,
     clean_worktree,
@@ -57,6 +58,7 @@ __all__ = [
     "MergeResult",
     "Repo",
     "WorktreeInfo",
+    "add_detached_worktree",
     "add_worktree",
     "branch_exists",
     "branch_ref",

@@ -41,6 +41,12 @@ def add_worktree(repo: Repo, path: Path, branch: str, commit: str) -> None:
     _git(path, "reset", "--quiet", "--hard")
 
 
+def add_detached_worktree(repo: Repo, path: Path, commit: str) -> None:
+    """Create a worktree at `path` with `commit` checked out detached: no branch is made (a scratch checkout)."""
+    with ADMIN_LOCK:
+        _git(repo, "worktree", "add", "--quiet", "--detach", "--", str(path), commit)
+
+
 def move_worktree(repo: Repo, src: Path, dst: Path) -> None:
     """Move a linked worktree (a rename plus git's bookkeeping); `dst` must not exist."""
     dst.parent.mkdir(parents=True, exist_ok=True)
