@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from orchard.testing import FakeModelServer
+
 FAKE_AGENT = Path(__file__).parent / "agents" / "fake_agent.py"
 PYTHON = sys.executable
 
@@ -163,6 +165,24 @@ def _isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / "gitconfig"))
     (home / "gitconfig").write_text("[user]\n\tname = Test User\n\temail = test@example.invalid\n")
+
+
+VENDOR_PREFIXES = ("ANTHROPIC_", "CLAUDE_", "OPENAI_", "CODEX_", "IS_SANDBOX")
+
+
+@pytest.fixture
+def no_real_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a plan's (or an agents file's) entries may point an agent CLI anywhere: the fake server on loopback."""
+    for name in list(os.environ):
+        if name.startswith(VENDOR_PREFIXES):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeModelServer]:
+    """A scripted fake model server on loopback (`orchard.testing.FakeModelServer`)."""
+    with FakeModelServer() as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ and its merge commit, stored per attempt, capped and redacted, shown by `orchard
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,10 @@ import pytest
 import orchard
 from orchard.core.context import HEADING, ChangedFile, ParentResult, capped_summary, parents_section
 from orchard.store import Store
+from orchard.testing import FakeModelServer, text, write_file
 from tests.conftest import Result, run_orchard
 from tests.test_engine_acceptance import plan_text, task
+from tests.test_real_agents_engine import write_plan as real_plan
 
 SECRET = "s3cr3t-value-of-the-token"
 
@@ -96,24 +97,19 @@ def test_the_section_lists_each_parent_and_follows_the_mode() -> None:
     assert parents_section(parents, "none") == "" and parents_section([], "summary") == ""
 
 
+@pytest.mark.usefixtures("no_real_credentials")
 def test_real_claude_design_then_implement_gets_the_designs_result_and_files(
-        repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchard.testing import FakeModelServer, text, write_file
-    from tests.test_real_agents_engine import write_plan as real_plan
-
-    for name in list(os.environ):
-        if name.startswith(("ANTHROPIC_", "CLAUDE_", "OPENAI_", "CODEX_", "IS_SANDBOX")):
-            monkeypatch.delenv(name)
-    with FakeModelServer() as server:
-        server.add_script("design", [write_file("docs/api.md", "# API\nget(key) -> value\n"),
-                                     text("Designed the store API: get(key) returns the value; see docs/api.md.")])
-        server.add_script("implement", [write_file("store.py", "def get(key):\n    return key\n"),
-                                        text("Implemented get.")])
-        tasks: list[dict[str, Any]] = [{"id": "design", "prompt": "Design the store API. [[script:design]]"},
-                 {"id": "implement", "prompt": "Implement the API. [[script:implement]]", "depends_on": ["design"]}]
-        result = orchard.run(real_plan(tmp_path, "claude", server, tasks), repo=repo)
-        assert result.status == "completed", server.problems
-        seen = json.dumps([r.body for r in server.requests_for("implement")])
+        repo: Path, tmp_path: Path, server: FakeModelServer) -> None:
+    server.add_script("design", [write_file("docs/api.md", "# API\nget(key) -> value\n"),
+                                 text("Designed the store API: get(key) returns the value; see docs/api.md.")])
+    server.add_script("implement", [write_file("store.py", "def get(key):\n    return key\n"),
+                                    text("Implemented get.")])
+    tasks: list[dict[str, Any]] = [
+        {"id": "design", "prompt": "Design the store API. [[script:design]]"},
+        {"id": "implement", "prompt": "Implement the API. [[script:implement]]", "depends_on": ["design"]}]
+    result = orchard.run(real_plan(tmp_path, "claude", server, tasks), repo=repo)
+    assert result.status == "completed", server.problems
+    seen = json.dumps([r.body for r in server.requests_for("implement")])
     recorded = prompt_of(repo, result.run_id, "implement")
     for prompt in (recorded, seen):
         assert "Designed the store API: get(key) returns the value; see docs/api.md." in prompt

@@ -10,8 +10,6 @@ out and the sandbox; pure functions cover the prompt and reading the YAML block 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,18 +74,7 @@ tasks:
 """
 
 
-@pytest.fixture(autouse=True)
-def _no_real_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only the agents file may point a CLI anywhere: the fake server on loopback."""
-    for name in list(os.environ):
-        if name.startswith(("ANTHROPIC_", "CLAUDE_", "OPENAI_", "CODEX_", "IS_SANDBOX")):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def server() -> Iterator[FakeModelServer]:
-    with FakeModelServer() as fake:
-        yield fake
+pytestmark = pytest.mark.usefixtures("no_real_credentials")  # only the fake server on loopback
 
 
 def write_agents(path: Path, agents: dict[str, Any]) -> Path:

@@ -8,9 +8,8 @@ retry; claude's max turns; a hung stream → stalled with the process group kill
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +26,7 @@ CODEX_PRICE = {"input_per_mtok": 1.25, "output_per_mtok": 10.0, "cached_input_pe
 SONNET_45 = {"input": 3.0, "output": 15.0, "cache_read": 0.30, "cache_write": 3.75}
 
 
-@pytest.fixture(autouse=True)
-def _no_real_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only the plan's agent entries may point the CLIs anywhere: the fake server on loopback."""
-    for name in list(os.environ):
-        if name.startswith(("ANTHROPIC_", "CLAUDE_", "OPENAI_", "CODEX_", "IS_SANDBOX")):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def server() -> Iterator[FakeModelServer]:
-    with FakeModelServer() as fake:
-        yield fake
+pytestmark = pytest.mark.usefixtures("no_real_credentials")  # only the fake server on loopback
 
 
 def binary(kind: str) -> str:
