@@ -4,10 +4,12 @@ Stdlib only, so every layer may raise these. Agent failures are *values* (`core.
 
     OrchardError                  1   base of everything orchard reports to a user
     ├── UngatedTip                1   landing a gated run whose integration tip did not pass its gate
+    ├── DraftFailed               1   `orchard draft`: no valid plan came of the planner's drafts
     ├── UsageError                2   bad command-line usage or arguments
     ├── PlanError                 2   an invalid plan: every problem, each naming file, task and field
     ├── EnvironmentProblem        3   not a git repository, git too old, disk full …
     │   ├── RepoLocked            3   another live run holds the repository
+    │   ├── NoAnswer              3   an agent's `orchard add` got no answer from its run in time
     │   └── DiskFull              3   no space left mid-run: the run stopped where a resume picks it up
     ├── StoreError                3   the state store
     │   ├── StoreUnreadable       3   cannot be opened or read (permissions, corruption, a newer schema)
@@ -25,6 +27,7 @@ A run's own end (completed, failed, interrupted …) is not an error: its exit c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -142,3 +145,18 @@ class LandRefused(VcsError):
     """Landing was refused: uncommitted changes, the base checked out elsewhere, or a conflict. Nothing changed."""
 
     exit_code = 2
+
+
+class DraftFailed(OrchardError):
+    """No valid plan came of the draft: the planner failed, or its last draft still had problems. Nothing was
+    written. Exit code 1, like a task that failed: the input was fine, the agent's work was not."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, rejected: Sequence[Sequence[str]] = ()) -> None:
+        self.rejected = tuple(tuple(p) for p in rejected)
+        super().__init__(message)
+
+
+class NoAnswer(EnvironmentProblem):
+    """An agent's `orchard add` left its request, and the run's session did not answer in time (it stopped)."""

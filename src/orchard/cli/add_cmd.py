@@ -22,18 +22,12 @@ from orchard.cli.common import stdout_console
 from orchard.cli.control_cmds import _open, _said, run_option
 from orchard.cli.inspect_cmds import open_store
 from orchard.core.steering import ADD_TASKS
-from orchard.errors import OrchardError, UsageError
+from orchard.errors import NoAnswer, UsageError
 from orchard.plan.extend import add_tasks, read_task_files
 from orchard.runtime.adding import REQUEST_SUFFIX, RESULT_SUFFIX
 
 ANSWER_TIMEOUT_S = 60.0  # how long an agent's `orchard add` waits for the session's answer
 ANSWER_POLL_S = 0.1
-
-
-class NoAnswer(OrchardError):
-    """The run's session did not answer an agent's request in time (it may have stopped)."""
-
-    exit_code = 3
 
 
 @click.command("add")

@@ -9,8 +9,9 @@ Nothing of the plan runs.
 draft's check, `planner.agent` one planner turn, `planner.session` the rounds. docs/draft.md has the rules.
 """
 
+from orchard.errors import DraftFailed
 from orchard.planner.config import AgentsConfig, agents_file, choose_planner, read_agents_config, read_only
-from orchard.planner.session import DraftFailed, DraftRequest, DraftResult, draft
+from orchard.planner.session import DraftRequest, DraftResult, draft
 
 __all__ = ["AgentsConfig", "DraftFailed", "DraftRequest", "DraftResult", "agents_file", "choose_planner", "draft",
            "read_agents_config", "read_only"]

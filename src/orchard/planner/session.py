@@ -17,7 +17,7 @@ from orchard import plan as plan_loader
 from orchard.agents import AttemptReport
 from orchard.core.model import AgentSpec, Outcome, Plan
 from orchard.core.safe_text import safe_line
-from orchard.errors import EnvironmentProblem, OrchardError, UsageError
+from orchard.errors import DraftFailed, EnvironmentProblem, UsageError
 from orchard.plan import YAML_SUFFIXES
 from orchard.planner.agent import Turn, ask, confinement_mode, new_run_id
 from orchard.planner.check import Checked, Target, check_draft
@@ -29,17 +29,6 @@ from orchard.vcs import Repo, resolve_commit
 DEFAULT_DRAFTS = 3  # the first draft and up to two revisions
 DEFAULT_MAX_TASKS = 20
 DEFAULT_TIMEOUT_S = 15 * 60.0  # one planner turn
-
-
-class DraftFailed(OrchardError):
-    """No valid plan came of the draft: the planner failed, or its last draft still had problems. Nothing was
-    written. Exit code 1, like a task that failed: the input was fine, the agent's work was not."""
-
-    exit_code = 1
-
-    def __init__(self, message: str, rejected: Sequence[Sequence[str]] = ()) -> None:
-        self.rejected = tuple(tuple(p) for p in rejected)
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
