@@ -22,6 +22,7 @@ from orchard.cli.inspect_cmds import logs_cmd, status_cmd
 from orchard.cli.manage_cmds import clean_cmd, land_cmd
 from orchard.cli.plan_cmd import plan_cmd
 from orchard.cli.run_cmds import demo_cmd, resume_cmd, retry_cmd, run_cmd
+from orchard.cli.runs_cmd import runs_cmd
 from orchard.cli.show_cmd import show_cmd
 from orchard.core.safe_text import safe_text
 from orchard.errors import OrchardError
@@ -37,8 +38,8 @@ def cli(ctx: click.Context, directory: Path | None) -> None:
     ctx.obj = directory
 
 
-for command in (plan_cmd, analyze_cmd, draft_cmd, run_cmd, resume_cmd, retry_cmd, add_cmd, status_cmd, show_cmd,
-                logs_cmd, cancel_cmd, set_cmd, agents_cmd, clean_cmd, land_cmd, demo_cmd, doctor_cmd):
+for command in (plan_cmd, analyze_cmd, draft_cmd, run_cmd, resume_cmd, retry_cmd, add_cmd, runs_cmd, status_cmd,
+                show_cmd, logs_cmd, cancel_cmd, set_cmd, agents_cmd, clean_cmd, land_cmd, demo_cmd, doctor_cmd):
     cli.add_command(command)
 
 
