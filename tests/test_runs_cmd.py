@@ -11,9 +11,11 @@ from tests.test_engine_acceptance import plan_text, task
 
 
 def test_runs_lists_every_run_newest_first_with_its_merged_count(
-        repo: Path, write_plan: Callable[[str], Path]) -> None:
+        repo: Path, tmp_path: Path, write_plan: Callable[[str], Path]) -> None:
+    second_plan = tmp_path / "second.yaml"
+    second_plan.write_text(plan_text(task("b", "@write b.txt b")))
     first = orchard.run(write_plan(plan_text(task("a", "@write a.txt a") + task("bad", "@exit 3"))), repo=repo)
-    second = orchard.run(write_plan(plan_text(task("b", "@write b.txt b")), "second.yaml"), repo=repo)
+    second = orchard.run(second_plan, repo=repo)
     assert (str(first.status), str(second.status)) == ("failed", "completed")
     listed = run_orchard("runs", "--json", cwd=repo)
     assert listed.code == 0, listed.err
