@@ -62,6 +62,12 @@ class TaskStatus(StrEnum):
         return self in FAILED
 
     @property
+    def own_failure(self) -> bool:
+        """It failed by its own work (failed or conflict), not because a dependency did (blocked): what the
+        summary's and the dashboard's `failed` count, beside a separate `blocked` count."""
+        return self in (TaskStatus.FAILED, TaskStatus.CONFLICT)
+
+    @property
     def waiting(self) -> bool:
         """Not started yet in this attempt: waiting for dependencies, a slot or its agent."""
         return self in WAITING

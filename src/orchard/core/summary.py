@@ -30,7 +30,8 @@ def summarize(records: Records, run_id: str, now: float) -> dict[str, Any]:
         "tasks": len(tasks),
         "counts": counts,
         "merged": counts.get(TaskStatus.MERGED.value, 0),
-        "failed": sum(1 for t in tasks if t.status.failed),
+        "failed": sum(1 for t in tasks if t.status.own_failure),  # never blocked: that is its own count
+        "blocked": counts.get(TaskStatus.BLOCKED.value, 0),
         "attempts": len(attempts),
         "wall_s": round(wall, 3),
         "work_s": round(work, 3),
