@@ -31,7 +31,8 @@ TASK_STATUSES = {"pending", "queued", "running", "verifying", "merging", "merged
 RUN_STATUSES = {"running", "completed", "failed", "interrupted", "cancelled"}
 RUN_KEYS = {"id", "status", "base", "integration_branch", "started_at", "finished_at", "held", "checks"}
 TASK_KEYS = {"id", "status", "agent", "attempts", "branch", "started_at", "finished_at", "duration_s", "cost_usd",
-             "tokens_in", "tokens_out", "setup_s", "slot", "port", "gate", "warnings", "error", "parent"}
+             "tokens_in", "tokens_out", "setup_s", "slot", "port", "gate", "warnings", "error", "parent",
+             "merged_commit", "branch_exists"}
 
 
 def plan_text(tasks: str, parallel: int = 2) -> str:
@@ -134,6 +135,8 @@ def check_status_document(doc: dict[str, Any]) -> None:
         assert isinstance(t["cost_usd"], float), f"cost_usd must be a JSON float, got {t['cost_usd']!r}"
         assert isinstance(t["tokens_in"], int) and isinstance(t["tokens_out"], int)
         assert t["error"] is None or (isinstance(t["error"], str) and t["error"])
+        assert (t["merged_commit"] is None) == (t["status"] != "merged"), t
+        assert t["branch_exists"] is None if t["branch"] is None else isinstance(t["branch_exists"], bool), t
 
 
 # ---- status -----------------------------------------------------------------------------------------------------
@@ -150,6 +153,11 @@ def test_status_json_contract_for_named_and_latest_run(runs: TwoRuns) -> None:
     assert tasks["ok"]["status"] == "merged" and tasks["ok"]["attempts"] == 1 and tasks["ok"]["error"] is None
     assert tasks["ok"]["branch"] == f"orchard/{runs.first_id}/task/ok"
     assert tasks["ok"]["duration_s"] is not None and tasks["ok"]["duration_s"] >= 0
+    # the merged change is on the integration branch; the task branch was deleted after merging, and says so
+    merged = tasks["ok"]["merged_commit"]
+    assert re.fullmatch(r"[0-9a-f]{40}", merged)
+    git(runs.repo, "merge-base", "--is-ancestor", merged, first["run"]["integration_branch"])  # raises if not
+    assert tasks["ok"]["branch_exists"] is False and tasks["bad"]["branch_exists"] is True
     assert tasks["bad"]["status"] == "failed" and "exit" in tasks["bad"]["error"]
     assert tasks["after"]["status"] == "blocked" and "bad" in tasks["after"]["error"]
     assert tasks["after"]["attempts"] == 0 and tasks["after"]["started_at"] is None

@@ -188,9 +188,11 @@ def test_cancelled_live_run_ends_cancelled_with_exit_130(
         assert (proc.returncode, run_status(orchard, run_id)) == (130, "cancelled")
 
 
-def test_cancel_an_interrupted_run_cancels_its_waiting_tasks(
+def test_cancel_an_interrupted_run_cancels_its_waiting_tasks_and_resume_queues_them_again(
         orchard: Callable[..., Result], write_plan: Callable[[str], Path], repo: Path) -> None:
-    tasks = task("done", "@write done.txt d") + task("s", "@sleep 30", extra="    depends_on: [done]\n") + task(
+    go = repo.parent / "go"
+    tasks = task("done", "@write done.txt d") + task(
+        "s", f"@wait-for {go} 60\n@write s.txt s", extra="    depends_on: [done]\n") + task(
         "w", "@write w.txt w", extra="    depends_on: [s]\n")
     with live_run(repo, write_plan(plan_text(tasks))) as (proc, run_id, _pgid):
         proc.send_signal(signal.SIGINT)  # Ctrl-C: the run stops and can be resumed
@@ -208,8 +210,13 @@ def test_cancel_an_interrupted_run_cancels_its_waiting_tasks(
     again = orchard("cancel")
     assert_clean_exit(again, 2)
     assert "already cancelled" in again.err
-    resume = orchard("resume")
-    assert_clean_exit(resume, 2)
+    go.touch()
+    resume = orchard("resume")  # a cancelled run goes on: its cancelled tasks are queued again, merged ones stay
+    assert_clean_exit(resume, 0)
+    assert statuses(orchard) == {"done": "merged", "s": "merged", "w": "merged"}
+    assert run_status(orchard) == "completed"
+    attempts = {t["id"]: t["attempts"] for t in orchard("status", "--json").json()["tasks"]}
+    assert attempts["done"] == 1  # never ran again
 
 
 def test_cancel_after_the_orchestrator_died_stops_its_leftover_agents(
@@ -273,6 +280,27 @@ def test_finished_failed_run_retry_refuses_merged_tasks_and_cancel_keeps_final_s
 
 
 # ---- clean ------------------------------------------------------------------------------------------------------
+
+
+def test_clean_finished_cleans_every_finished_run_and_leaves_an_interrupted_one(
+        orchard: Callable[..., Result], write_plan: Callable[[str], Path], repo: Path) -> None:
+    plan = write_plan(plan_text(task("bad", "@write half.txt h\n@exit 1")))
+    finished = [run_id_of(orchard("run", str(plan))) for _ in range(2)]
+    with live_run(repo, write_plan(SLEEPER, "sleeper.yaml")) as (proc, interrupted, _pgid):
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+    assert run_status(orchard, interrupted) == "interrupted"
+    kept = [(repo / ".orchard" / "worktrees" / run / "bad") for run in finished]
+    assert all(path.is_dir() for path in kept)
+
+    assert_clean_exit(orchard("clean", finished[0], "--finished"), 2)
+    cleaned = orchard("clean", "--finished")  # not only the latest (which is the interrupted one)
+    assert_clean_exit(cleaned, 0)
+    assert not any(path.exists() for path in kept)
+    assert not any(b.startswith((f"orchard/{finished[0]}/task/", f"orchard/{finished[1]}/task/"))
+                   for b in branches(repo))
+    assert all(f"run {run}:" in cleaned.out for run in finished) and interrupted not in cleaned.out
+    assert run_status(orchard, interrupted) == "interrupted"
 
 
 def test_clean_removes_kept_worktrees_and_task_branches(

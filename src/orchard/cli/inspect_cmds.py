@@ -20,8 +20,8 @@ from orchard.errors import NotRecorded, UsageError
 from orchard.runtime.layout import Layout
 from orchard.runtime.lock import live_holder
 from orchard.store import Store
-from orchard.ui.report import status_document, status_table, summary_text
-from orchard.vcs import find_repo
+from orchard.ui.report import last_seen, status_document, status_table, summary_text
+from orchard.vcs import find_repo, list_branches
 
 
 def open_store(ctx: click.Context) -> tuple[Layout, Store]:
@@ -46,18 +46,35 @@ def open_store(ctx: click.Context) -> tuple[Layout, Store]:
 @click.pass_context
 def status_cmd(ctx: click.Context, run_id: str | None, json_mode: bool) -> int:
     """Show a run's tasks (default: the latest run)."""
-    _, store = open_store(ctx)
+    layout, store = open_store(ctx)
     try:
-        doc = status_document(store, run_id)
+        run = store.run(run_id)
+        now = _as_of(layout, store, run.id)
+        doc = status_document(store, run.id, branches=_branches(layout, run.id), now=now)
         if json_mode:
             click.echo(json.dumps(doc, indent=2))
             return 0
         out = stdout_console()
         out.print(status_table(doc))
-        out.print(summary_text(summarize(store, doc["run"]["id"], time.time())))
+        out.print(summary_text(summarize(store, run.id, now)))
     finally:
         store.close()
     return 0
+
+
+def _as_of(layout: Layout, store: Store, run_id: str) -> float:
+    """The time a run's figures are taken at: now while a session runs it, else its last sign of life (a session
+    that died left attempts open: they must not grow with the clock)."""
+    if (live_holder(layout.lock_file) or {}).get("run") == run_id:
+        return time.time()
+    return last_seen(store, run_id) or time.time()
+
+
+def _branches(layout: Layout, run_id: str) -> set[str]:
+    """The run's branches that exist in orchard's repository (a merged task's may have been deleted)."""
+    from orchard.cli.manage_cmds import own_repository
+
+    return set(list_branches(own_repository(layout).repo, f"orchard/{run_id}"))
 
 
 @click.command("logs")

@@ -9,6 +9,7 @@ import click
 from orchard.cli.common import stdout_console
 from orchard.cli.inspect_cmds import open_store
 from orchard.core.gate_state import ungated_tip_problem
+from orchard.core.model import RunStatus
 from orchard.errors import UngatedTip, UsageError
 from orchard.runtime.cleanup import clean_run
 from orchard.runtime.layout import Layout
@@ -23,6 +24,10 @@ from orchard.vcs import (
 from orchard.vcs.private import OwnRepository, open_own_repository, publish
 
 
+# Runs no session will continue by itself: `resume` is for interrupted ones (and `retry` brings a finished one back)
+FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.BUDGET_EXHAUSTED, RunStatus.CANCELLED})
+
+
 def own_repository(layout: Layout) -> OwnRepository:
     """orchard's repository beside the user's one whose `.orchard/` is `layout` (found from any worktree)."""
     return open_own_repository(find_repo(layout.root.parent), layout.git_dir)
@@ -31,17 +36,20 @@ def own_repository(layout: Layout) -> OwnRepository:
 @click.command("clean")
 @click.argument("run_id", metavar="[RUN]", required=False)
 @click.option("--all", "all_runs", is_flag=True, help="Clean every run that is not live.")
+@click.option("--finished", is_flag=True,
+              help="Clean every finished run (completed, failed, budget exhausted, cancelled), not only the latest.")
 @click.option("--branches", is_flag=True, help="Also delete the integration branches (their results!).")
 @click.pass_context
-def clean_cmd(ctx: click.Context, run_id: str | None, all_runs: bool, branches: bool) -> int:
+def clean_cmd(ctx: click.Context, /, run_id: str | None, *, all_runs: bool, finished: bool, branches: bool) -> int:
     """Remove the worktrees and task branches a run kept for inspection (default: the latest run); with --all also
     the reusable worktrees parked between runs."""
-    if run_id and all_runs:
-        raise UsageError("give a RUN or --all, not both")
+    if sum((bool(run_id), all_runs, finished)) > 1:
+        raise UsageError("give one of RUN, --all and --finished")
     layout, store = open_store(ctx)
     own = own_repository(layout)
     try:
-        runs = store.runs() if all_runs else [store.run(run_id)]
+        runs = (store.runs() if all_runs else [r for r in store.runs() if r.status in FINISHED] if finished
+                else [store.run(run_id)])
         holder = live_holder(layout.lock_file) or {}
         out = stdout_console()
         for run in runs:

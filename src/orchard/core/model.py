@@ -98,8 +98,9 @@ class RunStatus(StrEnum):
 
     @property
     def resumable(self) -> bool:
-        """`orchard resume` may continue it (a failed run only when something is left to do, or with a retry)."""
-        return self not in (RunStatus.COMPLETED, RunStatus.CANCELLED)
+        """`orchard resume` may continue it (a failed run only when something is left to do, or with a retry; a
+        cancelled one with its cancelled tasks queued again)."""
+        return self is not RunStatus.COMPLETED
 
 
 _RUN_EXIT_CODES = {RunStatus.RUNNING: 0, RunStatus.COMPLETED: 0, RunStatus.FAILED: 1, RunStatus.BUDGET_EXHAUSTED: 1,

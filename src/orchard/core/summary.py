@@ -33,7 +33,8 @@ def summarize(records: Records, run_id: str, now: float) -> dict[str, Any]:
         "failed": sum(1 for t in tasks if t.status.own_failure),  # never blocked: that is its own count
         "blocked": counts.get(TaskStatus.BLOCKED.value, 0),
         "attempts": len(attempts),
-        "wall_s": round(wall, 3),
+        "wall_s": round(wall, 3),  # the sessions' own time: the time between them is not counted
+        "sessions": max(1, sum(1 for kind, _ in marks if kind == "run.started")),
         "work_s": round(work, 3),
         "speedup": round(work / wall, 2) if wall > 0 else 0.0,
         "utilization": round(work / (wall * run.parallel), 3) if wall > 0 and run.parallel else 0.0,

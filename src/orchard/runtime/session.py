@@ -22,7 +22,7 @@ from typing import Any
 from orchard.agents.requirements import recordable_environment
 from orchard.core.gate_state import ungated_tip_problem
 from orchard.core.journal import Observer, Records
-from orchard.core.model import NO_LIMITS, Limits, Plan, RunStatus
+from orchard.core.model import NO_LIMITS, Limits, Plan, RunStatus, TaskStatus
 from orchard.core.redact import Redactor
 from orchard.core.scheduler import RunDone
 from orchard.core.steering import Extender
@@ -217,6 +217,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
         try:
             collected = collect_worktrees(own.repo, layout, limits, run.id)
             journal = open_journal(records, run.id, observers=options.observers)
+            reset = _with_cancelled(journal, reset)
             _check_resumable(journal, reset)
             _workstream_files(journal.plan, journal, own.user, options, ends)
             last_seen = journal.last_event_ts() or time.time()  # when the dead session last did anything
@@ -276,11 +277,20 @@ def _workstream_files(plan: Plan, journal: Journal, repo: Repo, options: Options
         ends.callback(attach_workstream_files(journal, repo.root, repo.git_dir, log_file=options.log_file).close)
 
 
+def _with_cancelled(journal: Journal, reset: tuple[str, ...]) -> tuple[str, ...]:
+    """Resuming a cancelled run queues its cancelled tasks again (what had merged or failed stays so)."""
+    if journal.run().status is not RunStatus.CANCELLED:
+        return reset
+    cancelled = tuple(t.task_id for t in journal.tasks() if t.status is TaskStatus.CANCELLED)
+    return tuple(dict.fromkeys((*reset, *cancelled)))
+
+
 def _check_resumable(journal: Journal, reset: tuple[str, ...]) -> None:
-    """A run can go on unless it completed or was cancelled; a failed one only with a retry or work left."""
+    """A run can go on unless it completed; a failed one only with a retry or work left."""
     status = journal.run().status
     unfinished = any(not t.status.terminal for t in journal.tasks())
-    if not status.resumable or (status is RunStatus.FAILED and not reset and not unfinished):
+    ended = status in (RunStatus.FAILED, RunStatus.CANCELLED)
+    if not status.resumable or (ended and not reset and not unfinished):
         raise UsageError(f"run {journal.run_id} is {status}; nothing to resume")
     check_resettable(journal, reset)
 

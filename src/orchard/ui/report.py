@@ -6,6 +6,7 @@ its control characters made visible; the JSON document stays exact."""
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -23,13 +24,17 @@ from orchard.core.summary import summarize
 from orchard.ui.dashboard import STYLE
 
 
-def status_document(records: Records, run_id: str | None = None) -> dict[str, Any]:
-    """The stable `status --json` document for one run (default: the latest)."""
+def status_document(records: Records, run_id: str | None = None, *, branches: Collection[str] | None = None,
+                    now: float | None = None) -> dict[str, Any]:
+    """The stable `status --json` document for one run (default: the latest).
+
+    `branches`: the branches that exist (`branch_exists` is None where unknown); `now`: the time open attempts
+    count up to (default the clock; for a run whose session died, its last sign of life: see `last_seen`)."""
     run = records.run(run_id)
     by_task: dict[str, list[AttemptRecord]] = {}
     for attempt in records.attempts(run.id):
         by_task.setdefault(attempt.task_id, []).append(attempt)
-    now = time.time()
+    now = time.time() if now is None else now
     summary = summarize(records, run.id, now)
     # each task's standing at the gate, once it began a check (the plan is not read: a tampered snapshot must not
     # stop `status`)
@@ -40,7 +45,6 @@ def status_document(records: Records, run_id: str | None = None) -> dict[str, An
     tasks = []
     for t in records.tasks(run.id):
         attempts = by_task.get(t.task_id, [])
-        end = t.finished_at or (now if t.started_at else None)
         tasks.append({
             "id": t.task_id,
             "status": t.status,
@@ -48,9 +52,11 @@ def status_document(records: Records, run_id: str | None = None) -> dict[str, An
             "parent": t.parent,
             "attempts": t.attempts,
             "branch": t.branch,
+            "branch_exists": (t.branch in branches) if t.branch and branches is not None else None,
+            "merged_commit": t.merged_commit,
             "started_at": iso(t.started_at),
             "finished_at": iso(t.finished_at),
-            "duration_s": round(end - t.started_at, 3) if t.started_at and end else None,
+            "duration_s": _duration_s(attempts, now),
             "cost_usd": round(sum((a.cost_usd for a in attempts), 0.0), 6),
             "tokens_in": sum(a.tokens_in for a in attempts),
             "tokens_out": sum(a.tokens_out for a in attempts),
@@ -68,6 +74,20 @@ def status_document(records: Records, run_id: str | None = None) -> dict[str, An
         "totals": {"cost_usd": summary["cost_usd"], "tokens_in": summary["tokens_in"],
                    "tokens_out": summary["tokens_out"], "agents": summary["agents"]},
     }
+
+
+def _duration_s(attempts: list[AttemptRecord], now: float) -> float | None:
+    """The task's time at work: the sum of its attempts' durations (an open one up to `now`), so the time a run
+    stood still between sessions is never counted; None before its first attempt."""
+    if not attempts:
+        return None
+    return round(sum(max(0.0, (a.finished_at or now) - a.started_at) for a in attempts), 3)
+
+
+def last_seen(records: Records, run_id: str) -> float | None:
+    """When a run last showed a sign of life: its latest event (None without one)."""
+    marks = records.event_times(run_id)
+    return marks[-1][1] if marks else None
 
 
 def _setup_s(attempts: list[AttemptRecord]) -> float | None:
@@ -108,7 +128,8 @@ def summary_text(summary: dict[str, Any]) -> RenderableType:
         Text.assemble(("run ", "bold"), safe_line(summary["run_id"]), " ", (summary["status"], _status_style(summary))),
         Text(f"tasks: {summary['merged']}/{summary['tasks']} merged" + (f", {other}" if other else "")
              + f" · {summary['attempts']} attempts"),
-        Text(f"wall {format_duration(summary['wall_s'])} · work {format_duration(summary['work_s'])} · "
+        Text(f"wall {format_duration(summary['wall_s'])}{_sessions(summary)} · "
+             f"work {format_duration(summary['work_s'])} · "
              f"speedup {summary['speedup']:.2f}x vs sequential · utilization {summary['utilization'] * 100:.0f}% "
              f"of {summary['parallel']} slots"),
         Text(f"cost ${summary['cost_usd']:.4f} · tokens {summary['tokens_in']} in / {summary['tokens_out']} out"),
@@ -126,6 +147,12 @@ def summary_text(summary: dict[str, Any]) -> RenderableType:
         lines.extend(Text(f"  {safe_line(name)}: {a['attempts']} attempts · ${a['cost_usd']:.4f} · "
                           f"{a['tokens_in']} in / {a['tokens_out']} out") for name, a in sorted(agents.items()))
     return Group(*lines)
+
+
+def _sessions(summary: dict[str, Any]) -> str:
+    """How many sessions the wall time adds up, when more than one (the time between them is not in it)."""
+    sessions = summary.get("sessions", 1)
+    return f" in {sessions} sessions (time between them not counted)" if sessions > 1 else ""
 
 
 def _status_style(summary: dict[str, Any]) -> str:
