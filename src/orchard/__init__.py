@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["RunResult", "load_plan", "resume", "resume_async", "run", "run_async"]
+__all__ = ["RunResult", "TaskResult", "load_plan", "resume", "resume_async", "run", "run_async"]
 
 if TYPE_CHECKING:
     from orchard.api import resume, resume_async, run, run_async
     from orchard.plan import load as load_plan
+    from orchard.core.results import TaskResult
     from orchard.runtime.session import RunResult
 
 
@@ -31,4 +32,8 @@ def __getattr__(name: str) -> Any:
         from orchard.runtime.session import RunResult
 
         return RunResult
+    if name == "TaskResult":
+        from orchard.core.results import TaskResult
+
+        return TaskResult
     raise AttributeError(name)

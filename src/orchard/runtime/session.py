@@ -24,6 +24,7 @@ from orchard.core.gate_state import ungated_tip_problem
 from orchard.core.journal import Observer, Records
 from orchard.core.model import NO_LIMITS, Limits, Plan, RunStatus, TaskStatus
 from orchard.core.redact import Redactor
+from orchard.core.results import TaskResult, task_results
 from orchard.core.scheduler import RunDone
 from orchard.core.steering import Extender
 from orchard.core.transitions import Journal
@@ -68,12 +69,27 @@ from orchard.vcs.private import OwnRepository, open_own_repository, remove_stale
 
 @dataclass(frozen=True)
 class RunResult:
-    """How a run ended: its id, final status (whose exit code is the command's), and the summary figures."""
+    """How a run ended: its id, final status (whose exit code is the command's), the summary figures, every
+    task's result in plan order, and with `land`, what landing did ("" when it did not land)."""
 
     run_id: str
     status: RunStatus
     exit_code: int
     summary: dict[str, Any]
+    tasks: tuple[TaskResult, ...] = ()
+    landed: str = ""  # e.g. "landed orchard/<run>/integration on main: fast-forward"
+
+    def task(self, task_id: str) -> TaskResult:
+        """The result of one task (KeyError naming it when the run has none such)."""
+        for result in self.tasks:
+            if result.id == task_id:
+                return result
+        raise KeyError(task_id)
+
+    @property
+    def failed(self) -> tuple[TaskResult, ...]:
+        """The tasks that did not merge (failed, conflict, blocked, cancelled or left waiting)."""
+        return tuple(t for t in self.tasks if not t.merged)
 
 
 @dataclass(frozen=True)
@@ -322,11 +338,12 @@ async def _drive(ctx: RunContext, engine: Engine, options: Options, limits: Disk
     if engine.fatal is not None:
         raise _stopped_by(ctx, engine.fatal)
     status = final_status(ctx, done)
-    refused = await _land(ctx) if options.land and status is RunStatus.COMPLETED else None
+    refused, landed = await _land(ctx) if options.land and status is RunStatus.COMPLETED else (None, "")
     summary = ctx.journal.run_finished(status, reason=done.reason)
     if refused is not None:
         raise refused
-    return RunResult(ctx.run_id, status, status.exit_code, summary)
+    return RunResult(ctx.run_id, status, status.exit_code, summary,
+                     tasks=task_results(ctx.journal.tasks(), ctx.journal.attempts()), landed=landed)
 
 
 @contextlib.contextmanager
@@ -370,23 +387,24 @@ async def _tidy(ctx: RunContext, engine: Engine, limits: DiskLimits) -> None:
         ctx.journal.noted(f"tidying up was cut short by the interrupt: {exc}", level="warning")
 
 
-async def _land(ctx: RunContext) -> OrchardError | None:
+async def _land(ctx: RunContext) -> tuple[OrchardError | None, str]:
     """`--land`: merge the integration branch into the base; a refusal is noted and returned, to raise once the
-    run's end is recorded. A gated run lands only a tip that passed its gate."""
+    run's end is recorded, else what landing did. A gated run lands only a tip that passed its gate."""
     run, gate = ctx.journal.run(), ctx.plan.gate
     problem = gate and ungated_tip_problem(ctx.journal.events(), tip=ctx.integration.tip, base=run.base_commit,
                                            command=shlex.join(gate.verify))
     if problem:
         ctx.journal.noted(f"did not land {run.integration_branch} on {run.base}: {problem}", level="warning")
-        return UngatedTip(f"cannot land run {run.id}: {problem}")
+        return UngatedTip(f"cannot land run {run.id}: {problem}"), ""
     try:
         outcome = await asyncio.to_thread(land, ctx.user_repo, run.integration_branch, run.base,
                                           marker=ctx.layout.land_marker)
     except VcsError as exc:
         ctx.journal.noted(f"did not land {run.integration_branch} on {run.base}: {exc}", level="warning")
-        return exc
-    ctx.journal.noted(f"landed {run.integration_branch} on {run.base}: {outcome}")
-    return None
+        return exc, ""
+    landed = f"landed {run.integration_branch} on {run.base}: {outcome}"
+    ctx.journal.noted(landed)
+    return None, landed
 
 
 def final_status(ctx: RunContext, done: RunDone) -> RunStatus:
