@@ -283,7 +283,7 @@ def test_finished_failed_run_retry_refuses_merged_tasks_and_cancel_keeps_final_s
 
 
 def test_clean_finished_cleans_every_finished_run_and_leaves_an_interrupted_one(
-        orchard: Callable[..., Result], write_plan: Callable[[str], Path], repo: Path) -> None:
+        orchard: Callable[..., Result], write_plan: Callable[..., Path], repo: Path) -> None:
     plan = write_plan(plan_text(task("bad", "@write half.txt h\n@exit 1")))
     finished = [run_id_of(orchard("run", str(plan))) for _ in range(2)]
     with live_run(repo, write_plan(SLEEPER, "sleeper.yaml")) as (proc, interrupted, _pgid):

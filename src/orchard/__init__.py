@@ -13,8 +13,8 @@ __all__ = ["RunResult", "TaskResult", "load_plan", "resume", "resume_async", "ru
 
 if TYPE_CHECKING:
     from orchard.api import resume, resume_async, run, run_async
-    from orchard.plan import load as load_plan
     from orchard.core.results import TaskResult
+    from orchard.plan import load as load_plan
     from orchard.runtime.session import RunResult
 
 

@@ -1,5 +1,6 @@
-"""`orchard doctor`: which agent CLIs are here, their versions, their credentials, whether git is new enough, and
-which include patterns (`.worktreeinclude`, a plan's `environment.include`) name no file to copy."""
+"""`orchard doctor`: which agent CLIs are here, their versions, their credentials, whether git is new enough, which
+of a plan's programs (command agents', verify's) cannot be started, and which include patterns (`.worktreeinclude`,
+a plan's `environment.include`) name no file to copy."""
 
 from __future__ import annotations
 
@@ -97,13 +98,24 @@ def doctor_cmd(ctx: click.Context, plan_path: Path | None, json_mode: bool) -> i
 
         warnings += [{"file": plan.source, "field": "verify", "message": trap.message()}
                      for trap in import_traps(checkout.root, plan)]
-    report: dict[str, Any] = {"git": git, "agents": agents, "warnings": warnings}
-    needed_ok = git["ok"] and (plan_path is None or all(a["ok"] for a in agents))
+    programs = program_reports(checkout, plan) if plan is not None else []
+    report: dict[str, Any] = {"git": git, "agents": agents, "programs": programs, "warnings": warnings}
+    needed_ok = git["ok"] and (plan_path is None or all(a["ok"] for a in agents)) and not programs
     if json_mode:
         click.echo(json.dumps(report, indent=2))
     else:
         _print(report)
     return 0 if needed_ok else 3
+
+
+def program_reports(checkout: Repo | None, plan: Plan) -> list[dict[str, Any]]:
+    """The plan's command-agent, verify and gate programs that cannot be started here (a typo such as `pyhton3`
+    would otherwise show only at run time, as every task's failed verify)."""
+    from orchard.runtime.programs import missing_programs
+
+    root = checkout.root if checkout is not None else Path(plan.source).parent
+    return [{"file": plan.source, "program": m.use.program, "used_by": m.use.what, "problem": m.problem,
+             "message": m.message()} for m in missing_programs(plan, root)]
 
 
 def _checkout(ctx: click.Context) -> Repo | None:
@@ -131,6 +143,8 @@ def _print(report: dict[str, Any]) -> None:
             out.print(f"  install: {a['install']}")
         if a["notes"]:
             out.print(f"  note: {a['notes']}")
+    for program in report["programs"]:
+        out.print(safe_line(f"✗ {program['file']}: {program['message']}"), soft_wrap=True)
     for warning in report["warnings"]:
         where = f"line {warning['line']}" if "line" in warning else warning["field"]
         out.print(safe_line(f"warning: {warning['file']} {where}: {warning['message']}"), soft_wrap=True)

@@ -35,6 +35,7 @@ from orchard.runtime.guardrails import Resolution, guard, resolution_wanted, sta
 from orchard.runtime.outbox import prepare_outbox, read_summary
 from orchard.runtime.parents import parents_context
 from orchard.runtime.process import Supervision, append_log, run_process
+from orchard.runtime.programs import program_problem
 from orchard.runtime.resources import task_variables
 from orchard.runtime.sandbox import box_for, confine, mode_for, sandboxed_exit
 from orchard.runtime.unconfined import OutsideWatch, changed_entries, of_attempt, reap_adopted
@@ -370,12 +371,12 @@ async def _verify(ctx: RunContext, attempt: Attempt, collected: Verdict) -> Verd
                                               f"{shlex.join(task.verify)}]\n"))
     env = attempt_variables(ctx.run_id, task.id, attempt.number, attempt.worktree, attempt.variables)
     inv = confine(Invocation(task.verify, attempt.worktree, env=env), box)
+    base_env = agent_environment(ctx.environ, "", task.verify_env_pass)
     exit_info = await run_process(inv, attempt.log_path, lambda line, _s: tail.add(line),
                                   Supervision(max(0.1, attempt.deadline - time.monotonic()), None,
                                               ctx.processes.grace_s),
                                   on_spawn=lambda pid: ctx.processes.started(task.id, pid),
-                                  base_env=agent_environment(ctx.environ, "", task.verify_env_pass),
-                                  redact=ctx.redactor.bytes, stop=ctx.processes.stop_for(task.id))
+                                  base_env=base_env, redact=ctx.redactor.bytes, stop=ctx.processes.stop_for(task.id))
     exit_info = sandboxed_exit(exit_info) if box else exit_info
     ctx.processes.ended(task.id)
     passed = exit_info.returncode == 0 and not exit_info.spawn_error
@@ -393,6 +394,10 @@ async def _verify(ctx: RunContext, attempt: Attempt, collected: Verdict) -> Verd
     if exit_info.timed_out:
         return verdict(Outcome.TIMEOUT, f"verify timed out: the task's timeout ({task.timeout_s:g}s) bounds the agent "
                                         "and its verify together", collected.end_commit)
+    # a misspelt program reads as such, not as "exit None" (the sandbox's own exit hides which it was)
+    problem = program_problem(task.verify[0], cwd=attempt.worktree, path={**base_env, **env}.get("PATH"))
+    if problem:
+        return verdict(Outcome.VERIFY_FAILED, f"verify program {problem}: {task.verify[0]}", collected.end_commit)
     also = f"; {BASELINE_RED}: it failed on the base too" if red else ""
     return verdict(Outcome.VERIFY_FAILED, f"verify failed (exit {exit_info.returncode}{also})", collected.end_commit)
 

@@ -41,6 +41,7 @@ from orchard.runtime.integration import note_restored
 from orchard.runtime.layout import Layout, integration_branch
 from orchard.runtime.lock import RunLock
 from orchard.runtime.preflight import preflight_owed, run_preflight
+from orchard.runtime.programs import missing_programs, uncommitted_warning
 from orchard.runtime.publish import mirror_or_note
 from orchard.runtime.recovery import (
     check_resettable,
@@ -206,6 +207,7 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
             note_collected(ctx, collected)
             note_sandbox(ctx)
             note_locks(ctx, unlocked)
+            note_checkout(ctx)
             for trap in traps:
                 ctx.journal.noted(trap.message(), level="warning")
             engine = Engine(ctx, width, min_free=limits.min_free, limits=machine)
@@ -314,6 +316,16 @@ def _check_resumable(journal: Journal, reset: tuple[str, ...]) -> None:
 def note_sandbox(ctx: RunContext) -> None:
     """Say when `sandbox: auto` leaves agents unconfined on this machine."""
     for warning in sandbox_warnings(ctx.plan):
+        ctx.journal.noted(warning, level="warning")
+
+
+def note_checkout(ctx: RunContext) -> None:
+    """Before any agent starts: the plan's programs that cannot be started, and files the checkout has that no
+    commit does (the plan's first: tasks start from a commit and will not see them)."""
+    for missing in missing_programs(ctx.plan, ctx.user_repo.root):
+        ctx.journal.noted(missing.message(), level="warning")
+    warning = uncommitted_warning(ctx.user_repo.root, ctx.plan)
+    if warning:
         ctx.journal.noted(warning, level="warning")
 
 

@@ -1,5 +1,6 @@
 """Reads of a commit for analysis (`orchard.analysis`): its paths, the contents of some of its files, and what
-recent commits changed. Three git processes at most, whatever the plan."""
+recent commits changed (three git processes at most, whatever the plan); and what a checkout holds that no commit
+does (`runtime.programs`)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,10 @@ def changed_paths_log(root: Path, commit: str, limit: int, marker: str) -> str:
     own), each commit's id after `marker`, then the paths it changed, NUL-separated."""
     return _git(root, "log", "-z", "--no-merges", "--no-renames", "--name-only", f"--format={marker}%H",
                 f"--max-count={limit}", "--end-of-options", commit, "--").stdout
+
+
+def uncommitted_paths(root: Path) -> list[str]:
+    """The checkout's files that differ from HEAD: modified or added (staged or not) and untracked ones git does
+    not ignore, relative to the root (a rename's new path)."""
+    out = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames").stdout
+    return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
