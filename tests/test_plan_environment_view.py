@@ -43,7 +43,7 @@ def test_plan_shows_each_tasks_environment_and_only_what_differs_for_a_task_with
         "  include: .env",
         "  include from .worktreeinclude: config/local.json",
         "  setup: python -m venv .venv && pip install -e .",
-        "  cached: setup reruns only when pyproject.toml change",
+        "  cached: setup reruns only when pyproject.toml changes",
         "  teardown: docker compose down",
         "  setup_timeout: 2m00s",
         "  keep: .venv",

@@ -249,7 +249,9 @@ def _environment_items(env: Mapping[str, Any]) -> dict[str, str]:
     origin = f" (from {env['source']})" if env["source"] != "plan" else ""
     if env["setup"]:
         items["setup"] = f"setup{origin}: {_commands(env['setup'])}"
-        items["cached"] = (f"cached: setup reruns only when {', '.join(env['setup_inputs'])} change"
+        inputs = env["setup_inputs"]
+        items["cached"] = (f"cached: setup reruns only when {', '.join(inputs)} "
+                           f"change{'s' if len(inputs) == 1 else ''}"
                            if env["cached"] else "setup runs before every attempt (no setup_inputs)")
     if env["teardown"]:
         items["teardown"] = f"teardown{origin}: {_commands(env['teardown'])}"
