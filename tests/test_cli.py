@@ -262,7 +262,8 @@ def test_plain_output_is_timestamped_lines_then_a_summary(runs: TwoRuns) -> None
         assert re.match(r"^\d\d:\d\d:\d\d \S", line), f"not a timestamped line: {line!r}"
     assert any(re.match(r"^\d\d:\d\d:\d\d solo +merged$", line) for line in events)
     assert "speedup" in summary and "1/2 merged" in summary
-    assert "orchard land" in summary
+    assert "did not merge:" in summary and "orchard retry" in summary  # the end screen's next steps
+    assert "orchard land --partial" in summary and "land with" not in summary  # a task failed: only what merged
     assert not runs.second.out.lstrip().startswith("{")
 
 

@@ -4,6 +4,7 @@ Stdlib only, so every layer may raise these. Agent failures are *values* (`core.
 
     OrchardError                  1   base of everything orchard reports to a user
     ├── UngatedTip                1   landing a gated run whose integration tip did not pass its gate
+    ├── NotAllMerged              1   landing a run some of whose tasks did not merge, without `--partial`
     ├── DraftFailed               1   `orchard draft`: no valid plan came of the planner's drafts
     ├── UsageError                2   bad command-line usage or arguments
     ├── PlanError                 2   an invalid plan: every problem, each naming file, task and field
@@ -139,6 +140,11 @@ class RefProblem(VcsError):
 
 class UngatedTip(OrchardError):
     """A gated run's integration tip is not a candidate that passed its gate: it is not landed. Nothing changed."""
+
+
+class NotAllMerged(OrchardError):
+    """`orchard land` of a run some of whose tasks did not merge: its integration branch holds part of the plan's
+    work, landed only when asked (`--partial`). Nothing changed. Exit code 1, like the failed run it is."""
 
 
 class LandRefused(VcsError):

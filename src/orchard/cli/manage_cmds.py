@@ -9,8 +9,9 @@ import click
 from orchard.cli.common import stdout_console
 from orchard.cli.inspect_cmds import open_store
 from orchard.core.gate_state import ungated_tip_problem
+from orchard.core.landing import partial_note, refusal
 from orchard.core.model import RunStatus
-from orchard.errors import UngatedTip, UsageError
+from orchard.errors import NotAllMerged, UngatedTip, UsageError
 from orchard.runtime.cleanup import clean_run
 from orchard.runtime.layout import Layout
 from orchard.runtime.lock import live_holder
@@ -22,7 +23,6 @@ from orchard.vcs import (
     land,
 )
 from orchard.vcs.private import OwnRepository, open_own_repository, publish
-
 
 # Runs no session will continue by itself: `resume` is for interrupted ones (and `retry` brings a finished one back)
 FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.BUDGET_EXHAUSTED, RunStatus.CANCELLED})
@@ -67,15 +67,21 @@ def clean_cmd(ctx: click.Context, /, run_id: str | None, *, all_runs: bool, fini
 
 @click.command("land")
 @click.argument("run_id", metavar="[RUN]", required=False)
+@click.option("--partial", is_flag=True, help="Land a run some of whose tasks did not merge: what merged, only.")
 @click.pass_context
-def land_cmd(ctx: click.Context, run_id: str | None) -> int:
-    """Merge a run's integration branch into its base branch (fast-forward when possible)."""
+def land_cmd(ctx: click.Context, run_id: str | None, partial: bool) -> int:
+    """Merge a run's integration branch into its base branch (fast-forward when possible); a run some of whose
+    tasks did not merge only with --partial."""
     layout, store = open_store(ctx)
     try:
         run = store.run(run_id)
         holder = live_holder(layout.lock_file) or {}
         if holder.get("run") == run.id:
             raise UsageError(f"run {run.id} is still live; land it when it has finished")
+        tasks = store.tasks(run.id)
+        refused = None if partial else refusal(run.id, tasks)
+        if refused:
+            raise NotAllMerged(refused)
         own = own_repository(layout)
         if not branch_exists(own.user, run.base):
             raise UsageError(f"run {run.id} started from '{run.base}', which is not a branch; "
@@ -89,7 +95,10 @@ def land_cmd(ctx: click.Context, run_id: str | None) -> int:
         # orchard's record is what merged: a session that died before publishing it leaves the user's copy behind
         publish(own, {branch_ref(run.integration_branch): tip})
         result = land(own.user, run.integration_branch, run.base, marker=layout.land_marker)
-        stdout_console().print(f"landed {run.integration_branch} on {run.base}: {result}")
+        out = stdout_console()
+        out.print(f"landed {run.integration_branch} on {run.base}: {result}")
+        if note := partial_note(tasks):
+            out.print(note)
     finally:
         store.close()
     return 0

@@ -45,6 +45,10 @@ class OrchardEvent:
 
 @dataclass(frozen=True, kw_only=True)
 class RunStarted(OrchardEvent):
+    """A session of the run starts (`resumed`: a later one); `statuses` is every task's status as it starts (task
+    id → status, in plan order), so a view that joins here (a resumed session's dashboard) counts what earlier
+    sessions merged."""
+
     type: ClassVar[str] = "run.started"
     base: str
     base_commit: str
@@ -52,6 +56,7 @@ class RunStarted(OrchardEvent):
     tasks: int
     parallel: int
     resumed: bool = False
+    statuses: dict[str, TaskStatus] = field(default_factory=dict)
 
     def message(self) -> str:
         verb = "resumed" if self.resumed else "started"
@@ -366,8 +371,8 @@ class RunFinished(OrchardEvent):
 
 
 def redacted(event: OrchardEvent, redact: Callable[[str], str]) -> OrchardEvent:
-    """A copy of `event` with every text field (and every text in a tuple field) passed through `redact`; enum
-    fields are names, not text, and the summary's numbers need none."""
+    """A copy of `event` with every text field (and every text in a tuple field, every task id a `statuses` map
+    names) passed through `redact`; enum fields are names, not text, and the summary's numbers need none."""
     changes: dict[str, Any] = {}
     for f in fields(event):
         value = getattr(event, f.name)
@@ -375,4 +380,6 @@ def redacted(event: OrchardEvent, redact: Callable[[str], str]) -> OrchardEvent:
             changes[f.name] = redact(value)
         elif isinstance(value, tuple) and all(isinstance(v, str) for v in value):
             changes[f.name] = tuple(redact(v) for v in value)
+        elif isinstance(value, dict) and all(isinstance(v, Enum) for v in value.values()):
+            changes[f.name] = {redact(k): v for k, v in value.items()}  # task ids, as the `task` fields are
     return replace(event, **changes)

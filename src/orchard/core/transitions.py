@@ -178,7 +178,8 @@ class Journal(GateTransitions, ControlTransitions):
             self.records.add_run(run, plan, tasks)
             self._plan, self._tasks = plan, {t.task_id: t for t in tasks}
             self._emit(RunStarted(run_id=self.run_id, ts=now, base=base, base_commit=base_commit,
-                                  integration_branch=integration_branch, tasks=len(plan.tasks), parallel=parallel))
+                                  integration_branch=integration_branch, tasks=len(plan.tasks), parallel=parallel,
+                                  statuses={t.task_id: t.status for t in tasks}))
 
     def run_resumed(self, *, pid: int, integration_tip: str) -> None:
         """A new session of an existing run, from the integration tip recovery decided to trust."""
@@ -188,7 +189,8 @@ class Journal(GateTransitions, ControlTransitions):
                                           cancel_requested=False, integration_tip=integration_tip, held=""))
             self._emit(RunStarted(run_id=self.run_id, ts=now, base=run.base, base_commit=run.base_commit,
                                   integration_branch=run.integration_branch, tasks=len(self.plan.tasks),
-                                  parallel=run.parallel, resumed=True))
+                                  parallel=run.parallel, resumed=True,
+                                  statuses={t.task_id: t.status for t in self.tasks()}))
 
     def noted(self, text: str, *, level: str = "info") -> None:
         """A run-level notice: a warning, a restored ref, a landing."""

@@ -86,6 +86,7 @@ class Snapshot:
     notes: list[str] = field(default_factory=list)
     summary: dict[str, Any] | None = None
     status: RunStatus = RunStatus.RUNNING
+    ended: float | None = None  # when the session ended (its `run.finished`, or the dashboard saw it stop)
     held: str = ""  # why new attempts wait for the machine
     gate: GateView | None = None  # the merge gate's line, once it has checked anything
 
@@ -93,13 +94,14 @@ class Snapshot:
         """Fold one event into the snapshot."""
         if isinstance(event, RunStarted):
             self.run_id, self.parallel, self.total, self.started = event.run_id, event.parallel, event.tasks, event.ts
+            self._seed(event)
             return
         if isinstance(event, RunNote | TaskWarning):  # a warning on a task's result is shown like a note
             text = event.text if isinstance(event, RunNote) else f"warning: {event.text.splitlines()[0]}"
             self.notes = [*self.notes[-2:], text]
             return
         if isinstance(event, RunFinished):
-            self.summary, self.status, self.held = event.summary, event.status, ""
+            self.summary, self.status, self.held, self.ended = event.summary, event.status, "", event.ts
             return
         if isinstance(event, RunHeld):
             self.held = event.reason
@@ -113,6 +115,22 @@ class Snapshot:
             return
         view = self.tasks.setdefault(task_id, TaskView(task_id))
         self._apply_task(view, event)
+        self.total = max(self.total, len(self.tasks))  # a task `orchard add` added
+
+    def _seed(self, event: RunStarted) -> None:
+        """Every task's row as the session starts: a resumed session counts what earlier ones merged or failed."""
+        for task_id, status in event.statuses.items():
+            view = self.tasks.setdefault(task_id, TaskView(task_id))
+            view.status = TaskStatus(status)
+            if view.status.terminal:
+                view.finished_at = view.finished_at or event.ts
+                view.activity = view.activity or ("in an earlier session" if event.resumed else "")
+
+    def stopped(self, ts: float) -> None:
+        """The session ended without saying how (an interrupt that escaped it, an error): the last frame shows the
+        run interrupted at `ts`, its clocks stopped there, instead of a run that seems to go on."""
+        if self.ended is None and self.run_id:
+            self.status, self.ended, self.held = RunStatus.INTERRUPTED, ts, ""
 
     def _apply_task(self, view: TaskView, event: OrchardEvent) -> None:
         if isinstance(event, TaskStatusChanged):
@@ -121,8 +139,10 @@ class Snapshot:
                 view.finished_at = event.ts
                 if event.reason:
                     view.activity = event.reason
-            elif event.status is TaskStatus.PAUSED and event.reason:
-                view.activity = event.reason  # "claude rate limited until …"
+            else:
+                view.finished_at = None  # going again: `orchard retry`, or an interrupted attempt waiting anew
+                if event.status is TaskStatus.PAUSED and event.reason:
+                    view.activity = event.reason  # "claude rate limited until …"
         elif isinstance(event, AttemptStarted):
             view.agent, view.attempt, view.attempt_started = event.agent, event.attempt, event.ts
             view.activity = "started"
@@ -137,18 +157,31 @@ class Snapshot:
             if isinstance(event, MergeFinished) and event.result is MergeOutcome.CONFLICT:
                 view.last_outcome = "conflict"
 
+    def views(self) -> list[TaskView]:
+        """The rows as they are now (a copy: the dashboard's refresh thread reads while events arrive)."""
+        return list(self.tasks.values())
+
     def cost(self) -> float:
-        """The run's cost so far."""
-        return sum(t.cost_usd for t in self.tasks.values())
+        """The run's cost so far (in this session)."""
+        return sum(t.cost_usd for t in self.views())
 
     def count(self, which: Callable[[TaskStatus], bool]) -> int:
         """How many tasks have a status `which` accepts."""
-        return sum(1 for t in self.tasks.values() if which(t.status))
+        return sum(1 for t in self.views() if which(t.status))
 
-    def rows(self, recent: int = 6) -> list[TaskView]:
-        """Active tasks first (by start), then the most recently finished."""
-        active = sorted((t for t in self.tasks.values() if t.status.active or t.status is TaskStatus.PAUSED),
-                        key=lambda t: t.attempt_started or 0.0)
-        done = sorted((t for t in self.tasks.values() if t.finished_at is not None),
-                      key=lambda t: t.finished_at or 0.0, reverse=True)[:recent]
-        return active + done
+    def groups(self) -> list[tuple[str, list[TaskView]]]:
+        """The rows in the order the dashboard shows them, by group: the tasks being worked on (by start), those
+        that failed, conflicted or were blocked (own failures first, then by most recent), those waiting (paused,
+        then queued, then pending, in plan order), and those done (merged or cancelled, most recent first). What
+        needs the user comes before what went well; a group the screen cannot hold is cut from its end."""
+        views = self.views()
+        active = sorted((t for t in views if t.status.active), key=lambda t: t.attempt_started or 0.0)
+        failed = sorted((t for t in views if t.status.failed),
+                        key=lambda t: (t.status is TaskStatus.BLOCKED, -(t.finished_at or 0.0)))
+        waiting = sorted((t for t in views if t.status.waiting), key=lambda t: _WAITING_ORDER[t.status])
+        done = sorted((t for t in views if t.status in (TaskStatus.MERGED, TaskStatus.CANCELLED)),
+                      key=lambda t: -(t.finished_at or 0.0))
+        return [("active", active), ("failed", failed), ("waiting", waiting), ("done", done)]
+
+
+_WAITING_ORDER = {TaskStatus.PAUSED: 0, TaskStatus.QUEUED: 1, TaskStatus.PENDING: 2}
