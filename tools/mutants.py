@@ -244,6 +244,13 @@ MUTANTS = (
     Mutant("an added task may reuse an id of the run", "src/orchard/plan/extend.py",
            "        if d.id in plan:\n            problems.add(", "        if False:\n            problems.add(",
            ("tests/test_add.py::test_the_checks_of_an_addition",)),
+    Mutant("a reload changes a merged task", "src/orchard/core/plan_diff.py",
+           "    tasks = [snapshot.task(t.id) if t.id in merged else t for t in current.tasks]",
+           "    tasks = list(current.tasks)",
+           ("tests/test_reload.py::test_changes_are_named_by_kind_and_merged_tasks_never_change",)),
+    Mutant("a task's time grows with the clock while its dead session stands still", "src/orchard/cli/inspect_cmds.py",
+           "    return last_seen(store, run_id) or time.time()", "    return time.time()",
+           ("tests/test_resume_figures.py",)),
 )
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from orchard.cli.common import load_plan, progress_output, repo_dir, stdout_console
+from orchard.cli.reload_opt import reload_option, reloader
 from orchard.errors import UsageError
 from orchard.ui.report import summary_text
 
@@ -80,27 +81,28 @@ def options_of(observers: list[Observer], flags: dict[str, Any] | None = None, *
     return replace(options, dry_run=True, records=MemoryStore())
 
 
-def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any, RunResult]], *,
+def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any, RunResult]], *, repo: Path,
            dry_run: bool = False) -> int:
-    """Run a session coroutine with the chosen progress output; print the summary; return the exit code."""
+    """Run a session coroutine with the chosen progress output; print the end screen (the summary, why each task
+    that did not merge did not, and what to do next: `ui.endscreen`); return the exit code."""
     import asyncio
 
-    from orchard.core.model import RunStatus
+    from orchard.runtime.layout import Layout
+    from orchard.ui.endscreen import final_screen
+    from orchard.vcs import find_repo
 
     with progress_output(json_mode) as observers:
         result = asyncio.run(start(observers))
-    if not json_mode:
-        out = stdout_console()
-        if dry_run:
-            out.print(f"dry run: no agent ran; orchard/{result.run_id}/integration and the run's task branches "
-                      "were removed, and nothing was recorded")
+    if json_mode:
+        return result.exit_code
+    out = stdout_console()
+    if dry_run:  # nothing recorded, nothing to look at, resume or land
+        out.print(f"dry run: no agent ran; orchard/{result.run_id}/integration and the run's task branches "
+                  "were removed, and nothing was recorded")
         out.print(summary_text(result.summary))
-        if dry_run:  # nothing to resume or land
-            return result.exit_code
-        if result.status is RunStatus.INTERRUPTED:
-            out.print(f"resume with: orchard resume {result.run_id}")
-        elif result.status in (RunStatus.COMPLETED, RunStatus.FAILED):
-            out.print(f"results on branch orchard/{result.run_id}/integration; land with: orchard land {result.run_id}")
+        return result.exit_code
+    state_db = Layout.for_repo(find_repo(repo.resolve()).root).state_db
+    out.print(final_screen(state_db, result.summary, landed=result.landed))
     return result.exit_code
 
 
@@ -129,43 +131,50 @@ def run_cmd(ctx: click.Context, /, *, plan_path: Path, parallel: int | None, bas
     limits_of(flags)  # a bad flag is an error before anything starts
     return _drive(json_mode, lambda obs: start_run(directory, plan, parallel=parallel, base=base,
                                                    options=options_of(obs, flags, land=land, dry_run=dry_run)),
-                  dry_run=dry_run)
+                  repo=directory, dry_run=dry_run)
 
 
 @click.command("resume")
 @click.argument("run_id", metavar="[RUN]", required=False)
 @land_option
+@reload_option
 @disk_options
 @log_file_option
 @events_option
 @json_option
 @click.pass_context
-def resume_cmd(ctx: click.Context, /, *, run_id: str | None, land: bool, json_mode: bool, **flags: Any) -> int:
-    """Continue an interrupted run (default: the latest); merged tasks never run again."""
+def resume_cmd(ctx: click.Context, /, *, run_id: str | None, land: bool, reload_plan: bool, json_mode: bool,
+               **flags: Any) -> int:
+    """Continue an interrupted or cancelled run (default: the latest); merged tasks never run again."""
     from orchard.runtime.session import resume_run
 
     directory = repo_dir(ctx)
     limits_of(flags)
-    return _drive(json_mode, lambda obs: resume_run(directory, run_id, options=options_of(obs, flags, land=land)))
+    reload = reloader(ctx, run_id, apply=reload_plan)
+    return _drive(json_mode, lambda obs: resume_run(
+        directory, run_id, options=replace(options_of(obs, flags, land=land), reload=reload)), repo=directory)
 
 
 @click.command("retry")
 @click.argument("task_ids", metavar="TASK...", nargs=-1, required=True)
 @click.option("--run", "run_id", help="The run (default: the latest).")
+@reload_option
 @disk_options
 @log_file_option
 @events_option
 @json_option
 @click.pass_context
-def retry_cmd(ctx: click.Context, /, *, task_ids: tuple[str, ...], run_id: str | None, json_mode: bool,
-              **flags: Any) -> int:
+def retry_cmd(ctx: click.Context, /, *, task_ids: tuple[str, ...], run_id: str | None, reload_plan: bool,
+              json_mode: bool, **flags: Any) -> int:
     """Try failed, conflicted or blocked tasks again (with fresh retries), then finish the run."""
     from orchard.runtime.session import resume_run
 
     directory = repo_dir(ctx)
     limits_of(flags)
+    reload = reloader(ctx, run_id, apply=reload_plan)
     return _drive(json_mode, lambda obs: resume_run(directory, run_id, reset=task_ids,
-                                                    options=options_of(obs, flags)))
+                                                    options=replace(options_of(obs, flags), reload=reload)),
+                  repo=directory)
 
 
 @click.command("demo")
@@ -191,7 +200,7 @@ def demo_cmd(directory: Path | None, json_mode: bool) -> int:
     def start(observers: list[Observer]) -> Coroutine[Any, Any, RunResult]:
         return start_run(repo, plan, options=options_of(observers))
 
-    code = _drive(json_mode, start)
+    code = _drive(json_mode, start, repo=repo)
     if not json_mode:
         stdout_console().print(f"look around: cd {repo} && git log --graph --oneline --all")
     return code

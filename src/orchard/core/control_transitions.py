@@ -1,5 +1,6 @@
 """The run journal's transitions for live control: a request another process makes of a run (`orchard cancel
-TASK`, `orchard set`, `orchard agents add`) and what the run's session did with it.
+TASK`, `orchard set`, `orchard agents add`) and what the run's session did with it; and a plan reloaded from its
+file as a session starts (`--reload`).
 
 A mixin of `core.transitions.Journal`: the same transactions, redaction and events as every other transition. A
 request changes nothing by itself; the session applies it (`runtime.engine`), and a change of limits or agents is
@@ -13,13 +14,14 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from orchard.core.events import ControlApplied, ControlRequested, OrchardEvent
+from orchard.core.events import ControlApplied, ControlRequested, OrchardEvent, RunNote
 from orchard.core.model import TaskStatus
 from orchard.core.records import ControlRequest, TaskRecord
 
 if TYPE_CHECKING:
-    from orchard.core.journal import Records
+    from orchard.core.journal import Counts, Records
     from orchard.core.model import Plan
+    from orchard.core.plan_diff import Reload
     from orchard.core.records import RunRecord
 
 
@@ -37,6 +39,8 @@ class ControlTransitions:
         def run(self) -> RunRecord: ...
         def _emit(self, event: OrchardEvent) -> None: ...
         def _task_records(self) -> dict[str, TaskRecord]: ...
+        def task_cancelled(self, task_id: str, *, counts: Counts | None = None, reason: str = "cancelled") -> None:
+            ...
 
     def control_requested(self, kind: str, data: str, *, detail: str) -> int:
         """Record a request for the run's session (`data`: its JSON, `detail`: the command in words)."""
@@ -66,6 +70,17 @@ class ControlTransitions:
                 self.records.save_run(replace(self.run(), parallel=parallel))
             self._emit(ControlApplied(run_id=self.run_id, ts=now, request=request.id, kind=request.kind,
                                       result=result))
+
+    def plan_reloaded(self, reload: Reload, *, source: str) -> None:
+        """The run goes on with `reload.plan` (`resume --reload`): new tasks get records, tasks removed from the
+        file are cancelled, and the snapshot a later resume reads is the new plan; one transaction, one note."""
+        with self.atomic(durable=True):
+            self._add_task_records(reload.plan, None)
+            self.records.save_plan(self.run_id, reload.plan)
+            self._plan = reload.plan
+            for task_id in reload.cancel:
+                self.task_cancelled(task_id, reason=f"removed from {source}")
+            self._emit(RunNote(run_id=self.run_id, ts=self._clock(), level="info", text=reload.said(source)))
 
     def _add_task_records(self, plan: Plan, parent: str | None) -> None:
         """Records for the tasks `plan` has and the run's records do not (they start pending)."""

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from orchard.core.events import OrchardEvent
 from orchard.core.model import MergeOutcome, Outcome, Plan, RunStatus
+from orchard.core.plan_diff import Reload
 from orchard.core.records import AttemptRecord, ControlRequest, RunRecord, TaskRecord
 
 Observer = Callable[[OrchardEvent], None]
@@ -194,6 +195,8 @@ class RunJournal(Protocol):
 
     def control_applied(self, request: ControlRequest, result: str, *, plan: Plan | None = None,
                         parallel: int | None = None, parent: str | None = None) -> None: ...
+
+    def plan_reloaded(self, reload: Reload, *, source: str) -> None: ...
 
     def run_held(self, reason: str) -> None: ...
 

@@ -2,7 +2,8 @@
 
 The CLI checks a request with these functions before it records it, and the run's session applies it with the same
 ones (`runtime.engine`), so a request the CLI accepted cannot mean something else when it is carried out. Limits and
-agents change here; tasks are added by `plan.extend` (through an `Extender`), never changed or removed.
+agents change here; tasks are added by `plan.extend` (through an `Extender`), and changed or removed only as a
+session starts, from the plan's file (`--reload`, through a `Reloader`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from orchard.core.model import AgentSpec, Plan
+from orchard.core.model import AgentSpec, Plan, TaskStatus
+from orchard.core.plan_diff import Reload
 from orchard.core.records import ControlRequest
 from orchard.core.serialize import agent_from_dict
 
@@ -54,6 +56,16 @@ class Extender(Protocol):
 
     def __call__(self, plan: Plan, entries: Sequence[Any], *, file: str, parent: str | None = None,
                  parent_agent: str | None = None, depth: int = 0) -> Addition: ...
+
+
+class Reloader(Protocol):
+    """`plan.extend.reloader_for`: the plan file as it is now, set over a run's snapshot (`core.plan_diff`), given
+    to a session by its caller; `apply` says whether to take the changes (`--reload`) or only say them."""
+
+    @property
+    def apply(self) -> bool: ...
+
+    def __call__(self, snapshot: Plan, statuses: Mapping[str, TaskStatus]) -> Reload: ...
 
 
 def split_key(key: str, plan: Plan) -> tuple[str | None, str]:

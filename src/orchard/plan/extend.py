@@ -5,18 +5,20 @@ cycle, and the run's limits on added tasks (`max_added_tasks`, `max_add_depth`).
 The same function checks a request in the CLI (exit 2 naming the file, task and field) and applies it in the run's
 session, so what the CLI accepted cannot mean something else later; an agent's request (from inside its sandbox)
 is checked only there. Prompts are inline: the CLI reads a task's `prompt_file` itself before it sends the task.
+And the plan file reloaded over a run's snapshot (`--reload`, `FileReloader`), checked like a new plan.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from orchard.core.model import Plan, Task
+from orchard.core.model import Plan, Task, TaskStatus
+from orchard.core.plan_diff import Reload, reloaded
 from orchard.core.steering import Addition
 from orchard.errors import PlanError, Problem
 from orchard.plan import fields as f
@@ -142,3 +144,19 @@ def _with_tasks(plan: Plan, new: Sequence[Task]) -> Plan:
     tasks = (*plan.tasks, *new)
     return replace(plan, tasks=tasks, tracks=MappingProxyType({k: tuple(v) for k, v in tracks.items()}),
                    added=(*plan.added, *(t.id for t in new)), _index=MappingProxyType({t.id: t for t in tasks}))
+
+
+@dataclass(frozen=True)
+class FileReloader:
+    """A `core.steering.Reloader` of the plan file as loaded now (`current`): the run's snapshot with its changes,
+    checked as a new plan would be (PlanError naming the file, task and field)."""
+
+    current: Plan
+    apply: bool
+
+    def __call__(self, snapshot: Plan, statuses: Mapping[str, TaskStatus]) -> Reload:
+        reload = reloaded(snapshot, self.current, statuses)
+        problems = validate_graph(reload.plan)
+        if problems:
+            raise PlanError([replace(p, file=self.current.source) for p in problems])
+        return reload

@@ -30,6 +30,7 @@ from orchard.core.journal import RunJournal
 from orchard.core.model import RunStatus, TaskStatus
 from orchard.core.records import RunRecord, TaskRecord
 from orchard.core.scheduler import Restored
+from orchard.core.steering import Reloader
 from orchard.errors import UsageError
 from orchard.runtime.attempt import attempt_variables
 from orchard.runtime.context import RunContext
@@ -225,3 +226,20 @@ def settle(ctx: RunContext) -> str | None:
         if task.status is S.MERGED and leftover:
             tidy(ctx, task.task_id)
     return moved
+
+
+def reload_plan(journal: RunJournal, reloader: Reloader | None, reset: tuple[str, ...]) -> tuple[str, ...]:
+    """A resume's look at the plan file: what changed since the run's snapshot is said, or with `--reload` taken
+    (`core.plan_diff`); returns the tasks to reset, less those the reload cancelled."""
+    if reloader is None:
+        return reset
+    source = journal.plan.source
+    reload = reloader(journal.plan, {t.task_id: t.status for t in journal.tasks()})
+    if reload.changes.empty:
+        return reset
+    if not reloader.apply:
+        journal.noted(f"{source} changed since the run started: {reload.changes.summary()}; `--reload` takes the "
+                      "changes for the tasks that have not merged", level="warning")
+        return reset
+    journal.plan_reloaded(reload, source=source)
+    return tuple(t for t in reset if t not in reload.cancel)

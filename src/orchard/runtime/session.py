@@ -26,7 +26,7 @@ from orchard.core.model import NO_LIMITS, Limits, Plan, RunStatus, TaskStatus
 from orchard.core.redact import Redactor
 from orchard.core.results import TaskResult, task_results
 from orchard.core.scheduler import RunDone
-from orchard.core.steering import Extender
+from orchard.core.steering import Extender, Reloader
 from orchard.core.transitions import Journal
 from orchard.errors import DiskFull, GitError, GitTimeout, OrchardError, UngatedTip, UsageError, VcsError
 from orchard.runtime.compat import attach as attach_workstream_files
@@ -47,6 +47,7 @@ from orchard.runtime.recovery import (
     check_resettable,
     reap_orphans,
     reconcile,
+    reload_plan,
     settle,
     tear_down_left,
     trusted_tip,
@@ -107,6 +108,7 @@ class Options:
     output: bool = False  # observers get every line agents write (`AgentOutput`)
     dry_run: bool = False  # the plan's dry run (`runtime.dryrun`), removed at the end; needs `records` (in memory)
     extend: Extender | None = None  # what reads tasks `orchard add` adds to the live run (`plan.extend.add_tasks`)
+    reload: Reloader | None = None  # resume/retry: the plan file as it is now (`plan.extend.FileReloader`)
 
 
 def open_repo(path: str | Path | None) -> tuple[Repo, Layout]:
@@ -235,7 +237,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
         try:
             collected = collect_worktrees(own.repo, layout, limits, run.id)
             journal = open_journal(records, run.id, observers=options.observers)
-            reset = _with_cancelled(journal, reset)
+            reset = reload_plan(journal, options.reload, _with_cancelled(journal, reset))
             _check_resumable(journal, reset)
             _workstream_files(journal.plan, journal, own.user, options, ends)
             last_seen = journal.last_event_ts() or time.time()  # when the dead session last did anything
@@ -308,7 +310,9 @@ def _check_resumable(journal: Journal, reset: tuple[str, ...]) -> None:
     status = journal.run().status
     unfinished = any(not t.status.terminal for t in journal.tasks())
     ended = status in (RunStatus.FAILED, RunStatus.CANCELLED)
-    if not status.resumable or (ended and not reset and not unfinished):
+    # a failed run none of whose tasks failed any more (a reload cancelled them) goes on, to end as it now stands
+    settled = not any(t.status.failed for t in journal.tasks()) and status is RunStatus.FAILED
+    if not status.resumable or (ended and not reset and not unfinished and not settled):
         raise UsageError(f"run {journal.run_id} is {status}; nothing to resume")
     check_resettable(journal, reset)
 
