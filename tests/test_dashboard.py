@@ -39,11 +39,11 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def started(ids: list[str], *, parallel: int = 4, statuses: dict[str, TaskStatus] | None = None,
-            resumed: bool = False) -> Snapshot:
+            resumed: bool = False, cost_usd: float = 0.0) -> Snapshot:
     snap = Snapshot()
     snap.apply(RunStarted(run_id=RUN, ts=T0, base="main", base_commit="0" * 40, integration_branch="i",
                           tasks=len(ids), parallel=parallel, resumed=resumed,
-                          statuses=statuses or dict.fromkeys(ids, S.PENDING)))
+                          statuses=statuses or dict.fromkeys(ids, S.PENDING), cost_usd=cost_usd))
     return snap
 
 
@@ -183,9 +183,10 @@ def test_the_last_frame_after_an_interrupt_is_the_current_state() -> None:
 
 def test_a_resumed_session_counts_what_earlier_sessions_did() -> None:
     statuses = {"a": S.MERGED, "b": S.MERGED, "f": S.FAILED, "s": S.RUNNING, "w": S.PENDING}
-    snap = started(list(statuses), statuses=statuses, resumed=True)
+    snap = started(list(statuses), statuses=statuses, resumed=True, cost_usd=1.25)
     queue = shown(snap, T0 + 1)[0]
     assert "merged 2/5" in queue and "failed 1" in queue and "waiting 1" in queue
+    assert "$1.25" in queue  # what earlier sessions spent counts too
     assert "in an earlier session" in "\n".join(shown(snap, T0 + 1))
 
 

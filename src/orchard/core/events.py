@@ -46,8 +46,8 @@ class OrchardEvent:
 @dataclass(frozen=True, kw_only=True)
 class RunStarted(OrchardEvent):
     """A session of the run starts (`resumed`: a later one); `statuses` is every task's status as it starts (task
-    id → status, in plan order), so a view that joins here (a resumed session's dashboard) counts what earlier
-    sessions merged."""
+    id → status, in plan order) and `cost_usd` what its attempts cost so far, so a view that joins here (a
+    resumed session's dashboard) counts what earlier sessions merged and spent."""
 
     type: ClassVar[str] = "run.started"
     base: str
@@ -57,6 +57,7 @@ class RunStarted(OrchardEvent):
     parallel: int
     resumed: bool = False
     statuses: dict[str, TaskStatus] = field(default_factory=dict)
+    cost_usd: float = 0.0
 
     def message(self) -> str:
         verb = "resumed" if self.resumed else "started"

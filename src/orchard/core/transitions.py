@@ -190,7 +190,8 @@ class Journal(GateTransitions, ControlTransitions):
             self._emit(RunStarted(run_id=self.run_id, ts=now, base=run.base, base_commit=run.base_commit,
                                   integration_branch=run.integration_branch, tasks=len(self.plan.tasks),
                                   parallel=run.parallel, resumed=True,
-                                  statuses={t.task_id: t.status for t in self.tasks()}))
+                                  statuses={t.task_id: t.status for t in self.tasks()},
+                                  cost_usd=round(sum((a.cost_usd for a in self.attempts()), 0.0), 6)))
 
     def noted(self, text: str, *, level: str = "info") -> None:
         """A run-level notice: a warning, a restored ref, a landing."""

@@ -89,11 +89,13 @@ class Snapshot:
     ended: float | None = None  # when the session ended (its `run.finished`, or the dashboard saw it stop)
     held: str = ""  # why new attempts wait for the machine
     gate: GateView | None = None  # the merge gate's line, once it has checked anything
+    earlier_cost: float = 0.0  # what the run's earlier sessions spent (`RunStarted.cost_usd`)
 
     def apply(self, event: OrchardEvent) -> None:
         """Fold one event into the snapshot."""
         if isinstance(event, RunStarted):
             self.run_id, self.parallel, self.total, self.started = event.run_id, event.parallel, event.tasks, event.ts
+            self.earlier_cost = event.cost_usd
             self._seed(event)
             return
         if isinstance(event, RunNote | TaskWarning):  # a warning on a task's result is shown like a note
@@ -162,8 +164,8 @@ class Snapshot:
         return list(self.tasks.values())
 
     def cost(self) -> float:
-        """The run's cost so far (in this session)."""
-        return sum(t.cost_usd for t in self.views())
+        """The run's cost so far (earlier sessions' too)."""
+        return self.earlier_cost + sum(t.cost_usd for t in self.views())
 
     def count(self, which: Callable[[TaskStatus], bool]) -> int:
         """How many tasks have a status `which` accepts."""
