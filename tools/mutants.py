@@ -151,7 +151,7 @@ MUTANTS = (
            'return env.get("ORCHARD_RUN_ID") == run_id',
            ("tests/test_cli_manage.py::test_cancel_after_the_orchestrator_died_stops_its_leftover_agents",)),
     Mutant("verify gets orchard's whole environment", "src/orchard/runtime/attempt.py",
-           'base_env=agent_environment(ctx.environ, "", task.verify_env_pass),', "base_env=None,",
+           'base_env = agent_environment(ctx.environ, "", task.verify_env_pass)', "base_env = dict(os.environ)",
            ("tests/test_security.py::test_verify_gets_the_allowlisted_environment_and_only_the_secrets_the_plan_"
             "passes",)),
     Mutant("migration 2 leaves integration_tip empty", "src/orchard/store/schema.py",
