@@ -16,11 +16,13 @@ from rich.text import Text
 from orchard.cli.add_cmd import add_cmd
 from orchard.cli.analyze_cmd import analyze_cmd
 from orchard.cli.control_cmds import agents_cmd, cancel_cmd, set_cmd
+from orchard.cli.diff_cmd import diff_cmd
 from orchard.cli.doctor_cmd import doctor_cmd
 from orchard.cli.draft_cmd import draft_cmd
 from orchard.cli.inspect_cmds import logs_cmd, status_cmd
 from orchard.cli.manage_cmds import clean_cmd, land_cmd
 from orchard.cli.plan_cmd import plan_cmd
+from orchard.cli.report_cmd import report_cmd
 from orchard.cli.run_cmds import demo_cmd, resume_cmd, retry_cmd, run_cmd
 from orchard.cli.runs_cmd import runs_cmd
 from orchard.cli.show_cmd import show_cmd
@@ -39,7 +41,8 @@ def cli(ctx: click.Context, directory: Path | None) -> None:
 
 
 for command in (plan_cmd, analyze_cmd, draft_cmd, run_cmd, resume_cmd, retry_cmd, add_cmd, runs_cmd, status_cmd,
-                show_cmd, logs_cmd, cancel_cmd, set_cmd, agents_cmd, clean_cmd, land_cmd, demo_cmd, doctor_cmd):
+                show_cmd, diff_cmd, report_cmd, logs_cmd, cancel_cmd, set_cmd, agents_cmd, clean_cmd, land_cmd,
+                demo_cmd, doctor_cmd):
     cli.add_command(command)
 
 

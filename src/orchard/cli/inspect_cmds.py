@@ -16,7 +16,7 @@ import click
 from orchard.cli.common import repo_dir, stdout_console
 from orchard.core.safe_text import safe_text
 from orchard.core.summary import summarize
-from orchard.errors import NotRecorded, UsageError
+from orchard.errors import NotRecorded, OrchardError, UsageError
 from orchard.runtime.layout import Layout
 from orchard.runtime.lock import live_holder
 from orchard.store import Store
@@ -49,7 +49,7 @@ def status_cmd(ctx: click.Context, run_id: str | None, json_mode: bool) -> int:
     layout, store = open_store(ctx)
     try:
         run = store.run(run_id)
-        now = _as_of(layout, store, run.id)
+        now = as_of(layout, store, run.id)
         doc = status_document(store, run.id, branches=_branches(layout, run.id), now=now)
         if json_mode:
             click.echo(json.dumps(doc, indent=2))
@@ -62,7 +62,7 @@ def status_cmd(ctx: click.Context, run_id: str | None, json_mode: bool) -> int:
     return 0
 
 
-def _as_of(layout: Layout, store: Store, run_id: str) -> float:
+def as_of(layout: Layout, store: Store, run_id: str) -> float:
     """The time a run's figures are taken at: now while a session runs it, else its last sign of life (a session
     that died left attempts open: they must not grow with the clock)."""
     if (live_holder(layout.lock_file) or {}).get("run") == run_id:
@@ -70,11 +70,15 @@ def _as_of(layout: Layout, store: Store, run_id: str) -> float:
     return last_seen(store, run_id) or time.time()
 
 
-def _branches(layout: Layout, run_id: str) -> set[str]:
-    """The run's branches that exist in orchard's repository (a merged task's may have been deleted)."""
+def _branches(layout: Layout, run_id: str) -> set[str] | None:
+    """The run's branches that exist in orchard's repository (a merged task's may have been deleted); None when
+    that repository cannot be read (`status` still shows the rest)."""
     from orchard.cli.manage_cmds import own_repository
 
-    return set(list_branches(own_repository(layout).repo, f"orchard/{run_id}"))
+    try:
+        return set(list_branches(own_repository(layout).repo, f"orchard/{run_id}"))
+    except OrchardError:
+        return None
 
 
 @click.command("logs")

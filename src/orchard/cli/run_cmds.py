@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from orchard.core.journal import Observer
     from orchard.core.model import Limits
     from orchard.runtime.disk import DiskLimits
+    from orchard.runtime.layout import Layout
     from orchard.runtime.session import Options, RunResult
 
 json_option = click.option("--json", "json_mode", is_flag=True, help="Print NDJSON events instead of a dashboard.")
@@ -93,17 +94,33 @@ def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any
 
     with progress_output(json_mode) as observers:
         result = asyncio.run(start(observers))
-    if json_mode:
-        return result.exit_code
     out = stdout_console()
     if dry_run:  # nothing recorded, nothing to look at, resume or land
-        out.print(f"dry run: no agent ran; orchard/{result.run_id}/integration and the run's task branches "
-                  "were removed, and nothing was recorded")
-        out.print(summary_text(result.summary))
+        if not json_mode:
+            out.print(f"dry run: no agent ran; orchard/{result.run_id}/integration and the run's task branches "
+                      "were removed, and nothing was recorded")
+            out.print(summary_text(result.summary))
         return result.exit_code
-    state_db = Layout.for_repo(find_repo(repo.resolve()).root).state_db
-    out.print(final_screen(state_db, result.summary, landed=result.landed))
+    layout = Layout.for_repo(find_repo(repo.resolve()).root)
+    report = _report(layout, result.run_id)
+    if json_mode:
+        return result.exit_code
+    out.print(final_screen(layout.state_db, result.summary, landed=result.landed))
+    if report is not None:
+        out.print(f"report: {report}")
     return result.exit_code
+
+
+def _report(layout: Layout, run_id: str) -> Path | None:
+    """The run's HTML report, written as the session ends; a report that cannot be made is said, never fatal."""
+    from orchard.cli.report_cmd import write_run_report
+    from orchard.errors import OrchardError
+
+    try:
+        return write_run_report(layout, run_id)
+    except (OrchardError, OSError) as exc:
+        click.echo(f"warning: the run's report was not written: {exc}", err=True)
+        return None
 
 
 @click.command("run")

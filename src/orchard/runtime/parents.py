@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 
 from orchard.core.context import ChangedFile, ParentResult, parents_section
-from orchard.core.model import Outcome, Task
+from orchard.core.model import Task
 from orchard.core.records import AttemptRecord
 from orchard.errors import GitError
+from orchard.runtime.changes import change_range, merged_attempt
 from orchard.runtime.context import RunContext
 from orchard.vcs import Repo
-from orchard.vcs.lines import diff_numstat, first_parent
+from orchard.vcs.lines import diff_numstat
 
 
 async def parents_context(ctx: RunContext, task: Task) -> str:
@@ -21,7 +22,7 @@ async def parents_context(ctx: RunContext, task: Task) -> str:
     found = []
     for dep in task.depends_on:  # the journal is read here, on the loop; git in a worker thread
         record = ctx.journal.task(dep)
-        done = _merged_attempt(ctx.journal.attempts(dep))
+        done = merged_attempt(ctx.journal.attempts(dep))
         commit = record.merged_commit
         files = await asyncio.to_thread(_changed_files, ctx.git, commit, done)
         name = ctx.plan.task(dep).name if dep in ctx.plan else None
@@ -30,22 +31,12 @@ async def parents_context(ctx: RunContext, task: Task) -> str:
     return parents_section(found, task.context)
 
 
-def _merged_attempt(attempts: list[AttemptRecord]) -> AttemptRecord | None:
-    """The attempt whose result merged: the task's last successful one."""
-    return next((a for a in reversed(attempts) if a.outcome is Outcome.SUCCESS), None)
-
-
 def _changed_files(git: Repo, commit: str | None, attempt: AttemptRecord | None) -> tuple[ChangedFile, ...]:
-    """What the merge commit changed on the integration branch (against its first parent); for a result that was
-    merged without a merge commit, what its attempt changed against its start."""
+    """What the merged change touched (`runtime.changes.change_range`), file by file."""
     try:
-        parent = first_parent(git, commit) if commit else None
-        if parent is not None and commit is not None:
-            old, new = parent, commit
-        elif attempt is not None and attempt.end_commit:
-            old, new = attempt.start_commit, attempt.end_commit
-        else:
+        found = change_range(git, commit, attempt)
+        if found is None:
             return ()
-        return tuple(ChangedFile(path, added, removed) for path, added, removed in diff_numstat(git, old, new))
+        return tuple(ChangedFile(path, added, removed) for path, added, removed in diff_numstat(git, *found))
     except GitError:  # a pruned commit: the prompt goes without the file list rather than the attempt failing
         return ()

@@ -38,6 +38,13 @@ def diff_numstat(repo: Repo, old: str, new: str) -> list[tuple[str, int | None, 
     return stats
 
 
+def diff_text(repo: Repo, old: str, new: str, *, stat: bool = False) -> str:
+    """The unified diff (or with `stat`, git's diffstat) from `old` to `new`, as git prints it, with no external
+    diff driver or textconv filter (an agent's `.gitattributes` must not run anything)."""
+    return _git(repo, "diff", "--no-color", "--no-ext-diff", "--no-textconv", *(("--stat",) if stat else ()),
+                "--end-of-options", old, new).stdout
+
+
 def first_parent(repo: Repo, commit: str) -> str | None:
     """The first parent of a merge commit, None for a commit with fewer than two parents."""
     parents = _git(repo, "rev-list", "--parents", "-n", "1", "--end-of-options", commit).stdout.split()[1:]
