@@ -1,5 +1,6 @@
-"""`orchard diff TASK` (issue 15, item 3): a merged task's merged change, a failed task's branch against its start,
-a conflicted task's result; an agent's escape sequences shown, not obeyed."""
+"""`orchard diff TASK` and `orchard show TASK` (issue 15, item 3): a merged task's merged change, a failed task's
+branch against its start, a conflicted task's result; an agent's escape sequences shown, not obeyed; and all that
+is recorded of a task: attempts, outcomes, phases, feedback, conflicts, the worktree kept for inspection."""
 
 from __future__ import annotations
 
@@ -46,6 +47,17 @@ def test_diff_of_a_merged_and_a_failed_task(orchard: Callable[..., Result], writ
     unknown = orchard("diff", "nope")
     assert_clean_exit(unknown, 2)
 
+    shown = orchard("show", "ok", "--json").json()
+    assert shown["merged_commit"] and shown["worktree"] is None and shown["feedback"] is None
+    assert {"agent", "merge"} <= set(shown["attempts"][0]["phases"])
+    assert shown["attempts"][0]["prompt"].endswith("ok.1.md")
+    failing = orchard("show", "bad", "--json").json()
+    assert failing["attempts"][0]["outcome"] == "verify_failed" and "verify" in failing["attempts"][0]["phases"]
+    assert failing["feedback"] and "false" in failing["feedback"]  # what a retry's prompt would be told
+    assert failing["worktree"] and Path(failing["worktree"], "half.txt").is_file()
+    human = orchard("show", "bad")
+    assert "(kept for inspection)" in human.out and "phases: " in human.out and "feedback for the next" in human.out
+
 
 def test_diff_of_a_conflicted_task_and_of_one_that_never_ran(
         orchard: Callable[..., Result], write_plan: Callable[[str], Path], repo: Path) -> None:
@@ -57,6 +69,9 @@ def test_diff_of_a_conflicted_task_and_of_one_that_never_ran(
     conflicted = orchard("diff", "second")
     assert_clean_exit(conflicted, 0)
     assert "# second (conflict)" in conflicted.out and "+from second" in conflicted.out
+    shown = orchard("show", "second", "--json").json()
+    assert shown["status"] == "conflict" and shown["conflicts"] == "shared.txt"
+    assert "conflicts: shared.txt" in orchard("show", "second").out
     never = orchard("diff", "after")  # blocked: no attempt, nothing to show
     assert_clean_exit(never, 2)
     assert "no change to show yet" in never.err and "blocked" in never.err

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import click
@@ -15,7 +17,9 @@ from orchard.cli.inspect_cmds import open_store
 from orchard.core.durations import format_duration
 from orchard.core.records import AttemptRecord, RunRecord
 from orchard.core.safe_text import safe_text
+from orchard.core.timeline import AttemptSpan, attempt_spans
 from orchard.errors import NotRecorded, UsageError
+from orchard.runtime.layout import Layout
 from orchard.store import Store
 
 
@@ -27,12 +31,12 @@ from orchard.store import Store
 def show_cmd(ctx: click.Context, target: str | None, run_id: str | None, json_mode: bool) -> int:
     """Show what a run recorded when it started (default: the latest): its base, plan, preflight and the
     environment its setup and verify run with; or, given a TASK, its attempts and what each agent said it did."""
-    _, store = open_store(ctx)
+    layout, store = open_store(ctx)
     try:
         if target is not None and run_id is None and any(r.id == target for r in store.runs()):
             run_id, target = target, None
         run = store.run(run_id)
-        doc = _run_doc(store, run) if target is None else _task_doc(store, run, target)
+        doc = _run_doc(store, run) if target is None else _task_doc(store, run, target, layout=layout)
     finally:
         store.close()
     if json_mode:
@@ -54,7 +58,7 @@ def _run_doc(store: Store, run: RunRecord) -> dict[str, Any]:
             "environment": run.recorded_environment()}
 
 
-def _task_doc(store: Store, run: RunRecord, task_id: str) -> dict[str, Any]:
+def _task_doc(store: Store, run: RunRecord, task_id: str, *, layout: Layout) -> dict[str, Any]:
     try:
         task = store.task(run.id, task_id)
     except NotRecorded:
@@ -62,18 +66,32 @@ def _task_doc(store: Store, run: RunRecord, task_id: str) -> dict[str, Any]:
     plan = store.plan(run.id)
     spec = plan.task(task_id) if task_id in plan else None
     children = [t.task_id for t in store.tasks(run.id) if t.parent == task_id]
+    kept = layout.worktree(run.id, task_id)
+    spans = {s.number: s for s in _spans(store, run.id, task_id)}
     return {"run": run.id, "id": task.task_id, "name": spec.name if spec else None, "status": str(task.status),
             "agent": task.agent, "depends_on": list(spec.depends_on) if spec else [], "parent": task.parent,
-            "children": children, "error": task.error, "merged_commit": task.merged_commit,
-            "branch": task.branch, "attempts": [_attempt_doc(a) for a in store.attempts(run.id, task_id)]}
+            "children": children, "error": task.error, "conflicts": task.conflicts or None,
+            "feedback": task.feedback or None, "merged_commit": task.merged_commit, "branch": task.branch,
+            "worktree": str(kept.resolve()) if kept.exists() else None,
+            "attempts": [_attempt_doc(a, spans.get(a.number), layout.prompt_file(run.id, task_id, a.number))
+                         for a in store.attempts(run.id, task_id)]}
 
 
-def _attempt_doc(a: AttemptRecord) -> dict[str, Any]:
+def _spans(store: Store, run_id: str, task_id: str) -> list[AttemptSpan]:
+    """The task's attempts on the run's timeline, with their phases (`core.timeline`)."""
+    marks = store.event_times(run_id)
+    events = [data for _, data in store.events(run_id)]
+    mine = [(ts, e) for (_, ts), e in zip(marks, events, strict=False) if e.get("task") == task_id]
+    return attempt_spans(mine, now=time.time())
+
+
+def _attempt_doc(a: AttemptRecord, span: AttemptSpan | None, prompt: Path) -> dict[str, Any]:
     duration = round(a.finished_at - a.started_at, 3) if a.finished_at is not None else None
     return {"number": a.number, "agent": a.agent, "outcome": a.outcome.value if a.outcome else None,
             "detail": a.detail, "duration_s": duration, "cost_usd": a.cost_usd, "tokens_in": a.tokens_in,
             "tokens_out": a.tokens_out, "start_commit": a.start_commit, "end_commit": a.end_commit,
-            "log": a.log_path, "summary": a.summary}
+            "log": a.log_path, "prompt": str(prompt) if prompt.exists() else None, "summary": a.summary,
+            "phases": {p.name: round(p.end - p.start, 3) for p in span.phases} if span else {}}
 
 
 def _print_run(doc: dict[str, Any]) -> None:
@@ -101,14 +119,23 @@ def _print_task(doc: dict[str, Any]) -> None:
     for key in ("depends_on", "children"):
         if doc[key]:
             out.print(safe_text(f"{key}: {', '.join(doc[key])}"), soft_wrap=True)
-    for key in ("parent", "error", "merged_commit"):
+    for key in ("parent", "error", "conflicts", "merged_commit", "worktree"):
         if doc[key]:
-            out.print(safe_text(f"{key}: {doc[key]}"), soft_wrap=True)
+            out.print(safe_text(f"{key}: {doc[key]}" + (" (kept for inspection)" if key == "worktree" else "")),
+                      soft_wrap=True)
+    if doc["feedback"]:
+        out.print("feedback for the next attempt:")
+        for line in doc["feedback"].splitlines()[:20]:
+            out.print(safe_text(f"  {line}"), soft_wrap=True)
     for a in doc["attempts"]:
         took = format_duration(a["duration_s"]) if a["duration_s"] is not None else "running"
         out.print(safe_text(f"\nattempt {a['number']} on {a['agent']}: {a['outcome'] or 'running'} ({took}, "
                             f"${a['cost_usd']:.4f}){' · ' + a['detail'] if a['detail'] else ''}"), soft_wrap=True)
+        if a["phases"]:
+            out.print("  phases: " + " · ".join(f"{name} {format_duration(s)}" for name, s in a["phases"].items()))
         out.print(safe_text(f"  log: {a['log']}"), soft_wrap=True)
+        if a["prompt"]:
+            out.print(safe_text(f"  prompt: {a['prompt']}"), soft_wrap=True)
         if a["summary"]:
             out.print("  summary:")
             for line in a["summary"].splitlines():
