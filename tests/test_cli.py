@@ -29,7 +29,7 @@ ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 TASK_STATUSES = {"pending", "queued", "running", "verifying", "merging", "merged", "failed", "conflict", "blocked",
                  "cancelled", "paused"}
 RUN_STATUSES = {"running", "completed", "failed", "interrupted", "cancelled"}
-RUN_KEYS = {"id", "status", "base", "integration_branch", "started_at", "finished_at", "held", "checks"}
+RUN_KEYS = {"id", "status", "base", "integration_branch", "started_at", "finished_at", "held", "checks", "eta"}
 TASK_KEYS = {"id", "status", "agent", "attempts", "branch", "started_at", "finished_at", "duration_s", "cost_usd",
              "tokens_in", "tokens_out", "setup_s", "slot", "port", "gate", "warnings", "error", "parent",
              "merged_commit", "branch_exists"}

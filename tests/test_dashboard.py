@@ -9,6 +9,7 @@ import re
 import signal
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from orchard.core.events import (
     AttemptFinished,
     AttemptStarted,
     OrchardEvent,
+    QueueChanged,
     RunFinished,
     RunHeld,
     RunStarted,
@@ -221,3 +223,15 @@ def test_after_a_crash_and_resume_the_dashboard_counts_the_earlier_merges(
     queue = shown(snap, heard[-1].ts)[0]
     assert "merged 4/5" in queue and "failed 1" in queue, queue  # not "merged 2/5": s and w merged in this one
     assert snap.count(lambda s: s is S.MERGED) == result.summary["merged"] == 4
+
+
+def test_the_queue_line_says_when_the_run_should_end_while_it_runs() -> None:
+    snap = started(["a", "b"])
+    eta = datetime.fromtimestamp(T0 + 200, tz=UTC).isoformat().replace("+00:00", "Z")
+    snap.apply(QueueChanged(run_id=RUN, ts=T0 + 1, waiting=1, running=1, free=3, paused=0, eta=eta))
+    wide = shown(snap, T0 + 20, width=160)[0]
+    assert "eta 3m00s" in wide
+    narrow = shown(snap, T0 + 20, width=80)[0]
+    assert len(narrow) <= 80 and "20s" in narrow  # the elapsed time outlives the estimate on a narrow screen
+    snap.apply(RunFinished(run_id=RUN, ts=T0 + 30, status=RunStatus.COMPLETED))
+    assert "eta" not in shown(snap, T0 + 40, width=160)[0]

@@ -269,7 +269,8 @@ class RunHeld(OrchardEvent):
 @dataclass(frozen=True, kw_only=True)
 class QueueChanged(OrchardEvent):
     """The run's queue, when its counts change (at most a few times a second): tasks ready and waiting for a slot,
-    attempts running, free slots, tasks paused with their agent, and why new attempts are held ("" when not)."""
+    attempts running, free slots, tasks paused with their agent, why new attempts are held ("" when not), and
+    when the run should end (`core.eta`, ISO 8601 UTC; None when not estimated)."""
 
     type: ClassVar[str] = "queue.changed"
     waiting: int
@@ -277,6 +278,7 @@ class QueueChanged(OrchardEvent):
     free: int
     paused: int
     held: str = ""
+    eta: str | None = None
 
     def message(self) -> str:
         held = f" · {self.held}" if self.held else ""

@@ -211,11 +211,12 @@ class Journal(GateTransitions, ControlTransitions):
             self.records.save_run(replace(self.run(), held=reason))
             self._emit(RunHeld(run_id=self.run_id, ts=self._clock(), reason=reason))
 
-    def queue_changed(self, *, waiting: int, running: int, free: int, paused: int, held: str) -> None:
-        """Telemetry of the queue (no record: the counts are the tasks' statuses)."""
+    def queue_changed(self, *, waiting: int, running: int, free: int, paused: int, held: str,
+                      eta: float | None = None) -> None:
+        """Telemetry of the queue (no record: the counts are the tasks' statuses), with when the run should end."""
         with self.atomic():
             self._emit(QueueChanged(run_id=self.run_id, ts=self._clock(), waiting=waiting, running=running,
-                                    free=free, paused=paused, held=held))
+                                    free=free, paused=paused, held=held, eta=iso(eta)))
 
     def preflight_checked(self, command: str, *, outcome: str, duration_s: float, detail: str = "") -> None:
         """A verify command ran on the untouched base before any agent; one that failed there is remembered, so the

@@ -7,11 +7,13 @@ import asyncio
 import logging
 import time
 
+from orchard.core.eta import estimated_finish
 from orchard.core.journal import RunJournal
 from orchard.core.model import TaskStatus
 from orchard.core.scheduler import Scheduler
 
 INTERVAL_S = 0.25
+ETA_INTERVAL_S = 5.0  # the estimate is a simulation of the rest of the run: not at every change
 log = logging.getLogger("orchard")
 Counts = tuple[int, int, int, int, str]  # waiting, running, free, paused, held
 
@@ -24,6 +26,8 @@ class QueueTelemetry:
         self.last: Counts | None = None
         self.sent_at = float("-inf")
         self.timer: asyncio.TimerHandle | None = None
+        self.eta: float | None = None
+        self.eta_at = float("-inf")
 
     def counts(self) -> Counts:
         running = self.sched.active_count()
@@ -62,4 +66,19 @@ class QueueTelemetry:
         self.last = counts = self.counts()
         self.sent_at = time.monotonic()
         waiting, running, free, paused, held = counts
-        self.journal.queue_changed(waiting=waiting, running=running, free=free, paused=paused, held=held)
+        self.journal.queue_changed(waiting=waiting, running=running, free=free, paused=paused, held=held,
+                                   eta=self._eta())
+
+    def _eta(self) -> float | None:
+        """When the run should end, simulated again at most every `ETA_INTERVAL_S`; None when it cannot be told
+        (an estimate must never stop a run)."""
+        if self.sent_at - self.eta_at < ETA_INTERVAL_S:
+            return self.eta
+        self.eta_at = self.sent_at
+        try:
+            self.eta = estimated_finish(self.journal.plan, self.journal.tasks(), self.journal.attempts(),
+                                        parallel=self.sched.parallel, now=time.time())
+        except Exception:
+            log.warning("the run's finish could not be estimated", exc_info=True)
+            self.eta = None
+        return self.eta

@@ -85,6 +85,7 @@ class _Figures:
     elapsed: str
     cost: float
     held: str
+    eta: str  # "eta 3m20s" while the run should go on that long, else ""
 
 
 def _figures(snap: Snapshot, now: float) -> _Figures:
@@ -95,7 +96,8 @@ def _figures(snap: Snapshot, now: float) -> _Figures:
         running=running, free=max(0, snap.parallel - running), merged=snap.count(lambda s: s is S.MERGED),
         total=max(snap.total, len(snap.tasks)), failed=snap.count(lambda s: s.own_failure),
         blocked=snap.count(lambda s: s is S.BLOCKED), elapsed=format_duration(now - snap.started), cost=snap.cost(),
-        held=safe_line(snap.held))
+        held=safe_line(snap.held),
+        eta=f"eta {format_duration(max(0.0, snap.eta - now))}" if snap.eta and snap.status is RunStatus.RUNNING else "")
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,8 @@ def _queue_line(f: _Figures, form: _Form) -> Text:
     line.append_text(_queue(f, form))
     line.append(sep).append_text(_tally(f, gap))
     line.append(sep + f.elapsed)
+    if form.cost and f.eta:  # dropped with the cost, before anything that says how the run stands
+        line.append(f"{sep}{f.eta}")
     if form.cost and f.cost:
         line.append(f"{sep}${f.cost:.2f}")
     if form.held and f.held:

@@ -25,11 +25,12 @@ from orchard.ui.dashboard import STYLE
 
 
 def status_document(records: Records, run_id: str | None = None, *, branches: Collection[str] | None = None,
-                    now: float | None = None) -> dict[str, Any]:
+                    now: float | None = None, eta: float | None = None) -> dict[str, Any]:
     """The stable `status --json` document for one run (default: the latest).
 
     `branches`: the branches that exist (`branch_exists` is None where unknown); `now`: the time open attempts
-    count up to (default the clock; for a run whose session died, its last sign of life: see `last_seen`)."""
+    count up to (default the clock; for a run whose session died, its last sign of life: see `last_seen`);
+    `eta`: when a live run should end (`core.eta`), None otherwise."""
     run = records.run(run_id)
     by_task: dict[str, list[AttemptRecord]] = {}
     for attempt in records.attempts(run.id):
@@ -69,7 +70,7 @@ def status_document(records: Records, run_id: str | None = None, *, branches: Co
     return {
         "run": {"id": run.id, "status": run.status, "base": run.base, "integration_branch": run.integration_branch,
                 "started_at": iso(run.started_at), "finished_at": iso(run.finished_at), "held": run.held or None,
-                "checks": summary["checks"]},
+                "checks": summary["checks"], "eta": iso(eta)},
         "tasks": tasks,
         "totals": {"cost_usd": summary["cost_usd"], "tokens_in": summary["tokens_in"],
                    "tokens_out": summary["tokens_out"], "agents": summary["agents"]},
@@ -106,6 +107,7 @@ def status_table(doc: dict[str, Any]) -> RenderableType:
     """A human table of the status document."""
     run = doc["run"]
     held = f" · {run['held']}" if run.get("held") else ""
+    held += f" · eta {run['eta'][11:19]} UTC" if run.get("eta") else ""
     title = Text(safe_line(f"run {run['id']} · {run['status']} · {run['integration_branch']}{held}"),
                  style="table.title")
     table = Table(title=title, title_justify="left", header_style="bold", box=None)

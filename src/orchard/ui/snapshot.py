@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from orchard.core.events import (
@@ -15,6 +16,7 @@ from orchard.core.events import (
     CheckStarted,
     MergeFinished,
     OrchardEvent,
+    QueueChanged,
     RunFinished,
     RunHeld,
     RunNote,
@@ -90,6 +92,7 @@ class Snapshot:
     held: str = ""  # why new attempts wait for the machine
     gate: GateView | None = None  # the merge gate's line, once it has checked anything
     earlier_cost: float = 0.0  # what the run's earlier sessions spent (`RunStarted.cost_usd`)
+    eta: float | None = None  # when the run should end (`QueueChanged.eta`), while it runs
 
     def apply(self, event: OrchardEvent) -> None:
         """Fold one event into the snapshot."""
@@ -107,6 +110,9 @@ class Snapshot:
             return
         if isinstance(event, RunHeld):
             self.held = event.reason
+            return
+        if isinstance(event, QueueChanged):
+            self.eta = datetime.fromisoformat(event.eta.replace("Z", "+00:00")).timestamp() if event.eta else None
             return
         if isinstance(event, CheckStarted | CheckFinished):
             self.gate = self.gate or GateView()
