@@ -35,7 +35,8 @@ agents:
 wheels: $(STAMP)
 	@bash tools/fetch-wheels.sh
 
-# Distribution packages the tests need: bubblewrap for the agents' sandbox (apt-get as root, else it says how).
+# Distribution packages the tests need: bubblewrap for the agents' sandbox, sqlite3, headless Chromium and its
+# chromedriver for the browser tests (apt-get as root, else it says how).
 system:
 	@bash tools/install-system.sh
 

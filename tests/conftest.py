@@ -22,6 +22,8 @@ import pytest
 
 from orchard.testing import FakeModelServer
 
+pytest_plugins = ("tests.browser",)  # the `browser` fixture: headless Chromium (tests/browser.py)
+
 FAKE_AGENT = Path(__file__).parent / "agents" / "fake_agent.py"
 PYTHON = sys.executable
 
