@@ -51,6 +51,8 @@ RULES: dict[str, Layer] = {
     "analysis": Layer(_names("core errors vcs analysis"), third_party=_names("yaml")),
     "testing": Layer(_names("core errors testing")),  # the shipped test kit never drives a real run
     "demo": Layer(_names("core errors vcs plan demo")),
+    # the web dashboard reads what the CLI's views read, over an ASGI stack; it never runs a session itself
+    "web": Layer(_names("core errors runtime store ui vcs web"), third_party=_names("starlette uvicorn")),
     "api": Layer(None),
     "__init__": Layer(None),  # the public facade re-exports api, plan and run results
     "__main__": Layer(None),

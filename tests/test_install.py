@@ -139,7 +139,7 @@ def test_the_wheel_holds_the_package_its_metadata_and_license(dists: Dists) -> N
     runtime = {re.split(r"[\s<>=!~;\[]", req, maxsplit=1)[0].lower()
                for req in metadata.get_all("Requires-Dist", []) if "extra ==" not in req}
     declared = {re.split(r"[\s<>=!~;\[]", dep, maxsplit=1)[0].lower() for dep in PROJECT["dependencies"]}
-    assert runtime == declared == {"click", "rich", "pyyaml", "psutil"}
+    assert runtime == declared == {"click", "rich", "pyyaml", "psutil", "starlette", "uvicorn"}
 
 
 def test_the_sdist_holds_the_whole_project(dists: Dists) -> None:

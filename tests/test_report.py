@@ -58,7 +58,7 @@ class Bars(HTMLParser):
         if found.get("class") == "bar":
             self.bars.append(found)
         for key in ("src", "href"):
-            if found.get(key):
+            if found.get(key) and not str(found[key]).startswith("data:"):  # inline, nothing to fetch
                 self.external.append(str(found[key]))
 
 

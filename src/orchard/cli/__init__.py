@@ -26,6 +26,7 @@ from orchard.cli.report_cmd import report_cmd
 from orchard.cli.run_cmds import demo_cmd, resume_cmd, retry_cmd, run_cmd
 from orchard.cli.runs_cmd import runs_cmd
 from orchard.cli.show_cmd import show_cmd
+from orchard.cli.web_cmd import web_cmd
 from orchard.core.safe_text import safe_text
 from orchard.errors import OrchardError
 
@@ -42,7 +43,7 @@ def cli(ctx: click.Context, directory: Path | None) -> None:
 
 for command in (plan_cmd, analyze_cmd, draft_cmd, run_cmd, resume_cmd, retry_cmd, add_cmd, runs_cmd, status_cmd,
                 show_cmd, diff_cmd, report_cmd, logs_cmd, cancel_cmd, set_cmd, agents_cmd, clean_cmd, land_cmd,
-                demo_cmd, doctor_cmd):
+                demo_cmd, doctor_cmd, web_cmd):
     cli.add_command(command)
 
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 
 from orchard.cli.common import stdout_console
 from orchard.cli.inspect_cmds import open_store
-from orchard.core.events import iso
-from orchard.core.model import TaskStatus
 from orchard.core.safe_text import safe_line
-from orchard.store import Store
+from orchard.ui.report import run_rows
 
 
 @click.command("runs")
@@ -34,16 +31,3 @@ def runs_cmd(ctx: click.Context, json_mode: bool) -> int:
         out.print(safe_line(f"{row['id']}  {started}  {row['status']:<16} "
                             f"merged {row['merged']}/{row['tasks']}  ${row['cost_usd']:.2f}"), soft_wrap=True)
     return 0
-
-
-def run_rows(store: Store) -> list[dict[str, Any]]:
-    """One row per run, newest first."""
-    rows = []
-    for run in reversed(store.runs()):
-        tasks = store.tasks(run.id)
-        cost = sum((a.cost_usd for a in store.attempts(run.id)), 0.0)
-        rows.append({"id": run.id, "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
-                     "status": str(run.status), "tasks": len(tasks),
-                     "merged": sum(t.status is TaskStatus.MERGED for t in tasks), "cost_usd": round(cost, 6),
-                     "plan": run.plan_source})
-    return rows

@@ -29,7 +29,7 @@ def report_html(doc: dict[str, Any]) -> str:
     """The whole page."""
     run = doc["run"]
     return "".join([
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\">",
         f"<title>orchard report {esc(run['id'])}</title><style>{STYLE}</style></head><body>",
         f"<h1>orchard run <code>{esc(run['id'])}</code> <span class=\"status s-{esc(run['status'])}\">"
         f"{esc(run['status'])}</span></h1>",

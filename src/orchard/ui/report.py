@@ -17,7 +17,7 @@ from orchard.core.durations import format_duration
 from orchard.core.events import iso
 from orchard.core.gate_state import gate_figures, task_gate
 from orchard.core.journal import Records
-from orchard.core.model import RunStatus
+from orchard.core.model import RunStatus, TaskStatus
 from orchard.core.records import AttemptRecord
 from orchard.core.safe_text import safe_line, safe_text
 from orchard.core.summary import summarize
@@ -159,3 +159,16 @@ def _sessions(summary: dict[str, Any]) -> str:
 
 def _status_style(summary: dict[str, Any]) -> str:
     return {RunStatus.COMPLETED: "green", RunStatus.FAILED: "red"}.get(RunStatus(summary["status"]), "yellow")
+
+
+def run_rows(store: Records) -> list[dict[str, Any]]:
+    """One row per run of the store, newest first (`orchard runs`, the web dashboard)."""
+    rows = []
+    for run in reversed(store.runs()):
+        tasks = store.tasks(run.id)
+        cost = sum((a.cost_usd for a in store.attempts(run.id)), 0.0)
+        rows.append({"id": run.id, "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
+                     "status": str(run.status), "tasks": len(tasks),
+                     "merged": sum(t.status is TaskStatus.MERGED for t in tasks), "cost_usd": round(cost, 6),
+                     "plan": run.plan_source})
+    return rows
