@@ -45,6 +45,8 @@ def test_demo_on_a_terminal_shows_dashboard_and_summary(tmp_path: Path) -> None:
     files = subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "--name-only", branch], capture_output=True,
                            text=True, check=True).stdout.split()
     assert {"shop/models.py", "shop/api.py", "tests/test_total.py", "CHANGELOG.md"} <= set(files)
+    report = re.search(r"report: (\S+report\.html)", screen)  # the demo ends saying where its HTML report is
+    assert report and Path(report.group(1)).is_file() and Path(report.group(1)).is_relative_to(repo)
 
 
 def test_demo_in_a_place_it_cannot_write_is_a_clear_error(tmp_path: Path) -> None:
