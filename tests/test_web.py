@@ -147,3 +147,65 @@ def test_the_report_opens_offline_with_a_bar_per_attempt_and_the_run_figures(
     assert browser.requests() == [page.resolve().as_uri()]  # nothing fetched but the page itself
     assert browser.console_errors() == []
     browser.screenshot("report")
+
+
+def post(url: str, headers: dict[str, str] | None = None) -> int:
+    request = urllib.request.Request(url, data=b"", method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def csrf_of(page_url: str) -> str:
+    with urllib.request.urlopen(page_url, timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(r'"csrf": "([\w-]+)"', text)
+    assert found, "the page carries no CSRF token"
+    return found.group(1)
+
+
+def test_actions_need_the_flag_the_pages_csrf_token_and_the_same_origin(
+        web: Callable[..., str], orchard: Callable[..., Result], write_plan: Callable[[str], Path]) -> None:
+    assert_clean_exit(orchard("run", str(write_plan(plan_text(task("a", "@exit 3", "    retries: 0\n"))))), 1)
+    read_only = web()
+    assert post(read_only + "api/retry/a") == 403 and '"csrf": null' in urllib.request.urlopen(
+        read_only, timeout=5).read().decode()
+    acting = web("--allow-actions")
+    token = csrf_of(acting)
+    assert post(acting + "api/retry/a") == 403  # a form on another site cannot send the header
+    assert post(acting + "api/retry/a", {"X-Orchard-CSRF": "forged"}) == 403
+    assert post(acting + "api/retry/a", {"X-Orchard-CSRF": token, "Origin": "http://evil.example"}) == 403
+    assert post(acting + "api/merge/a", {"X-Orchard-CSRF": token}) == 404
+    assert post(acting + "api/retry/nope", {"X-Orchard-CSRF": token}) == 409  # the command's own checks
+    assert post(acting + "api/cancel/a", {"X-Orchard-CSRF": token}) == 200  # the page's own request goes through
+
+
+def test_the_cancel_and_retry_buttons_do_what_the_commands_do(
+        browser: Browser, web: Callable[..., str], orchard: Callable[..., Result],
+        write_plan: Callable[[str], Path], repo: Path) -> None:
+    go = repo.parent / "go"
+    plan = write_plan(plan_text(task("s", f"@wait-for {go} 120\n@write s.txt s")
+                                + task("w", "@write w.txt w", "    depends_on: [s]\n")
+                                + task("f", "@if-attempt 1 @exit 3\n@write f.txt f", "    retries: 0\n")))
+    run = subprocess.Popen([PYTHON, "-m", "orchard", "run", str(plan)], cwd=repo, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        browser.open(web("--allow-actions"))
+        browser.wait_until("tr[data-task=s][data-status=running]")
+        browser.wait_until("tr[data-task=f][data-status=failed]")
+        browser.click("tr[data-task=s] button.cancel")
+        browser.wait_until("tr[data-task=s][data-status=cancelled]")
+        browser.wait_until("tr[data-task=w][data-status=blocked]")
+        assert run.wait(timeout=30) == 1
+    finally:
+        if run.poll() is None:
+            run.kill()
+    browser.wait_until("#run", "failed")
+    browser.click("tr[data-task=f] button.retry")  # `orchard retry f` in the background
+    browser.wait_until("#notice", "started orchard retry f")
+    browser.wait_until("tr[data-task=f][data-status=merged]", timeout=60)
+    browser.screenshot("after-retry")
+    statuses = {t["id"]: t["status"] for t in orchard("status", "--json").json()["tasks"]}
+    assert statuses == {"s": "cancelled", "w": "blocked", "f": "merged"}

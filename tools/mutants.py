@@ -251,6 +251,15 @@ MUTANTS = (
     Mutant("a task's time grows with the clock while its dead session stands still", "src/orchard/cli/inspect_cmds.py",
            "    return last_seen(store, run_id) or time.time()", "    return time.time()",
            ("tests/test_resume_figures.py",)),
+    Mutant("the web dashboard serves without its token", "src/orchard/web/app.py",
+           "        if not given or not hmac.compare_digest(given, token):", "        if False:",
+           ("tests/test_web.py::test_off_loopback_every_route_demands_the_token",)),
+    Mutant("a web action is taken without the page's CSRF token", "src/orchard/web/actions.py",
+           '    if not hmac.compare_digest(request.headers.get(CSRF_HEADER, ""), site.csrf):', "    if False:",
+           ("tests/test_web.py::test_actions_need_the_flag_the_pages_csrf_token_and_the_same_origin",)),
+    Mutant("an HTML report puts an agent's text in as markup", "src/orchard/ui/html_report.py",
+           "    return html.escape(safe_text(str(text)), quote=True)", "    return str(text)",
+           ("tests/test_report.py::test_a_run_writes_its_report_and_report_shows_it_three_ways",)),
 )
 
 

@@ -20,11 +20,12 @@ from orchard.cli.common import stdout_console
 from orchard.cli.inspect_cmds import open_store
 from orchard.core.model import RunStatus, TaskStatus
 from orchard.core.serialize import agent_to_dict
-from orchard.core.steering import ADD_AGENT, CANCEL_TASKS, SET, apply_add_agent, apply_set, split_key
+from orchard.core.steering import ADD_AGENT, SET, apply_add_agent, apply_set, split_key
 from orchard.core.transitions import Journal
 from orchard.errors import NotRecorded, UsageError
 from orchard.runtime.layout import Layout
 from orchard.runtime.lock import live_holder
+from orchard.runtime.requests import request_cancel, steerable
 from orchard.store import Store
 
 run_option = click.option("--run", "run_id", help="The run (default: the latest).")
@@ -43,12 +44,8 @@ def cancel_cmd(ctx: click.Context, names: tuple[str, ...], run_id: str | None) -
             return _cancel_run(layout, store, names[0])
         if not names:
             return _cancel_run(layout, store, run_id)
-        journal = _open(store, run_id)
-        unknown = [n for n in names if n not in journal.plan]
-        if unknown:
-            raise UsageError(f"run {journal.run_id} has no task {', '.join(repr(u) for u in unknown)}")
-        request = journal.control_requested(CANCEL_TASKS, json.dumps({"tasks": list(names)}),
-                                            detail="cancel " + ", ".join(names))
+        journal = steerable(store, run_id)
+        request = request_cancel(journal, names)
         _said(layout, journal, request, f"cancel {', '.join(names)}")
     finally:
         store.close()
@@ -164,11 +161,7 @@ def _open(store: Store, run_id: str | None, *, writable: bool = True) -> Journal
     """The run's journal; a request for a run that cannot go on any more is refused."""
     from orchard.runtime.session import open_journal
 
-    journal = open_journal(store, store.run(run_id).id)
-    status = journal.run().status
-    if writable and not status.resumable:
-        raise UsageError(f"run {journal.run_id} is {status}: there is nothing left to steer")
-    return journal
+    return steerable(store, run_id) if writable else open_journal(store, store.run(run_id).id)
 
 
 def _said(layout: Layout, journal: Journal, request: int, what: str) -> None:

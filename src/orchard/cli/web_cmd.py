@@ -17,8 +17,10 @@ from orchard.vcs import find_repo
               help="Address to listen on; anything but loopback requires the token printed at start.")
 @click.option("--port", type=click.IntRange(min=0, max=65535), default=8765, show_default=True,
               help="Port to listen on (0: any free one).")
+@click.option("--allow-actions", is_flag=True,
+              help="Add cancel and retry buttons (they do what `orchard cancel TASK` and `orchard retry TASK` do).")
 @click.pass_context
-def web_cmd(ctx: click.Context, host: str, port: int) -> int:
+def web_cmd(ctx: click.Context, host: str, port: int, allow_actions: bool) -> int:
     """Serve the live dashboard: the repository's runs, the current run's tasks, each task's log and diff."""
     from orchard.web.app import Site
     from orchard.web.serve import bind, is_loopback, new_token, serve
@@ -35,5 +37,7 @@ def web_cmd(ctx: click.Context, host: str, port: int) -> int:
     click.echo(f"orchard web: serving {url}", err=False)
     if token:
         click.echo("orchard web: every request needs that token (it is not stored anywhere)")
-    serve(Site(layout, token), sock)
+    if allow_actions:
+        click.echo("orchard web: actions allowed: the page can cancel and retry tasks")
+    serve(Site(layout, token, actions=allow_actions, csrf=new_token()), sock)
     return 0

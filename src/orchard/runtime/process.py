@@ -273,3 +273,13 @@ def run_briefly(argv: Sequence[str], timeout_s: float, *, cwd: Path | None = Non
         proc.communicate()
         return BriefRun(None, problem=f"no answer within {timeout_s:g} s")
     return BriefRun(proc.returncode, out.strip() or err.strip())
+
+
+def spawn_detached(argv: Sequence[str], *, cwd: Path, log: Path) -> int:
+    """Start a command that outlives its caller (the web dashboard's `orchard retry`): argv only, stdin closed,
+    its own session, its output appended to `log`; returns its pid. OSError when it cannot be started."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                                start_new_session=True)
+    return proc.pid

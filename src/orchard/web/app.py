@@ -35,6 +35,7 @@ from orchard.ui.report import last_seen, run_rows, status_document
 from orchard.vcs import Repo, find_repo
 from orchard.vcs.lines import diff_text
 from orchard.vcs.private import open_own_repository
+from orchard.web.actions import act_on
 from orchard.web.pages import index_page, task_page
 
 TICK_S = 0.5  # how often a feed looks at the store for something new
@@ -43,10 +44,13 @@ COOKIE = "orchard_token"
 
 @dataclass(frozen=True)
 class Site:
-    """What the app serves from: the repository's `.orchard/` (there may be no run yet) and the token."""
+    """What the app serves from: the repository's `.orchard/` (there may be no run yet), the token, and whether
+    its pages may act (`actions`: cancel and retry, each POST carrying `csrf`, which only its own pages know)."""
 
     layout: Layout
     token: str | None = None
+    actions: bool = False
+    csrf: str = ""
 
     def git(self) -> Repo:
         """orchard's repository (task branches, merges), found when a diff is asked for."""
@@ -57,7 +61,10 @@ def make_app(site: Site) -> Starlette:
     """The dashboard's ASGI app."""
     middleware = [Middleware(BaseHTTPMiddleware, dispatch=_guard(site.token))] if site.token else []
     async def index(request: Request) -> Response:
-        return HTMLResponse(index_page(request.query_params.get("run")))
+        return HTMLResponse(index_page(request.query_params.get("run"), csrf=site.csrf if site.actions else None))
+
+    async def act(request: Request) -> Response:
+        return await act_on(site, request)
 
     async def task(request: Request) -> Response:
         return HTMLResponse(task_page(request.path_params["task"], request.query_params.get("run")))
@@ -78,7 +85,8 @@ def make_app(site: Site) -> Starlette:
         return _sse(_log_feed(site, request.path_params["task"], request.query_params.get("run")))
 
     routes = [Route("/", index), Route("/task/{task}", task), Route("/api/runs", runs), Route("/api/status", status),
-              Route("/api/diff/{task}", diff), Route("/events", events), Route("/events/log/{task}", log_events)]
+              Route("/api/diff/{task}", diff), Route("/events", events), Route("/events/log/{task}", log_events),
+              Route("/api/{action:str}/{task}", act, methods=["POST"])]
     return Starlette(routes=routes, middleware=middleware)
 
 

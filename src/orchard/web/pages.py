@@ -43,9 +43,23 @@ function render(doc) {
     cell(row, t.status, 's-' + t.status); cell(row, t.agent); cell(row, String(t.attempts));
     cell(row, seconds(t.duration_s)); cell(row, t.cost_usd ? '$' + t.cost_usd.toFixed(2) : '');
     cell(row, t.error || '');
+    if (ARGS.csrf) actions(row, t, doc.run.id);
     return row;
   });
   body.replaceChildren(...rows);
+}
+function act(action, task, runId) {
+  fetch('/api/' + action + '/' + encodeURIComponent(task) + '?run=' + encodeURIComponent(runId),
+        {method: 'POST', headers: {'X-Orchard-CSRF': ARGS.csrf}})
+    .then(r => r.json()).then(said => {
+      document.getElementById('notice').textContent = said.ok || said.error; });
+}
+function actions(row, t, runId) {
+  const td = row.insertCell();
+  const add = (action, shown) => { const b = document.createElement('button'); b.textContent = action;
+    b.className = action; b.onclick = () => act(action, t.id, runId); if (shown) td.appendChild(b); };
+  add('cancel', !['merged', 'failed', 'conflict', 'blocked', 'cancelled'].includes(t.status));
+  add('retry', ['failed', 'conflict', 'blocked'].includes(t.status));
 }
 function runs() { fetch('/api/runs').then(r => r.json()).then(list => {
   const el = document.getElementById('runs');
@@ -83,12 +97,13 @@ def _js(value: object) -> str:
     return json.dumps(value).replace("<", "\\u003c")
 
 
-def index_page(run: str | None) -> str:
-    """The runs and the current (or the named) run's tasks, updated live."""
+def index_page(run: str | None, *, csrf: str | None = None) -> str:
+    """The runs and the current (or the named) run's tasks, updated live; with `csrf`, cancel and retry buttons."""
     body = ("<h1>orchard <span id=\"run\">connecting…</span></h1><div id=\"queue\"></div><div id=\"runs\"></div>"
+            "<div id=\"notice\"></div>"
             "<table><thead><tr><th>task</th><th>status</th><th>agent</th><th>try</th><th>time</th><th>cost</th>"
             "<th>error</th></tr></thead><tbody id=\"tasks\"></tbody></table>")
-    return _page("orchard", body, INDEX_SCRIPT, {"run": run})
+    return _page("orchard", body, INDEX_SCRIPT, {"run": run, "csrf": csrf})
 
 
 def task_page(task: str, run: str | None) -> str:
