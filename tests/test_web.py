@@ -20,7 +20,8 @@ from tests.browser import Browser
 from tests.conftest import PYTHON, Result, wait_for
 from tests.test_cli import assert_clean_exit, plan_text, task
 
-ROUTES = ("/", "/task/a", "/api/runs", "/api/status", "/api/diff/a", "/events", "/events/log/a")
+ROUTES = ("/", "/task/a", "/api/runs", "/api/status", "/api/diff/a", "/fragment/timeline", "/events",
+          "/events/log/a")
 
 
 @pytest.fixture
@@ -88,6 +89,7 @@ def test_the_dashboard_follows_a_run_live_through_a_crash_and_resume(
         browser.wait_until("tr[data-task][data-status=running]")  # no reload: the feed brought it
         rows = browser.find_all("tr[data-task]")
         assert sorted(r.get_attribute("data-task") or "" for r in rows) == [f"t{i}" for i in range(6)]
+        browser.wait_until("#timeline .bar[data-task]")  # the timeline grows as the attempts run
         browser.screenshot("running")
         run.send_signal(signal.SIGKILL)  # a crash: the store still says running
         run.wait(timeout=10)
@@ -99,6 +101,7 @@ def test_the_dashboard_follows_a_run_live_through_a_crash_and_resume(
     assert_clean_exit(resumed, 0)
     browser.wait_until(lambda: len(browser.find_all("tr[data-status=merged]")) == 6)
     browser.wait_until("#run", "completed")
+    browser.wait_until(lambda: len(browser.find_all("#timeline .bar[data-status=merged]")) >= 6)
     browser.screenshot("merged")
     assert not browser.find_all("tr[data-status=running]")
 

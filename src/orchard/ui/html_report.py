@@ -71,6 +71,11 @@ def _pct(value: float) -> str:
     return f"{max(0.0, value) * 100:.3f}%"
 
 
+def timeline_fragment(doc: dict[str, Any]) -> str:
+    """The timeline section alone, with its styles (what the web dashboard shows growing, `web.app`)."""
+    return f"<style>{STYLE}</style>{_timeline(doc)}"
+
+
 def _timeline(doc: dict[str, Any]) -> str:
     start, span = _extent(doc)
     critical = set(doc["critical_path"])

@@ -31,7 +31,9 @@ from orchard.runtime.changes import task_range
 from orchard.runtime.layout import Layout
 from orchard.runtime.lock import live_holder
 from orchard.store import Store
+from orchard.ui.html_report import timeline_fragment
 from orchard.ui.report import last_seen, run_rows, status_document
+from orchard.ui.run_report import report_document
 from orchard.vcs import Repo, find_repo
 from orchard.vcs.lines import diff_text
 from orchard.vcs.private import open_own_repository
@@ -81,12 +83,15 @@ def make_app(site: Site) -> Starlette:
     async def events(request: Request) -> Response:
         return _sse(_status_feed(site, request.query_params.get("run")))
 
+    async def timeline(request: Request) -> Response:
+        return await _timeline(site, request.query_params.get("run"))
+
     async def log_events(request: Request) -> Response:
         return _sse(_log_feed(site, request.path_params["task"], request.query_params.get("run")))
 
     routes = [Route("/", index), Route("/task/{task}", task), Route("/api/runs", runs), Route("/api/status", status),
-              Route("/api/diff/{task}", diff), Route("/events", events), Route("/events/log/{task}", log_events),
-              Route("/api/{action:str}/{task}", act, methods=["POST"])]
+              Route("/api/diff/{task}", diff), Route("/fragment/timeline", timeline), Route("/events", events),
+              Route("/events/log/{task}", log_events), Route("/api/{action:str}/{task}", act, methods=["POST"])]
     return Starlette(routes=routes, middleware=middleware)
 
 
@@ -153,6 +158,24 @@ async def _diff(site: Site, task_id: str, run_id: str | None) -> Response:
         return safe_text(diff_text(git, *found)) if found else "no change to show yet"
     try:
         return PlainTextResponse(await asyncio.to_thread(work))
+    except OrchardError as exc:
+        return PlainTextResponse(str(exc), status_code=404)
+
+
+async def _timeline(site: Site, run_id: str | None) -> Response:
+    """The run's timeline as the HTML report draws it (its text escaped there), for the dashboard to show."""
+    def work() -> str:
+        store = _open(site)
+        if store is None or not store.runs():
+            return ""
+        try:
+            run = store.run(run_id)
+            doc = report_document(store, run.id, now=time.time(), files={}, logs={})
+        finally:
+            store.close()
+        return timeline_fragment(doc)
+    try:
+        return HTMLResponse(await asyncio.to_thread(work))
     except OrchardError as exc:
         return PlainTextResponse(str(exc), status_code=404)
 

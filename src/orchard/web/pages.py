@@ -65,8 +65,17 @@ function runs() { fetch('/api/runs').then(r => r.json()).then(list => {
   const el = document.getElementById('runs');
   el.textContent = 'runs: ' + (list || []).map(r => r.id + ' ' + r.status + ' ' + r.merged + '/' + r.tasks).join(' · ');
 }); }
+let drawn = 0, later = null;
+function timeline() {  // the server draws it as the report does, every text escaped there
+  drawn = Date.now(); later = null;
+  fetch('/fragment/timeline' + q).then(r => r.text()).then(t => {
+    document.getElementById('timeline').innerHTML = t; });
+}
+function redraw() {  // at most every 1.5 s, and always once after the last change
+  if (later === null) later = setTimeout(timeline, Math.max(0, 1500 - (Date.now() - drawn)));
+}
 const feed = new EventSource('/events' + q);
-feed.onmessage = e => { render(JSON.parse(e.data)); runs(); };
+feed.onmessage = e => { render(JSON.parse(e.data)); runs(); redraw(); };
 """
 
 TASK_SCRIPT = """
@@ -102,7 +111,7 @@ def index_page(run: str | None, *, csrf: str | None = None) -> str:
     body = ("<h1>orchard <span id=\"run\">connecting…</span></h1><div id=\"queue\"></div><div id=\"runs\"></div>"
             "<div id=\"notice\"></div>"
             "<table><thead><tr><th>task</th><th>status</th><th>agent</th><th>try</th><th>time</th><th>cost</th>"
-            "<th>error</th></tr></thead><tbody id=\"tasks\"></tbody></table>")
+            "<th>error</th></tr></thead><tbody id=\"tasks\"></tbody></table><div id=\"timeline\"></div>")
     return _page("orchard", body, INDEX_SCRIPT, {"run": run, "csrf": csrf})
 
 
