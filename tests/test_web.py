@@ -212,3 +212,30 @@ def test_the_cancel_and_retry_buttons_do_what_the_commands_do(
     browser.screenshot("after-retry")
     statuses = {t["id"]: t["status"] for t in orchard("status", "--json").json()["tasks"]}
     assert statuses == {"s": "cancelled", "w": "blocked", "f": "merged"}
+
+
+def test_run_with_web_serves_the_dashboard_while_it_runs(write_plan: Callable[[str], Path], repo: Path) -> None:
+    go = repo.parent / "go"
+    plan = write_plan(plan_text(task("s", f"@wait-for {go} 60\n@write s.txt s")))
+    run = subprocess.Popen([PYTHON, "-m", "orchard", "run", "--web", "0", str(plan)], cwd=repo, text=True,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert run.stderr is not None
+        found = re.search(r"serving (http://127\.0\.0\.1:\d+/)", run.stderr.readline())
+        assert found
+        url = found.group(1)
+
+        def live() -> bool:
+            with urllib.request.urlopen(url + "api/status", timeout=5) as response:
+                doc = json.loads(response.read())
+            return bool(doc) and doc["live"] and doc["tasks"][0]["status"] == "running"
+
+        wait_for(live, "the dashboard shows the run live")
+        go.touch()
+        assert run.wait(timeout=60) == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.communicate()
+    with pytest.raises(urllib.error.URLError):  # it ended with the command
+        urllib.request.urlopen(url, timeout=2)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,9 @@ json_option = click.option("--json", "json_mode", is_flag=True, help="Print NDJS
 events_option = click.option("--events", "events", type=click.Choice(["output"]), multiple=True,
                              help="More events: `output` adds agent.output, every line the agents write.")
 land_option = click.option("--land", is_flag=True, help="Merge the integration branch into the base when all merged.")
+web_option = click.option("--web", "web_port", type=click.IntRange(min=0, max=65535), is_flag=False, flag_value=8765,
+                          default=None, metavar="[PORT]",
+                          help="Serve the live dashboard on 127.0.0.1 (default port 8765) while the command runs.")
 log_file_option = click.option("--log-file", metavar="PATH",
                                help="compat: workstreams: write the log here, relative to the repository root "
                                     "(default logs/orchestrator.log).")
@@ -83,7 +87,7 @@ def options_of(observers: list[Observer], flags: dict[str, Any] | None = None, *
 
 
 def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any, RunResult]], *, repo: Path,
-           dry_run: bool = False) -> int:
+           dry_run: bool = False, web_port: int | None = None) -> int:
     """Run a session coroutine with the chosen progress output; print the end screen (the summary, why each task
     that did not merge did not, and what to do next: `ui.endscreen`); return the exit code."""
     import asyncio
@@ -92,7 +96,8 @@ def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any
     from orchard.ui.endscreen import final_screen
     from orchard.vcs import find_repo
 
-    with progress_output(json_mode) as observers:
+    layout = Layout.for_repo(find_repo(repo.resolve()).root)
+    with _dashboard(layout, web_port), progress_output(json_mode) as observers:
         result = asyncio.run(start(observers))
     out = stdout_console()
     if dry_run:  # nothing recorded, nothing to look at, resume or land
@@ -101,7 +106,6 @@ def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any
                       "were removed, and nothing was recorded")
             out.print(summary_text(result.summary))
         return result.exit_code
-    layout = Layout.for_repo(find_repo(repo.resolve()).root)
     report = _report(layout, result.run_id)
     if json_mode:
         return result.exit_code
@@ -109,6 +113,24 @@ def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any
     if report is not None:
         out.print(f"report: {report}")
     return result.exit_code
+
+
+@contextlib.contextmanager
+def _dashboard(layout: Layout, port: int | None) -> Iterator[None]:
+    """`--web`: the live dashboard on 127.0.0.1 while the command runs (the address said on stderr)."""
+    if port is None:
+        yield
+        return
+    from orchard.web.app import Site
+    from orchard.web.serve import Background, bind, new_token
+
+    sock = bind("127.0.0.1", port)
+    click.echo(f"orchard web: serving http://127.0.0.1:{sock.getsockname()[1]}/ while this command runs", err=True)
+    server = Background(Site(layout, csrf=new_token()), sock)
+    try:
+        yield
+    finally:
+        server.stop()
 
 
 def _report(layout: Layout, run_id: str) -> Path | None:
@@ -134,6 +156,7 @@ def _report(layout: Layout, run_id: str) -> Path | None:
 @disk_options
 @log_file_option
 @events_option
+@web_option
 @json_option
 @click.pass_context
 def run_cmd(ctx: click.Context, /, *, plan_path: Path, parallel: int | None, base: str | None, land: bool,
@@ -148,7 +171,7 @@ def run_cmd(ctx: click.Context, /, *, plan_path: Path, parallel: int | None, bas
     limits_of(flags)  # a bad flag is an error before anything starts
     return _drive(json_mode, lambda obs: start_run(directory, plan, parallel=parallel, base=base,
                                                    options=options_of(obs, flags, land=land, dry_run=dry_run)),
-                  repo=directory, dry_run=dry_run)
+                  repo=directory, dry_run=dry_run, web_port=flags.get("web_port"))
 
 
 @click.command("resume")
@@ -158,6 +181,7 @@ def run_cmd(ctx: click.Context, /, *, plan_path: Path, parallel: int | None, bas
 @disk_options
 @log_file_option
 @events_option
+@web_option
 @json_option
 @click.pass_context
 def resume_cmd(ctx: click.Context, /, *, run_id: str | None, land: bool, reload_plan: bool, json_mode: bool,
@@ -169,7 +193,8 @@ def resume_cmd(ctx: click.Context, /, *, run_id: str | None, land: bool, reload_
     limits_of(flags)
     reload = reloader(ctx, run_id, apply=reload_plan)
     return _drive(json_mode, lambda obs: resume_run(
-        directory, run_id, options=replace(options_of(obs, flags, land=land), reload=reload)), repo=directory)
+        directory, run_id, options=replace(options_of(obs, flags, land=land), reload=reload)), repo=directory,
+                  web_port=flags.get("web_port"))
 
 
 @click.command("retry")
@@ -179,6 +204,7 @@ def resume_cmd(ctx: click.Context, /, *, run_id: str | None, land: bool, reload_
 @disk_options
 @log_file_option
 @events_option
+@web_option
 @json_option
 @click.pass_context
 def retry_cmd(ctx: click.Context, /, *, task_ids: tuple[str, ...], run_id: str | None, reload_plan: bool,
@@ -191,7 +217,7 @@ def retry_cmd(ctx: click.Context, /, *, task_ids: tuple[str, ...], run_id: str |
     reload = reloader(ctx, run_id, apply=reload_plan)
     return _drive(json_mode, lambda obs: resume_run(directory, run_id, reset=task_ids,
                                                     options=replace(options_of(obs, flags), reload=reload)),
-                  repo=directory)
+                  repo=directory, web_port=flags.get("web_port"))
 
 
 @click.command("demo")

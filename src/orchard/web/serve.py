@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import socket
+import threading
 
 import uvicorn
 
@@ -45,3 +46,18 @@ def serve(site: Site, sock: socket.socket) -> None:
     """Serve until interrupted."""
     config = uvicorn.Config(make_app(site), log_level="warning", access_log=False, lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])
+
+
+class Background:
+    """The dashboard served from a thread beside a run (`orchard run --web`): it ends when the run's command does."""
+
+    def __init__(self, site: Site, sock: socket.socket) -> None:
+        config = uvicorn.Config(make_app(site), log_level="warning", access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)  # not the main thread: it leaves the signals to the run
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True,
+                                       name="orchard-web")
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
