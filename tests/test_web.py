@@ -90,6 +90,7 @@ def test_the_dashboard_follows_a_run_live_through_a_crash_and_resume(
         rows = browser.find_all("tr[data-task]")
         assert sorted(r.get_attribute("data-task") or "" for r in rows) == [f"t{i}" for i in range(6)]
         browser.wait_until("#timeline .bar[data-task]")  # the timeline grows as the attempts run
+        browser.wait_until("#queue", " · eta ")  # and the run's estimated finish is on the queue line
         browser.screenshot("running")
         run.send_signal(signal.SIGKILL)  # a crash: the store still says running
         run.wait(timeout=10)

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from orchard.cli.common import repo_dir, stdout_console
+from orchard.core.eta import run_eta
 from orchard.core.safe_text import safe_text
 from orchard.core.summary import summarize
 from orchard.errors import NotRecorded, OrchardError, UsageError
@@ -52,7 +53,7 @@ def status_cmd(ctx: click.Context, run_id: str | None, json_mode: bool) -> int:
         now = as_of(layout, store, run.id)
         live = (live_holder(layout.lock_file) or {}).get("run") == run.id
         doc = status_document(store, run.id, branches=_branches(layout, run.id), now=now,
-                              eta=_eta(store, run.id, now) if live else None)
+                              eta=run_eta(store, run.id, now=now) if live else None)
         if json_mode:
             click.echo(json.dumps(doc, indent=2))
             return 0
@@ -70,18 +71,6 @@ def as_of(layout: Layout, store: Store, run_id: str) -> float:
     if (live_holder(layout.lock_file) or {}).get("run") == run_id:
         return time.time()
     return last_seen(store, run_id) or time.time()
-
-
-def _eta(store: Store, run_id: str, now: float) -> float | None:
-    """When the live run should end (`core.eta`); None when its plan cannot be read (`status` still shows)."""
-    from orchard.core.eta import estimated_finish
-
-    try:
-        plan = store.plan(run_id)
-    except OrchardError:
-        return None
-    return estimated_finish(plan, store.tasks(run_id), store.attempts(run_id), parallel=store.run(run_id).parallel,
-                            now=now)
 
 
 def _branches(layout: Layout, run_id: str) -> set[str] | None:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
+from orchard.core.journal import Records
 from orchard.core.model import Outcome, Plan, TaskStatus
 from orchard.core.records import AttemptRecord, TaskRecord
 from orchard.core.scheduler import Scheduler
 from orchard.core.scheduler_io import Restored
 from orchard.core.simulate import simulate
+from orchard.errors import OrchardError
 
 RATIO_BOUNDS = (0.05, 20.0)  # one odd attempt must not make the estimate absurd
 MIN_LEFT_S = 1.0  # a running attempt past its estimate still needs a moment (its verify, its merge)
@@ -48,3 +50,14 @@ def estimated_finish(plan: Plan, tasks: Sequence[TaskRecord], attempts: Sequence
     sim = simulate(plan, parallel, duration=left,
                    scheduler_factory=lambda p, n: Scheduler(p, n, restored=restored))
     return now + sim.makespan_s
+
+
+def run_eta(records: Records, run_id: str, *, now: float) -> float | None:
+    """`estimated_finish` of a recorded run (`status`, the web dashboard); None when its plan cannot be read (a
+    view of the run must go on without it)."""
+    try:
+        plan = records.plan(run_id)
+    except OrchardError:
+        return None
+    return estimated_finish(plan, records.tasks(run_id), records.attempts(run_id),
+                            parallel=records.run(run_id).parallel, now=now)

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from orchard.core.eta import run_eta
 from orchard.core.safe_text import safe_text
 from orchard.errors import OrchardError
 from orchard.runtime.changes import task_range
@@ -139,7 +140,7 @@ def _status(site: Site, store: Store, run_id: str | None) -> dict[str, Any] | No
     run = store.run(run_id)
     live = (live_holder(site.layout.lock_file) or {}).get("run") == run.id
     now = time.time() if live else (last_seen(store, run.id) or time.time())
-    doc = status_document(store, run.id, now=now)
+    doc = status_document(store, run.id, now=now, eta=run_eta(store, run.id, now=now) if live else None)
     doc["live"] = live
     return doc
 
