@@ -245,11 +245,13 @@ class TaskWarning(TaskEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class RunNote(OrchardEvent):
-    """A run-level notice (warning, interruption, landing)."""
+    """A run-level notice (warning, interruption, landing); `attention` when the user must act on it (a lock in
+    their repository, a refused landing, their checkout changed by an agent): `notify: needs_attention` tells them."""
 
     type: ClassVar[str] = "run.note"
     level: str = "info"
     text: str = ""
+    attention: bool = False
 
     def message(self) -> str:
         return self.text

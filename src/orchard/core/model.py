@@ -253,6 +253,39 @@ class Gate:
     batch: int = DEFAULT_GATE_BATCH
 
 
+class NotifyEvent(StrEnum):
+    """What a `notify:` entry may be told of (`core.notify` maps the journal's events to these)."""
+
+    RUN_FINISHED = "run_finished"
+    TASK_FAILED = "task_failed"  # failed or conflict (not blocked: the dependency's failure was told)
+    PAUSED = "paused"  # an agent's rate limit paused tasks
+    BUDGET_EXHAUSTED = "budget_exhausted"  # the run's budget stops new work
+    NEEDS_ATTENTION = "needs_attention"  # something the user must look at (`core.notify.attention`)
+
+
+DEFAULT_NOTIFY_TIMEOUT_S = 5.0
+DEFAULT_NOTIFY_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class Notify:
+    """One `notify:` entry: the `events` it is told of, and how, exactly one of: a `command` (argv whose
+    placeholders are filled in per element), a `webhook` (an http(s) URL the notification is POSTed to as JSON) or
+    `desktop` (notify-send). Each delivery waits at most `timeout_s`, and is tried `retries` more times."""
+
+    events: tuple[NotifyEvent, ...]
+    command: tuple[str, ...] | None = None
+    webhook: str | None = None
+    desktop: bool = False
+    timeout_s: float = DEFAULT_NOTIFY_TIMEOUT_S
+    retries: int = DEFAULT_NOTIFY_RETRIES
+
+    @property
+    def channel(self) -> str:
+        """How it delivers: command, webhook or desktop."""
+        return "command" if self.command is not None else "webhook" if self.webhook is not None else "desktop"
+
+
 DEFAULT_RETRY_BACKOFF_S = 10.0
 DEFAULT_MAX_ADDED = 100  # tasks `orchard add` may add to one run
 DEFAULT_ADD_DEPTH = 3
@@ -319,6 +352,7 @@ class Plan:
     max_added_tasks: int = DEFAULT_MAX_ADDED
     max_add_depth: int = DEFAULT_ADD_DEPTH  # an added task's children's children … at most this deep
     estimates: str = "learned"  # ESTIMATE_MODES: tasks without an `estimate` take one from history (`core.estimates`)
+    notify: tuple[Notify, ...] = ()  # who is told of the run's failures and end (`runtime.notify`)
     _index: Mapping[str, Task] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
     # Values derived from this plan (ranks, file conflicts …), filled in once by `core.graph`: a Plan never changes.
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -347,6 +381,7 @@ class Plan:
         max_added_tasks: int = DEFAULT_MAX_ADDED,
         max_add_depth: int = DEFAULT_ADD_DEPTH,
         estimates: str = "learned",
+        notify: tuple[Notify, ...] = (),
     ) -> Plan:
         """Freeze already-validated parts into a Plan (validation lives in `orchard.plan`)."""
         return Plan(
@@ -371,6 +406,7 @@ class Plan:
             max_added_tasks=max_added_tasks,
             max_add_depth=max_add_depth,
             estimates=estimates,
+            notify=tuple(notify),
             _index=MappingProxyType({t.id: t for t in tasks}),
         )
 

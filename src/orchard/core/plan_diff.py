@@ -15,7 +15,7 @@ from orchard.core.model import Plan, Task, TaskStatus
 
 # Plan-wide settings a reload takes from the file (the run's `parallel` is the run's own: `orchard set` changes it)
 SETTINGS = ("agents", "environment", "limits", "budget_usd", "gate", "sandbox", "network", "redact", "preflight",
-            "priority_mode", "defaults", "max_added_tasks", "max_add_depth")
+            "priority_mode", "defaults", "max_added_tasks", "max_add_depth", "notify")
 # What a run learns about a task by itself, never a change of the user's
 LEARNED = ("estimate_s", "estimated")
 

@@ -23,7 +23,8 @@ class ProgramUse:
 
 
 def programs(plan: Plan) -> list[ProgramUse]:
-    """Every command agent's program, every verify program and the merge gate's, in plan order."""
+    """Every command agent's program, every verify program, the merge gate's and each `notify` command's, in plan
+    order."""
     uses: list[ProgramUse] = []
     for agent in plan.agents.values():
         command = agent.option("command") if agent.type == "command" else None
@@ -34,6 +35,9 @@ def programs(plan: Plan) -> list[ProgramUse]:
             uses.append(ProgramUse(task.verify[0], f"task {task.id}'s verify", _provides(plan.environment_of(task.id))))
     if plan.gate is not None:
         uses.append(ProgramUse(plan.gate.verify[0], "integration_verify", _provides(plan.environment)))
+    for number, entry in enumerate(plan.notify, start=1):
+        if entry.command:
+            uses.append(ProgramUse(entry.command[0], f"notify[{number}]'s command"))
     return [use for use in uses if "{" not in use.program]  # a placeholder is only known at run time
 
 

@@ -17,10 +17,13 @@ from orchard.core.model import (
     Environment,
     Gate,
     Limits,
+    Notify,
+    NotifyEvent,
     Outcome,
     Plan,
     Task,
 )
+from orchard.core.notify import hidden_url
 from orchard.core.redact import FORMAT_REDACTOR, SECRET_NAME
 
 _TASK_FIELDS = {f.name for f in fields(Task)}
@@ -57,6 +60,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "max_added_tasks": plan.max_added_tasks,
         "max_add_depth": plan.max_add_depth,
         "estimates": plan.estimates,
+        "notify": [_plain(asdict(entry)) for entry in plan.notify],
         "tracks": {k: list(v) for k, v in plan.tracks.items()},
         "agents": {name: agent_to_dict(a) for name, a in plan.agents.items()},
         "tasks": [_plain(asdict(t)) for t in plan.tasks],
@@ -86,7 +90,8 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
                       added=tuple(data.get("added", ())),
                       max_added_tasks=int(data.get("max_added_tasks", DEFAULT_MAX_ADDED)),
                       max_add_depth=int(data.get("max_add_depth", DEFAULT_ADD_DEPTH)),
-                      estimates=str(data.get("estimates", "learned")))
+                      estimates=str(data.get("estimates", "learned")),
+                      notify=tuple(_notify(entry) for entry in data.get("notify") or ()))
 
 
 def agent_to_dict(agent: AgentSpec) -> dict[str, Any]:
@@ -104,6 +109,14 @@ def _gate(data: Any) -> Gate | None:
     if not data:
         return None
     return Gate(verify=tuple(data["verify"]), timeout_s=float(data["timeout_s"]), batch=int(data["batch"]))
+
+
+def _notify(data: dict[str, Any]) -> Notify:
+    command = data.get("command")
+    return Notify(events=tuple(NotifyEvent(e) for e in data["events"]),
+                  command=tuple(command) if command is not None else None, webhook=data.get("webhook"),
+                  desktop=bool(data.get("desktop", False)), timeout_s=float(data["timeout_s"]),
+                  retries=int(data["retries"]))
 
 
 def _task(data: dict[str, Any]) -> Task:
@@ -131,9 +144,9 @@ def _option_name(key: str, value: Any) -> str:
 
 def split_secrets(snapshot: dict[str, Any], extra_names: Iterable[str] = ()) -> dict[str, str]:
     """Take the secrets out of a snapshot, leaving them redacted: the values in an agent's `env` of secret-looking
-    names or of names the plan's `redact` lists (`[REDACTED:NAME]`), and every credential of a known format in any
-    text (prompts, commands, options). Returns the originals by their place (a JSON list of keys), for
-    `restore_secrets`."""
+    names or of names the plan's `redact` lists (`[REDACTED:NAME]`), all but the origin of a `notify` webhook, and
+    every credential of a known format in any text (prompts, commands, options). Returns the originals by their
+    place (a JSON list of keys), for `restore_secrets`."""
     taken: dict[str, str] = {}
     extra = set(extra_names)
 
@@ -167,4 +180,6 @@ def _hidden(path: list[Any], value: str, extra: Iterable[str]) -> str:
     named = len(path) == 5 and path[0] == "agents" and path[2:4] == ["options", "env"]
     if named and value and (SECRET_NAME.search(str(path[4])) or path[4] in extra):
         return f"[REDACTED:{path[4]}]"
+    if len(path) == 3 and path[0] == "notify" and path[2] == "webhook" and isinstance(path[1], int):
+        return hidden_url(value, f"notify[{path[1] + 1}].webhook")  # its token is in its path or query
     return FORMAT_REDACTOR(value)

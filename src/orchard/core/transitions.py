@@ -193,10 +193,10 @@ class Journal(GateTransitions, ControlTransitions):
                                   statuses={t.task_id: t.status for t in self.tasks()},
                                   cost_usd=round(sum((a.cost_usd for a in self.attempts()), 0.0), 6)))
 
-    def noted(self, text: str, *, level: str = "info") -> None:
-        """A run-level notice: a warning, a restored ref, a landing."""
+    def noted(self, text: str, *, level: str = "info", attention: bool = False) -> None:
+        """A run-level notice: a warning, a restored ref, a landing; `attention`: one the user must act on."""
         with self.atomic():
-            self._emit(RunNote(run_id=self.run_id, ts=self._clock(), level=level, text=text))
+            self._emit(RunNote(run_id=self.run_id, ts=self._clock(), level=level, text=text, attention=attention))
 
     def cancel_requested(self) -> None:
         """`orchard cancel` asked the live session to cancel (it is signalled next)."""

@@ -44,6 +44,7 @@ def build(raw: RawPlan) -> Plan:
         max_added_tasks=settings.max_added_tasks,
         max_add_depth=settings.max_add_depth,
         estimates=settings.estimates,
+        notify=settings.notify,
     )
 
 

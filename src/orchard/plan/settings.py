@@ -23,16 +23,18 @@ from orchard.core.model import (
     Environment,
     Gate,
     Limits,
+    Notify,
 )
 from orchard.plan import fields as f
 from orchard.plan.agents import defined, read_agents, unknown_agents
 from orchard.plan.environment import read_environment
+from orchard.plan.notify import read_notify
 from orchard.plan.raw import INVALID, Problems, RawPlan
 
 TOP_LEVEL_KEYS = frozenset({"base", "parallel", "budget_usd", "redact", "sandbox", "network", "environment",
                             "limits", "preflight", "integration_verify", "integration_timeout",
                             "integration_batch", "priority_mode", "compat", "max_added_tasks", "max_add_depth",
-                            "estimates", "defaults", "agents", "tracks", "tasks"})
+                            "estimates", "notify", "defaults", "agents", "tracks", "tasks"})
 GATE_KEYS = ("integration_verify", "integration_timeout", "integration_batch")
 LIMIT_KEYS: Mapping[str, Callable[[Any], Any]] = {"max_load": f.load_per_core, "min_free_memory": f.size,
                                                   "min_free_disk": f.size}
@@ -64,6 +66,7 @@ class Settings:
     max_added_tasks: int = DEFAULT_MAX_ADDED
     max_add_depth: int = DEFAULT_ADD_DEPTH
     estimates: str = "learned"
+    notify: tuple[Notify, ...] = ()
     default_agent: str | tuple[str, ...] | None = None
     agents: dict[str, AgentSpec] = field(default_factory=dict)
     declared_agents: set[str] = field(default_factory=set)  # includes agents whose entry is invalid
@@ -106,6 +109,8 @@ def read_settings(raw: RawPlan) -> Settings:
     if config.get("estimates") is not None:
         mode = problems.coerce(partial(f.choice, ESTIMATE_MODES), config["estimates"], file, field="estimates")
         settings.estimates = _valid(mode, "learned")
+    if config.get("notify") is not None:
+        settings.notify = read_notify(config["notify"], file, problems)
     for key in ("max_added_tasks", "max_add_depth"):
         if config.get(key) is not None:
             setattr(settings, key, _valid(problems.coerce(f.at_least(0), config[key], file, field=key),

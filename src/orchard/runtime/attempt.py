@@ -420,11 +420,11 @@ def _judge_outside(ctx: RunContext, attempt: Attempt, suspects: list[str], chang
     directory and was the only unconfined one running."""
     if changed:
         ctx.journal.noted(f"{', '.join(changed)} in your repository's git directory changed while unconfined "
-                          f"agents ran ({', '.join(suspects)}): put back as it was", level="warning")
+                          f"agents ran ({', '.join(suspects)}): put back as it was", level="warning", attention=True)
     if touched:
         shown = ", ".join(touched[:20]) + (f" (+{len(touched) - 20} more)" if len(touched) > 20 else "")
         ctx.journal.noted(f"your checkout changed while unconfined agents ran ({', '.join(suspects)}): {shown}",
-                          level="warning")
+                          level="warning", attention=True)
     if changed and suspects == [_key(attempt)]:
         return verdict(Outcome.TAMPERED, f"the agent changed the user's git directory: {', '.join(changed)}")
     return result

@@ -43,14 +43,14 @@ def dry_run_plan(plan: Plan) -> Plan:
     """`plan` as its dry run: the same tasks, dependencies, tracks, files, priorities, limits and `parallel`, on
     noop agents of the same names and `max_parallel`; no verify, gate or preflight; environments without setup or
     teardown (`include` files are still copied into the worktrees); nothing to confine (no process runs) and no
-    `compat` files written in the user's checkout."""
+    `compat` files written in the user's checkout, and no `notify` (a rehearsal tells nobody)."""
     agents = {name: AgentSpec(name, NOOP, spec.max_parallel,
                               MappingProxyType({k: v for k, v in spec.options.items() if k in _KEPT_OPTIONS}))
               for name, spec in plan.agents.items()}
     tasks = tuple(replace(t, verify=None, environment=t.environment and _no_commands(t.environment))
                   for t in plan.tasks)
     return replace(plan, tasks=tasks, agents=MappingProxyType(agents), environment=_no_commands(plan.environment),
-                   gate=None, preflight="off", sandbox="none", compat="none",
+                   gate=None, preflight="off", sandbox="none", compat="none", notify=(),
                    _index=MappingProxyType({t.id: t for t in tasks}))
 
 

@@ -14,7 +14,7 @@ import shlex
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from orchard.agents.requirements import recordable_environment
 from orchard.core.gate_state import ungated_tip_problem
 from orchard.core.journal import Observer, Records
 from orchard.core.model import NO_LIMITS, Limits, Plan, RunStatus, TaskStatus
+from orchard.core.notify import webhook_secrets
 from orchard.core.redact import Redactor
 from orchard.core.results import TaskResult, task_results
 from orchard.core.scheduler import RunDone
@@ -40,6 +41,7 @@ from orchard.runtime.imports import import_traps, strict_refusal
 from orchard.runtime.integration import note_restored
 from orchard.runtime.layout import Layout, integration_branch
 from orchard.runtime.lock import RunLock
+from orchard.runtime.notify import Notifier
 from orchard.runtime.preflight import preflight_owed, run_preflight
 from orchard.runtime.programs import missing_programs, uncommitted_warning
 from orchard.runtime.publish import mirror_or_note
@@ -121,9 +123,11 @@ def open_repo(path: str | Path | None) -> tuple[Repo, Layout]:
 
 
 def redactor_for(plan: Plan) -> Redactor:
-    """Secrets: orchard's environment, the agents' `env`, the plan's `redact` names."""
-    envs = [os.environ, *[dict(a.option("env", {}) or {}) for a in plan.agents.values()]]
-    return Redactor.from_environments(envs, plan.redact)
+    """Secrets: orchard's environment, the agents' `env`, the plan's `redact` names, what of a `notify` webhook's URL
+    follows its host."""
+    webhooks = webhook_secrets([entry.webhook for entry in plan.notify])
+    envs = [os.environ, *[dict(a.option("env", {}) or {}) for a in plan.agents.values()], webhooks]
+    return Redactor.from_environments(envs, (*plan.redact, *webhooks))
 
 
 def new_run_id() -> str:
@@ -132,9 +136,9 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(6)
 
 
-@contextlib.contextmanager
-def _session(repo_path: str | Path | None,
-             options: Options) -> Iterator[tuple[OwnRepository, Layout, Records, DiskLimits]]:
+@contextlib.asynccontextmanager
+async def _session(repo_path: str | Path | None,
+                   options: Options) -> AsyncIterator[tuple[OwnRepository, Layout, Records, DiskLimits]]:
     """orchard's repository beside the user's, the records and limits for one session; the records are closed
     after if orchard opened them."""
     repo, layout = open_repo(repo_path)
@@ -176,7 +180,7 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
     if options.dry_run:
         check_dry_run(land=options.land, records_given=options.records is not None)
         plan = dry_run_plan(plan)
-    with _session(repo_path, options) as (own, layout, records, limits), contextlib.ExitStack() as ends:
+    async with _session(repo_path, options) as (own, layout, records, limits), contextlib.AsyncExitStack() as ends:
         limits, machine = _limits(plan, options, limits)
         require_free_space(own.user.root, limits)  # again, should the plan's `limits` ask for more
         traps = import_traps(own.user.root, plan)
@@ -195,6 +199,7 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
             width = parallel or plan.parallel
             journal = open_journal(records, run_id, plan=plan, observers=options.observers)
             _workstream_files(plan, journal, own.user, options, ends)
+            _notify(journal, plan, layout, own.user, ends)
             # recorded first: a kill between the two leaves a run to resume (whose guard creates the branch), never
             # an integration branch nothing knows about
             redactor = redactor_for(plan)
@@ -228,7 +233,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
 
     `reset` names tasks to try afresh (`orchard retry`): they and the tasks they blocked go back to pending.
     """
-    with _session(repo_path, options) as (own, layout, records, limits), contextlib.ExitStack() as ends:
+    async with _session(repo_path, options) as (own, layout, records, limits), contextlib.AsyncExitStack() as ends:
         run = records.run(run_id)
         limits, machine = _limits(records.plan(run.id), options, limits)
         require_free_space(own.user.root, limits)
@@ -240,6 +245,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
             reset = reload_plan(journal, options.reload, _with_cancelled(journal, reset))
             _check_resumable(journal, reset)
             _workstream_files(journal.plan, journal, own.user, options, ends)
+            _notify(journal, journal.plan, layout, own.user, ends)
             last_seen = journal.last_event_ts() or time.time()  # when the dead session last did anything
             reaped = reap_orphans(journal, layout.root)  # first: what is left of the dead session stops writing
             unlocked = remove_stale_locks(own)
@@ -278,7 +284,7 @@ def note_locks(ctx: RunContext, removed: list[str]) -> None:
                           + ", ".join(removed), level="warning")
     for path in user_locks(ctx.user_repo):
         ctx.journal.noted(f"{path} is locked, so orchard cannot update its branches in your repository; if no git "
-                          f"is running there, remove the lock: rm -- '{path}'", level="warning")
+                          f"is running there, remove the lock: rm -- '{path}'", level="warning", attention=True)
 
 
 def open_journal(records: Records, run_id: str, *, plan: Plan | None = None,
@@ -291,10 +297,19 @@ def open_journal(records: Records, run_id: str, *, plan: Plan | None = None,
 
 
 def _workstream_files(plan: Plan, journal: Journal, repo: Repo, options: Options,
-                      ends: contextlib.ExitStack) -> None:
+                      ends: contextlib.AsyncExitStack) -> None:
     """`compat: workstreams`: the workstream guide's database and log (`runtime.compat`), closed with the session."""
     if plan.compat == "workstreams":
         ends.callback(attach_workstream_files(journal, repo.root, repo.git_dir, log_file=options.log_file).close)
+
+
+def _notify(journal: Journal, plan: Plan, layout: Layout, repo: Repo, ends: contextlib.AsyncExitStack) -> None:
+    """The plan's `notify:` (`runtime.notify`), told of the session's events; what is queued at its end is delivered
+    (within the entries' timeouts) once the repository is unlocked."""
+    notifier = Notifier.attach(journal, plan.notify, redactor=redactor_for(plan), cwd=repo.root, environ=os.environ,
+                               log_path=layout.run_dir(journal.run_id) / "notify.log")
+    if notifier is not None:
+        ends.push_async_callback(notifier.close)
 
 
 def _with_cancelled(journal: Journal, reset: tuple[str, ...]) -> tuple[str, ...]:
@@ -410,13 +425,15 @@ async def _land(ctx: RunContext) -> tuple[OrchardError | None, str]:
     problem = gate and ungated_tip_problem(ctx.journal.events(), tip=ctx.integration.tip, base=run.base_commit,
                                            command=shlex.join(gate.verify))
     if problem:
-        ctx.journal.noted(f"did not land {run.integration_branch} on {run.base}: {problem}", level="warning")
+        ctx.journal.noted(f"did not land {run.integration_branch} on {run.base}: {problem}", level="warning",
+                          attention=True)
         return UngatedTip(f"cannot land run {run.id}: {problem}"), ""
     try:
         outcome = await asyncio.to_thread(land, ctx.user_repo, run.integration_branch, run.base,
                                           marker=ctx.layout.land_marker)
     except VcsError as exc:
-        ctx.journal.noted(f"did not land {run.integration_branch} on {run.base}: {exc}", level="warning")
+        ctx.journal.noted(f"did not land {run.integration_branch} on {run.base}: {exc}", level="warning",
+                          attention=True)
         return exc, ""
     landed = f"landed {run.integration_branch} on {run.base}: {outcome}"
     ctx.journal.noted(landed)
