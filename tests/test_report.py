@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from orchard.core.timeline import AttemptSpan, attempt_spans, concurrency, critical_path
+from orchard.core.timeline import AttemptSpan, attempt_spans, concurrency, critical_path, queue_lengths
 from tests.conftest import Result
 from tests.test_cli import assert_clean_exit
 from tests.test_engine_acceptance import plan_text, task
@@ -31,6 +31,9 @@ def test_phases_concurrency_and_the_critical_path_come_from_the_events() -> None
         (11.0, {"type": "attempt.started", "task": "c", "attempt": 1, "agent": "x"}),
         (15.0, {"type": "attempt.finished", "task": "c", "attempt": 1, "outcome": "success"}),
         (16.0, {"type": "merge.finished", "task": "c", "result": "merged"}),
+        (12.0, {"type": "task.status", "task": "d", "status": "queued"}),
+        (12.0, {"type": "task.status", "task": "e", "status": "queued"}),
+        (13.0, {"type": "task.status", "task": "d", "status": "cancelled"}),
     ]
     spans = attempt_spans(events, now=20.0)
     a, b, c = spans
@@ -42,6 +45,8 @@ def test_phases_concurrency_and_the_critical_path_come_from_the_events() -> None
     assert max(s.running for s in steps) == 2 and steps[-1].running == 0
     assert dict(next(s for s in steps if s.running == 2).by_agent) == {"x": 1, "y": 1}
     assert critical_path(spans, {"c": ["a", "b"], "b": [], "a": []}) == ["a", "c"]
+    # waiting for a slot: from `queued` to the attempt's start, or to any other status (two at once: one step)
+    assert queue_lengths(events) == [(0.0, 1), (1.0, 0), (10.0, 1), (11.0, 0), (12.0, 2), (13.0, 1)]
     assert critical_path([AttemptSpan("solo", 1, start=1.0, end=2.0)], {}) == ["solo"]
 
 
@@ -52,11 +57,14 @@ class Bars(HTMLParser):
         super().__init__()
         self.bars: list[dict[str, str | None]] = []
         self.external: list[str] = []
+        self.lanes: list[tuple[str, str]] = []  # the concurrency chart's (lane, peak)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         found = dict(attrs)
         if found.get("class") == "bar":
             self.bars.append(found)
+        if found.get("class") == "lane-c":
+            self.lanes.append((str(found["data-lane"]), str(found["data-peak"])))
         for key in ("src", "href"):
             if found.get(key) and not str(found[key]).startswith("data:"):  # inline, nothing to fetch
                 self.external.append(str(found[key]))
@@ -96,6 +104,10 @@ def test_a_run_writes_its_report_and_report_shows_it_three_ways(
         assert bars == {("ok", "1"): ("merged", "success"), ("flaky", "1"): ("merged", "agent_error"),
                         ("flaky", "2"): ("merged", "success"), ("after", "1"): ("merged", "success")}
         assert parsed.external == []  # nothing to fetch: it opens offline
+        # running at once: all agents, then each agent against its limit, then the queue
+        assert parsed.lanes[0] == ("all", str(max(step["running"] for step in doc["concurrency"])))
+        assert [lane for lane, _ in parsed.lanes] == ["all", *sorted({a for s in doc["concurrency"]
+                                                                      for a in s["by_agent"]}), "queue"]
         # what the agent printed is in the log's tail, escaped: it cannot run as the page's script
         assert "<script>alert(1)" not in text and "&lt;script&gt;alert(1)" in text
 

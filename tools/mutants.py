@@ -260,6 +260,19 @@ MUTANTS = (
     Mutant("an HTML report puts an agent's text in as markup", "src/orchard/ui/html_report.py",
            "    return html.escape(safe_text(str(text)), quote=True)", "    return str(text)",
            ("tests/test_report.py::test_a_run_writes_its_report_and_report_shows_it_three_ways",)),
+    Mutant("a notification is sent unredacted", "src/orchard/runtime/notify.py",
+           "    return {key: redact(value) if isinstance(value, str) else value for key, value in data.items()}",
+           "    return dict(data)",
+           ("tests/test_notify.py::test_webhook_gets_task_failed_and_run_finished_with_their_fields_and_no_secret",)),
+    Mutant("a webhook's token is kept in the plan's snapshot", "src/orchard/core/serialize.py",
+           '        return hidden_url(value, f"notify[{path[1] + 1}].webhook")', "        return value",
+           ("tests/test_notify.py::test_the_snapshot_keeps_notify_and_hides_the_webhook_token",)),
+    Mutant("the session's end waits for a hanging receiver without bound", "src/orchard/runtime/notify.py",
+           "                await asyncio.wait(joins, timeout=waited)", "                await asyncio.wait(joins)",
+           ("tests/test_notify.py::test_a_receiver_that_never_answers_delays_the_end_by_at_most_its_timeout",)),
+    Mutant("a webhook's redirect is followed", "src/orchard/runtime/notify.py",
+           "_OPENER = urllib.request.build_opener(_NoRedirects)", "_OPENER = urllib.request.build_opener()",
+           ("tests/test_notify.py::test_redirects_are_not_followed",)),
 )
 
 

@@ -128,6 +128,29 @@ def concurrency(spans: Sequence[AttemptSpan], *, now: float) -> list[Step]:
     return steps
 
 
+def queue_lengths(events: Iterable[tuple[float, Mapping[str, Any]]]) -> list[tuple[float, int]]:
+    """How many tasks waited for a slot over time ((time, event) in journal order): a task is waiting from its
+    `queued` status until its attempt starts or its status changes; a step (at, waiting) at every change."""
+    waiting: set[str] = set()
+    steps: list[tuple[float, int]] = []
+    for ts, e in events:
+        kind, task = e.get("type"), e.get("task")
+        if not isinstance(task, str) or kind not in ("task.status", "attempt.started"):
+            continue
+        before = len(waiting)
+        if kind == "task.status" and e.get("status") == "queued":
+            waiting.add(task)
+        else:
+            waiting.discard(task)
+        if len(waiting) == before:
+            continue
+        if steps and steps[-1][0] == ts:
+            steps[-1] = (ts, len(waiting))
+        else:
+            steps.append((ts, len(waiting)))
+    return steps
+
+
 def critical_path(spans: Sequence[AttemptSpan], depends_on: Mapping[str, Sequence[str]]) -> list[str]:
     """The chain of tasks that decided when the run ended: from the task that finished last, back through the
     dependency that finished last before it, to a task that waited on none."""

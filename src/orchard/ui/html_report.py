@@ -111,22 +111,41 @@ def _bar(task: dict[str, Any], attempt: dict[str, Any], start: float, span: floa
 
 
 def _concurrency(doc: dict[str, Any]) -> str:
-    """Running attempts over time against `parallel`: a column per step."""
+    """Running attempts over time: all of them against `parallel`, then each agent's against its `max_parallel`,
+    then the tasks waiting for a slot; a lane each, with its own scale."""
     steps, parallel = doc["concurrency"], max(1, doc["run"]["parallel"])
+    agents = sorted({a for s in steps for a in s["by_agent"]})
+    lanes = [_lane("all agents", "all", [(s["at"], s["running"]) for s in steps], parallel, f"parallel {parallel}",
+                   doc)]
+    for agent in agents:
+        limit = doc["max_parallel"].get(agent)
+        lanes.append(_lane(agent, agent, [(s["at"], s["by_agent"].get(agent, 0)) for s in steps], limit,
+                           f"max_parallel {limit}" if limit else "", doc))
+    lanes.append(_lane("waiting", "queue", [(q["at"], q["queued"]) for q in doc.get("queue", [])], None,
+                       "ready, no slot", doc))
+    return (f"<section id=\"concurrency\"><h2>Running at once <small>per agent, against parallel and max_parallel; "
+            f"and the queue</small></h2>{''.join(lanes)}</section>")
+
+
+def _lane(title: str, key: str, points: list[tuple[float, int]], limit: int | None, said: str,
+          doc: dict[str, Any]) -> str:
+    """One lane of the concurrency chart: a column per step (`points`: (at, count) in time order), scaled to the
+    larger of its peak and `limit`, with `limit` as a dashed line."""
     start, span = _extent(doc)
-    peak = max([parallel, *(s["running"] for s in steps)])
+    peak = max([limit or 1, *(n for _, n in points)])
     cols = []
-    for step, after in zip(steps, [*steps[1:], None], strict=False):
-        end = after["at"] if after else step["at"]
-        agents = ", ".join(f"{a} {n}" for a, n in step["by_agent"].items()) or "none"
-        left = _pct((step["at"] - start) / span)
-        cols.append(f"<div class=\"col\" data-running=\"{step['running']}\" style=\"left:{left};"
-                    f"width:{_pct((end - step['at']) / span)};height:{_pct(step['running'] / peak)}\" "
-                    f"title=\"{step['running']} running ({esc(agents)})\"></div>")
-    limits = ", ".join(f"{esc(a)} ≤ {n}" for a, n in doc["max_parallel"].items() if n)
-    line = f"<div class=\"limit\" style=\"bottom:{_pct(parallel / peak)}\" title=\"parallel {parallel}\"></div>"
-    return (f"<section id=\"concurrency\"><h2>Running at once <small>parallel {parallel}"
-            f"{' · ' + limits if limits else ''}</small></h2><div class=\"area\">{''.join(cols)}{line}</div></section>")
+    for (at, count), after in zip(points, [*points[1:], None], strict=False):
+        end = after[0] if after else at
+        if count:
+            cols.append(f"<div class=\"col\" data-count=\"{count}\" style=\"left:{_pct((at - start) / span)};"
+                        f"width:{_pct((end - at) / span)};height:{_pct(count / peak)}\" "
+                        f"title=\"{count} {esc(title)}\"></div>")
+    line = (f"<div class=\"limit\" style=\"bottom:{_pct(limit / peak)}\" title=\"{esc(said)}\"></div>"
+            if limit else "")
+    top = max((n for _, n in points), default=0)
+    return (f"<div class=\"lane-c\" data-lane=\"{esc(key)}\" data-peak=\"{top}\"><span class=\"label\">"
+            f"{esc(title)}<small> peak {top}{' · ' + esc(said) if said else ''}</small></span>"
+            f"<div class=\"area{' queue' if key == 'queue' else ''}\">{''.join(cols)}{line}</div></div>")
 
 
 def _costs(doc: dict[str, Any]) -> str:
@@ -196,8 +215,9 @@ small{color:#777;font-weight:normal}code{font-size:.95em}
 .lane{position:relative;flex:1;height:14px;border-left:1px solid #ccc}
 .bar{position:absolute;top:0;height:12px;border:1px solid;box-sizing:border-box;min-width:2px}
 .ph{position:absolute;top:0;bottom:0}
-.area{position:relative;height:120px;border-left:1px solid #ccc;border-bottom:1px solid #ccc;margin-left:14em}
-.col{position:absolute;bottom:0;background:#6baed6}
+.lane-c{display:flex;align-items:flex-end;margin:.3em 0}.lane-c .label small{display:block}
+.area{position:relative;flex:1;height:60px;border-left:1px solid #ccc;border-bottom:1px solid #ccc}
+.col{position:absolute;bottom:0;background:#6baed6;min-width:1px}.queue .col{background:#bdbdbd}
 .limit{position:absolute;left:0;right:0;border-top:1px dashed #de2d26}
 .two{display:flex;gap:2em;flex-wrap:wrap}table{border-collapse:collapse}td,th{padding:0 .5em}.num{text-align:right}
 .hbar{height:10px;background:#3182bd;min-width:1px}.hbar.tok{background:#9467bd}td:nth-child(3),td:nth-child(5){width:12em}

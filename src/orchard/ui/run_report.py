@@ -21,7 +21,7 @@ from orchard.core.records import AttemptRecord
 from orchard.core.safe_text import safe_line, safe_text
 from orchard.core.simulate import simulate
 from orchard.core.summary import summarize
-from orchard.core.timeline import PHASES, AttemptSpan, attempt_spans, concurrency, critical_path
+from orchard.core.timeline import PHASES, AttemptSpan, attempt_spans, concurrency, critical_path, queue_lengths
 from orchard.errors import OrchardError
 from orchard.ui.dashboard import STYLE
 from orchard.ui.report import summary_text
@@ -39,6 +39,7 @@ def report_document(records: Records, run_id: str, *, now: float, files: Mapping
     times = [ts for _, ts in records.event_times(run.id)]
     events = [data for _, data in records.events(run.id)]
     spans = attempt_spans(zip(times, events, strict=False), now=now)
+    queue = queue_lengths(zip(times, events, strict=False))
     plan = _plan(records, run.id)
     depends = {t.id: list(t.depends_on) for t in plan.tasks} if plan else {}
     attempts: dict[str, list[AttemptRecord]] = {}
@@ -59,6 +60,7 @@ def report_document(records: Records, run_id: str, *, now: float, files: Mapping
                   for t in records.tasks(run.id)],
         "concurrency": [{"at": s.at, "running": s.running, "by_agent": dict(s.by_agent)}
                         for s in concurrency(spans, now=now)],
+        "queue": [{"at": at, "queued": n} for at, n in queue],
         "max_parallel": {name: spec.max_parallel for name, spec in plan.agents.items()} if plan else {},
         "critical_path": critical_path(spans, depends),
     }
