@@ -318,8 +318,9 @@ def test_desktop_uses_notify_send_when_present_and_says_when_not(
     assert len(calls(out)) == 1
 
 
-def test_the_notifier_redacts_what_it_sends_and_tells_attention_notes(tmp_path: Path) -> None:
-    """In process, over a journal that redacts nothing: the notifier's own redaction is what keeps the secret."""
+def test_the_notifier_redacts_what_it_sends_and_tells_attention_notes(tmp_path: Path, receiver: Receiver) -> None:
+    """In process, over a journal that redacts nothing: the notifier's own redaction is what keeps the secret, from
+    a command's arguments and from a webhook's JSON."""
     script, out = recorder(tmp_path)
     plan_file = tmp_path / "plan.yaml"
     plan_file.write_text(plan_text(task("a", "@exit 0")))
@@ -328,7 +329,8 @@ def test_the_notifier_redacts_what_it_sends_and_tells_attention_notes(tmp_path: 
 
     async def scenario() -> None:
         journal = Journal(MemoryStore(), "r1", clock=time.time)
-        notifier = Notifier.attach(journal, (entry,), redactor=Redactor({"API_TOKEN": SECRET}), cwd=tmp_path,
+        hook = Notify(events=(NotifyEvent.NEEDS_ATTENTION,), webhook=f"{receiver.url}/h")
+        notifier = Notifier.attach(journal, (entry, hook), redactor=Redactor({"API_TOKEN": SECRET}), cwd=tmp_path,
                                    log_path=tmp_path / "notify.log", environ=os.environ)
         assert notifier is not None
         journal.run_started(plan=plan, base="main", base_commit="0" * 40, integration_branch="b", parallel=1, pid=1)
@@ -339,6 +341,7 @@ def test_the_notifier_redacts_what_it_sends_and_tells_attention_notes(tmp_path: 
     asyncio.run(scenario())
     (message,), = calls(out)
     assert message == f"run r1: {tmp_path}/.git/index.lock is locked: [REDACTED:API_TOKEN]"
+    assert [p["body"]["message"] for p in receiver.posts] == [message]
 
 
 # ---- the plan format -------------------------------------------------------------------------------------------

@@ -263,7 +263,7 @@ MUTANTS = (
     Mutant("a notification is sent unredacted", "src/orchard/runtime/notify.py",
            "    return {key: redact(value) if isinstance(value, str) else value for key, value in data.items()}",
            "    return dict(data)",
-           ("tests/test_notify.py::test_webhook_gets_task_failed_and_run_finished_with_their_fields_and_no_secret",)),
+           ("tests/test_notify.py::test_the_notifier_redacts_what_it_sends_and_tells_attention_notes",)),
     Mutant("a webhook's token is kept in the plan's snapshot", "src/orchard/core/serialize.py",
            '        return hidden_url(value, f"notify[{path[1] + 1}].webhook")', "        return value",
            ("tests/test_notify.py::test_the_snapshot_keeps_notify_and_hides_the_webhook_token",)),
