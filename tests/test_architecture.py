@@ -33,7 +33,7 @@ class Layer:
 
 
 # core is the pure rules layer: no clock, no files, no processes, so its stdlib is an explicit allowlist.
-CORE_STDLIB = _names("__future__ abc bisect collections collections.abc contextlib dataclasses datetime enum "
+CORE_STDLIB = _names("__future__ abc bisect collections collections.abc contextlib copyreg dataclasses datetime enum "
                      "fnmatch functools heapq itertools json logging math re statistics string textwrap types "
                      "typing posixpath")
 

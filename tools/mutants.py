@@ -68,11 +68,11 @@ MUTANTS = (
            ("tests/test_security.py::test_secrets_in_an_agents_env_are_kept_out_of_the_store_and_still_reach_a_"
             "resumed_agent",)),
     Mutant("files an environment included stay in the history of an agent that committed them",
-           "src/orchard/runtime/attempt.py",
-           "    committed = paths_changed(ctx.git, attempt.start_commit, head, attempt.included)",
+           "src/orchard/runtime/workspace.py",
+           "    committed = paths_changed(host.git, live.start_commit, head, live.included)",
            "    committed: list[str] = []",
            ("tests/test_environment.py::test_ignored_files_reach_every_worktree_as_they_are_and_never_a_commit",)),
-    Mutant("a reused worktree runs its setup every time", "src/orchard/runtime/attempt.py",
+    Mutant("a reused worktree runs its setup every time", "src/orchard/runtime/workspace.py",
            "    if stamp.current:", "    if False:",
            ("tests/test_environment.py::test_a_reused_worktree_keeps_its_setup_and_runs_it_again_only_when_its_"
             "inputs_change",)),
@@ -98,7 +98,8 @@ MUTANTS = (
            ("tests/test_preflight.py::test_a_verify_that_cannot_run_on_the_base_stops_the_run_with_exit_3_before_any_"
             "agent",)),
     Mutant("a verify red on the base is blamed on the agent", "src/orchard/runtime/attempt.py",
-           "    red = ctx.journal.run().red_on_base(shlex.join(task.verify))", "    red = False",
+           "        red_on_base=bool(task.verify) and ctx.journal.run().red_on_base(shlex.join(task.verify or ())),",
+           "        red_on_base=False,",
            ("tests/test_preflight.py::test_a_verify_red_on_the_base_marks_the_failures_baseline_red_and_not_the_"
             "agents_fault",)),
     Mutant("a retry's verify runs with the PATH of the shell it came from", "src/orchard/runtime/context.py",
@@ -136,8 +137,9 @@ MUTANTS = (
     Mutant("git runs the repository's hooks", "src/orchard/vcs/git.py", '    "-c", "core.hooksPath=/dev/null",\n', "",
            ("tests/test_hostile_agents.py::test_planted_hooks_config_and_attributes_never_run_and_the_users_"
             "repository_is_untouched",)),
-    Mutant("an agent's planted config is not undone before its work is committed", "src/orchard/runtime/attempt.py",
-           "            note_repaired(ctx, await asyncio.to_thread(ctx.own.restore),", "            (0,",
+    Mutant("an agent's planted config is not undone before its work is committed",
+           "src/orchard/runtime/workspace.py",
+           "            repaired = await asyncio.to_thread(host.own.restore)", "            repaired = []",
            ("tests/test_hostile_agents.py::test_planted_hooks_config_and_attributes_never_run_and_the_users_"
             "repository_is_untouched",)),
     Mutant("the sandbox leaves the file system writable", "src/orchard/runtime/sandbox.py",
@@ -150,8 +152,8 @@ MUTANTS = (
            'return env.get("ORCHARD_RUN_ID") == run_id and env.get("ORCHARD_WORKTREE", "").startswith(where)',
            'return env.get("ORCHARD_RUN_ID") == run_id',
            ("tests/test_cli_manage.py::test_cancel_after_the_orchestrator_died_stops_its_leftover_agents",)),
-    Mutant("verify gets orchard's whole environment", "src/orchard/runtime/attempt.py",
-           'base_env = agent_environment(ctx.environ, "", task.verify_env_pass)', "base_env = dict(os.environ)",
+    Mutant("verify gets orchard's whole environment", "src/orchard/runtime/workspace.py",
+           'base_env = agent_environment(host.environ, "", task.verify_env_pass)', "base_env = dict(os.environ)",
            ("tests/test_security.py::test_verify_gets_the_allowlisted_environment_and_only_the_secrets_the_plan_"
             "passes",)),
     Mutant("migration 2 leaves integration_tip empty", "src/orchard/store/schema.py",

@@ -5,6 +5,7 @@ Everything here is data; the rules that act on it live in `core.graph` and `core
 
 from __future__ import annotations
 
+import copyreg
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,20 @@ from types import MappingProxyType
 from typing import Any
 
 from orchard.core.sizes import format_size
+
+
+def frozen_mapping(values: dict[Any, Any]) -> Mapping[Any, Any]:
+    """`values` behind a read-only proxy (what an unpickled proxy is rebuilt with)."""
+    return MappingProxyType(values)
+
+
+def _reduce_proxy(proxy: MappingProxyType[Any, Any]) -> tuple[Any, tuple[dict[Any, Any]]]:
+    return frozen_mapping, (dict(proxy),)
+
+
+# The values below freeze their mappings in read-only proxies; pickled as the dict they show, a plan, a task or an
+# agent entry can travel to another process or machine as it is (an attempt's job: `runtime.workspace`).
+copyreg.pickle(MappingProxyType, _reduce_proxy)
 
 DEFAULT_TIMEOUT_S = 30 * 60.0
 DEFAULT_ESTIMATE_S = 10 * 60.0

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from orchard.core.model import Environment, Task
 from orchard.errors import GitError
-from orchard.runtime.attempt import attempt_variables
 from orchard.runtime.context import RunContext
 from orchard.runtime.environment import PhaseResult, copy_included, included_files, run_phase, setup_stamp
 from orchard.runtime.resources import task_variables
+from orchard.runtime.sandbox import check_box
+from orchard.runtime.workspace import attempt_variables
 from orchard.vcs import delete_ref
 
 
@@ -60,8 +61,9 @@ async def run_check(ctx: RunContext, check: CheckRun, *,
         reason = precheck(worktree) if precheck else ""
         if reason:
             return CheckOutcome("precheck", PhaseResult(False, reason, started=False))
-        result = await run_phase(ctx, phase="verify", commands=(check.command,), task_id=check.link,
-                                 agent=check.task.agent, worktree=worktree, log_path=check.log, env=env,
+        result = await run_phase(ctx.host, phase="verify", commands=(check.command,), task_id=check.link,
+                                 box=check_box(ctx, check.task.agent, worktree), worktree=worktree,
+                                 log_path=check.log, env=env,
                                  timeout_s=check.timeout_s, env_pass=check.task.verify_env_pass)
         return CheckOutcome("command", result)
     except (GitError, OSError) as exc:
@@ -82,11 +84,12 @@ async def _set_up(ctx: RunContext, check: CheckRun, *, worktree: Path, env: dict
     """The environment's setup, stamped like a task's so a later use of this worktree skips it."""
     if not check.environment.setup:
         return PhaseResult(True)
-    stamp = await asyncio.to_thread(setup_stamp, ctx, worktree, check.environment)
+    stamp = await asyncio.to_thread(setup_stamp, ctx.host, worktree, check.environment)
     if stamp.current:
         return PhaseResult(True, skipped=True)
-    result = await run_phase(ctx, phase="setup", commands=check.environment.setup, task_id=check.link,
-                             agent=check.task.agent, worktree=worktree, log_path=check.log, env=env,
+    result = await run_phase(ctx.host, phase="setup", commands=check.environment.setup, task_id=check.link,
+                             box=check_box(ctx, check.task.agent, worktree), worktree=worktree,
+                             log_path=check.log, env=env,
                              timeout_s=check.environment.setup_timeout_s)
     stamp.save(result.passed)
     return result

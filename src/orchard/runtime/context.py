@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from orchard.core.journal import RunJournal
 from orchard.core.model import Outcome, Plan
@@ -22,6 +23,9 @@ from orchard.runtime.resources import TaskResources
 from orchard.runtime.unconfined import OutsideWatch
 from orchard.vcs import Repo, kill_running_git
 from orchard.vcs.private import OwnRepository
+
+if TYPE_CHECKING:
+    from orchard.runtime.executor import Executor
 
 log = logging.getLogger("orchard")
 
@@ -90,6 +94,29 @@ class LiveProcesses:
 
 
 @dataclass
+class Host:
+    """The machine's side of attempts (`runtime.workspace`): orchard's repository here and its paths, the worktree
+    pool, the live processes, the redactor of what leaves a process and the environment setup and verify start
+    from. The run's journal and store are not here: what happens on a host reaches them through a sink."""
+
+    own: OwnRepository
+    layout: Layout
+    pool: WorktreePool
+    processes: LiveProcesses
+    redactor: Redactor
+    environ: dict[str, str]
+    watch: OutsideWatch | None = None  # set when some agent runs unconfined here (`runtime.unconfined`)
+
+    @property
+    def git(self) -> Repo:
+        return self.own.repo
+
+    @property
+    def user_repo(self) -> Repo:
+        return self.own.user
+
+
+@dataclass
 class RunContext:
     """One session's shared handles. Lives in the engine's event loop thread.
 
@@ -103,10 +130,10 @@ class RunContext:
     redactor: Redactor = NO_REDACTION
     width: int = 1  # tasks at once: also how many finished worktrees the pool parks during the run
     processes: LiveProcesses = field(default_factory=LiveProcesses)
-    watch: OutsideWatch | None = None  # set when some agent runs unconfined (`runtime.unconfined`)
     resources: TaskResources = field(default_factory=TaskResources)  # the running tasks' slots and ports
     output_events: bool = False  # every line agents write goes to observers too (`AgentOutput`)
     extend: Extender | None = None  # reads the tasks `orchard add` adds (`plan.extend`); None: adding is refused
+    executor: Executor | None = None  # where attempts' workspace halves run (`runtime.executor`); None: here
 
     @property
     def run_id(self) -> str:
@@ -135,6 +162,11 @@ class RunContext:
     def pool(self) -> WorktreePool:
         kept = [*self.plan.environment.keep, *(k for t in self.plan.tasks if t.environment for k in t.environment.keep)]
         return WorktreePool(self.git, self.layout, tuple(dict.fromkeys(kept)))
+
+    @functools.cached_property
+    def host(self) -> Host:
+        """This machine as the host of the run's attempts and checks."""
+        return Host(self.own, self.layout, self.pool, self.processes, self.redactor, self.environ)
 
     def task_branch(self, task_id: str) -> str:
         return task_branch(self.run_id, task_id)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -25,13 +27,12 @@ from orchard.errors import GitError, UsageError
 from orchard.runtime.cleanup import clean_run
 from orchard.runtime.layout import Layout
 from orchard.runtime.process import append_log
-from orchard.vcs import delete_ref, list_branches, set_ref
+from orchard.vcs import Repo, delete_ref, list_branches, set_ref
 from orchard.vcs.merge import commit_tree
 from orchard.vcs.private import OwnRepository, ref_values
 
 if TYPE_CHECKING:
-    from orchard.runtime.attempt import Attempt
-    from orchard.runtime.context import RunContext
+    pass
 
 NOOP = "noop"
 DRY_RUN_NOTE = ("dry run: no agent runs (each task commits an empty change), no setup, verify or gate; the run's "
@@ -68,27 +69,26 @@ def check_dry_run(*, land: bool, records_given: bool) -> None:
         raise UsageError("a dry run keeps its records in memory: give it records (orchard.testing.MemoryStore)")
 
 
-async def empty_change(ctx: RunContext, attempt: Attempt) -> AttemptReport:
+async def empty_change(repo: Repo, *, task_id: str, number: int, agent: str, log_path: Path, branch: str,
+                       start: str, exited: Callable[[AgentExit], None]) -> AttemptReport:
     """A noop agent's attempt: no process; one commit on the task branch with the start commit's tree, so the
-    result merges like any other; journaled as an agent that exited at once, spending nothing."""
+    result merges like any other; told (`exited`) as an agent that exited at once, spending nothing."""
     started = time.monotonic()
-    append_log(attempt.log_path, f"[orchard: dry run: attempt {attempt.number} on {attempt.agent}: no agent runs, "
-                                 "an empty commit]\n")
-    message = (f"orchard: task {attempt.task.id} (attempt {attempt.number})\n\nA dry run: no agent ran, nothing "
-               "changed.\n")
+    append_log(log_path, f"[orchard: dry run: attempt {number} on {agent}: no agent runs, an empty commit]\n")
+    message = f"orchard: task {task_id} (attempt {number})\n\nA dry run: no agent ran, nothing changed.\n"
     try:
-        await asyncio.to_thread(_commit_again, ctx, "refs/heads/" + attempt.branch, attempt.start_commit, message)
+        await asyncio.to_thread(_commit_again, repo, "refs/heads/" + branch, start, message)
         report = AttemptReport(Outcome.SUCCESS, "dry run: an empty change")
     except GitError as exc:
         report = AttemptReport(Outcome.SETUP_FAILED, f"dry run: cannot commit the empty change: {exc}")
-    ctx.journal.agent_exited(attempt.id, AgentExit(exit_code=0 if report.outcome is Outcome.SUCCESS else None,
-                                                   signal=None, duration_s=time.monotonic() - started))
+    exited(AgentExit(exit_code=0 if report.outcome is Outcome.SUCCESS else None, signal=None,
+                     duration_s=time.monotonic() - started))
     return report
 
 
-def _commit_again(ctx: RunContext, ref: str, start: str, message: str) -> None:
-    commit = commit_tree(ctx.git, f"{start}^{{tree}}", (start,), message)
-    if not set_ref(ctx.git, ref, commit, start, "orchard: dry run"):
+def _commit_again(repo: Repo, ref: str, start: str, message: str) -> None:
+    commit = commit_tree(repo, f"{start}^{{tree}}", (start,), message)
+    if not set_ref(repo, ref, commit, start, "orchard: dry run"):
         raise GitError(["update-ref", ref], 1, "the task branch moved away from the attempt's start")
 
 

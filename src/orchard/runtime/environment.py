@@ -22,9 +22,9 @@ from pathlib import Path
 from orchard.agents.base import ExitInfo, Invocation, TailBuffer
 from orchard.agents.requirements import agent_environment
 from orchard.core.model import Environment
-from orchard.runtime.context import RunContext
+from orchard.runtime.context import Host
 from orchard.runtime.process import Supervision, append_log, run_process
-from orchard.runtime.sandbox import box_for, confine, sandboxed_exit
+from orchard.runtime.sandbox import Confinement, confine, sandboxed_exit
 from orchard.vcs import Repo, staged_blobs, untracked_entries, untracked_matching
 from orchard.vcs.git import admin_dir
 
@@ -112,9 +112,9 @@ def _byproduct(path: str) -> bool:
     return bool(parts) and (bool(BYPRODUCT_DIRS & set(parts)) or parts[-1].endswith((".pyc", ".egg-info")))
 
 
-def setup_stamp(ctx: RunContext, worktree: Path, environment: Environment) -> SetupStamp:
-    """The setup stamp of a worktree for `environment`, as its start commit has the setup inputs."""
-    found = setup_record(ctx, worktree)
+def setup_stamp(host: Host, worktree: Path, environment: Environment) -> SetupStamp:
+    """The setup stamp of a worktree of `host` for `environment`, as its start commit has the setup inputs."""
+    found = setup_record(host, worktree)
     record, identity = found if found is not None else (None, "")
     current = setup_fingerprint(worktree, environment)
     return SetupStamp(worktree, record, None if current is None else f"{identity} {current}")
@@ -130,7 +130,7 @@ def setup_fingerprint(worktree: Path, environment: Environment) -> str | None:
     return hashlib.sha256(data.encode()).hexdigest()
 
 
-def setup_record(ctx: RunContext, worktree: Path) -> tuple[Path, str] | None:
+def setup_record(host: Host, worktree: Path) -> tuple[Path, str] | None:
     """Where orchard records the setup fingerprint of a worktree (outside the sandbox's reach), and the identity of
     that worktree it goes with: a token in its entry in orchard's repository, which moves with it through the pool
     and goes when it goes (a new worktree under the same name then never counts as set up)."""
@@ -140,32 +140,31 @@ def setup_record(ctx: RunContext, worktree: Path) -> tuple[Path, str] | None:
     token = admin / "orchard-worktree-id"
     if not token.is_file():
         token.write_text(secrets.token_hex(8))
-    return ctx.layout.root / "setup" / admin.name, token.read_text().strip()
+    return host.layout.root / "setup" / admin.name, token.read_text().strip()
 
 
-async def run_phase(ctx: RunContext, *, phase: str, commands: tuple[tuple[str, ...], ...], task_id: str, agent: str,
-                    worktree: Path, log_path: Path, env: dict[str, str], timeout_s: float,
+async def run_phase(host: Host, *, phase: str, commands: tuple[tuple[str, ...], ...], task_id: str,
+                    box: Confinement | None, worktree: Path, log_path: Path, env: dict[str, str], timeout_s: float,
                     on_command: Callable[[int, tuple[str, ...]], None] | None = None,
                     env_pass: str | tuple[str, ...] = ()) -> PhaseResult:
-    """Run a phase's commands in order in the worktree (sandboxed like the agent, with the basics of the
-    environment, the variables `env_pass` names and `env`), logged under a marker, all of them within `timeout_s`;
-    stops at the first failure."""
-    box = box_for(ctx, ctx.plan.agents[agent], worktree=worktree, prompt_file=None)
+    """Run a phase's commands in order in the worktree on `host` (in `box`, the agent's sandbox; with the basics of
+    the environment, the variables `env_pass` names and `env`), logged under a marker, all of them within
+    `timeout_s`; stops at the first failure."""
     started, tail = time.monotonic(), TailBuffer(lines=40)
     for index, argv in enumerate(commands):
         if on_command is not None:
             on_command(index, argv)
         tail.lines.clear()  # the tail of the command that fails is the one to show
-        append_log(log_path, ctx.redactor(f"\n[orchard: {phase}{' (in bwrap)' if box else ''}: {shlex.join(argv)}]\n"))
+        append_log(log_path, host.redactor(f"\n[orchard: {phase}{' (in bwrap)' if box else ''}: {shlex.join(argv)}]\n"))
         left = max(0.1, timeout_s - (time.monotonic() - started))
-        stop = None if phase == "teardown" else ctx.processes.stop_for(task_id)  # teardown always runs
+        stop = None if phase == "teardown" else host.processes.stop_for(task_id)  # teardown always runs
         info = await run_process(confine(Invocation(argv, worktree, env=env), box), log_path,
-                                 lambda line, _s: tail.add(line), Supervision(left, None, ctx.processes.grace_s),
-                                 on_spawn=lambda pid: ctx.processes.started(task_id, pid),
-                                 base_env=agent_environment(ctx.environ, "", env_pass), redact=ctx.redactor.bytes,
+                                 lambda line, _s: tail.add(line), Supervision(left, None, host.processes.grace_s),
+                                 on_spawn=lambda pid: host.processes.started(task_id, pid),
+                                 base_env=agent_environment(host.environ, "", env_pass), redact=host.redactor.bytes,
                                  stop=stop)
         info = sandboxed_exit(info) if box else info
-        ctx.processes.ended(task_id)
+        host.processes.ended(task_id)
         if info.returncode != 0 or info.spawn_error:
             return PhaseResult(False, f"{phase} failed ({_why(info, timeout_s)}): {shlex.join(argv)}"
                                       + (f"\n{info.spawn_error or tail.text()}" if info.spawn_error or tail.text()

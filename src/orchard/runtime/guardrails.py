@@ -9,6 +9,7 @@ warned about or refused (`protect_merged`), so no merged work is undone without 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,30 +50,41 @@ def start_resolution(repo: Repo, worktree: Path, tip: str, theirs: str) -> Resol
     return Resolution(theirs, base, paths, note)
 
 
-async def guard(ctx: RunContext, *, task: Task, start: str, resolution: Resolution | None,
-                result: Verdict) -> Verdict:
-    """The result as it stands, or refused (`rejected`, with the reason as the next attempt's feedback); a
-    warning is journaled for lines removed under `protect_merged: warn`."""
+@dataclass(frozen=True)
+class LinesRemoved:
+    """A result that removes lines other tasks merged, under `protect_merged: warn`: what to say, and whose."""
+
+    text: str
+    others: tuple[str, ...]
+
+
+async def guard(repo: Repo, *, task: Task, start: str, resolution: Resolution | None, result: Verdict,
+                merged: Mapping[str, str]) -> tuple[Verdict, LinesRemoved | None]:
+    """The result as it stands, or refused (`rejected`, with the reason as the next attempt's feedback); with the
+    warning to journal for lines removed under `protect_merged: warn`. `merged`: the merge commit of every other
+    task merged when the attempt started (one merged later is no ancestor of its start: its lines cannot be
+    what the result removed)."""
     end = result.end_commit
     if result.outcome is not Outcome.SUCCESS or end is None:
-        return result
+        return result, None
     if resolution is not None:
-        problem = await asyncio.to_thread(_resolution_problem, ctx.git, resolution, start, end)
+        problem = await asyncio.to_thread(_resolution_problem, repo, resolution, start, end)
         if problem:
-            return Verdict(Outcome.REJECTED, problem, end, keep_lines_feedback(problem))
-    if task.protect_merged == "off":
-        return result
-    merged = {t.task_id: t.merged_commit for t in ctx.journal.tasks() if t.merged_commit and t.task_id != task.id}
-    if not merged:  # nothing of anyone else's to lose: no git process
-        return result
-    found = await asyncio.to_thread(removed_merged_lines, ctx.git, start, end, merged)
+            return Verdict(Outcome.REJECTED, problem, end, keep_lines_feedback(problem)), None
+    if task.protect_merged == "off" or not merged:  # nothing of anyone else's to lose: no git process
+        return result, None
+    found = await asyncio.to_thread(removed_merged_lines, repo, start, end, dict(merged))
     if not found:
-        return result
+        return result, None
     detail = protected_lines({other: shown(lines) for other, lines in found.items()})
     if task.protect_merged == "reject":
-        return Verdict(Outcome.REJECTED, detail, end, keep_lines_feedback(detail))
-    ctx.journal.task_warned(task.id, f"task {task.id}'s result {detail}", others=tuple(sorted(found)))
-    return result
+        return Verdict(Outcome.REJECTED, detail, end, keep_lines_feedback(detail)), None
+    return result, LinesRemoved(f"task {task.id}'s result {detail}", tuple(sorted(found)))
+
+
+def merged_others(ctx: RunContext, task_id: str) -> dict[str, str]:
+    """The merge commit of every task but `task_id` merged so far (what `protect_merged` protects)."""
+    return {t.task_id: t.merged_commit for t in ctx.journal.tasks() if t.merged_commit and t.task_id != task_id}
 
 
 def _resolution_problem(repo: Repo, resolution: Resolution, start: str, end: str) -> str:

@@ -32,13 +32,14 @@ from orchard.core.records import RunRecord, TaskRecord
 from orchard.core.scheduler import Restored
 from orchard.core.steering import Reloader
 from orchard.errors import UsageError
-from orchard.runtime.attempt import attempt_variables
 from orchard.runtime.context import RunContext
 from orchard.runtime.environment import PhaseResult, run_phase
 from orchard.runtime.integration import guard
 from orchard.runtime.merging import tidy
 from orchard.runtime.process import kill_group
 from orchard.runtime.resources import task_variables
+from orchard.runtime.sandbox import check_box
+from orchard.runtime.workspace import attempt_variables
 from orchard.vcs import Repo, first_parent_log, is_ancestor, list_branches, read_ref
 
 S = TaskStatus
@@ -139,8 +140,9 @@ async def tear_down_left(ctx: RunContext) -> int:
             result = PhaseResult(False, f"teardown not run: its worktree {worktree} is gone")
         else:
             result = await run_phase(
-                ctx, phase="teardown", commands=environment.teardown, task_id=attempt.task_id, agent=attempt.agent,
-                worktree=worktree, log_path=Path(attempt.log_path), timeout_s=environment.setup_timeout_s,
+                ctx.host, phase="teardown", commands=environment.teardown, task_id=attempt.task_id,
+                box=check_box(ctx, attempt.agent, worktree), worktree=worktree, log_path=Path(attempt.log_path),
+                timeout_s=environment.setup_timeout_s,
                 env=attempt_variables(ctx.run_id, attempt.task_id, attempt.number, worktree,
                                       tuple(variables.items())))
         ctx.journal.teardown_finished(attempt.id, passed=result.passed, duration_s=result.duration_s,

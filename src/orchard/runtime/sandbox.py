@@ -26,7 +26,7 @@ from orchard.agents.base import ExitInfo, Invocation
 from orchard.agents.requirements import REQUIREMENTS
 from orchard.core.model import AgentSpec, Plan
 from orchard.errors import EnvironmentProblem
-from orchard.runtime.context import RunContext
+from orchard.runtime.context import Host, RunContext
 from orchard.runtime.process import run_briefly
 from orchard.vcs.git import admin_dir
 
@@ -57,6 +57,23 @@ def mode_for(plan: Plan, agent: AgentSpec) -> str:
 
 def network_for(plan: Plan, agent: AgentSpec) -> bool:
     return str(agent.option("network", plan.network)) != "none"
+
+
+@dataclass(frozen=True)
+class Sandboxing:
+    """How one agent's processes are confined in a run, as the plan and its entry say (a value an attempt's job
+    carries to its host)."""
+
+    mode: str  # "bwrap" or "none"
+    network: bool
+
+    @staticmethod
+    def of(plan: Plan, agent: AgentSpec) -> Sandboxing:
+        return Sandboxing(mode_for(plan, agent), network_for(plan, agent))
+
+    @property
+    def confined(self) -> bool:
+        return self.mode == "bwrap"
 
 
 @functools.cache
@@ -156,23 +173,31 @@ def sandboxed_exit(info: ExitInfo) -> ExitInfo:
     return info
 
 
-def box_for(ctx: RunContext, agent: AgentSpec, *, worktree: Path, prompt_file: Path | None,
-            outbox: Path | None = None) -> Confinement | None:
-    """The confinement of one attempt's processes under `agent`'s sandbox mode (None: unconfined)."""
-    if mode_for(ctx.plan, agent) != "bwrap":
+def box_for(host: Host, agent: AgentSpec, sandboxing: Sandboxing, *, run_id: str, worktree: Path,
+            prompt_file: Path | None, outbox: Path | None = None) -> Confinement | None:
+    """The confinement of one attempt's processes on `host` under `agent`'s sandbox mode (None: unconfined)."""
+    if not sandboxing.confined:
         return None
-    own = ctx.own.root
+    own = host.own.root
     admin = admin_dir(worktree)
-    task_refs = own / "refs" / "heads" / "orchard" / ctx.run_id / "task"
+    task_refs = own / "refs" / "heads" / "orchard" / run_id / "task"
     task_refs.mkdir(parents=True, exist_ok=True)  # packed refs leave no directory behind
     extra = [Path(os.path.expanduser(p)) for p in agent.option("writable", ()) or ()]
     for path in extra:
         path.mkdir(parents=True, exist_ok=True)  # asked for by the plan: it is there to be written
     state = state_paths(agent)
-    readable = (own, ctx.user_repo.git_dir / "objects", *((prompt_file,) if prompt_file else ()))
+    readable = (own, host.user_repo.git_dir / "objects", *((prompt_file,) if prompt_file else ()))
     writable = (*((admin,) if admin else ()), own / "objects", task_refs, *state, *extra,
                 *((outbox,) if outbox else ()))
-    return Confinement(worktree, readable, writable, network_for(ctx.plan, agent))
+    return Confinement(worktree, readable, writable, sandboxing.network)
+
+
+def check_box(ctx: RunContext, agent: str, worktree: Path) -> Confinement | None:
+    """The confinement of a command the run itself starts in a worktree of this machine (a check, a teardown owed
+    by a dead session) under `agent`'s sandbox."""
+    spec = ctx.plan.agents[agent]
+    return box_for(ctx.host, spec, Sandboxing.of(ctx.plan, spec), run_id=ctx.run_id, worktree=worktree,
+                   prompt_file=None)
 
 
 def confine(inv: Invocation, box: Confinement | None) -> Invocation:

@@ -36,6 +36,7 @@ from orchard.runtime.disk import DiskLimits, collect_worktrees, require_free_spa
 from orchard.runtime.dryrun import DRY_RUN_NOTE, NOOP, check_dry_run, dry_run_plan, remove_run
 from orchard.runtime.engine import Engine
 from orchard.runtime.estimates import with_history
+from orchard.runtime.executor import ExecutorFactory
 from orchard.runtime.gate import checked_candidates
 from orchard.runtime.imports import import_traps, strict_refusal
 from orchard.runtime.integration import note_restored
@@ -111,6 +112,7 @@ class Options:
     dry_run: bool = False  # the plan's dry run (`runtime.dryrun`), removed at the end; needs `records` (in memory)
     extend: Extender | None = None  # what reads tasks `orchard add` adds to the live run (`plan.extend.add_tasks`)
     reload: Reloader | None = None  # resume/retry: the plan file as it is now (`plan.extend.FileReloader`)
+    executor: ExecutorFactory | None = None  # where attempts' workspace halves run (`runtime.executor`); None: here
 
 
 def open_repo(path: str | Path | None) -> tuple[Repo, Layout]:
@@ -208,6 +210,7 @@ async def start_run(repo_path: str | Path | None, plan: Plan, *, parallel: int |
                                 environment=recordable_environment(os.environ, lambda v: redactor(v) != v))
             create_branch(own.repo, integration_branch(run_id), base_commit)
             ctx = _context(own, layout, journal, tip=base_commit, width=width, options=options)
+            width = _executor(ctx, options, ends)
             if options.dry_run:
                 ctx.journal.noted(DRY_RUN_NOTE)
             await mirror_or_note(ctx)  # the user sees the run's branch from the start
@@ -253,6 +256,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
                                 checked=checked_candidates(journal))
             journal.run_resumed(pid=os.getpid(), integration_tip=found.tip)
             ctx = _context(own, layout, journal, tip=found.tip, width=run.parallel, options=options)
+            width = _executor(ctx, options, ends)
             note_collected(ctx, collected)
             note_sandbox(ctx)
             if reaped:
@@ -260,7 +264,7 @@ async def resume_run(repo_path: str | Path | None, run_id: str | None, *, reset:
             note_locks(ctx, unlocked)
             await tear_down_left(ctx)
             restored = reconcile(ctx, found, last_seen=last_seen, reset=reset)
-            engine = Engine(ctx, run.parallel, restored, min_free=limits.min_free, limits=machine)
+            engine = Engine(ctx, width, restored, min_free=limits.min_free, limits=machine)
             owed = preflight_owed(ctx)  # stopped by it, or a crash cut it short
             return await _drive(ctx, engine, options, limits, preflight=owed)
         finally:
@@ -310,6 +314,22 @@ def _notify(journal: Journal, plan: Plan, layout: Layout, repo: Repo, ends: cont
                                log_path=layout.run_dir(journal.run_id) / "notify.log")
     if notifier is not None:
         ends.push_async_callback(notifier.close)
+
+
+def _executor(ctx: RunContext, options: Options, ends: contextlib.AsyncExitStack) -> int:
+    """The session's executor, when the options give one (closed with the session); returns the run's width, no
+    more than the attempts it can run at once."""
+    if options.executor is None:
+        return ctx.width
+    executor = options.executor(ctx)
+    ends.callback(executor.close)
+    ctx.executor = executor
+    slots = executor.slots()
+    if slots is not None and slots < ctx.width:
+        ctx.journal.noted(f"the executor has {slots} agent slot(s): at most {slots} of the run's {ctx.width} "
+                          "tasks run at once", level="warning")
+        ctx.width = slots
+    return ctx.width
 
 
 def _with_cancelled(journal: Journal, reset: tuple[str, ...]) -> tuple[str, ...]:
@@ -384,7 +404,7 @@ def _unconfined(ctx: RunContext) -> Iterator[None]:
     if all(spec.type == NOOP or mode_for(ctx.plan, spec) == "bwrap" for spec in ctx.plan.agents.values()):
         yield
         return
-    ctx.watch = OutsideWatch.start(ctx.user_repo)
+    ctx.host.watch = OutsideWatch.start(ctx.user_repo)
     spare, adopting = children(), set_subreaper(True)
     try:
         yield
