@@ -218,7 +218,7 @@ def test_make_demo_installs_the_runtime_only(makefile_only: Path) -> None:
     demo = ok(make(makefile_only, "-n", "-B", "demo"))
     assert "pip install --quiet -e .\n" in demo and "[test]" not in demo
     assert "orchard demo --dir" in demo
-    assert "pip install --quiet -e '.[test]'" in ok(make(makefile_only, "-n", "-B", "test"))
+    assert "pip install --quiet -e '.[test,ray]'" in ok(make(makefile_only, "-n", "-B", "test"))
 
 
 def test_make_demo_then_make_test_and_the_reverse(makefile_only: Path) -> None:
@@ -226,10 +226,10 @@ def test_make_demo_then_make_test_and_the_reverse(makefile_only: Path) -> None:
     _touch_newer(venv / ".installed-runtime", pyproject)  # what `make demo` leaves
     assert "pip install" not in ok(make(makefile_only, "-n", "demo"))
     test = ok(make(makefile_only, "-n", "test"))
-    assert "pip install --quiet -e '.[test]'\ntouch .venv/.installed .venv/.installed-runtime\n" in test
+    assert "pip install --quiet -e '.[test,ray]'\ntouch .venv/.installed .venv/.installed-runtime\n" in test
     _touch_newer(venv / ".installed", pyproject)  # what `make test` leaves: both stamps
     assert "pip install" not in ok(make(makefile_only, "-n", "test"))
     assert "pip install" not in ok(make(makefile_only, "-n", "demo"))
     _touch_newer(pyproject, venv / ".installed")  # pyproject.toml changed: each reinstalls what it needs
     assert "pip install --quiet -e .\n" in ok(make(makefile_only, "-n", "demo"))
-    assert "pip install --quiet -e '.[test]'" in ok(make(makefile_only, "-n", "test"))
+    assert "pip install --quiet -e '.[test,ray]'" in ok(make(makefile_only, "-n", "test"))

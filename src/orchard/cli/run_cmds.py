@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from orchard.core.journal import Observer
     from orchard.core.model import Limits
     from orchard.runtime.disk import DiskLimits
+    from orchard.runtime.executor import ExecutorFactory
     from orchard.runtime.layout import Layout
     from orchard.runtime.session import Options, RunResult
 
@@ -78,12 +80,35 @@ def options_of(observers: list[Observer], flags: dict[str, Any] | None = None, *
     disk, machine = limits_of(flags or {})
     options = Options(observers=tuple(observers), land=land, limits=disk, machine=machine,
                       log_file=(flags or {}).get("log_file"), output="output" in (flags or {}).get("events", ()),
-                      extend=add_tasks)
+                      extend=add_tasks, executor=executor_of(flags or {}))
     if not dry_run:
         return options
     from orchard.testing.memory import MemoryStore
 
     return replace(options, dry_run=True, records=MemoryStore())
+
+
+def executor_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--executor local|ray` and `--ray-address`: where the run's attempts run."""
+    command = click.option("--ray-address", metavar="HOST:PORT",
+                           help="The Ray cluster's head, with --executor ray (default: $RAY_ADDRESS).")(command)
+    return click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                        help="Where attempts run: on this machine, or on the nodes of a Ray cluster that offer "
+                             "agent_slot resources.")(command)
+
+
+def executor_of(flags: dict[str, Any]) -> ExecutorFactory | None:
+    """The executor the flags ask for (None: this machine's)."""
+    if flags.get("executor", "local") == "local":
+        if flags.get("ray_address"):
+            raise UsageError("--ray-address needs --executor ray")
+        return None
+    address = flags.get("ray_address") or os.environ.get("RAY_ADDRESS", "")
+    if not address:
+        raise UsageError("--executor ray needs the cluster's address: --ray-address HOST:PORT (or $RAY_ADDRESS)")
+    from orchard.cluster.executor import ray_executor
+
+    return ray_executor(address)
 
 
 def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any, RunResult]], *, repo: Path,
@@ -156,6 +181,7 @@ def _report(layout: Layout, run_id: str) -> Path | None:
 @disk_options
 @log_file_option
 @events_option
+@executor_option
 @web_option
 @json_option
 @click.pass_context
@@ -181,6 +207,7 @@ def run_cmd(ctx: click.Context, /, *, plan_path: Path, parallel: int | None, bas
 @disk_options
 @log_file_option
 @events_option
+@executor_option
 @web_option
 @json_option
 @click.pass_context
@@ -204,6 +231,7 @@ def resume_cmd(ctx: click.Context, /, *, run_id: str | None, land: bool, reload_
 @disk_options
 @log_file_option
 @events_option
+@executor_option
 @web_option
 @json_option
 @click.pass_context

@@ -1,0 +1,218 @@
+"""`RayExecutor`: attempts' workspace halves on the machines of a Ray cluster, one long-lived `NodeHost` actor per
+node that offers `agent_slot`s, the scheduler, journal and merge queue staying with the driver.
+
+Each host actor is pinned to its node (hard node affinity) with every retry and restart of Ray's off: Ray's own
+retries would run a lost node's attempt again elsewhere and splice both runs' output into one stream. orchard
+counts the slots itself and places an attempt on the live host with the most free ones. Commits travel as git
+bundles through Ray's object store: a node is sent what it lacks of the attempt's start (a seed of the base the
+first time, then small ones per integration tip), and the result comes back as a bundle of start..end that the
+driver has git verify and fetches into the task branch, so the merge queue cannot tell local and remote results
+apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchard.cluster.node import NodeHost, Outcome
+from orchard.core.journal import Verdict
+from orchard.core.model import Outcome as AttemptOutcome
+from orchard.core.redact import Redactor
+from orchard.errors import EnvironmentProblem, GitError
+from orchard.runtime.context import LiveProcesses, RunContext
+from orchard.runtime.process import append_log
+from orchard.runtime.workspace import AttemptJob, AttemptSink, WorkspaceResult
+from orchard.vcs import Repo
+from orchard.vcs.bundles import fetch_bundle, write_bundle
+
+SINK_METHODS = frozenset(name for name in vars(AttemptSink) if not name.startswith("_"))
+SLOT = "agent_slot"
+NAMESPACE = "orchard"
+CLOSE_S = 10.0  # the most the session's end waits for the nodes to kill what still runs
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray keeps 127.0.0.1 as the node's address
+
+
+@dataclass
+class _Node:
+    """One node's host actor as the driver tracks it: its slots, the attempts on it, the commits it has."""
+
+    node_id: str
+    address: str
+    slots: int
+    actor: Any
+    running: set[str] = field(default_factory=set)
+    has: set[str] = field(default_factory=set)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self.running)
+
+
+class RayExecutor:
+    """Runs each attempt's workspace half on a node of the cluster at `address`."""
+
+    def __init__(self, address: str, *, repo: Repo, run_id: str, redactor: Redactor,
+                 processes: LiveProcesses) -> None:
+        self.address, self.repo, self.run_id, self.redactor = address, repo, run_id, redactor
+        self.processes = processes  # the run's: its interrupt and each task's cancel go on to the nodes
+        self.nodes: list[_Node] = []
+        self.placed: dict[str, str] = {}  # task → the node of its last attempt
+
+    def connect(self) -> None:
+        """Join the cluster and start a host actor on every live node that offers agent slots."""
+        ray = import_ray(self.address)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if not ray.is_initialized():
+            ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
+        offered = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get(SLOT, 0) >= 1]
+        if not offered:
+            raise EnvironmentProblem(f"the Ray cluster at {self.address} has no live node offering {SLOT!r}: start "
+                                     f"its nodes with ray start --resources='{{\"{SLOT}\": N}}'")
+        host = ray.remote(NodeHost)
+        for info in offered:
+            strategy = NodeAffinitySchedulingStrategy(node_id=info["NodeID"], soft=False)
+            actor = host.options(scheduling_strategy=strategy, max_restarts=0, max_task_retries=0, num_cpus=0,
+                                 max_concurrency=1000).remote(self.run_id)
+            self.nodes.append(_Node(info["NodeID"], str(info.get("NodeManagerAddress", "")),
+                                    int(info["Resources"][SLOT]), actor))
+
+    def slots(self) -> int:
+        return sum(n.slots for n in self.nodes)
+
+    async def run(self, job: AttemptJob, sink: AttemptSink) -> WorkspaceResult:
+        node = self._place(job.task.id)
+        node.running.add(job.key)
+        try:
+            await self._send(node, [job.tip, *([job.theirs] if job.theirs else [])])
+            return await self._follow(node, job, sink)
+        finally:
+            node.running.discard(job.key)
+
+    def _place(self, task_id: str) -> _Node:
+        """The live node with the most free slots, the one of the task's last attempt first among equals (its
+        parked worktree is there)."""
+        previous = self.placed.get(task_id)
+        node = max(self.nodes, key=lambda n: (n.free, n.node_id == previous))
+        self.placed[task_id] = node.node_id
+        return node
+
+    async def _send(self, node: _Node, commits: list[str]) -> None:
+        """Make sure `node` has `commits`: a bundle of what it lacks of each (beyond what it was sent before)."""
+        async with node.lock:
+            for commit in commits:
+                if commit in node.has:
+                    continue
+                data = await asyncio.to_thread(self._bundle, commit, sorted(node.has))
+                if data is not None:
+                    await node.actor.receive.remote(data, commit)
+                node.has.add(commit)
+
+    def _bundle(self, commit: str, known: list[str]) -> bytes | None:
+        with tempfile.TemporaryDirectory(prefix="orchard-bundle-") as scratch:
+            path = Path(scratch) / "out.bundle"
+            return path.read_bytes() if write_bundle(self.repo, path, commit, known=known) else None
+
+    async def _follow(self, node: _Node, job: AttemptJob, sink: AttemptSink) -> WorkspaceResult:
+        """Relay what the node tells of the attempt to the sink and its log to the driver's, then take its
+        result commit into the task branch."""
+        outcome: Outcome | None = None
+        text = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a chunk may end inside a character
+        stopper = asyncio.ensure_future(self._stop_when_asked(node, job.task.id))
+        try:
+            async for ref in node.actor.run.remote(job):
+                kind, value = await ref
+                if kind == "log":
+                    await asyncio.to_thread(append_log, job.log_path, self.redactor(text.decode(value)))
+                elif kind == "calls":
+                    for method, args, kwargs in value:
+                        if method not in SINK_METHODS:  # what a node says is data, never a way into the driver
+                            raise EnvironmentProblem(f"node {node.address} sent {method!r} for {job.key}")
+                        getattr(sink, method)(*(self._safe(a) for a in args), **{k: self._safe(v)
+                                                                               for k, v in kwargs.items()})
+                elif kind == "result":
+                    outcome = value
+        finally:
+            stopper.cancel()
+        if outcome is None:
+            raise EnvironmentProblem(f"node {node.address} ended attempt {job.key} without a result")
+        result = await asyncio.to_thread(self._take, job, outcome)
+        if result.verdict.end_commit:  # the node made it: integration tips that merge it need not send it back
+            node.has.add(result.verdict.end_commit)
+        return result
+
+    async def _stop_when_asked(self, node: _Node, task_id: str) -> None:
+        """The run's interrupt stops every attempt on the node as it stops local ones; a task's cancel, its own."""
+        await self.processes.stop_for(task_id).wait()
+        with contextlib.suppress(Exception):  # a node that cannot be told is gone: the session's end sees to it
+            if self.processes.stopping:
+                await node.actor.interrupt.remote(False)
+            else:
+                await node.actor.stop.remote(task_id)
+
+    def _safe(self, value: Any) -> Any:
+        return self.redactor(value) if isinstance(value, str) else value
+
+    def _take(self, job: AttemptJob, outcome: Outcome) -> WorkspaceResult:
+        """The node's result, its commit fetched into the task branch (a bundle git refuses fails the attempt)."""
+        result, end = outcome.result, outcome.result.verdict.end_commit
+        if end is None or not result.started or end in (job.tip, job.theirs):
+            return result  # nothing to take: no result, or one the driver has
+        if outcome.bundle is None:
+            return WorkspaceResult(Verdict(AttemptOutcome.REJECTED, f"the node sent no bundle of its result {end}",
+                                           None, None), report=result.report)
+        with tempfile.TemporaryDirectory(prefix="orchard-bundle-") as scratch:
+            path = Path(scratch) / "in.bundle"
+            path.write_bytes(outcome.bundle)
+            try:
+                fetch_bundle(self.repo, path, tip=end, into="refs/heads/" + job.branch)
+            except GitError as exc:
+                verdict = Verdict(AttemptOutcome.REJECTED, f"the node's result could not be taken: {exc}", None,
+                                  None)
+                return WorkspaceResult(verdict, report=result.report)
+        return result
+
+    def close(self) -> None:
+        """The session ends: what still runs on a node is killed (a second Ctrl-C's end, or a crash's), then its
+        host actors go."""
+        ray = import_ray(self.address)
+        with contextlib.suppress(Exception):  # a node already gone has nothing left to kill
+            ray.get([node.actor.end.remote() for node in self.nodes], timeout=CLOSE_S)
+        for node in self.nodes:
+            ray.kill(node.actor, no_restart=True)
+        self.nodes.clear()
+        ray.shutdown()
+
+
+def import_ray(address: str) -> Any:
+    """Ray, imported for a cluster at `address`. On a cluster of loopback addresses (one machine) Ray is told to
+    stay on loopback: it would otherwise replace 127.0.0.1 with the machine's own address, and its traffic would
+    leave the loopback range."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host in ("localhost", "::1") or host.startswith("127."):
+        os.environ.setdefault(LOOPBACK_ENV, "0")  # read as Ray is imported
+    try:
+        import ray
+    except ImportError:
+        raise EnvironmentProblem("--executor ray needs Ray: pip install 'orchard[ray]'") from None
+    return ray
+
+
+def ray_executor(address: str) -> Callable[[RunContext], RayExecutor]:
+    """What a session makes its executor with (`Options.executor`): a `RayExecutor` joined to the cluster."""
+    def make(ctx: RunContext) -> RayExecutor:
+        executor = RayExecutor(address, repo=ctx.git, run_id=ctx.run_id, redactor=ctx.redactor,
+                               processes=ctx.processes)
+        executor.connect()
+        return executor
+
+    return make

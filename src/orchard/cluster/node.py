@@ -1,0 +1,156 @@
+"""One machine of a cluster as the host of attempts (`NodeHost`): orchard's repository there, seeded and fed with
+bundles by the driver, its own worktree pool, and `runtime.workspace.run_workspace`, the very function the local
+executor runs, run with a sink that batches what it is told into messages for the driver.
+
+The driver's repository is never touched from here: commits arrive as bundles (`receive`) and a result leaves as
+one (`run`'s last message). Lines are redacted with this machine's secrets before they leave it; the driver
+redacts again with its own. The class is plain Python; `cluster.executor` makes it a Ray actor on each node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from orchard.core.redact import Redactor
+from orchard.errors import GitError
+from orchard.runtime.context import Host, LiveProcesses
+from orchard.runtime.layout import Layout
+from orchard.runtime.pool import WorktreePool
+from orchard.runtime.workspace import AttemptJob, WorkspaceResult, run_workspace
+from orchard.vcs import init_repository
+from orchard.vcs.bundles import fetch_bundle, write_bundle
+from orchard.vcs.private import open_own_repository
+
+BATCH_S = 0.5  # what the sink was told goes to the driver this often (and at the end)
+LOG_CHUNK = 256 * 1024  # the most of the attempt's log one message carries
+NODE_DIR_ENV = "ORCHARD_NODE_DIR"  # where a node keeps orchard's repository and worktrees (default: the temp dir)
+Message = tuple[str, Any]  # ("calls", [(method, args, kwargs)…]), ("log", bytes), ("result", Outcome)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """An attempt's end on a node: the workspace's result, and a bundle of its result commit (start..end)."""
+
+    result: WorkspaceResult
+    bundle: bytes | None
+
+
+class _Batch:
+    """An `AttemptSink` that keeps each call (method, args, kwargs) for the next message to the driver."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self.redactor = redactor
+
+    def __getattr__(self, method: str) -> Any:
+        def record(*args: Any, **kwargs: Any) -> None:
+            self.calls.append((method, tuple(self._safe(a) for a in args),
+                               {k: self._safe(v) for k, v in kwargs.items()}))
+        return record
+
+    def _safe(self, value: Any) -> Any:
+        return self.redactor(value) if isinstance(value, str) else value
+
+    def take(self) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
+        calls, self.calls = self.calls, []
+        return calls
+
+
+class NodeHost:
+    """orchard on one node: created once per driver session, with `root` its directory there."""
+
+    def __init__(self, run_id: str, env_secrets: dict[str, str] | None = None) -> None:
+        base = Path(os.environ.get(NODE_DIR_ENV) or tempfile.gettempdir())
+        self.root = base / f"orchard-node-{os.getpid()}-{run_id}"
+        user = init_repository(self.root / "repo", "main")
+        self.layout = Layout.for_repo(user.root)
+        self.layout.ensure()
+        own = open_own_repository(user, self.layout.git_dir)
+        self.redactor = Redactor.from_environments([os.environ, env_secrets or {}], ())
+        self.host = Host(own, self.layout, WorktreePool(own.repo, self.layout), LiveProcesses(), self.redactor,
+                         dict(os.environ))
+
+    def receive(self, bundle: bytes, tip: str) -> None:
+        """Take commit `tip` from the driver's bundle (what it needs beyond what this node has)."""
+        path = self.root / f"in-{tip}.bundle"
+        path.write_bytes(bundle)
+        try:
+            fetch_bundle(self.host.git, path, tip=tip, into=f"refs/orchard/tips/{tip}")
+        finally:
+            path.unlink(missing_ok=True)
+
+    async def run(self, job: AttemptJob) -> AsyncIterator[Message]:
+        """Run `job` here; yields what its sink was told and its log as it grows, then its `Outcome`."""
+        job = self._localised(job)
+        batch = _Batch(self.redactor)
+        work = asyncio.ensure_future(run_workspace(job, self.host, batch))
+        sent = 0
+        while True:
+            await asyncio.wait({work}, timeout=BATCH_S)
+            chunk, sent = _log_since(job.log_path, sent)
+            if chunk:
+                yield ("log", chunk)
+            if batch.calls:
+                yield ("calls", batch.take())
+            if work.done():
+                break
+        chunk, sent = _log_since(job.log_path, sent)
+        while chunk:
+            yield ("log", chunk)
+            chunk, sent = _log_since(job.log_path, sent)
+        result = work.result()
+        yield ("result", Outcome(result, await asyncio.to_thread(self._result_bundle, job, result)))
+
+    def stop(self, task_id: str) -> None:
+        """`orchard cancel TASK`: the task's processes here get SIGTERM, then SIGKILL after the grace period."""
+        self.host.processes.cancel(task_id)
+
+    def interrupt(self, hard: bool) -> None:
+        """The run's Ctrl-C: every attempt here stops (`hard`: its processes are killed at once)."""
+        self.host.processes.interrupt(hard)
+
+    def end(self) -> None:
+        """The driver's session ends: what still runs here is killed, and this node's directory goes (the
+        driver has the logs, and the results it took)."""
+        self.host.processes.interrupt(True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _localised(self, job: AttemptJob) -> AttemptJob:
+        """The job with its files in this node's layout."""
+        run, task, number = job.run_id, job.task.id, job.number
+        return replace(job, link=self.layout.worktree(run, task), log_path=self.layout.log(run, task, number),
+                       prompt_file=self.layout.prompt_file(run, task, number),
+                       outbox=self.layout.outbox(run, task, number))
+
+    def _result_bundle(self, job: AttemptJob, result: WorkspaceResult) -> bytes | None:
+        end = result.verdict.end_commit
+        if end is None or not result.started:
+            return None
+        path = self.root / f"out-{end}.bundle"
+        try:
+            known = [job.tip, *([job.theirs] if job.theirs else [])]  # the driver has both
+            if not write_bundle(self.host.git, path, end, known=known):
+                return None
+            return path.read_bytes()
+        except (GitError, OSError):
+            return None
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _log_since(path: Path, offset: int) -> tuple[bytes, int]:
+    """What the log gained past `offset` (at most `LOG_CHUNK`), and the new offset."""
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            chunk = log.read(LOG_CHUNK)
+    except FileNotFoundError:
+        return b"", offset
+    return chunk, offset + len(chunk)
