@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -41,8 +43,8 @@ def cluster_sockets() -> list[tuple[str, str, str]]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A head (no CPUs, no dashboard) and two nodes with agent slots, on 127.0.0.1; yields the head's address."""
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A head (no CPUs, no dashboard) and two nodes with agent slots, on 127.0.0.1."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # else Ray swaps 127.0.0.1 for the machine's address
         env.setenv("RAY_USAGE_STATS_ENABLED", "0")
@@ -53,11 +55,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                                              "include_dashboard": False})
         try:
             for _ in range(2):
-                head.add_node(num_cpus=1, resources={"agent_slot": SLOTS_PER_NODE}, node_ip_address="127.0.0.1")
+                add_node(head)
             head.wait_for_nodes()
-            yield str(head.address)
+            yield head
         finally:
             head.shutdown()  # type: ignore[no-untyped-call]
+
+
+def add_node(head: Any) -> Any:
+    return head.add_node(num_cpus=1, resources={"agent_slot": SLOTS_PER_NODE}, node_ip_address="127.0.0.1")
+
+
+@pytest.fixture
+def cluster(ray_cluster: Any) -> str:
+    """The cluster's address."""
+    return str(ray_cluster.address)
 
 
 PLAN_TASKS = (task("a", "@barrier all 4\n@write a.txt from a") + task("b", "@barrier all 4\n@write b.txt from b")
@@ -142,3 +154,42 @@ def test_ctrl_c_stops_the_remote_agents_and_the_run_resumes_on_the_cluster(
     assert resumed.code == 0, resumed.out + resumed.err
     assert query(repo, "SELECT task_id, status FROM tasks ORDER BY task_id") == [("slow1", "merged"),
                                                                                 ("slow2", "merged")]
+
+
+def raylet_of(head: Any, pid: int) -> Any:
+    """The cluster's worker node whose raylet `pid` descends from."""
+    ancestors = {p.pid for p in psutil.Process(pid).parents()}
+    for node in head.worker_nodes:
+        raylets = node.all_processes.get("raylet", [])
+        if raylets and raylets[0].process.pid in ancestors:
+            return node
+    raise AssertionError(f"process {pid} runs on no worker node of the cluster")
+
+
+def test_a_node_removed_mid_attempt_is_lost_and_the_task_runs_again_on_the_other(
+        ray_cluster: Any, tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo", {"README.md": "# test repo\n"})
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(plan_text(task("long", "@print working\n@if-attempt 1 @sleep 60\n@write long.txt done")))
+    proc = subprocess.Popen([PYTHON, "-m", "orchard", "run", str(plan), "--executor", "ray", "--ray-address",
+                             str(ray_cluster.address)], cwd=repo, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    run_id = ""
+    try:
+        wait_for(lambda: logged(repo, "long", 1, "working"), "the remote agent at work", timeout=120)
+        (run_id,), = query(repo, "SELECT id FROM runs")
+        agents = run_processes(run_id)  # bwrap and the agent inside it
+        assert agents
+        ray_cluster.remove_node(raylet_of(ray_cluster, agents[0]))
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        add_node(ray_cluster)  # the next tests' two nodes
+        for pid in run_processes(run_id) if run_id else ():  # no keeper yet kills what a lost node left running
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+    assert proc.returncode == 0, (out, err)
+    attempts = query(repo, "SELECT number, outcome, worktree FROM attempts ORDER BY number")
+    assert [(n, o) for n, o, _ in attempts] == [(1, "lost"), (2, "success")], attempts
+    assert Path(attempts[0][2]).parts[:-3] != Path(attempts[1][2]).parts[:-3]  # again, on the other node
+    assert query(repo, "SELECT status FROM tasks") == [("merged",)]

@@ -117,6 +117,18 @@ def test_failure_blocks_only_descendants_and_retries_are_counted() -> None:
     assert RunDone(complete=True) in out
 
 
+def test_a_lost_machine_runs_the_attempt_again_using_no_retry_until_a_bound() -> None:
+    sched = Scheduler(make_plan([{"id": "a", "retries": 0}]), 1)
+    sched.handle(Kick(), 0)
+    for number in (2, 3):  # lost twice: run again each time, though the task has no retry
+        out = sched.handle(AttemptEnded("a", Outcome.LOST), number)
+        assert StartAttempt("a", number, "a") in out
+    out = sched.handle(AttemptEnded("a", Outcome.LOST), 4)  # a task that kills its machines does not loop
+    assert sched.status("a") is S.FAILED and not starts(out)
+    assert any(isinstance(a, StatusChanged) and a.reason.startswith("crashed: its machine was lost 3 times")
+               for a in out)
+
+
 def test_auth_failure_is_not_retried() -> None:
     sched = Scheduler(make_plan([{"id": "a", "retries": 3}]), 1)
     sched.handle(Kick(), 0)

@@ -29,7 +29,7 @@ from orchard.core.redact import Redactor
 from orchard.errors import EnvironmentProblem, GitError
 from orchard.runtime.context import LiveProcesses, RunContext
 from orchard.runtime.process import append_log
-from orchard.runtime.workspace import AttemptJob, AttemptSink, WorkspaceResult
+from orchard.runtime.workspace import AttemptJob, AttemptSink, WorkspaceResult, verdict
 from orchard.vcs import Repo
 from orchard.vcs.bundles import fetch_bundle, write_bundle
 
@@ -55,6 +55,19 @@ class _Node:
     @property
     def free(self) -> int:
         return self.slots - len(self.running)
+
+
+class _Relay:
+    """The driver's sink, noting whether the attempt was told as started (a lost attempt is then journaled as
+    finished, else as never started)."""
+
+    def __init__(self, sink: AttemptSink) -> None:
+        self.sink, self.began = sink, False
+
+    def __getattr__(self, method: str) -> Any:
+        if method == "started":
+            self.began = True
+        return getattr(self.sink, method)
 
 
 class RayExecutor:
@@ -90,13 +103,28 @@ class RayExecutor:
         return sum(n.slots for n in self.nodes)
 
     async def run(self, job: AttemptJob, sink: AttemptSink) -> WorkspaceResult:
+        if not self.nodes:
+            return WorkspaceResult(verdict(AttemptOutcome.LOST, "no node of the cluster is left"), started=False)
         node = self._place(job.task.id)
         node.running.add(job.key)
+        relay = _Relay(sink)
+        errors = import_ray(self.address).exceptions
         try:
             await self._send(node, [job.tip, *([job.theirs] if job.theirs else [])])
-            return await self._follow(node, job, sink)
+            return await self._follow(node, job, relay)
+        except errors.RayError as exc:
+            if isinstance(exc, errors.RayTaskError):  # orchard's own code failed on the node: a bug, not a loss
+                raise
+            self._lose(node)
+            return WorkspaceResult(verdict(AttemptOutcome.LOST, f"node {node.address} was lost mid-attempt "
+                                                                f"({type(exc).__name__})"), started=relay.began)
         finally:
             node.running.discard(job.key)
+
+    def _lose(self, node: _Node) -> None:
+        """A node that went away takes no more attempts (its host actor is not restarted: a new session's is)."""
+        if node in self.nodes:
+            self.nodes.remove(node)
 
     def _place(self, task_id: str) -> _Node:
         """The live node with the most free slots, the one of the task's last attempt first among equals (its

@@ -150,6 +150,7 @@ class Outcome(StrEnum):
     INTERRUPTED = "interrupted"  # the run was interrupted while the attempt ran
     TAMPERED = "tampered"  # an unconfined agent changed the user's git directory: not retried
     CANCELLED = "cancelled"  # `orchard cancel TASK` stopped it: not retried
+    LOST = "lost"  # the machine that ran it, or orchard's host there, went away: run again, no retry used (bounded)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ __all__ = ["Action", "Applied", "AttemptEnded", "Cancel", "CancelTasks", "Event"
 S = TaskStatus
 BACKOFF_BASE_S = 60.0
 BACKOFF_CAP_S = 30 * 60.0
+MAX_LOST = 2  # attempts of one task whose machine went away, run again before the task fails as crashed
 
 
 @dataclass
@@ -218,6 +219,13 @@ class Scheduler(LiveControl):
             return
         if ev.outcome is Outcome.INTERRUPTED:  # restarted cleanly later; uses up no retry
             self._enqueue(ev.task_id, out, reason="interrupted")
+            return
+        if ev.outcome is Outcome.LOST:  # its machine went away: again elsewhere, but a task that kills machines ends
+            st.lost += 1
+            if st.lost > MAX_LOST:
+                self._finish(ev.task_id, S.FAILED, out, reason=f"crashed: its machine was lost {st.lost} times")
+            else:
+                self._enqueue(ev.task_id, out, reason=f"its machine was lost ({st.lost} of {MAX_LOST + 1})")
             return
         if ev.setup_failed:  # the environment's fault, not the agent's: once more, then the task fails
             st.setup_failures += 1

@@ -158,6 +158,7 @@ class TaskState:
     attempts: int = 0  # attempts started
     failures: int = 0  # failures that used up a retry
     setup_failures: int = 0  # attempts whose environment setup failed (this session)
+    lost: int = 0  # attempts whose machine went away (this session)
 
 
 @dataclass(frozen=True)

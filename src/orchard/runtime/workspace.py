@@ -52,7 +52,7 @@ DEFAULT_STALL_S = 600.0
 # Outcomes whose retry needs no "the last attempt ended with …" feedback: a success, a verify failure (its own
 # feedback is recorded with the verify run), an interruption and a rate limit (the agent did nothing wrong).
 _NO_FEEDBACK = frozenset({Outcome.SUCCESS, Outcome.VERIFY_FAILED, Outcome.INTERRUPTED, Outcome.RATE_LIMITED,
-                          Outcome.CANCELLED})
+                          Outcome.CANCELLED, Outcome.LOST})
 
 
 @dataclass(frozen=True)
