@@ -41,7 +41,7 @@ from benchmarks.common import (
 
 MODULES = {"B1": "b1_scheduler", "B2": "b2_overhead", "B3": "b3_task_start", "B4": "b4_merge_queue",
            "B5": "b5_scale", "B6": "b6_speedup", "B7": "b7_environment", "B8": "b8_gate",
-           "B9": "b9_report"}
+           "B9": "b9_report", "B10": "b10_ray"}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

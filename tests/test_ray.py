@@ -193,3 +193,17 @@ def test_a_node_removed_mid_attempt_is_lost_and_the_task_runs_again_on_the_other
     assert [(n, o) for n, o, _ in attempts] == [(1, "lost"), (2, "success")], attempts
     assert Path(attempts[0][2]).parts[:-3] != Path(attempts[1][2]).parts[:-3]  # again, on the other node
     assert query(repo, "SELECT status FROM tasks") == [("merged",)]
+
+
+def test_the_library_runs_on_the_cluster_given_its_address(cluster: str, tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo", {"README.md": "# test repo\n"})
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(plan_text(task("lib", "@write lib.txt from the library")))
+    script = ("import sys, orchard\n"
+              "r = orchard.run(sys.argv[1], repo=sys.argv[2], ray_address=sys.argv[3])\n"
+              "print(r.status, r.task('lib').status)\n")
+    proc = subprocess.run([PYTHON, "-c", script, str(plan), str(repo), cluster], capture_output=True, text=True,
+                          timeout=240, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0 and proc.stdout.split() == ["completed", "merged"], proc.stdout + proc.stderr
+    (worktree,), = query(repo, "SELECT worktree FROM attempts")
+    assert "orchard-node-" in worktree  # it ran on a node, not here

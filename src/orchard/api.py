@@ -3,9 +3,10 @@
     result = orchard.run("plan.yaml", repo=".", parallel=4, on_event=print)
     result.status, result.exit_code, result.summary
 
-`records=orchard.testing.MemoryStore()` keeps the run's journal in memory instead of `.orchard/state.db`;
-`dry_run=True` runs no agent (each task commits an empty change), keeps its journal in memory and removes the run's
-branches at the end (`runtime.dryrun`).
+`ray_address="HOST:PORT"` runs the attempts on the nodes of a Ray cluster (`orchard.cluster`; `pip install
+'orchard[ray]'`). `records=orchard.testing.MemoryStore()` keeps the run's journal in memory instead of
+`.orchard/state.db`; `dry_run=True` runs no agent (each task commits an empty change), keeps its journal in
+memory and removes the run's branches at the end (`runtime.dryrun`).
 """
 
 from __future__ import annotations
@@ -31,22 +32,27 @@ def _as_plan(plan_or_path: Plan | str | Path, repo: str | Path) -> Plan:
 
 
 def _options(on_event: Callable[[OrchardEvent], None] | None, records: Records | None, land: bool,
-             output: bool = False) -> Options:
+             output: bool = False, ray_address: str | None = None) -> Options:
     from orchard.plan.extend import add_tasks
 
+    executor = None
+    if ray_address:
+        from orchard.cluster.executor import ray_executor
+
+        executor = ray_executor(ray_address)
     return Options(observers=(on_event,) if on_event else (), records=records, land=land, output=output,
-                   extend=add_tasks)
+                   extend=add_tasks, executor=executor)
 
 
 async def run_async(plan_or_path: Plan | str | Path, repo: str | Path = ".", parallel: int | None = None,
                     on_event: Callable[[OrchardEvent], None] | None = None, *, base: str | None = None,
                     land: bool = False, records: Records | None = None, output: bool = False,
-                    dry_run: bool = False) -> RunResult:
+                    dry_run: bool = False, ray_address: str | None = None) -> RunResult:
     """Run a plan (a `Plan` or a path to one) on `repo`; `on_event` receives every typed event (with `output`,
     also `AgentOutput`: every line the agents write). `dry_run`: the plan's dry run, recorded in `records` if
-    given, else in memory."""
+    given, else in memory. `ray_address`: the attempts run on that Ray cluster's nodes."""
     plan = _as_plan(plan_or_path, repo)
-    options = _options(on_event, records, land, output)
+    options = _options(on_event, records, land, output, ray_address)
     if dry_run:
         from orchard.testing.memory import MemoryStore
 
@@ -57,10 +63,10 @@ async def run_async(plan_or_path: Plan | str | Path, repo: str | Path = ".", par
 def run(plan_or_path: Plan | str | Path, repo: str | Path = ".", parallel: int | None = None,
         on_event: Callable[[OrchardEvent], None] | None = None, *, base: str | None = None,
         land: bool = False, records: Records | None = None, output: bool = False,
-        dry_run: bool = False) -> RunResult:
+        dry_run: bool = False, ray_address: str | None = None) -> RunResult:
     """Blocking form of `run_async`."""
     return asyncio.run(run_async(plan_or_path, repo, parallel, on_event, base=base, land=land, records=records,
-                                 output=output, dry_run=dry_run))
+                                 output=output, dry_run=dry_run, ray_address=ray_address))
 
 
 async def resume_async(repo: str | Path = ".", run_id: str | None = None,

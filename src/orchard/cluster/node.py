@@ -28,7 +28,8 @@ from orchard.vcs import init_repository
 from orchard.vcs.bundles import fetch_bundle, write_bundle
 from orchard.vcs.private import open_own_repository
 
-BATCH_S = 0.5  # what the sink was told goes to the driver this often (and at the end)
+BATCH_S = 0.5  # lines and activity go to the driver this often (a step of the attempt at once, and at the end)
+BATCHED = frozenset({"activity", "output"})
 LOG_CHUNK = 256 * 1024  # the most of the attempt's log one message carries
 NODE_DIR_ENV = "ORCHARD_NODE_DIR"  # where a node keeps orchard's repository and worktrees (default: the temp dir)
 Message = tuple[str, Any]  # ("calls", [(method, args, kwargs)…]), ("log", bytes), ("result", Outcome)
@@ -48,11 +49,14 @@ class _Batch:
     def __init__(self, redactor: Redactor) -> None:
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self.redactor = redactor
+        self.urgent = asyncio.Event()  # a step the driver journals (not a line): sent at once, not on the next tick
 
     def __getattr__(self, method: str) -> Any:
         def record(*args: Any, **kwargs: Any) -> None:
             self.calls.append((method, tuple(self._safe(a) for a in args),
                                {k: self._safe(v) for k, v in kwargs.items()}))
+            if method not in BATCHED:
+                self.urgent.set()
         return record
 
     def _safe(self, value: Any) -> Any:
@@ -60,6 +64,7 @@ class _Batch:
 
     def take(self) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
         calls, self.calls = self.calls, []
+        self.urgent.clear()
         return calls
 
 
@@ -93,7 +98,9 @@ class NodeHost:
         work = asyncio.ensure_future(run_workspace(job, self.host, batch))
         sent = 0
         while True:
-            await asyncio.wait({work}, timeout=BATCH_S)
+            urgent = asyncio.ensure_future(batch.urgent.wait())
+            await asyncio.wait({work, urgent}, timeout=BATCH_S, return_when=asyncio.FIRST_COMPLETED)
+            urgent.cancel()
             chunk, sent = _log_since(job.log_path, sent)
             if chunk:
                 yield ("log", chunk)
