@@ -14,19 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import orchard
-from benchmarks.common import Config, EventLog, Result, Target, fake_agent_spec, median, scratch, small_repo
-from orchard.core.model import AgentSpec, Plan, Task
+from benchmarks.common import Config, EventLog, Result, Target, median, scratch, sleepy_plan, small_repo
+from orchard.core.model import Plan
 
 AGENT_S = 3
 PARALLEL = 4
-
-
-def sleepy_plan(tasks: int) -> Plan:
-    spec = fake_agent_spec()
-    agent = AgentSpec(spec["name"], spec["type"], options=spec["options"])
-    rows = [Task(id=f"t{i:02d}", prompt=f"@sleep {AGENT_S}\n@write out/t{i:02d}.txt done\n", agent=agent.name)
-            for i in range(tasks)]
-    return Plan.build(rows, {agent.name: agent}, parallel=PARALLEL, source="<b10>")
 
 
 def start_latencies(events: EventLog) -> list[float]:
@@ -68,7 +60,7 @@ def start_cluster(nodes_dir: Path) -> Any:
 
 def run(cfg: Config) -> list[Result]:
     tasks = 8 if cfg.quick else 32
-    plan = sleepy_plan(tasks)
+    plan = sleepy_plan(AGENT_S, tasks=tasks, parallel=PARALLEL, prefix="t", source="<b10>")
     with scratch("b10") as root:
         began = time.perf_counter()
         cfg.say("  B10: starting a head and two nodes on loopback …")

@@ -15,24 +15,16 @@ from benchmarks.common import (
     Result,
     Stopwatch,
     Target,
-    fake_agent_spec,
     phases,
     scratch,
+    sleepy_plan,
     small_repo,
     timeline,
 )
-from orchard.core.model import AgentSpec, Plan, Task
+from orchard.core.model import Plan
 
 TASKS = 16
 PARALLEL = 8
-
-
-def sleepy_plan(sleep_s: float) -> Plan:
-    spec = fake_agent_spec()
-    agent = AgentSpec(spec["name"], spec["type"], options=spec["options"])
-    tasks = [Task(id=f"s{i:02d}", prompt=f"@sleep {sleep_s}\n@write out/s{i:02d}.txt done\n", agent=agent.name)
-             for i in range(TASKS)]
-    return Plan.build(tasks, {agent.name: agent}, parallel=PARALLEL, source="<b6>")
 
 
 def timed_run(plan: Plan, parallel: int, name: str) -> tuple[Stopwatch, dict[str, Any]]:
@@ -53,7 +45,7 @@ def timed_run(plan: Plan, parallel: int, name: str) -> tuple[Stopwatch, dict[str
 
 def run(cfg: Config) -> list[Result]:
     sleep_s = 0.5 if cfg.quick else 2.0
-    plan = sleepy_plan(sleep_s)
+    plan = sleepy_plan(sleep_s, tasks=TASKS, parallel=PARALLEL, prefix="s", source="<b6>")
     with scratch("b6-warm-up") as tmp:  # one-time costs of a first run in this process stay out of both figures
         orchard.run(Plan.build(plan.tasks[:1], plan.agents, source="<b6 warm-up>"), repo=small_repo(tmp / "r"))
     cfg.say(f"  B6: {TASKS} × {sleep_s:g} s tasks at parallel {PARALLEL} …")

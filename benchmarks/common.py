@@ -21,9 +21,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
+
+if TYPE_CHECKING:
+    from orchard.core.model import Plan as PlanType
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -204,6 +207,17 @@ def scratch(name: str) -> Iterator[Path]:
 def fake_agent_spec(name: str = "fake") -> dict[str, Any]:
     """Options of a `command` agent running the scripted fake agent of the test suite."""
     return {"name": name, "type": "command", "options": {"command": [PYTHON, str(FAKE_AGENT), "{prompt_file}"]}}
+
+
+def sleepy_plan(sleep_s: float, *, tasks: int, parallel: int, prefix: str, source: str) -> PlanType:
+    """`tasks` independent tasks of the fake agent, each sleeping `sleep_s` then writing `out/<id>.txt` (B6, B10)."""
+    from orchard.core.model import AgentSpec, Plan, Task
+
+    spec = fake_agent_spec()
+    agent = AgentSpec(spec["name"], spec["type"], options=spec["options"])
+    rows = [Task(id=f"{prefix}{i:02d}", prompt=f"@sleep {sleep_s}\n@write out/{prefix}{i:02d}.txt done\n",
+                 agent=agent.name) for i in range(tasks)]
+    return Plan.build(rows, {agent.name: agent}, parallel=parallel, source=source)
 
 
 def copy_agent_command(source: Path) -> list[str]:
