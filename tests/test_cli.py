@@ -30,8 +30,8 @@ TASK_STATUSES = {"pending", "queued", "running", "verifying", "merging", "merged
                  "cancelled", "paused"}
 RUN_STATUSES = {"running", "completed", "failed", "interrupted", "cancelled"}
 RUN_KEYS = {"id", "status", "base", "integration_branch", "started_at", "finished_at", "held", "checks", "eta"}
-TASK_KEYS = {"id", "status", "agent", "attempts", "branch", "started_at", "finished_at", "duration_s", "cost_usd",
-             "tokens_in", "tokens_out", "setup_s", "slot", "port", "gate", "warnings", "error", "parent",
+TASK_KEYS = {"id", "status", "agent", "host", "attempts", "branch", "started_at", "finished_at", "duration_s",
+             "cost_usd", "tokens_in", "tokens_out", "setup_s", "slot", "port", "gate", "warnings", "error", "parent",
              "merged_commit", "branch_exists"}
 
 
@@ -127,6 +127,7 @@ def check_status_document(doc: dict[str, Any]) -> None:
         assert set(t) == TASK_KEYS, t
         assert t["status"] in TASK_STATUSES
         assert isinstance(t["id"], str) and isinstance(t["agent"], str)
+        assert t["host"] is None or (isinstance(t["host"], str) and t["host"]), t
         assert isinstance(t["attempts"], int) and not isinstance(t["attempts"], bool)
         for key in ("started_at", "finished_at"):
             assert t[key] is None or ISO_UTC.match(t[key]), (key, t[key])
@@ -161,6 +162,7 @@ def test_status_json_contract_for_named_and_latest_run(runs: TwoRuns) -> None:
     assert tasks["bad"]["status"] == "failed" and "exit" in tasks["bad"]["error"]
     assert tasks["after"]["status"] == "blocked" and "bad" in tasks["after"]["error"]
     assert tasks["after"]["attempts"] == 0 and tasks["after"]["started_at"] is None
+    assert (tasks["ok"]["host"], tasks["bad"]["host"], tasks["after"]["host"]) == ("local", "local", None)
     assert tasks["after"]["duration_s"] is None
 
     latest = status_json(runs.repo)

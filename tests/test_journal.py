@@ -218,6 +218,43 @@ def test_a_version_1_store_is_upgraded_with_the_integration_tip_filled_in(tmp_pa
     store.close()
 
 
+def test_a_version_7_store_is_upgraded_with_its_attempts_on_this_machine(tmp_path: Path) -> None:
+    """Migration 8 added `attempts.host` and `attempts.token`; an attempt recorded before them ran here."""
+    db = tmp_path / "v7.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    for script in MIGRATIONS[:7]:
+        for statement in script.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute("PRAGMA user_version = 7")
+    conn.execute("INSERT INTO runs (id, status, base, base_commit, integration_branch, plan_source, plan_json,"
+                 " parallel, started_at) VALUES ('old', 'failed', 'main', ?, 'orchard/old/integration',"
+                 " 'plan.yaml', '{}', 2, 1.0)", ("d" * 40,))
+    conn.execute("INSERT INTO attempts (run_id, task_id, number, agent, started_at, worktree, start_commit, log_path)"
+                 " VALUES ('old', 'one', 1, 'a', 2.0, '/wt', ?, '/log')", ("d" * 40,))
+    conn.close()
+    store = Store(db)
+    (attempt,) = store.attempts("old")
+    assert (attempt.task_id, attempt.host, attempt.token) == ("one", "local", "")
+    columns = {row[1]: (row[2], row[3], row[4]) for row in store.conn.execute("PRAGMA table_info(attempts)")}
+    assert columns["host"] == ("TEXT", 1, "'local'") and columns["token"] == ("TEXT", 1, "''")
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 8
+    store.close()
+
+
+def test_an_attempts_host_and_token_round_trip_and_default_to_this_machine(records: Records) -> None:
+    journal = started(records)
+    journal.task_started("one", counts=Counts(1, 0), branch="orchard/r1/task/one")
+    away = journal.attempt_started(AttemptStart("one", 1, "a", "orchard/r1/task/one", "/wt", "a" * 40, "/log",
+                                                host="node-x", token="abc"))
+    journal.agent_exited(away, AgentExit(exit_code=3, signal=None, duration_s=1.0))
+    journal.attempt_finished(away, Verdict(Outcome.AGENT_ERROR, "exit 3"))  # saved again: host and token stay
+    here = journal.attempt_started(AttemptStart("one", 2, "a", "orchard/r1/task/one", "/wt", "a" * 40, "/log2"))
+    for row in (records.attempt(away), records.attempts("r1", "one")[0]):  # the store's rows, not the journal's copy
+        assert (row.number, row.host, row.token, row.outcome) == (1, "node-x", "abc", Outcome.AGENT_ERROR)
+    assert (records.attempt(here).host, records.attempt(here).token) == ("local", "")
+
+
 def test_a_store_from_a_newer_orchard_is_refused_not_misread(tmp_path: Path) -> None:
     db = tmp_path / "newer.db"
     Store(db).close()

@@ -10,8 +10,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from orchard.core.journal import AgentExit, AttemptStart, Counts, Verdict
+from orchard.core.model import AgentSpec, Outcome, Plan, RunStatus, Task
 from orchard.core.timeline import AttemptSpan, attempt_spans, concurrency, critical_path, queue_lengths
-from tests.conftest import Result
+from orchard.core.transitions import Journal
+from orchard.store import Store
+from tests.conftest import Result, git
 from tests.test_cli import assert_clean_exit
 from tests.test_engine_acceptance import plan_text, task
 
@@ -115,3 +119,59 @@ def test_a_run_writes_its_report_and_report_shows_it_three_ways(
     assert_clean_exit(terminal, 0)
     assert "timeline" in terminal.out and "agent_error → success" in terminal.out
     assert "critical path as run" in terminal.out
+
+
+def record_a_run_on_two_hosts(repo: Path) -> str:
+    """A finished run in the repository's real store, written through the journal as a session would: task `one`'s
+    attempt 1 ran on the cluster node `node-x` (token `abc`), its attempt 2 on this machine; returns the run's id."""
+    plan = Plan.build([Task("one", "p1", "fake")], {"fake": AgentSpec("fake", "command", None, {"command": ("x",)})})
+    clock = [1000.0]
+    store = Store(repo / ".orchard" / "state.db")
+    try:
+        journal = Journal(store, "hosts", clock=lambda: clock[0])
+        head = git(repo, "rev-parse", "HEAD")
+        journal.run_started(plan=plan, base="main", base_commit=head, integration_branch="orchard/hosts/integration",
+                            parallel=2, pid=1)
+        for number, host, token in ((1, "node-x", "abc"), (2, "local", "")):
+            journal.task_started("one", counts=Counts(number, number - 1), branch="orchard/hosts/task/one")
+            attempt = journal.attempt_started(AttemptStart(
+                "one", number, "fake", "orchard/hosts/task/one", str(repo.parent / "wt"), head,
+                str(repo.parent / f"one.{number}.log"), host=host, token=token))
+            clock[0] += 2.0
+            journal.agent_exited(attempt, AgentExit(exit_code=3, signal=None, duration_s=2.0))
+            journal.attempt_finished(attempt, Verdict(Outcome.AGENT_ERROR, "exit 3"))
+            (journal.task_queued if number == 1 else journal.task_failed)("one", counts=Counts(number, number))
+        journal.run_finished(RunStatus.FAILED, reason="one failed")
+    finally:
+        store.close()
+    return "hosts"
+
+
+def test_the_machine_each_attempt_ran_on_is_in_status_show_and_the_report(
+        orchard: Callable[..., Result], repo: Path) -> None:
+    run_id = record_a_run_on_two_hosts(repo)
+    (status_task,) = orchard("status", "--json").json()["tasks"]
+    assert (status_task["id"], status_task["host"]) == ("one", "local")  # its latest attempt's
+    assert "token" not in status_task
+
+    shown = orchard("show", "one", "--json").json()
+    assert [(a["number"], a["host"]) for a in shown["attempts"]] == [(1, "node-x"), (2, "local")]
+    assert all("token" not in a for a in shown["attempts"])
+    text = orchard("show", "one")
+    assert_clean_exit(text, 0)
+    assert "attempt 1 on fake on node-x: agent_error" in text.out
+    assert "attempt 2 on fake: agent_error" in text.out  # this machine goes without saying
+
+    doc = json.loads(orchard("report", "--json").out)
+    assert doc["run"]["id"] == run_id
+    attempts = doc["tasks"][0]["attempts"]
+    assert [(a["number"], a["host"]) for a in attempts] == [(1, "node-x"), (2, "local")]
+    assert all("token" not in a for a in attempts)
+
+    page = repo.parent / "hosts.html"
+    assert_clean_exit(orchard("report", "--html", str(page)), 0)
+    parsed = Bars()
+    parsed.feed(page.read_text(encoding="utf-8"))
+    bars = {b["data-attempt"]: (b["data-host"], b["title"]) for b in parsed.bars}
+    assert bars == {"1": ("node-x", "one attempt 1 on fake on node-x: agent_error: exit 3"),
+                    "2": ("local", "one attempt 2 on fake on local: agent_error: exit 3")}

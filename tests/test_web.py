@@ -19,9 +19,10 @@ import pytest
 from tests.browser import Browser
 from tests.conftest import PYTHON, Result, wait_for
 from tests.test_cli import assert_clean_exit, plan_text, task
+from tests.test_report import record_a_run_on_two_hosts
 
-ROUTES = ("/", "/task/a", "/api/runs", "/api/status", "/api/diff/a", "/fragment/timeline", "/events",
-          "/events/log/a")
+ROUTES = ("/", "/task/a", "/api/runs", "/api/status", "/api/diff/a", "/api/attempts/a", "/fragment/timeline",
+          "/events", "/events/log/a")
 
 
 @pytest.fixture
@@ -128,6 +129,24 @@ def test_a_task_page_shows_its_log_as_it_is_written(
     finally:
         if run.poll() is None:
             run.kill()
+
+
+def test_a_task_page_lists_its_attempts_with_the_machine_each_ran_on(
+        browser: Browser, web: Callable[..., str], repo: Path) -> None:
+    record_a_run_on_two_hosts(repo)  # attempt 1 on the node `node-x`, attempt 2 here
+    url = web()
+    with urllib.request.urlopen(url + "api/attempts/one", timeout=5) as response:
+        listed = json.loads(response.read())
+    assert [(a["number"], a["agent"], a["host"], a["outcome"]) for a in listed] == [
+        (1, "fake", "node-x", "agent_error"), (2, "fake", "local", "agent_error")]
+    assert all("token" not in a for a in listed)
+    browser.open(url + "task/one")
+    browser.wait_until("#attempts tr[data-host=node-x]", "node-x")
+    rows = browser.evaluate("return [...document.querySelectorAll('#attempts tr')].map(r => "
+                            "[r.dataset.attempt, r.dataset.host, [...r.cells].map(c => c.textContent)])")
+    assert rows == [["1", "node-x", ["1", "fake", "node-x", "agent_error", "exit 3"]],
+                    ["2", "local", ["2", "fake", "local", "agent_error", "exit 3"]]]
+    assert browser.console_errors() == []
 
 
 def test_the_report_opens_offline_with_a_bar_per_attempt_and_the_run_figures(

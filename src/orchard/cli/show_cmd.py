@@ -15,7 +15,7 @@ import click
 from orchard.cli.common import stdout_console
 from orchard.cli.inspect_cmds import open_store
 from orchard.core.durations import format_duration
-from orchard.core.records import AttemptRecord, RunRecord
+from orchard.core.records import AttemptRecord, RunRecord, elsewhere
 from orchard.core.safe_text import safe_text
 from orchard.core.timeline import AttemptSpan, attempt_spans
 from orchard.errors import NotRecorded, UsageError
@@ -87,7 +87,7 @@ def _spans(store: Store, run_id: str, task_id: str) -> list[AttemptSpan]:
 
 def _attempt_doc(a: AttemptRecord, span: AttemptSpan | None, prompt: Path) -> dict[str, Any]:
     duration = round(a.finished_at - a.started_at, 3) if a.finished_at is not None else None
-    return {"number": a.number, "agent": a.agent, "outcome": a.outcome.value if a.outcome else None,
+    return {"number": a.number, "agent": a.agent, "host": a.host, "outcome": a.outcome.value if a.outcome else None,
             "detail": a.detail, "duration_s": duration, "cost_usd": a.cost_usd, "tokens_in": a.tokens_in,
             "tokens_out": a.tokens_out, "start_commit": a.start_commit, "end_commit": a.end_commit,
             "log": a.log_path, "prompt": str(prompt) if prompt.exists() else None, "summary": a.summary,
@@ -129,7 +129,8 @@ def _print_task(doc: dict[str, Any]) -> None:
             out.print(safe_text(f"  {line}"), soft_wrap=True)
     for a in doc["attempts"]:
         took = format_duration(a["duration_s"]) if a["duration_s"] is not None else "running"
-        out.print(safe_text(f"\nattempt {a['number']} on {a['agent']}: {a['outcome'] or 'running'} ({took}, "
+        out.print(safe_text(f"\nattempt {a['number']} on {a['agent']}{elsewhere(a['host'])}: "
+                            f"{a['outcome'] or 'running'} ({took}, "
                             f"${a['cost_usd']:.4f}){' · ' + a['detail'] if a['detail'] else ''}"), soft_wrap=True)
         if a["phases"]:
             out.print("  phases: " + " · ".join(f"{name} {format_duration(s)}" for name, s in a["phases"].items()))

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from orchard.core.events import OrchardEvent
 from orchard.core.model import MergeOutcome, Outcome, Plan, RunStatus
 from orchard.core.plan_diff import Reload
-from orchard.core.records import AttemptRecord, ControlRequest, RunRecord, TaskRecord
+from orchard.core.records import LOCAL_HOST, AttemptRecord, ControlRequest, RunRecord, TaskRecord
 
 Observer = Callable[[OrchardEvent], None]
 
@@ -42,6 +42,8 @@ class AttemptStart:
     log_path: str
     slot: int | None = None  # its resources (a resume tears a dead session's attempt down with them)
     port: int | None = None
+    host: str = LOCAL_HOST  # the machine it runs on: this one, or a cluster node (its name)
+    token: str = ""  # the random hex string naming the attempt (internal: never shown in the JSON documents)
 
 
 @dataclass(frozen=True)

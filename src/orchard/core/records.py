@@ -11,6 +11,14 @@ from dataclasses import dataclass
 
 from orchard.core.model import Outcome, RunStatus, TaskStatus
 
+LOCAL_HOST = "local"  # an attempt's `host` when it ran on this machine (a cluster node's is the node's name)
+
+
+def elsewhere(host: str) -> str:
+    """What the human views add after an attempt's agent: ` on HOST` for an attempt that ran on another machine,
+    nothing for one that ran on this one (a run on one machine would say "on local" on every line)."""
+    return "" if host == LOCAL_HOST else f" on {host}"
+
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
@@ -110,3 +118,5 @@ class AttemptRecord:
     setup_skipped: bool = False  # the reused worktree's setup was current
     teardown_s: float | None = None  # set once its teardown ran (by the session, or by the resume after a crash)
     summary: str = ""  # the agent's own account of what it did, redacted and capped (`core.context`)
+    host: str = LOCAL_HOST  # the machine it ran on: this one, or a cluster node (its name)
+    token: str = ""  # the random hex string naming the attempt (internal)

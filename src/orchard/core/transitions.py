@@ -328,7 +328,7 @@ class Journal(GateTransitions, ControlTransitions):
             attempt_id = self._add_attempt(AttemptRecord(
                 id=0, run_id=self.run_id, task_id=start.task_id, number=start.number, agent=start.agent,
                 started_at=now, worktree=start.worktree, start_commit=start.start_commit, log_path=start.log_path,
-                slot=start.slot, port=start.port))
+                slot=start.slot, port=start.port, host=start.host, token=start.token))
             self._emit(AttemptStarted(run_id=self.run_id, ts=now, task=start.task_id, attempt=start.number,
                                       agent=start.agent, branch=start.branch, worktree=start.worktree,
                                       start_commit=start.start_commit))

@@ -136,6 +136,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE attempts ADD COLUMN summary TEXT NOT NULL DEFAULT '';
     ALTER TABLE tasks ADD COLUMN parent TEXT;
     """,
+    # 8: the machine each attempt ran on ('local' for this one, else a cluster node's name) and the random token
+    # naming the attempt there; attempts recorded before either ran here.
+    """
+    ALTER TABLE attempts ADD COLUMN host TEXT NOT NULL DEFAULT 'local';
+    ALTER TABLE attempts ADD COLUMN token TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 

@@ -37,7 +37,7 @@ ATTEMPT_SAVED = ("finished_at", "outcome", "exit_code", "signal", "pid", "pgid",
                  "tokens_out", "cost_usd", "session_id", "setup_s", "setup_skipped", "teardown_s",
                  "summary")
 ATTEMPT_ADDED = ("run_id", "task_id", "number", "agent", "started_at", "worktree", "start_commit", "log_path", "slot",
-                 "port")
+                 "port", "host", "token")
 
 
 def _column(value: Any) -> Any:

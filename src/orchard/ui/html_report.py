@@ -2,9 +2,10 @@
 little script it has inline, nothing fetched, so it opens anywhere, offline, years later.
 
 The timeline is laid out here, as positioned boxes, not drawn by a charting library: each attempt is an element
-carrying `data-task`, `data-status`, `data-attempt` and `data-outcome` (what tests and users' own tooling look
-for), each phase a box inside it, and hovering a row marks what it waited on and what waited on it. Every text
-from the run (task ids, errors, an agent's summary, log lines) goes through `safe_text` and `html.escape`."""
+carrying `data-task`, `data-status`, `data-attempt`, `data-outcome` and `data-host` (what tests and users' own
+tooling look for), each phase a box inside it, and hovering a row marks what it waited on and what waited on it.
+Every text from the run (task ids, errors, an agent's summary, log lines, host names) goes through `safe_text` and
+`html.escape`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from orchard.core.durations import format_duration
+from orchard.core.records import elsewhere
 from orchard.core.safe_text import safe_text
 
 PHASE_COLOUR = {"wait": "#d9d9d9", "setup": "#9ecae1", "agent": "#3182bd", "verify": "#9467bd", "merge": "#31a354"}
@@ -101,11 +103,12 @@ def _bar(task: dict[str, Any], attempt: dict[str, Any], start: float, span: floa
         f"width:{_pct((p['end'] - p['start']) / width)};background:{PHASE_COLOUR[p['name']]}\" "
         f"title=\"{p['name']} {format_duration(p['end'] - p['start'])}\"></div>" for p in attempt["phases"])
     outcome = attempt["outcome"] or "running"
-    said = f"{task['id']} attempt {attempt['number']} on {attempt['agent']}: {outcome}"
+    said = f"{task['id']} attempt {attempt['number']} on {attempt['agent']} on {attempt['host']}: {outcome}"
     said += f": {attempt['detail']}" if attempt["detail"] else ""
     edge = OUTCOME_EDGE.get(outcome, "#de2d26" if attempt["outcome"] else "#fd8d3c")
     return (f"<div class=\"bar\" data-task=\"{esc(task['id'])}\" data-status=\"{esc(task['status'])}\" "
-            f"data-attempt=\"{attempt['number']}\" data-outcome=\"{esc(outcome)}\" title=\"{esc(said)}\" "
+            f"data-attempt=\"{attempt['number']}\" data-outcome=\"{esc(outcome)}\" "
+            f"data-host=\"{esc(attempt['host'])}\" title=\"{esc(said)}\" "
             f"style=\"left:{_pct((first - start) / span)};width:{_pct(width / span)};border-color:{edge}\">"
             f"{inner}</div>")
 
@@ -187,7 +190,8 @@ def _task_parts(t: dict[str, Any]) -> Iterator[str]:
         yield f"<table class=\"files\">{rows}</table>"
     if t["summary"]:
         yield f"<blockquote>{esc(t['summary'])}</blockquote>"
-    attempts = "".join(f"<li>attempt {a['number']} on {esc(a['agent'])}: {esc(a['outcome'] or 'running')}"
+    attempts = "".join(f"<li>attempt {a['number']} on {esc(a['agent'])}{esc(elsewhere(a['host']))}: "
+                       f"{esc(a['outcome'] or 'running')}"
                        f"{': ' + esc(a['detail']) if a['detail'] else ''}</li>" for a in t["attempts"])
     if attempts:
         yield f"<ul>{attempts}</ul>"

@@ -97,7 +97,7 @@ def _task(task_id: str, status: str, agent: str, error: str, depends_on: list[st
 
 
 def _attempt(a: AttemptRecord, span: AttemptSpan | None) -> dict[str, Any]:
-    return {"number": a.number, "agent": a.agent, "outcome": str(a.outcome) if a.outcome else None,
+    return {"number": a.number, "agent": a.agent, "host": a.host, "outcome": str(a.outcome) if a.outcome else None,
             "detail": a.detail, "start": a.started_at, "end": a.finished_at, "cost_usd": a.cost_usd,
             "phases": [{"name": p.name, "start": p.start, "end": p.end} for p in (span.phases if span else [])]}
 

@@ -3,9 +3,9 @@ store, the attempt logs and orchard's repository; it holds no state of its own, 
 ends, crashes or resumes.
 
 Routes: `/` the runs and the current run's tasks, kept up to date over server-sent events (`/events`); `/task/ID`
-one task with its log followed live (`/events/log`) and its diff; `/api/status`, `/api/runs`, `/api/diff` the same
-as JSON or text. With a token (any host but loopback), every request must carry it (`?token=`, then a cookie);
-without one, nothing at all is served."""
+one task with its attempts (the machine each ran on), its log followed live (`/events/log`) and its diff;
+`/api/status`, `/api/runs`, `/api/attempts`, `/api/diff` the same as JSON or text. With a token (any host but
+loopback), every request must carry it (`?token=`, then a cookie); without one, nothing at all is served."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from orchard.runtime.layout import Layout
 from orchard.runtime.lock import live_holder
 from orchard.store import Store
 from orchard.ui.html_report import timeline_fragment
-from orchard.ui.report import last_seen, run_rows, status_document
+from orchard.ui.report import attempt_rows, last_seen, run_rows, status_document
 from orchard.ui.run_report import report_document
 from orchard.vcs import Repo, find_repo
 from orchard.vcs.lines import diff_text
@@ -81,6 +81,10 @@ def make_app(site: Site) -> Starlette:
     async def diff(request: Request) -> Response:
         return await _diff(site, request.path_params["task"], request.query_params.get("run"))
 
+    async def attempts(request: Request) -> Response:
+        task_id, run_id = request.path_params["task"], request.query_params.get("run")
+        return await _json(site, lambda store: attempt_rows(store, store.run(run_id).id, task_id))
+
     async def events(request: Request) -> Response:
         return _sse(_status_feed(site, request.query_params.get("run")))
 
@@ -91,7 +95,8 @@ def make_app(site: Site) -> Starlette:
         return _sse(_log_feed(site, request.path_params["task"], request.query_params.get("run")))
 
     routes = [Route("/", index), Route("/task/{task}", task), Route("/api/runs", runs), Route("/api/status", status),
-              Route("/api/diff/{task}", diff), Route("/fragment/timeline", timeline), Route("/events", events),
+              Route("/api/diff/{task}", diff), Route("/api/attempts/{task}", attempts),
+              Route("/fragment/timeline", timeline), Route("/events", events),
               Route("/events/log/{task}", log_events), Route("/api/{action:str}/{task}", act, methods=["POST"])]
     return Starlette(routes=routes, middleware=middleware)
 

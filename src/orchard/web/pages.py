@@ -84,11 +84,27 @@ const q = run ? '?run=' + encodeURIComponent(run) : '';
 const log = document.getElementById('log');
 const feed = new EventSource('/events/log/' + encodeURIComponent(task) + q);
 feed.addEventListener('attempt', e => { log.textContent = ''; document.getElementById('file').textContent =
-  JSON.parse(e.data); });
+  JSON.parse(e.data); attempts(); });
 feed.onmessage = e => { log.textContent += JSON.parse(e.data); log.scrollTop = log.scrollHeight; };
 function diff() { fetch('/api/diff/' + encodeURIComponent(task) + q).then(r => r.text()).then(t => {
   document.getElementById('diff').textContent = t; }); }
-diff(); setInterval(diff, 5000);
+function cell(row, text) { row.insertCell().textContent = text; }
+let listed = '';
+function attempts() { fetch('/api/attempts/' + encodeURIComponent(task) + q).then(r => r.text()).then(text => {
+  if (text === listed) return;  // unchanged: the rows stay as they are
+  listed = text;
+  const list = JSON.parse(text);
+  const rows = (Array.isArray(list) ? list : []).map(a => {
+    const row = document.createElement('tr');
+    row.dataset.attempt = String(a.number); row.dataset.host = a.host;
+    cell(row, String(a.number)); cell(row, a.agent); cell(row, a.host); cell(row, a.outcome || 'running');
+    cell(row, a.detail || '');
+    return row;
+  });
+  document.getElementById('attempts').replaceChildren(...rows);
+}); }
+function refresh() { diff(); attempts(); }
+refresh(); setInterval(refresh, 5000);
 """
 
 
@@ -116,8 +132,11 @@ def index_page(run: str | None, *, csrf: str | None = None) -> str:
 
 
 def task_page(task: str, run: str | None) -> str:
-    """One task: its latest attempt's log, followed live, and its diff."""
+    """One task: its attempts (agent, the machine each ran on, how it ended), its latest attempt's log, followed
+    live, and its diff."""
     body = (f"<p><a href=\"/{'?run=' + html.escape(run, quote=True) if run else ''}\">← the run</a></p>"
-            f"<h1>task <code>{html.escape(task)}</code></h1><p>log <code id=\"file\"></code></p>"
+            f"<h1>task <code>{html.escape(task)}</code></h1>"
+            "<table><thead><tr><th>attempt</th><th>agent</th><th>host</th><th>outcome</th><th>detail</th></tr>"
+            "</thead><tbody id=\"attempts\"></tbody></table><p>log <code id=\"file\"></code></p>"
             "<pre id=\"log\"></pre><h2>diff</h2><pre id=\"diff\"></pre>")
     return _page(f"orchard · {task}", body, TASK_SCRIPT, {"task": task, "run": run})
