@@ -54,7 +54,7 @@ RULES: dict[str, Layer] = {
     # the web dashboard reads what the CLI's views read, over an ASGI stack; it never runs a session itself
     "web": Layer(_names("core errors runtime store ui vcs web"), third_party=_names("starlette uvicorn")),
     # attempts on other machines (a Ray cluster): the workspace half of runtime, hosted on each node
-    "cluster": Layer(_names("core agents vcs errors runtime cluster"), third_party=_names("ray")),
+    "cluster": Layer(_names("core agents vcs errors runtime cluster"), third_party=_names("ray psutil")),
     "api": Layer(None),
     "__init__": Layer(None),  # the public facade re-exports api, plan and run results
     "__main__": Layer(None),

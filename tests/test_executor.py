@@ -36,6 +36,9 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
 
+    def placed(self, host: str) -> None:
+        self.calls.append(("placed", host))
+
     def repaired(self, paths: list[str], when: str) -> None:
         self.calls.append(("repaired", paths))
 
@@ -76,7 +79,7 @@ class Recorder:
         self.calls.append(("teardown_finished", passed))
 
     def names(self) -> list[str]:
-        return [name for name, _ in self.calls if name not in ("activity", "output")]
+        return [name for name, _ in self.calls if name not in ("activity", "output", "placed")]
 
 
 def job_for(repo: Path, plan_file: Path, task_id: str, *, secret: str) -> tuple[AttemptJob, Host]:

@@ -377,6 +377,16 @@ def test_priority_mode_and_the_claude_code_alias_as_the_workstream_guide_writes_
     assert where(bad) == ("plan.yaml", "", "priority_mode") and "tiebreak, strict" in bad.message
 
 
+def test_the_plans_executor_is_local_or_ray_and_survives_the_snapshot(tmp_path: Path) -> None:
+    from orchard.core.serialize import plan_from_dict, plan_to_dict
+
+    plan = load_text(tmp_path, AGENT + "executor: ray\ntasks:\n  - {id: a, prompt: x}\n")
+    assert plan.executor == "ray" and plan_from_dict(plan_to_dict(plan)).executor == "ray"  # a resume keeps it
+    assert load_text(tmp_path, AGENT + "tasks:\n  - {id: a, prompt: x}\n").executor == "local"
+    bad = only(problems_of(tmp_path, AGENT + "executor: rai\ntasks:\n  - {id: a, prompt: x}\n"), "rai")
+    assert where(bad) == ("plan.yaml", "", "executor") and "local, ray" in bad.message
+
+
 def test_an_agent_entry_may_own_a_track_whose_tasks_then_run_on_it(tmp_path: Path) -> None:
     """The workstream guide's "agent-1 owns pipeline_plus": no defaults.agent, two agents, each task on its track's."""
     plan = load_text(tmp_path, """

@@ -281,6 +281,25 @@ MUTANTS = (
     Mutant("a webhook's redirect is followed", "src/orchard/runtime/notify.py",
            "_OPENER = urllib.request.build_opener(_NoRedirects)", "_OPENER = urllib.request.build_opener()",
            ("tests/test_notify.py::test_redirects_are_not_followed",)),
+    Mutant("word of another attempt is believed", "src/orchard/cluster/executor.py",
+           "                if token != job.token:", "                if False:",
+           ("tests/test_cluster_node.py::test_word_of_another_attempt_loses_the_node_and_its_result_is_not_taken",)),
+    Mutant("the watchdog waits for a silent node for ever", "src/orchard/cluster/executor.py",
+           "            return await asyncio.wait_for(receive(), self.watchdog_s)", "            return await receive()",
+           ("tests/test_cluster_node.py::test_a_node_that_falls_silent_is_lost_to_the_watchdog",)),
+    Mutant("the keeper spares a group the driver no longer wants", "src/orchard/cluster/keeper.py",
+           "        if lapsed or (task not in open_tasks and leased_at > started_at):", "        if lapsed:",
+           ("tests/test_cluster_node.py::test_the_keeper_kills_a_group_the_driver_no_longer_lists",)),
+    Mutant("the keeper takes no notice of its host actor's death", "src/orchard/cluster/keeper.py",
+           "    lapsed = not owner_alive or now - leased_at > term_s", "    lapsed = now - leased_at > term_s",
+           ("tests/test_cluster_node.py::test_the_keeper_kills_everything_once_its_owner_is_gone",)),
+    Mutant("a new host leaves what a killed driver's host left", "src/orchard/cluster/keeper.py",
+           "        sweep(root, term_s=0.0, owner_alive=False)\n", "",
+           ("tests/test_cluster_node.py::test_a_new_host_reaps_what_a_dead_hosts_directory_left",)),
+    Mutant("a node has no keeper", "src/orchard/cluster/node.py",
+           "        start_keeper(self.root, term_s=lease_s)\n", "",
+           ("tests/test_ray.py::test_a_node_removed_mid_attempt_is_lost_its_agents_killed_and_the_task_runs_again_"
+            "on_the_other",)),
 )
 
 

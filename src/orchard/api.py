@@ -3,10 +3,10 @@
     result = orchard.run("plan.yaml", repo=".", parallel=4, on_event=print)
     result.status, result.exit_code, result.summary
 
-`ray_address="HOST:PORT"` runs the attempts on the nodes of a Ray cluster (`orchard.cluster`; `pip install
-'orchard[ray]'`). `records=orchard.testing.MemoryStore()` keeps the run's journal in memory instead of
-`.orchard/state.db`; `dry_run=True` runs no agent (each task commits an empty change), keeps its journal in
-memory and removes the run's branches at the end (`runtime.dryrun`).
+`ray_address="HOST:PORT"` (or a plan's `executor: ray` with $RAY_ADDRESS) runs the attempts on the nodes of a Ray
+cluster (`orchard.cluster`; `pip install 'orchard[ray]'`). `records=orchard.testing.MemoryStore()` keeps the
+run's journal in memory instead of `.orchard/state.db`; `dry_run=True` runs no agent (each task commits an empty
+change), keeps its journal in memory and removes the run's branches at the end (`runtime.dryrun`).
 """
 
 from __future__ import annotations
@@ -33,13 +33,10 @@ def _as_plan(plan_or_path: Plan | str | Path, repo: str | Path) -> Plan:
 
 def _options(on_event: Callable[[OrchardEvent], None] | None, records: Records | None, land: bool,
              output: bool = False, ray_address: str | None = None) -> Options:
+    from orchard.cluster.executor import planned_executor, ray_executor
     from orchard.plan.extend import add_tasks
 
-    executor = None
-    if ray_address:
-        from orchard.cluster.executor import ray_executor
-
-        executor = ray_executor(ray_address)
+    executor = ray_executor(ray_address) if ray_address else planned_executor()  # else as the plan's `executor`
     return Options(observers=(on_event,) if on_event else (), records=records, land=land, output=output,
                    extend=add_tasks, executor=executor)
 

@@ -1,6 +1,7 @@
 """`orchard doctor`: which agent CLIs are here, their versions, their credentials, whether git is new enough, which
 of a plan's programs (command agents', verify's) cannot be started, and which include patterns (`.worktreeinclude`,
-a plan's `environment.include`) name no file to copy."""
+a plan's `environment.include`) name no file to copy; with `--executor ray`, the same on every node of the cluster
+(`cluster.doctor`)."""
 
 from __future__ import annotations
 
@@ -11,38 +12,21 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from orchard.agents.codex import bwrap_problem, workspace_write_roots
 from orchard.agents.requirements import REQUIREMENTS
 from orchard.cli.common import load_plan, repo_dir, stdout_console
+from orchard.cli.run_cmds import executor_option
 from orchard.core.safe_text import safe_line
-from orchard.errors import EnvironmentProblem, OrchardError
-from orchard.runtime.probe import probe_binary
-from orchard.vcs import Repo, find_repo, git_version, require_git, untracked_matching
+from orchard.core.sizes import format_size
+from orchard.errors import OrchardError, UsageError
+from orchard.runtime.probe import agent_report, git_report
+from orchard.vcs import Repo, find_repo, untracked_matching
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from orchard.core.model import Plan
 
 PRIVATE = ".orchard/"  # never copied into a worktree (`runtime.environment`)
-
-
-def agent_report(kind: str, binary: str) -> dict[str, Any]:
-    """Binary, version and credentials of one agent kind."""
-    need = REQUIREMENTS[kind]
-    probe = probe_binary(binary, need.version_args)
-    env = [name for name in need.credential_env if os.environ.get(name)]
-    home = Path.home()
-    files = [name for name in need.credential_files if (home / name).is_file()]
-    notes = "; ".join(note for note in (need.notes, _sandbox_note(kind, binary)) if note)
-    return {"kind": kind, "binary": binary, "path": probe.path, "version": probe.version, "problem": probe.problem,
-            "credentials": env + [f"~/{f}" for f in files], "needs_one_of": list(need.credential_env),
-            "install": need.install, "notes": notes,
-            "ok": probe.version is not None and bool(env or files)}
-
-
-def _sandbox_note(kind: str, binary: str) -> str | None:
-    """What keeps an agent's own sandbox from working here, as far as it can be told before a run (codex: whether
-    it will run its own bubblewrap; the worktree, also writable in its sandbox, is not known yet)."""
-    return bwrap_problem(binary, workspace_write_roots(None, os.environ)) if kind == "codex" else None
 
 
 def include_warnings(repo: Repo, plan: Plan | None) -> list[dict[str, Any]]:
@@ -69,20 +53,14 @@ def _matches(repo: Repo, pattern: str) -> bool:
         return True
 
 
-def git_report() -> dict[str, Any]:
-    try:
-        require_git()
-    except EnvironmentProblem as exc:
-        return {"ok": False, "problem": str(exc)}
-    return {"ok": True, "version": ".".join(map(str, git_version()))}
-
-
 @click.command("doctor")
 @click.argument("plan_path", metavar="[PLAN]", required=False, type=click.Path(path_type=Path))
 @click.option("--json", "json_mode", is_flag=True, help="Print the findings as JSON.")
+@executor_option
 @click.pass_context
-def doctor_cmd(ctx: click.Context, plan_path: Path | None, json_mode: bool) -> int:
-    """Check git and the agent CLIs (those a PLAN uses, or all known ones): found, version, credentials."""
+def doctor_cmd(ctx: click.Context, /, *, plan_path: Path | None, json_mode: bool, **flags: Any) -> int:
+    """Check git and the agent CLIs (those a PLAN uses, or all known ones): found, version, credentials; with
+    --executor ray, on every node of the cluster too."""
     plan = load_plan(ctx, plan_path) if plan_path is not None else None
     if plan is not None:
         # an entry's `binary`, else its kind's own name (`cursor-agent` for `type: cursor`)
@@ -101,6 +79,12 @@ def doctor_cmd(ctx: click.Context, plan_path: Path | None, json_mode: bool) -> i
     programs = program_reports(checkout, plan) if plan is not None else []
     report: dict[str, Any] = {"git": git, "agents": agents, "programs": programs, "warnings": warnings}
     needed_ok = git["ok"] and (plan_path is None or all(a["ok"] for a in agents)) and not programs
+    address = _cluster(flags, plan)
+    if address:
+        from orchard.cluster.doctor import check_nodes
+
+        report["nodes"] = check_nodes(address, wanted, agents_needed=plan is not None)
+        needed_ok = needed_ok and all(node["ok"] for node in report["nodes"])
     if json_mode:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -116,6 +100,21 @@ def program_reports(checkout: Repo | None, plan: Plan) -> list[dict[str, Any]]:
     root = checkout.root if checkout is not None else Path(plan.source).parent
     return [{"file": plan.source, "program": m.use.program, "used_by": m.use.what, "problem": m.problem,
              "message": m.message()} for m in missing_programs(plan, root)]
+
+
+def _cluster(flags: dict[str, Any], plan: Plan | None) -> str | None:
+    """The Ray cluster whose nodes to check, if `--executor ray` (or the plan's `executor: ray`) asks for one."""
+    chosen = flags.get("executor") or ("ray" if flags.get("ray_address") else None)
+    if chosen is None and plan is not None:
+        chosen = plan.executor
+    if chosen != "ray":
+        if flags.get("ray_address"):
+            raise UsageError("--ray-address needs --executor ray")
+        return None
+    address = flags.get("ray_address") or os.environ.get("RAY_ADDRESS", "")
+    if not address:
+        raise UsageError("--executor ray needs the cluster's address: --ray-address HOST:PORT (or $RAY_ADDRESS)")
+    return str(address)
 
 
 def _checkout(ctx: click.Context) -> Repo | None:
@@ -143,8 +142,27 @@ def _print(report: dict[str, Any]) -> None:
             out.print(f"  install: {a['install']}")
         if a["notes"]:
             out.print(f"  note: {a['notes']}")
+    for node in report.get("nodes", ()):
+        _print_node(out, node)
     for program in report["programs"]:
         out.print(safe_line(f"✗ {program['file']}: {program['message']}"), soft_wrap=True)
     for warning in report["warnings"]:
         where = f"line {warning['line']}" if "line" in warning else warning["field"]
         out.print(safe_line(f"warning: {warning['file']} {where}: {warning['message']}"), soft_wrap=True)
+
+
+def _print_node(out: Console, node: dict[str, Any]) -> None:
+    """One node of the cluster: what it has, and what keeps it from running attempts."""
+    mark = "✓" if node["ok"] else "✗"
+    if "git" not in node:  # the check itself did not run there
+        out.print(safe_line(f"node {node['node']}: {mark} {'; '.join(node['problems'])}"), soft_wrap=True)
+        return
+    git = node["git"].get("version", "?")
+    out.print(safe_line(f"node {node['node']} ({node['hostname']}): {mark} git {git}, orchard {node['orchard']} "
+                        f"({node['orchard_source']}), ray {node['ray']}, {format_size(node['disk_free'])} free"),
+              soft_wrap=True)
+    agents = ", ".join(f"{a['kind']} {'✓' if a['ok'] else '✗'}" for a in node["agents"])
+    if agents:
+        out.print(safe_line(f"  agents: {agents}"), soft_wrap=True)
+    for problem in node["problems"]:
+        out.print(safe_line(f"  ✗ {problem}"), soft_wrap=True)

@@ -92,23 +92,25 @@ def executor_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--executor local|ray` and `--ray-address`: where the run's attempts run."""
     command = click.option("--ray-address", metavar="HOST:PORT",
                            help="The Ray cluster's head, with --executor ray (default: $RAY_ADDRESS).")(command)
-    return click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+    return click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
                         help="Where attempts run: on this machine, or on the nodes of a Ray cluster that offer "
-                             "agent_slot resources.")(command)
+                             "agent_slot resources (default: the plan's `executor`, else local; --ray-address "
+                             "alone means ray).")(command)
 
 
 def executor_of(flags: dict[str, Any]) -> ExecutorFactory | None:
-    """The executor the flags ask for (None: this machine's)."""
-    if flags.get("executor", "local") == "local":
-        if flags.get("ray_address"):
+    """The executor the flags ask for (None: this machine's, whatever the plan says); without `--executor`, the
+    plan's `executor` decides once the plan is read."""
+    chosen, address = flags.get("executor"), flags.get("ray_address") or ""
+    if chosen == "local":
+        if address:
             raise UsageError("--ray-address needs --executor ray")
         return None
-    address = flags.get("ray_address") or os.environ.get("RAY_ADDRESS", "")
-    if not address:
+    if chosen == "ray" and not (address or os.environ.get("RAY_ADDRESS")):
         raise UsageError("--executor ray needs the cluster's address: --ray-address HOST:PORT (or $RAY_ADDRESS)")
-    from orchard.cluster.executor import ray_executor
+    from orchard.cluster.executor import planned_executor, ray_executor
 
-    return ray_executor(address)
+    return ray_executor(address or os.environ["RAY_ADDRESS"]) if chosen == "ray" or address else planned_executor()
 
 
 def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any, RunResult]], *, repo: Path,

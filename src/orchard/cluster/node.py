@@ -3,24 +3,30 @@ bundles by the driver, its own worktree pool, and `runtime.workspace.run_workspa
 executor runs, run with a sink that batches what it is told into messages for the driver.
 
 The driver's repository is never touched from here: commits arrive as bundles (`receive`) and a result leaves as
-one (`run`'s last message). Lines are redacted with this machine's secrets before they leave it; the driver
-redacts again with its own. The class is plain Python; `cluster.executor` makes it a Ray actor on each node.
+one (`run`'s last message). Every message carries its attempt's token, and a quiet attempt still sends a beat each
+second, so the driver's watchdog can tell a frozen node from a busy one. Lines are redacted with this machine's
+secrets before they leave it; the driver redacts again with its own. A keeper (`cluster.keeper`) kills what runs
+here once the driver stops wanting it. The class is plain Python; `cluster.executor` makes it a Ray actor on each
+node.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from orchard.cluster.keeper import LEASE, LEDGER, LedgerProcesses, reap, start_keeper, write_lease
 from orchard.core.redact import Redactor
 from orchard.errors import GitError
-from orchard.runtime.context import Host, LiveProcesses
+from orchard.runtime.context import Host
 from orchard.runtime.layout import Layout
 from orchard.runtime.pool import WorktreePool
 from orchard.runtime.workspace import AttemptJob, WorkspaceResult, run_workspace
@@ -29,10 +35,13 @@ from orchard.vcs.bundles import fetch_bundle, write_bundle
 from orchard.vcs.private import open_own_repository
 
 BATCH_S = 0.5  # lines and activity go to the driver this often (a step of the attempt at once, and at the end)
+BEAT_S = 1.0  # a quiet attempt says so this often (the driver's watchdog waits `lease_s` for a word)
 BATCHED = frozenset({"activity", "output"})
 LOG_CHUNK = 256 * 1024  # the most of the attempt's log one message carries
 NODE_DIR_ENV = "ORCHARD_NODE_DIR"  # where a node keeps orchard's repository and worktrees (default: the temp dir)
-Message = tuple[str, Any]  # ("calls", [(method, args, kwargs)…]), ("log", bytes), ("result", Outcome)
+# (token, kind, value): (…, "calls", [(method, args, kwargs)…]), (…, "log", bytes), (…, "beat", None),
+# (…, "result", Outcome)
+Message = tuple[str, str, Any]
 
 
 @dataclass(frozen=True)
@@ -71,16 +80,35 @@ class _Batch:
 class NodeHost:
     """orchard on one node: created once per driver session, with `root` its directory there."""
 
-    def __init__(self, run_id: str, env_secrets: dict[str, str] | None = None) -> None:
+    def __init__(self, run_id: str, *, lease_s: float, env_secrets: dict[str, str] | None = None) -> None:
         base = Path(os.environ.get(NODE_DIR_ENV) or tempfile.gettempdir())
+        reap(base, run_id)  # what a killed driver's earlier session left here
         self.root = base / f"orchard-node-{os.getpid()}-{run_id}"
         user = init_repository(self.root / "repo", "main")
         self.layout = Layout.for_repo(user.root)
         self.layout.ensure()
         own = open_own_repository(user, self.layout.git_dir)
         self.redactor = Redactor.from_environments([os.environ, env_secrets or {}], ())
-        self.host = Host(own, self.layout, WorktreePool(own.repo, self.layout), LiveProcesses(), self.redactor,
+        processes = LedgerProcesses(ledger=self.root / LEDGER)
+        self.host = Host(own, self.layout, WorktreePool(own.repo, self.layout), processes, self.redactor,
                          dict(os.environ))
+        self.open: dict[str, str] = {}  # task → the token of its attempt running here
+        write_lease(self.root, [])
+        start_keeper(self.root, term_s=lease_s)
+
+    def renew(self, tokens: list[str]) -> None:
+        """The driver's lease: of the attempts here, those of `tokens` are still wanted (the keeper kills the
+        rest's processes, and everything once renewals stop)."""
+        wanted = set(tokens)
+        write_lease(self.root, [task for task, token in self.open.items() if token in wanted])
+
+    def _lease_one_more(self, task_id: str) -> None:
+        """A new attempt is word from the driver too: the lease is renewed with its task."""
+        try:
+            leased = set(json.loads((self.root / LEASE).read_text())["open"])
+        except (OSError, ValueError, KeyError, TypeError):
+            leased = set()
+        write_lease(self.root, [*leased, task_id])
 
     def receive(self, bundle: bytes, tip: str) -> None:
         """Take commit `tip` from the driver's bundle (what it needs beyond what this node has)."""
@@ -93,27 +121,41 @@ class NodeHost:
 
     async def run(self, job: AttemptJob) -> AsyncIterator[Message]:
         """Run `job` here; yields what its sink was told and its log as it grows, then its `Outcome`."""
-        job = self._localised(job)
+        job, token = self._localised(job), job.token
+        if job.task.id in self.open:  # one attempt of a task at a time: its worktree and processes are the task's
+            raise RuntimeError(f"attempt {self.open[job.task.id]} of {job.task.id} still runs on this node")
+        self.open[job.task.id] = token
+        self._lease_one_more(job.task.id)
         batch = _Batch(self.redactor)
         work = asyncio.ensure_future(run_workspace(job, self.host, batch))
-        sent = 0
-        while True:
-            urgent = asyncio.ensure_future(batch.urgent.wait())
-            await asyncio.wait({work, urgent}, timeout=BATCH_S, return_when=asyncio.FIRST_COMPLETED)
-            urgent.cancel()
+        sent, quiet_since = 0, time.monotonic()
+        try:
+            while True:
+                urgent = asyncio.ensure_future(batch.urgent.wait())
+                await asyncio.wait({work, urgent}, timeout=BATCH_S, return_when=asyncio.FIRST_COMPLETED)
+                urgent.cancel()
+                chunk, sent = _log_since(job.log_path, sent)
+                said = bool(chunk or batch.calls)
+                if chunk:
+                    yield (token, "log", chunk)
+                if batch.calls:
+                    yield (token, "calls", batch.take())
+                if work.done():
+                    break
+                if said:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= BEAT_S:
+                    yield (token, "beat", None)
+                    quiet_since = time.monotonic()
             chunk, sent = _log_since(job.log_path, sent)
-            if chunk:
-                yield ("log", chunk)
-            if batch.calls:
-                yield ("calls", batch.take())
-            if work.done():
-                break
-        chunk, sent = _log_since(job.log_path, sent)
-        while chunk:
-            yield ("log", chunk)
-            chunk, sent = _log_since(job.log_path, sent)
-        result = work.result()
-        yield ("result", Outcome(result, await asyncio.to_thread(self._result_bundle, job, result)))
+            while chunk:
+                yield (token, "log", chunk)
+                chunk, sent = _log_since(job.log_path, sent)
+            result = work.result()
+            yield (token, "result", Outcome(result, await asyncio.to_thread(self._result_bundle, job, result)))
+        finally:
+            if self.open.get(job.task.id) == token:
+                del self.open[job.task.id]
 
     def stop(self, task_id: str) -> None:
         """`orchard cancel TASK`: the task's processes here get SIGTERM, then SIGKILL after the grace period."""

@@ -194,6 +194,7 @@ PRIORITY_MODES = ("tiebreak", "strict")
 # `compat`: `workstreams` also keeps the workstream guide's `.state/orchestration.db` and `logs/orchestrator.log`
 # (`runtime.compat`); the default for a plan read from a workstreams directory, else `none`
 COMPAT_MODES = ("none", "workstreams")
+EXECUTORS = ("local", "ray")  # `executor`: where attempts run (ray: on a cluster at --ray-address or $RAY_ADDRESS)
 ESTIMATE_MODES = ("learned", "declared")  # `estimates`: declared turns learning from history off
 GEMINI_APPROVAL_MODES = ("default", "auto_edit", "yolo", "plan")
 PROMPT_VIA = ("file", "stdin", "arg")
@@ -369,6 +370,7 @@ class Plan:
     max_add_depth: int = DEFAULT_ADD_DEPTH  # an added task's children's children … at most this deep
     estimates: str = "learned"  # ESTIMATE_MODES: tasks without an `estimate` take one from history (`core.estimates`)
     notify: tuple[Notify, ...] = ()  # who is told of the run's failures and end (`runtime.notify`)
+    executor: str = "local"  # EXECUTORS: where attempts' workspace halves run (`runtime.executor`)
     _index: Mapping[str, Task] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
     # Values derived from this plan (ranks, file conflicts …), filled in once by `core.graph`: a Plan never changes.
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -398,6 +400,7 @@ class Plan:
         max_add_depth: int = DEFAULT_ADD_DEPTH,
         estimates: str = "learned",
         notify: tuple[Notify, ...] = (),
+        executor: str = "local",
     ) -> Plan:
         """Freeze already-validated parts into a Plan (validation lives in `orchard.plan`)."""
         return Plan(
@@ -423,6 +426,7 @@ class Plan:
             max_add_depth=max_add_depth,
             estimates=estimates,
             notify=tuple(notify),
+            executor=executor,
             _index=MappingProxyType({t.id: t for t in tasks}),
         )
 

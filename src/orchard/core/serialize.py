@@ -60,6 +60,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "max_added_tasks": plan.max_added_tasks,
         "max_add_depth": plan.max_add_depth,
         "estimates": plan.estimates,
+        "executor": plan.executor,
         "notify": [_plain(asdict(entry)) for entry in plan.notify],
         "tracks": {k: list(v) for k, v in plan.tracks.items()},
         "agents": {name: agent_to_dict(a) for name, a in plan.agents.items()},
@@ -90,7 +91,7 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
                       added=tuple(data.get("added", ())),
                       max_added_tasks=int(data.get("max_added_tasks", DEFAULT_MAX_ADDED)),
                       max_add_depth=int(data.get("max_add_depth", DEFAULT_ADD_DEPTH)),
-                      estimates=str(data.get("estimates", "learned")),
+                      estimates=str(data.get("estimates", "learned")), executor=str(data.get("executor", "local")),
                       notify=tuple(_notify(entry) for entry in data.get("notify") or ()))
 
 

@@ -45,6 +45,7 @@ def build(raw: RawPlan) -> Plan:
         max_add_depth=settings.max_add_depth,
         estimates=settings.estimates,
         notify=settings.notify,
+        executor=settings.executor,
     )
 
 

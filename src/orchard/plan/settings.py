@@ -15,6 +15,7 @@ from orchard.core.model import (
     DEFAULT_MAX_ADDED,
     DEFAULT_PARALLEL,
     ESTIMATE_MODES,
+    EXECUTORS,
     NETWORK_MODES,
     NO_ENVIRONMENT,
     NO_LIMITS,
@@ -34,7 +35,7 @@ from orchard.plan.raw import INVALID, Problems, RawPlan
 TOP_LEVEL_KEYS = frozenset({"base", "parallel", "budget_usd", "redact", "sandbox", "network", "environment",
                             "limits", "preflight", "integration_verify", "integration_timeout",
                             "integration_batch", "priority_mode", "compat", "max_added_tasks", "max_add_depth",
-                            "estimates", "notify", "defaults", "agents", "tracks", "tasks"})
+                            "estimates", "notify", "executor", "defaults", "agents", "tracks", "tasks"})
 GATE_KEYS = ("integration_verify", "integration_timeout", "integration_batch")
 LIMIT_KEYS: Mapping[str, Callable[[Any], Any]] = {"max_load": f.load_per_core, "min_free_memory": f.size,
                                                   "min_free_disk": f.size}
@@ -67,6 +68,7 @@ class Settings:
     max_add_depth: int = DEFAULT_ADD_DEPTH
     estimates: str = "learned"
     notify: tuple[Notify, ...] = ()
+    executor: str = "local"
     default_agent: str | tuple[str, ...] | None = None
     agents: dict[str, AgentSpec] = field(default_factory=dict)
     declared_agents: set[str] = field(default_factory=set)  # includes agents whose entry is invalid
@@ -111,6 +113,9 @@ def read_settings(raw: RawPlan) -> Settings:
         settings.estimates = _valid(mode, "learned")
     if config.get("notify") is not None:
         settings.notify = read_notify(config["notify"], file, problems)
+    if config.get("executor") is not None:
+        executor = problems.coerce(partial(f.choice, EXECUTORS), config["executor"], file, field="executor")
+        settings.executor = _valid(executor, "local")
     for key in ("max_added_tasks", "max_add_depth"):
         if config.get(key) is not None:
             setattr(settings, key, _valid(problems.coerce(f.at_least(0), config[key], file, field=key),

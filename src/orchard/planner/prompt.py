@@ -15,10 +15,11 @@ from orchard.plan.fields import TASK_FIELDS
 from orchard.plan.settings import TOP_LEVEL_KEYS
 
 # Top-level keys that stay the user's: orchard fills in `agents` and `base` itself, and the sandbox, network,
-# secrets, spending, machine limits, how many tasks agents may add at run time and where the run's notifications go
-# (a webhook of the planner's choosing would carry the run's messages off) are no planner's to loosen.
+# secrets, spending, machine limits, how many tasks agents may add at run time, where the run's notifications go
+# (a webhook of the planner's choosing would carry the run's messages off) and which machines run its agents are no
+# planner's to loosen.
 RESERVED_KEYS = ("agents", "base", "sandbox", "network", "redact", "budget_usd", "limits", "compat",
-                 "max_added_tasks", "max_add_depth", "notify")
+                 "max_added_tasks", "max_add_depth", "notify", "executor")
 DRAFT_KEYS = tuple(sorted(TOP_LEVEL_KEYS - set(RESERVED_KEYS)))
 # The task fields a planner most needs, in the order they are explained; every other field is listed by name.
 TASK_GUIDE: Mapping[str, str] = {

@@ -8,6 +8,7 @@ sibling attempts down.
 
 from __future__ import annotations
 
+import secrets
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from orchard.agents.base import Stream
 from orchard.core.journal import AgentExit, AttemptStart, VerifyRun
 from orchard.core.model import Outcome
+from orchard.core.records import LOCAL_HOST
 from orchard.core.scheduler import AttemptEnded, StartAttempt
 from orchard.runtime.context import RunContext, note_repaired
 from orchard.runtime.executor import LocalExecutor
@@ -63,7 +65,7 @@ async def attempt_job(ctx: RunContext, start: StartAttempt, *, slot: int, port: 
         session_id=sessions[-1] if sessions else None, budget_usd=start.budget_usd, slot=slot, port=port,
         merged=tuple(sorted(merged_others(ctx, task.id).items())),
         red_on_base=bool(task.verify) and ctx.journal.run().red_on_base(shlex.join(task.verify or ())),
-        park=ctx.width, output=ctx.output_events)
+        park=ctx.width, output=ctx.output_events, token=secrets.token_hex(8))
 
 
 def _ended(ctx: RunContext, job: AttemptJob, sink: JournalSink, result: WorkspaceResult) -> AttemptEnded:
@@ -84,11 +86,15 @@ class JournalSink:
     def __init__(self, ctx: RunContext, job: AttemptJob, on_verify: Callable[[], None]) -> None:
         self.ctx, self.job, self.on_verify = ctx, job, on_verify
         self.attempt_id: int | None = None  # once started
+        self.host = LOCAL_HOST  # where the executor put it
 
     @property
     def _id(self) -> int:
         assert self.attempt_id is not None, "the workspace told of an attempt before it started"
         return self.attempt_id
+
+    def placed(self, host: str) -> None:
+        self.host = host
 
     def repaired(self, paths: list[str], when: str) -> None:
         note_repaired(self.ctx, paths, when)
@@ -97,7 +103,8 @@ class JournalSink:
         job = self.job
         self.attempt_id = self.ctx.journal.attempt_started(AttemptStart(
             task_id=job.task.id, number=job.number, agent=job.agent_name, branch=job.branch, worktree=str(worktree),
-            start_commit=start_commit, log_path=str(job.log_path), slot=job.slot, port=job.port))
+            start_commit=start_commit, log_path=str(job.log_path), slot=job.slot, port=job.port, host=self.host,
+            token=job.token))
 
     def setup_started(self, command: str) -> None:
         self.ctx.journal.setup_started(self._id, command)

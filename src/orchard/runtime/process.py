@@ -283,3 +283,17 @@ def spawn_detached(argv: Sequence[str], *, cwd: Path, log: Path) -> int:
         proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
                                 start_new_session=True)
     return proc.pid
+
+
+def daemonize(log: Path) -> bool:
+    """Detach this process from whoever started it (a node's keeper): True in the detached child, which is in a
+    session of its own with its output appended to `log` and stdin closed; False in the parent, which should exit
+    at once (its starter waits for that, not for the child)."""
+    if os.fork():
+        return False
+    os.setsid()
+    with log.open("ab") as out, open(os.devnull, "rb") as nothing:
+        os.dup2(nothing.fileno(), 0)
+        os.dup2(out.fileno(), 1)  # the starter's pipes close as the parent goes: they are not the child's
+        os.dup2(out.fileno(), 2)
+    return True

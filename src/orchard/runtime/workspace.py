@@ -84,6 +84,7 @@ class AttemptJob:
     red_on_base: bool = False  # its verify fails on the untouched base too (the preflight)
     park: int = 1  # how many finished worktrees the host's pool keeps parked
     output: bool = False  # every line the agent writes goes to the sink too (`AgentOutput` for observers)
+    token: str = ""  # this attempt's alone: what its host says of it carries it, and the store records it
 
     @property
     def key(self) -> str:
@@ -92,6 +93,9 @@ class AttemptJob:
 
 class AttemptSink(Protocol):
     """What the workspace tells of an attempt as it goes, in order; the driver journals it (`runtime.attempt`)."""
+
+    def placed(self, host: str) -> None:
+        """The executor put the attempt on `host` (a machine of a cluster; never said by the host itself)."""
 
     def repaired(self, paths: list[str], when: str) -> None:
         """orchard's git directory on the host had been changed, and was put back."""
