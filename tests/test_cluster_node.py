@@ -161,7 +161,7 @@ def follow(repo: Path, tmp_path: Path, script: str, tamper: Any = None) -> tuple
         return (tamper or (lambda m: m))(message)
 
     async def go() -> Any:
-        node = NodeHost("r1", lease_s=30)
+        node = NodeHost("r1", lease_s=5)  # as the driver's watchdog: beats every 0.5 s
         try:
             executor = RayExecutor("127.0.0.1:1", repo=driver.git, run_id="r1", redactor=driver.redactor,
                                    processes=LiveProcesses(), watchdog_s=5)

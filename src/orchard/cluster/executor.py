@@ -10,8 +10,8 @@ driver has git verify and fetches into the task branch, so the merge queue canno
 apart.
 
 Only the open attempt's word counts: every message names its attempt's token, and one naming another is the node
-failing. A watchdog per attempt waits `watchdog_s` for each message (a quiet attempt beats each second); past it
-the node is taken as lost, frozen or cut off. The driver renews each node's lease every second with the tokens it
+failing. A watchdog per attempt waits `watchdog_s` for each message (a quiet attempt beats ten times a wait); past
+it the node is taken as lost, frozen or cut off. The driver renews each node's lease as often with the tokens it
 still wants there; the node's keeper kills the rest, and everything once the renewals stop.
 """
 
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchard.cluster.keeper import every
 from orchard.cluster.node import NodeHost, Outcome
 from orchard.core.journal import Verdict
 from orchard.core.model import Outcome as AttemptOutcome
@@ -47,7 +48,6 @@ CLOSE_S = 10.0  # the most the session's end waits for the nodes to kill what st
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray keeps 127.0.0.1 as the node's address
 WATCHDOG_ENV = "ORCHARD_RAY_WATCHDOG"  # seconds without a word from an attempt's node before it counts as lost
 WATCHDOG_S = 30.0
-RENEW_S = 1.0  # how often the driver renews each node's lease
 
 
 class NodeFault(Exception):
@@ -141,7 +141,7 @@ class RayExecutor:
             for node in self.nodes:
                 with contextlib.suppress(Exception):  # a node that cannot be told is the watchdog's to find
                     node.actor.renew.remote(list(node.running.values()))
-            await asyncio.sleep(RENEW_S)
+            await asyncio.sleep(every(self.watchdog_s))
 
     def _lose(self, node: _Node) -> None:
         """A node that went away takes no more attempts (its host actor is not restarted: a new session's is)."""

@@ -55,6 +55,12 @@ class LedgerProcesses(LiveProcesses):
             (self.ledger / str(pgid)).unlink(missing_ok=True)
 
 
+def every(watchdog_s: float) -> float:
+    """How often a word is due within the watchdog's wait: a node's beat, the driver's renewal of a lease. Ten to a
+    wait, 0.5-3 s apart: each is a Ray call, and a call costs the driver about 2 ms of CPU."""
+    return min(3.0, max(0.5, watchdog_s / 10))
+
+
 def write_lease(root: Path, open_tasks: list[str]) -> None:
     """The driver's renewal: the node's attempts it still counts as open (written whole, then moved in place)."""
     part = root / (LEASE + ".part")

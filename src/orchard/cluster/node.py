@@ -3,11 +3,11 @@ bundles by the driver, its own worktree pool, and `runtime.workspace.run_workspa
 executor runs, run with a sink that batches what it is told into messages for the driver.
 
 The driver's repository is never touched from here: commits arrive as bundles (`receive`) and a result leaves as
-one (`run`'s last message). Every message carries its attempt's token, and a quiet attempt still sends a beat each
-second, so the driver's watchdog can tell a frozen node from a busy one. Lines are redacted with this machine's
-secrets before they leave it; the driver redacts again with its own. A keeper (`cluster.keeper`) kills what runs
-here once the driver stops wanting it. The class is plain Python; `cluster.executor` makes it a Ray actor on each
-node.
+one (`run`'s last message). Every message carries its attempt's token, and a quiet attempt still beats ten times
+within the driver's watchdog's wait, so the watchdog can tell a frozen node from a busy one. Lines are redacted
+with this machine's secrets before they leave it; the driver redacts again with its own. A keeper
+(`cluster.keeper`) kills what runs here once the driver stops wanting it. The class is plain Python;
+`cluster.executor` makes it a Ray actor on each node.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from orchard.cluster.keeper import LEASE, LEDGER, LedgerProcesses, reap, start_keeper, write_lease
+from orchard.cluster.keeper import LEASE, LEDGER, LedgerProcesses, every, reap, start_keeper, write_lease
 from orchard.core.redact import Redactor
 from orchard.errors import GitError
 from orchard.runtime.context import Host
@@ -35,7 +35,6 @@ from orchard.vcs.bundles import fetch_bundle, write_bundle
 from orchard.vcs.private import open_own_repository
 
 BATCH_S = 0.5  # lines and activity go to the driver this often (a step of the attempt at once, and at the end)
-BEAT_S = 1.0  # a quiet attempt says so this often (the driver's watchdog waits `lease_s` for a word)
 BATCHED = frozenset({"activity", "output"})
 LOG_CHUNK = 256 * 1024  # the most of the attempt's log one message carries
 NODE_DIR_ENV = "ORCHARD_NODE_DIR"  # where a node keeps orchard's repository and worktrees (default: the temp dir)
@@ -93,6 +92,7 @@ class NodeHost:
         self.host = Host(own, self.layout, WorktreePool(own.repo, self.layout), processes, self.redactor,
                          dict(os.environ))
         self.open: dict[str, str] = {}  # task → the token of its attempt running here
+        self.lease_s = lease_s  # the driver's watchdog's wait: a quiet attempt beats ten times within it
         write_lease(self.root, [])
         start_keeper(self.root, term_s=lease_s)
 
@@ -144,7 +144,7 @@ class NodeHost:
                     break
                 if said:
                     quiet_since = time.monotonic()
-                elif time.monotonic() - quiet_since >= BEAT_S:
+                elif time.monotonic() - quiet_since >= every(self.lease_s):
                     yield (token, "beat", None)
                     quiet_since = time.monotonic()
             chunk, sent = _log_since(job.log_path, sent)
