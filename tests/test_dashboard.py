@@ -235,3 +235,14 @@ def test_the_queue_line_says_when_the_run_should_end_while_it_runs() -> None:
     assert len(narrow) <= 80 and "20s" in narrow  # the elapsed time outlives the estimate on a narrow screen
     snap.apply(RunFinished(run_id=RUN, ts=T0 + 30, status=RunStatus.COMPLETED))
     assert "eta" not in shown(snap, T0 + 40, width=160)[0]
+
+
+def test_a_row_says_which_machine_of_a_cluster_its_attempt_runs_on() -> None:
+    snap = started(["here", "there"])
+    running(snap, "here", T0)
+    status(snap, "there", S.RUNNING, T0)
+    snap.apply(AttemptStarted(run_id=RUN, ts=T0, task="there", attempt=1, agent="claude", branch="b",
+                              worktree="w", start_commit="0" * 40, host="10.0.0.7#3f2a1c0d"))
+    rows = {line.split()[0]: line for line in shown(snap, T0 + 5, width=160)[1:] if line.split()}
+    assert "claude on 10.0.0.7#3f2a1c0d" in rows["there"]
+    assert "claude" in rows["here"] and " on " not in rows["here"]  # this machine's attempts say nothing more

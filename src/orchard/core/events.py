@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any, ClassVar
 
 from orchard.core.model import MergeOutcome, Outcome, RunStatus, TaskStatus
+from orchard.core.records import LOCAL_HOST, elsewhere
 
 
 def iso(ts: float | None) -> str | None:
@@ -96,9 +97,10 @@ class AttemptStarted(TaskEvent):
     worktree: str
     start_commit: str
     pid: int | None = None
+    host: str = LOCAL_HOST  # the machine it runs on: this one, or a cluster node (its name)
 
     def message(self) -> str:
-        return f"attempt {self.attempt} started with agent {self.agent} in {self.worktree}"
+        return f"attempt {self.attempt} started with agent {self.agent}{elsewhere(self.host)} in {self.worktree}"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -331,7 +331,7 @@ class Journal(GateTransitions, ControlTransitions):
                 slot=start.slot, port=start.port, host=start.host, token=start.token))
             self._emit(AttemptStarted(run_id=self.run_id, ts=now, task=start.task_id, attempt=start.number,
                                       agent=start.agent, branch=start.branch, worktree=start.worktree,
-                                      start_commit=start.start_commit))
+                                      start_commit=start.start_commit, host=start.host))
         return attempt_id
 
     def agent_spawned(self, attempt_id: int, pid: int) -> None:

@@ -29,6 +29,7 @@ from orchard.core.events import (
     VerifyFinished,
 )
 from orchard.core.model import MergeOutcome, Outcome, RunStatus, TaskStatus
+from orchard.core.records import elsewhere
 
 
 @dataclass
@@ -152,7 +153,8 @@ class Snapshot:
                 if event.status is TaskStatus.PAUSED and event.reason:
                     view.activity = event.reason  # "claude rate limited until …"
         elif isinstance(event, AttemptStarted):
-            view.agent, view.attempt, view.attempt_started = event.agent, event.attempt, event.ts
+            view.attempt, view.attempt_started = event.attempt, event.ts
+            view.agent = event.agent + elsewhere(event.host)  # "claude on 10.0.0.7#3f2a1c0d" on a cluster
             view.activity = "started"
         elif isinstance(event, AgentActivity):
             view.activity = event.text
