@@ -19,7 +19,7 @@ import pytest
 from orchard.cluster.doctor import MIN_FREE_DISK, node_problems
 from orchard.cluster.executor import RayExecutor, _Node
 from orchard.cluster.keeper import LEASE, LEDGER, reap, sweep, write_lease
-from orchard.cluster.node import NODE_DIR_ENV, NodeHost
+from orchard.cluster.node import NODE_DIR_ENV, NodeHost, Opened, wanted_tasks
 from orchard.core.model import Outcome
 from orchard.runtime.context import LiveProcesses
 from tests.conftest import wait_for
@@ -223,4 +223,11 @@ def test_a_node_with_other_code_too_little_disk_or_no_credentials_is_unfit() -> 
     assert node_problems(other, driver, agents_needed=False) == [
         "git: git 2.20 is too old", "orchard_source def here, abc on the driver",
         "ray 2.59.0 here, 2.60.0 on the driver", "only 1.5 GB free in /n (at least 2.0 GB wanted)"]
+
+
+def test_a_renewal_keeps_what_it_names_and_what_was_sent_after_it() -> None:
+    opened = {"named": Opened("t1", 3), "dropped": Opened("t2", 3), "later": Opened("t3", 6)}
+    # renewal 5 was made before "later" was sent (in round 6): Ray may still deliver it after that attempt began
+    assert wanted_tasks(opened, {"t1"}, 5) == ["later", "named"]
+    assert wanted_tasks(opened, {"t1"}, 6) == ["named"]  # made after it was sent, and without it: dropped
 

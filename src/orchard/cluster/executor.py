@@ -97,8 +97,10 @@ class RayExecutor:
         self.processes = processes  # the run's: its interrupt and each task's cancel go on to the nodes
         self.watchdog_s = watchdog_s
         self.nodes: list[_Node] = []
+        self.lost: list[_Node] = []  # taken out of service this session; their actors go at its end
         self.placed: dict[str, str] = {}  # task → the node of its last attempt
         self.renewer: asyncio.Task[None] | None = None
+        self.round = 0  # the number of the next renewal of the nodes' leases (`NodeHost.renew`)
 
     def connect(self) -> None:
         """Join the cluster and start a host actor on every live node that offers agent slots."""
@@ -136,17 +138,20 @@ class RayExecutor:
             node.running.pop(job.key, None)
 
     async def _renew(self) -> None:
-        """Each second, every node's lease: the tokens of the attempts the driver still follows there."""
+        """Ten times a watchdog's wait, every node's lease: the tokens of the attempts the driver still follows
+        there (the keeper kills the others' processes)."""
         while True:
             for node in self.nodes:
                 with contextlib.suppress(Exception):  # a node that cannot be told is the watchdog's to find
-                    node.actor.renew.remote(list(node.running.values()))
+                    node.actor.renew.remote(list(node.running.values()), self.round)
+            self.round += 1
             await asyncio.sleep(every(self.watchdog_s))
 
     def _lose(self, node: _Node) -> None:
         """A node that went away takes no more attempts (its host actor is not restarted: a new session's is)."""
         if node in self.nodes:
             self.nodes.remove(node)
+            self.lost.append(node)
 
     def _place(self, task_id: str) -> _Node:
         """The live node with the most free slots, the one of the task's last attempt first among equals (its
@@ -181,7 +186,7 @@ class RayExecutor:
         outcome: Outcome | None = None
         text = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a chunk may end inside a character
         stopper = asyncio.ensure_future(self._stop_when_asked(node, job.task.id))
-        messages = node.actor.run.remote(job)
+        messages = node.actor.run.remote(job, self.round)  # the renewals so far could not name it
         try:
             while outcome is None:
                 message = await self._next(node, messages)
@@ -266,9 +271,11 @@ class RayExecutor:
             self.renewer.cancel()
         with contextlib.suppress(Exception):  # a node already gone has nothing left to kill
             ray.get([node.actor.end.remote() for node in self.nodes], timeout=CLOSE_S)
-        for node in self.nodes:
-            ray.kill(node.actor, no_restart=True)
+        for node in self.nodes + self.lost:  # a lost node's actor, if it still lives: its keeper then cleans up
+            with contextlib.suppress(Exception):
+                ray.kill(node.actor, no_restart=True)
         self.nodes.clear()
+        self.lost.clear()
         ray.shutdown()
 
 

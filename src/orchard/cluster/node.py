@@ -51,6 +51,20 @@ class Outcome:
     bundle: bytes | None
 
 
+@dataclass(frozen=True)
+class Opened:
+    """An attempt running on the node: its token, and the driver's renewal round it was sent in."""
+
+    token: str
+    round_: int
+
+
+def wanted_tasks(opened: dict[str, Opened], tokens: set[str], round_: int) -> list[str]:
+    """The tasks whose attempts here renewal `round_` still wants: those it names, and those sent after it was
+    made (Ray may deliver a renewal after an attempt sent later, which it could not have named)."""
+    return sorted(task for task, attempt in opened.items() if attempt.token in tokens or attempt.round_ > round_)
+
+
 class _Batch:
     """An `AttemptSink` that keeps each call (method, args, kwargs) for the next message to the driver."""
 
@@ -91,16 +105,19 @@ class NodeHost:
         processes = LedgerProcesses(ledger=self.root / LEDGER)
         self.host = Host(own, self.layout, WorktreePool(own.repo, self.layout), processes, self.redactor,
                          dict(os.environ))
-        self.open: dict[str, str] = {}  # task → the token of its attempt running here
+        self.open: dict[str, Opened] = {}  # task → its attempt running here
+        self.renewed = -1  # the round of the newest renewal applied
         self.lease_s = lease_s  # the driver's watchdog's wait: a quiet attempt beats ten times within it
         write_lease(self.root, [])
         start_keeper(self.root, term_s=lease_s)
 
-    def renew(self, tokens: list[str]) -> None:
-        """The driver's lease: of the attempts here, those of `tokens` are still wanted (the keeper kills the
-        rest's processes, and everything once renewals stop)."""
-        wanted = set(tokens)
-        write_lease(self.root, [task for task, token in self.open.items() if token in wanted])
+    def renew(self, tokens: list[str], round_: int) -> None:
+        """The driver's lease, its renewal number `round_`: of the attempts here, those of `tokens` are still
+        wanted (the keeper kills the rest's processes, and everything once renewals stop)."""
+        if round_ < self.renewed:
+            return  # overtaken by a newer one
+        self.renewed = round_
+        write_lease(self.root, wanted_tasks(self.open, set(tokens), round_))
 
     def _lease_one_more(self, task_id: str) -> None:
         """A new attempt is word from the driver too: the lease is renewed with its task."""
@@ -119,12 +136,13 @@ class NodeHost:
         finally:
             path.unlink(missing_ok=True)
 
-    async def run(self, job: AttemptJob) -> AsyncIterator[Message]:
-        """Run `job` here; yields what its sink was told and its log as it grows, then its `Outcome`."""
+    async def run(self, job: AttemptJob, round_: int) -> AsyncIterator[Message]:
+        """Run `job` here, sent after the driver's renewal `round_ - 1`; yields what its sink was told and its log
+        as it grows, then its `Outcome`."""
         job, token = self._localised(job), job.token
         if job.task.id in self.open:  # one attempt of a task at a time: its worktree and processes are the task's
-            raise RuntimeError(f"attempt {self.open[job.task.id]} of {job.task.id} still runs on this node")
-        self.open[job.task.id] = token
+            raise RuntimeError(f"attempt {self.open[job.task.id].token} of {job.task.id} still runs on this node")
+        self.open[job.task.id] = Opened(token, round_)
         self._lease_one_more(job.task.id)
         batch = _Batch(self.redactor)
         work = asyncio.ensure_future(run_workspace(job, self.host, batch))
@@ -154,7 +172,7 @@ class NodeHost:
             result = work.result()
             yield (token, "result", Outcome(result, await asyncio.to_thread(self._result_bundle, job, result)))
         finally:
-            if self.open.get(job.task.id) == token:
+            if job.task.id in self.open and self.open[job.task.id].token == token:
                 del self.open[job.task.id]
 
     def stop(self, task_id: str) -> None:
