@@ -197,18 +197,24 @@ def test_a_corrupt_store_is_unreadable_with_exit_3(tmp_path: Path, repo: Path) -
     assert result.code == 3 and "cannot open state store" in result.err and "Traceback" not in result.err
 
 
+def store_at_version(db: Path, version: int, status: str) -> sqlite3.Connection:
+    """A store file as an orchard of schema `version` wrote it, with one run, 'old', recorded as `status`."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    for script in MIGRATIONS[:version]:
+        for statement in script.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.execute("INSERT INTO runs (id, status, base, base_commit, integration_branch, plan_source, plan_json,"
+                 " parallel, started_at) VALUES ('old', ?, 'main', ?, 'orchard/old/integration',"
+                 " 'plan.yaml', '{}', 2, 1.0)", (status, "d" * 40))
+    return conn
+
+
 def test_a_version_1_store_is_upgraded_with_the_integration_tip_filled_in(tmp_path: Path) -> None:
     """Migration 2 added `runs.integration_tip`; a run recorded before it resumes from its base commit."""
     db = tmp_path / "v1.db"
-    conn = sqlite3.connect(db, isolation_level=None)
-    for statement in MIGRATIONS[0].split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    conn.execute("PRAGMA user_version = 1")
-    conn.execute("INSERT INTO runs (id, status, base, base_commit, integration_branch, plan_source, plan_json,"
-                 " parallel, started_at) VALUES ('old', 'interrupted', 'main', ?, 'orchard/old/integration',"
-                 " 'plan.yaml', '{}', 2, 1.0)", ("d" * 40,))
-    conn.close()
+    store_at_version(db, 1, "interrupted").close()
     store = Store(db)
     run = store.run("old")
     assert (run.status, run.integration_tip) == (RunStatus.INTERRUPTED, "d" * 40)
@@ -221,15 +227,7 @@ def test_a_version_1_store_is_upgraded_with_the_integration_tip_filled_in(tmp_pa
 def test_a_version_7_store_is_upgraded_with_its_attempts_on_this_machine(tmp_path: Path) -> None:
     """Migration 8 added `attempts.host` and `attempts.token`; an attempt recorded before them ran here."""
     db = tmp_path / "v7.db"
-    conn = sqlite3.connect(db, isolation_level=None)
-    for script in MIGRATIONS[:7]:
-        for statement in script.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-    conn.execute("PRAGMA user_version = 7")
-    conn.execute("INSERT INTO runs (id, status, base, base_commit, integration_branch, plan_source, plan_json,"
-                 " parallel, started_at) VALUES ('old', 'failed', 'main', ?, 'orchard/old/integration',"
-                 " 'plan.yaml', '{}', 2, 1.0)", ("d" * 40,))
+    conn = store_at_version(db, 7, "failed")
     conn.execute("INSERT INTO attempts (run_id, task_id, number, agent, started_at, worktree, start_commit, log_path)"
                  " VALUES ('old', 'one', 1, 'a', 2.0, '/wt', ?, '/log')", ("d" * 40,))
     conn.close()
