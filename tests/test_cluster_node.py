@@ -18,7 +18,7 @@ import pytest
 
 from orchard.cluster.doctor import MIN_FREE_DISK, node_problems
 from orchard.cluster.executor import RayExecutor, _Node
-from orchard.cluster.keeper import LEASE, LEDGER, reap, sweep, write_lease
+from orchard.cluster.keeper import LEASE, LEDGER, LedgerProcesses, reap, sweep, write_lease
 from orchard.cluster.node import NODE_DIR_ENV, NodeHost, Opened, wanted_tasks
 from orchard.core.model import Outcome
 from orchard.runtime.context import LiveProcesses
@@ -41,10 +41,9 @@ def gone(proc: subprocess.Popen[bytes]) -> bool:
 
 
 def ledger(root: Path, proc: subprocess.Popen[bytes], task_id: str) -> Path:
-    (root / LEDGER).mkdir(parents=True, exist_ok=True)
-    entry = root / LEDGER / str(proc.pid)
-    entry.write_text(task_id)
-    return entry
+    """`proc`'s group in the ledger, as the node's processes write it when they start one."""
+    LedgerProcesses(ledger=root / LEDGER).started(task_id, proc.pid)
+    return root / LEDGER / str(proc.pid)
 
 
 def backdate(path: Path, seconds: float) -> None:
@@ -89,6 +88,15 @@ def test_the_keeper_kills_everything_once_its_owner_is_gone(tmp_path: Path, grou
     write_lease(tmp_path, ["a"])
     assert sweep(tmp_path, term_s=10, owner_alive=False) == [group.pid]
     group.wait(timeout=5)
+
+
+def test_the_keeper_never_kills_a_later_process_given_a_dead_groups_id(
+        tmp_path: Path, group: subprocess.Popen[bytes]) -> None:
+    entry = ledger(tmp_path, group, "a")
+    entry.write_text("a\n1.0")  # as if the group's leader had started long ago and its id been given anew
+    write_lease(tmp_path, ["a"])
+    assert sweep(tmp_path, term_s=10, owner_alive=False) == []
+    assert group.poll() is None and not entry.exists()  # the stale entry goes; the process it now names stays
 
 
 def test_a_new_host_reaps_what_a_dead_hosts_directory_left(tmp_path: Path, group: subprocess.Popen[bytes]) -> None:

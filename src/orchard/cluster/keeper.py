@@ -33,7 +33,7 @@ from orchard.runtime.context import LiveProcesses
 from orchard.runtime.process import daemonize, kill_group, run_briefly
 
 LEASE = "lease.json"  # {"open": [task ids]}; its modification time is the driver's last renewal
-LEDGER = "groups"  # one file per live process group: named by the group's id, holding its task's id
+LEDGER = "groups"  # one file per live process group: named by the group's id, holding its task and leader's birth
 POLL_S = 0.5
 
 
@@ -46,7 +46,7 @@ class LedgerProcesses(LiveProcesses):
     def started(self, task_id: str, pgid: int) -> None:
         super().started(task_id, pgid)
         self.ledger.mkdir(parents=True, exist_ok=True)
-        (self.ledger / str(pgid)).write_text(task_id)
+        (self.ledger / str(pgid)).write_text(f"{task_id}\n{_born(pgid)}")
 
     def ended(self, task_id: str) -> None:
         pgid = self.groups.get(task_id)
@@ -80,13 +80,15 @@ def sweep(root: Path, *, term_s: float, owner_alive: bool, now: float | None = N
     killed = []
     for entry in _ledger(root):
         try:
-            task, started_at = entry.read_text(), entry.stat().st_mtime
-        except OSError:
-            continue  # the group ended meanwhile
+            (task, born), started_at = entry.read_text().split("\n"), entry.stat().st_mtime
+        except (OSError, ValueError):
+            continue  # the group ended meanwhile (or its entry is half written)
         if lapsed or (task not in open_tasks and leased_at > started_at):
-            kill_group(int(entry.name), signal.SIGKILL)
+            pgid = int(entry.name)
+            if _born(pgid) in (born, ""):  # its leader, or none (its helpers may live on): not a later process's id
+                kill_group(pgid, signal.SIGKILL)
+                killed.append(pgid)
             entry.unlink(missing_ok=True)
-            killed.append(int(entry.name))
     return killed
 
 
@@ -126,6 +128,14 @@ def keep(root: Path, *, owner: int, term_s: float) -> None:
             shutil.rmtree(root, ignore_errors=True)
             return
         time.sleep(POLL_S)
+
+
+def _born(pid: int) -> str:
+    """When process `pid` started ("": there is none), to tell it from a later process given the same id."""
+    try:
+        return repr(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return ""
 
 
 def _alive(pid: int, born: float) -> bool:
