@@ -234,14 +234,18 @@ def test_a_node_removed_mid_attempt_is_lost_its_agents_killed_and_the_task_runs_
         ray_cluster: Any, tmp_path: Path) -> None:
     repo = init_repo(tmp_path / "repo", {"README.md": "# test repo\n"})
     plan = tmp_path / "plan.yaml"
-    plan.write_text(plan_text(slow_task("long")))
+    # unconfined, with a helper of its own: no bwrap --die-with-parent ends them with the node's host actor
+    plan.write_text("sandbox: none\n" + plan_text(task("long", "@if-attempt 1 @daemon 120\n@print working\n"
+                                                             "@if-attempt 1 @sleep 120\n@write long.txt done")))
     proc = start_run(repo, plan, str(ray_cluster.address))
     run_id = ""
     try:
-        wait_for(lambda: logged(repo, "long", 1, "working"), "the remote agent at work", timeout=120)
+        wait_for(lambda: logged(repo, "long", 1, "working") or proc.poll() is not None, "the remote agent at work",
+                 timeout=120)
+        assert proc.poll() is None, proc.communicate()
         (run_id,), = query(repo, "SELECT id FROM runs")
-        agents = run_processes(run_id)  # bwrap and the agent inside it
-        assert agents and node_dirs(run_id)
+        agents = run_processes(run_id)  # the agent and its helper
+        assert len(agents) >= 2 and node_dirs(run_id)
         ray_cluster.remove_node(raylet_of(ray_cluster, agents[0]))
         # the node's keeper outlives its host actor: it kills the agents and removes the node's directory
         wait_for(lambda: not any(alive(pid) for pid in agents), "the lost node's agents killed", timeout=15)
@@ -317,9 +321,11 @@ def raylet_of_pid(head: Any, raylet_pid: int) -> Any:
 def test_a_killed_driver_resumes_on_the_cluster_with_nothing_merged_twice(cluster: str, tmp_path: Path) -> None:
     repo = init_repo(tmp_path / "repo", {"README.md": "# test repo\n"})
     plan = tmp_path / "plan.yaml"
-    plan.write_text(plan_text(task("quick", "@write quick.txt 1") + slow_task("slow")
-                              + task("after", "@derive quick.txt after.txt after: ",
-                                     "    depends_on: [quick, slow]\n")))
+    slow = task("slow", "@if-attempt 1 @daemon 120\n@print working\n@if-attempt 1 @sleep 120\n@write slow.txt done")
+    plan.write_text("sandbox: none\n"  # no bwrap --die-with-parent: what ends the agent and its helper is the keeper
+                    + plan_text(task("quick", "@write quick.txt 1") + slow
+                                + task("after", "@derive quick.txt after.txt after: ",
+                                       "    depends_on: [quick, slow]\n")))
     proc = start_run(repo, plan, cluster, watchdog=5)
     run_id = ""
     try:
@@ -327,7 +333,7 @@ def test_a_killed_driver_resumes_on_the_cluster_with_nothing_merged_twice(cluste
                  "quick merged and slow at work on the cluster", timeout=120)
         (run_id,), = query(repo, "SELECT id FROM runs")
         agents = run_processes(run_id)
-        assert agents
+        assert len(agents) >= 2  # the agent and its helper
         proc.kill()  # SIGKILL: the driver says nothing to anyone
         proc.communicate(timeout=30)
         # its nodes' keepers kill the agents (their host actors die with their owner, or the lease lapses)
