@@ -21,7 +21,9 @@ from orchard.cluster.executor import RayExecutor, _Node
 from orchard.cluster.keeper import LEASE, LEDGER, LedgerProcesses, reap, sweep, write_lease
 from orchard.cluster.node import NODE_DIR_ENV, NodeHost, Opened, wanted_tasks
 from orchard.core.model import Outcome
+from orchard.core.redact import Redactor
 from orchard.runtime.context import LiveProcesses
+from orchard.vcs import Repo
 from tests.conftest import wait_for
 from tests.test_engine_acceptance import plan_text, task
 from tests.test_executor import Recorder, job_for
@@ -155,9 +157,10 @@ def node_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "nodes"
 
 
-def follow(repo: Path, tmp_path: Path, script: str, tamper: Any = None) -> tuple[Any, list[Any], Any]:
-    """Run one attempt of `script` on a real `NodeHost` here, followed by the driver; (result, the node's messages
-    as sent, the job)."""
+def follow(repo: Path, tmp_path: Path, script: str, tamper: Any = None,
+           node_secrets: dict[str, str] | None = None) -> tuple[Any, list[Any], Any]:
+    """Run one attempt of `script` on a real `NodeHost` here (knowing `node_secrets`, which the driver does not),
+    followed by the driver; (result, the node's messages as sent, the job)."""
     plan_file = tmp_path / "plan.yaml"
     plan_file.write_text(plan_text(task("a", script)))
     job, driver = job_for(repo, plan_file, "a", secret="unused-secret-value")
@@ -169,7 +172,7 @@ def follow(repo: Path, tmp_path: Path, script: str, tamper: Any = None) -> tuple
         return (tamper or (lambda m: m))(message)
 
     async def go() -> Any:
-        node = NodeHost("r1", lease_s=5)  # as the driver's watchdog: beats every 0.5 s
+        node = NodeHost("r1", lease_s=5, env_secrets=node_secrets)  # as the driver's watchdog: beats every 0.5 s
         try:
             executor = RayExecutor("127.0.0.1:1", repo=driver.git, run_id="r1", redactor=driver.redactor,
                                    processes=LiveProcesses(), watchdog_s=5)
@@ -193,6 +196,37 @@ def test_every_message_of_an_attempt_names_its_token_and_a_quiet_one_beats(
     kinds = [kind for _, kind, _ in sent]
     assert "beat" in kinds and kinds[-1] == "result"
     wait_for(lambda: not list(node_dir.iterdir()), "the node's directory removed, its keeper gone", timeout=10)
+
+
+def test_a_node_redacts_its_own_secrets_before_its_lines_leave_it(
+        repo: Path, tmp_path: Path, node_dir: Path) -> None:
+    secret = "node-only-secret-value-98765"
+    result, sent, job = follow(repo, tmp_path, f"@print {secret}\n@write a.txt made",
+                               node_secrets={"NODE_TOKEN": secret})
+    assert result.verdict.outcome is Outcome.SUCCESS, result.verdict
+    left = b"".join(value for _, kind, value in sent if kind == "log")
+    assert b"[REDACTED:NODE_TOKEN]" in left and secret.encode() not in left  # the driver could not have known it
+    assert secret not in job.log_path.read_text()
+
+
+def test_a_node_may_not_say_where_it_is(repo: Path, tmp_path: Path, node_dir: Path) -> None:
+    def claim(message: Any) -> Any:
+        token, kind, value = message
+        return (token, kind, [("placed", ("somewhere-else",), {}), *value]) if kind == "calls" else message
+
+    result, _, _ = follow(repo, tmp_path, "@write a.txt made", tamper=claim)
+    assert result.verdict.outcome is Outcome.LOST and "it sent 'placed'" in result.verdict.detail
+
+
+def test_an_attempt_goes_to_the_freest_node_and_among_equals_to_its_last_one(tmp_path: Path) -> None:
+    executor = RayExecutor("127.0.0.1:1", repo=Repo(tmp_path, tmp_path / ".git"), run_id="r1", redactor=Redactor({}),
+                           processes=LiveProcesses())
+    a, b = _Node("a" * 16, "127.0.0.1", 2, None), _Node("b" * 16, "127.0.0.1", 2, None)
+    executor.nodes += [a, b]
+    executor.placed["t"] = b.node_id
+    assert executor._place("t") is b  # equally free: where its parked worktree is
+    b.running["x/1"] = "tok"
+    assert executor._place("t") is a and executor.placed["t"] == a.node_id  # the freer one, remembered
 
 
 def test_word_of_another_attempt_loses_the_node_and_its_result_is_not_taken(

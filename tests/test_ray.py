@@ -19,7 +19,7 @@ import pytest
 from orchard.cluster.node import NODE_DIR_ENV
 from tests.conftest import PYTHON, git, init_repo, merged_tasks, query, run_orchard, run_processes, wait_for
 from tests.test_engine_acceptance import plan_text, task
-from tests.test_engine_signals import logged, task_status
+from tests.test_engine_signals import logged, noted, task_status
 
 SLOTS_PER_NODE = 2
 
@@ -107,9 +107,10 @@ def test_a_plan_on_the_cluster_merges_what_it_merges_here_with_attempts_on_both_
 def test_the_cluster_stays_on_loopback(cluster: str, tmp_path: Path) -> None:
     repo = init_repo(tmp_path / "repo", {"README.md": "# test repo\n"})
     plan = tmp_path / "plan.yaml"
-    plan.write_text(plan_text(task("one", "@write one.txt 1"), parallel=2))
+    plan.write_text(plan_text(task("one", "@write one.txt 1"), parallel=6))
     assert run_orchard("run", str(plan), "--executor", "ray", "--ray-address", cluster, cwd=repo,
                        timeout=240).code == 0
+    assert noted(repo, f"the executor has {2 * SLOTS_PER_NODE} agent slot(s)")  # the run is as wide as the cluster
     deadline = time.monotonic() + 5
     sockets = cluster_sockets()
     while not sockets and time.monotonic() < deadline:

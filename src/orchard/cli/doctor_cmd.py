@@ -6,7 +6,6 @@ a plan's `environment.include`) name no file to copy; with `--executor ray`, the
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,10 +13,10 @@ import click
 
 from orchard.agents.requirements import REQUIREMENTS
 from orchard.cli.common import load_plan, repo_dir, stdout_console
-from orchard.cli.run_cmds import executor_option
+from orchard.cli.run_cmds import executor_option, ray_address_of
 from orchard.core.safe_text import safe_line
 from orchard.core.sizes import format_size
-from orchard.errors import OrchardError, UsageError
+from orchard.errors import OrchardError
 from orchard.runtime.probe import agent_report, git_report
 from orchard.vcs import Repo, find_repo, untracked_matching
 
@@ -79,7 +78,7 @@ def doctor_cmd(ctx: click.Context, /, *, plan_path: Path | None, json_mode: bool
     programs = program_reports(checkout, plan) if plan is not None else []
     report: dict[str, Any] = {"git": git, "agents": agents, "programs": programs, "warnings": warnings}
     needed_ok = git["ok"] and (plan_path is None or all(a["ok"] for a in agents)) and not programs
-    address = _cluster(flags, plan)
+    address = ray_address_of(flags, plan.executor if plan is not None else "local")
     if address:
         from orchard.cluster.doctor import check_nodes
 
@@ -100,21 +99,6 @@ def program_reports(checkout: Repo | None, plan: Plan) -> list[dict[str, Any]]:
     root = checkout.root if checkout is not None else Path(plan.source).parent
     return [{"file": plan.source, "program": m.use.program, "used_by": m.use.what, "problem": m.problem,
              "message": m.message()} for m in missing_programs(plan, root)]
-
-
-def _cluster(flags: dict[str, Any], plan: Plan | None) -> str | None:
-    """The Ray cluster whose nodes to check, if `--executor ray` (or the plan's `executor: ray`) asks for one."""
-    chosen = flags.get("executor") or ("ray" if flags.get("ray_address") else None)
-    if chosen is None and plan is not None:
-        chosen = plan.executor
-    if chosen != "ray":
-        if flags.get("ray_address"):
-            raise UsageError("--ray-address needs --executor ray")
-        return None
-    address = flags.get("ray_address") or os.environ.get("RAY_ADDRESS", "")
-    if not address:
-        raise UsageError("--executor ray needs the cluster's address: --ray-address HOST:PORT (or $RAY_ADDRESS)")
-    return str(address)
 
 
 def _checkout(ctx: click.Context) -> Repo | None:

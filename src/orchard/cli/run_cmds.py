@@ -98,19 +98,29 @@ def executor_option(command: Callable[..., Any]) -> Callable[..., Any]:
                              "alone means ray).")(command)
 
 
-def executor_of(flags: dict[str, Any]) -> ExecutorFactory | None:
-    """The executor the flags ask for (None: this machine's, whatever the plan says); without `--executor`, the
-    plan's `executor` decides once the plan is read."""
-    chosen, address = flags.get("executor"), flags.get("ray_address") or ""
-    if chosen == "local":
+def ray_address_of(flags: dict[str, Any], planned: str = "local") -> str | None:
+    """The Ray cluster `--executor` and `--ray-address` ask for (`--ray-address` alone means ray; neither, what the
+    plan says: `planned`), at the flag's address or $RAY_ADDRESS; None: this machine."""
+    address = flags.get("ray_address") or ""
+    if (flags.get("executor") or ("ray" if address else planned)) != "ray":
         if address:
             raise UsageError("--ray-address needs --executor ray")
         return None
-    if chosen == "ray" and not (address or os.environ.get("RAY_ADDRESS")):
+    address = address or os.environ.get("RAY_ADDRESS", "")
+    if not address:
         raise UsageError("--executor ray needs the cluster's address: --ray-address HOST:PORT (or $RAY_ADDRESS)")
+    return str(address)
+
+
+def executor_of(flags: dict[str, Any]) -> ExecutorFactory | None:
+    """The executor the flags ask for (None: this machine's, whatever the plan says); without either flag, the
+    plan's `executor` decides once the plan is read."""
     from orchard.cluster.executor import planned_executor, ray_executor
 
-    return ray_executor(address or os.environ["RAY_ADDRESS"]) if chosen == "ray" or address else planned_executor()
+    if flags.get("executor") is None and not flags.get("ray_address"):
+        return planned_executor()
+    address = ray_address_of(flags)
+    return ray_executor(address) if address else None
 
 
 def _drive(json_mode: bool, start: Callable[[list[Observer]], Coroutine[Any, Any, RunResult]], *, repo: Path,

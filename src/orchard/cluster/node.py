@@ -120,7 +120,8 @@ class NodeHost:
         write_lease(self.root, wanted_tasks(self.open, set(tokens), round_))
 
     def _lease_one_more(self, task_id: str) -> None:
-        """A new attempt is word from the driver too: the lease is renewed with its task."""
+        """A new attempt is word from the driver too: the lease is renewed with its task (the first attempt may
+        come long after the host started, and Ray may deliver it before the first renewal)."""
         try:
             leased = set(json.loads((self.root / LEASE).read_text())["open"])
         except (OSError, ValueError, KeyError, TypeError):

@@ -162,14 +162,6 @@ def _status_style(summary: dict[str, Any]) -> str:
     return {RunStatus.COMPLETED: "green", RunStatus.FAILED: "red"}.get(RunStatus(summary["status"]), "yellow")
 
 
-def attempt_rows(records: Records, run_id: str, task_id: str) -> list[dict[str, Any]]:
-    """One row per attempt of a task, first to last: its agent, the machine it ran on, how it ended (the web
-    dashboard's task page)."""
-    return [{"number": a.number, "agent": a.agent, "host": a.host, "outcome": str(a.outcome) if a.outcome else None,
-             "detail": a.detail, "started_at": iso(a.started_at), "finished_at": iso(a.finished_at),
-             "cost_usd": a.cost_usd} for a in records.attempts(run_id, task_id)]
-
-
 def run_rows(store: Records) -> list[dict[str, Any]]:
     """One row per run of the store, newest first (`orchard runs`, the web dashboard)."""
     rows = []

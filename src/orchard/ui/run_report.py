@@ -92,11 +92,12 @@ def _task(task_id: str, status: str, agent: str, error: str, depends_on: list[st
         "log_tail": log,
         "commands": [f"orchard logs {task_id} --run {records[0].run_id}" if records else f"orchard logs {task_id}",
                      f"orchard diff {task_id}", f"orchard show {task_id}"],
-        "attempts": [_attempt(a, span_of.get(a.number)) for a in records],
+        "attempts": [attempt_doc(a, span_of.get(a.number)) for a in records],
     }
 
 
-def _attempt(a: AttemptRecord, span: AttemptSpan | None) -> dict[str, Any]:
+def attempt_doc(a: AttemptRecord, span: AttemptSpan | None = None) -> dict[str, Any]:
+    """One attempt as the report and the web dashboard's task page show it (its phases, given its span)."""
     return {"number": a.number, "agent": a.agent, "host": a.host, "outcome": str(a.outcome) if a.outcome else None,
             "detail": a.detail, "start": a.started_at, "end": a.finished_at, "cost_usd": a.cost_usd,
             "phases": [{"name": p.name, "start": p.start, "end": p.end} for p in (span.phases if span else [])]}

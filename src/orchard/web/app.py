@@ -33,8 +33,8 @@ from orchard.runtime.layout import Layout
 from orchard.runtime.lock import live_holder
 from orchard.store import Store
 from orchard.ui.html_report import timeline_fragment
-from orchard.ui.report import attempt_rows, last_seen, run_rows, status_document
-from orchard.ui.run_report import report_document
+from orchard.ui.report import last_seen, run_rows, status_document
+from orchard.ui.run_report import attempt_doc, report_document
 from orchard.vcs import Repo, find_repo
 from orchard.vcs.lines import diff_text
 from orchard.vcs.private import open_own_repository
@@ -83,7 +83,7 @@ def make_app(site: Site) -> Starlette:
 
     async def attempts(request: Request) -> Response:
         task_id, run_id = request.path_params["task"], request.query_params.get("run")
-        return await _json(site, lambda store: attempt_rows(store, store.run(run_id).id, task_id))
+        return await _json(site, lambda store: [attempt_doc(a) for a in store.attempts(store.run(run_id).id, task_id)])
 
     async def events(request: Request) -> Response:
         return _sse(_status_feed(site, request.query_params.get("run")))
